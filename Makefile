@@ -1,0 +1,43 @@
+# twisted-exchange: every target installs what it needs first.
+PYTHON ?= python3
+PIP     = $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore
+SEEDS  ?= 200
+INTEROP = tests/interop
+
+.PHONY: install interop test pytest trial sim-smoke sim bench bench-cluster demo clean
+
+install:
+	$(PIP) -e '.[test,plot]'
+
+# Node Grenache packages for the interop tests; skipped (tests then skip) without npm.
+interop:
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: Node interop tests will be skipped"; fi
+
+test: install interop pytest trial sim-smoke
+
+pytest:
+	$(PYTHON) -m pytest -p no:cacheprovider -q tests
+
+trial:
+	$(PYTHON) -m twisted.trial --temp-directory=/tmp/twisted-exchange-trial tests
+
+sim-smoke:
+	@if [ -f twisted_exchange/replication/sim.py ]; then \
+		$(PYTHON) -m twisted_exchange.replication.sim --seeds $(SEEDS); fi
+
+sim: install
+	$(PYTHON) -m twisted_exchange.replication.sim --seeds 10000
+
+bench: install interop
+	$(PYTHON) -m twisted_exchange.bench
+
+bench-cluster: install
+	$(PYTHON) -m twisted_exchange.ctl.cli bench-cluster
+
+demo: install
+	$(PYTHON) -m twisted_exchange.demo
+
+clean:
+	rm -rf build dist *.egg-info .hypothesis run $(INTEROP)/node_modules

@@ -1,0 +1,40 @@
+"""Packaging for twisted-exchange.
+
+Runtime dependencies and why each is here:
+  twisted          reactor, HTTP server/client, UDP, services (peer, grape, ctl)
+  sortedcontainers SortedDict of price levels in the matching core
+  click            exchangectl and the other command lines
+  supervisor       the cluster topology (conf/*.conf) and its XML-RPC control
+  fastbencode      bencode for the grape's BEP5 KRPC messages
+  hdrhistogram     latency percentiles in `exchangectl bench`
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="twisted-exchange",
+    version="0.1.0",
+    description="A peer-to-peer exchange on Twisted and Grenache: Raft-replicated limit order books",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["twisted_exchange", "twisted_exchange.*"]),
+    install_requires=[
+        "twisted>=23.10",
+        "sortedcontainers>=2.4",
+        "click>=8.1",
+        "supervisor>=4.2",
+        "fastbencode>=0.3",
+        "hdrhistogram>=0.10",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100"],
+        "plot": ["matplotlib>=3.8"],
+    },
+    entry_points={
+        "console_scripts": [
+            "twisted-exchange-grape = twisted_exchange.grape.cli:main",
+            "twisted-exchange-peer = twisted_exchange.peer.cli:main",
+            "exchangectl = twisted_exchange.ctl.cli:main",
+        ],
+    },
+)
