@@ -1,0 +1,115 @@
+"""Shared test helpers for real processes: free loopback ports, spawning a
+child process, waiting for it to listen, and killing it by PID.
+
+Every process a test starts is registered with ``addCleanup`` so that it is
+killed (SIGTERM, then SIGKILL) even when the test fails.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unittest
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+NODE_MODULES = ROOT / "tests" / "interop" / "node_modules"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port on 127.0.0.1 that is free right now (TCP by default, or UDP)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free for both TCP and UDP."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind((LOOPBACK, port))
+        except OSError:
+            continue
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def wait_for_port(port: int, host: str = LOOPBACK, timeout: float = 15.0,
+                  proc: subprocess.Popen | None = None) -> None:
+    """Poll until a TCP connect to host:port succeeds, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process {proc.args!r} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def kill(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Stop a child by PID: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def spawn(test: unittest.TestCase, args: list[str], log: Path | None = None,
+          **kwargs) -> subprocess.Popen:
+    """Start ``args`` as a child process that ``test`` kills at cleanup.
+
+    Output goes to ``log`` (a file the test can read for diagnostics) or is
+    discarded.
+    """
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, **kwargs)
+    finally:
+        if log is not None:
+            out.close()
+    test.addCleanup(kill, proc)
+    return proc
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """argv that runs ``python -m module args`` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def node_or_skip() -> str:
+    """Path of ``node`` with the interop packages installed, else SkipTest."""
+    node = shutil.which("node")
+    if node is None:
+        raise unittest.SkipTest("node not found: Node Grenache interop not tested")
+    if not (NODE_MODULES / "grenache-nodejs-http").is_dir():
+        raise unittest.SkipTest("tests/interop/node_modules missing: run `make interop`")
+    return node
+
+
+def node_grape_argv(dht_port: int, api_port: int, bootstrap: list[str] | None = None) -> list[str]:
+    """argv for the real Node ``grape`` bound to loopback."""
+    argv = [node_or_skip(), str(NODE_MODULES / "grenache-grape" / "bin" / "grape.js"),
+            "--dp", str(dht_port), "--aph", str(api_port), "-b", LOOPBACK]
+    argv += ["--bn", ",".join(bootstrap)] if bootstrap else ["--bn", ""]
+    return argv
