@@ -20,7 +20,7 @@ def main() -> int:
     failed = []
     for title, module in BENCHMARKS:
         print(f"\n=== {title} ({module}) ===", flush=True)
-        if subprocess.call([sys.executable, "-m", module, *sys.argv[1:]]) != 0:
+        if subprocess.call([sys.executable, "-m", module]) != 0:
             failed.append(module)
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
