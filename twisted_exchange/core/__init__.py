@@ -1,0 +1,69 @@
+"""The pure matching core: commands in, replies and fills out.
+
+    >>> from twisted_exchange.core import Exchange
+    >>> ex = Exchange()
+    >>> ex.apply({"action": "submit", "client": "alice", "request": "r1",
+    ...           "symbol": "BTCUSD", "side": "buy", "type": "limit",
+    ...           "price": "100.5", "quantity": "2"})["order"]["status"]
+    'open'
+
+No I/O, no clock, no randomness, no Twisted: the same commands in the same
+order give the same replies and the same :meth:`Exchange.state_hash` on every
+peer.  Decisions, all part of the contract:
+
+Commands
+  ``submit`` (symbol, side, type, quantity; price for limit; optional tif,
+  default ``gtc`` for limit and ``ioc`` for market; optional ``post_only``,
+  a real boolean), ``cancel`` (order_id) and ``amend`` (order_id, new
+  ``price`` and/or new total ``quantity``).  Every command needs ``client``
+  (1-64 printable characters) and ``request`` (1-128, unused here: retry
+  dedupe is replication's job).  Unknown fields are refused.
+Numbers
+  Decimal strings only, at most 8 decimal places, > 0 and <= 10^12; held as
+  integer ticks of 10^-8; printed canonically (``"100.5"``, ``"2"``).
+  Symbols match ``[A-Z0-9]{2,12}``; a book is created on first use.
+Matching
+  Price-time priority, trades at the maker's price.  ``gtc`` rests its
+  remainder; ``ioc`` and market orders cancel it (a market order may be
+  ``fok``, never ``gtc``, never takes a price).  ``fok`` is checked first
+  without changing anything and refused with ERR_FOK_UNFILLABLE unless it
+  fills completely.  ``post_only`` needs ``gtc`` and is refused with
+  ERR_POST_ONLY_WOULD_TAKE if its price crosses the best opposite price
+  (whoever owns it).
+Self-trade prevention: cancel resting
+  An incoming order never trades with its own client's resting orders: each
+  one met while matching is cancelled (status ``cancelled``) and matching
+  goes on.  A fok order counts only other clients' liquidity.
+Amend
+  ``quantity`` is the new total and must exceed the filled part.  Lowering it
+  keeps queue priority; raising it moves the order to the back of its level.
+  A new price takes the order out and re-enters it like a new taker with the
+  same id: it may trade at once (post_only orders are refused instead), and
+  its remainder rests last at the new price.  Only open orders can be amended.
+Cancel / amend errors
+  ERR_UNKNOWN_ORDER (never seen, or forgotten), ERR_NOT_OWNER (another
+  client's order, checked before the status), ERR_ORDER_CLOSED (filled or
+  cancelled).  Malformed input of any kind: ERR_INVALID_ORDER.
+Replies
+  ``{"ok": True, "order": {...}, "fills": [...]}`` for every accepted
+  command, ``{"ok": False, "error": "ERR_<CODE>: <reason>"}`` otherwise, and
+  then nothing changed.  Order fields: id, client, symbol, side, type, price
+  (``None`` for market), quantity, filled, remaining, cancelled, status
+  (open, partially_filled, filled, cancelled), tif, post_only; always
+  ``filled + remaining + cancelled == quantity``.
+Ids and retention
+  Order and trade ids are decimal strings from counters in the state ("1",
+  "2", ...); refused commands consume none.  The last 10,000 closed orders
+  stay queryable with :meth:`Exchange.order` and the last 1,000 trades per
+  symbol with :meth:`Exchange.trades` (newest first); both bounds are
+  constructor arguments, and the retained data is part of the snapshot and
+  the hash.
+Queries
+  ``book``/``trades`` with a malformed symbol, depth or limit raise
+  :class:`ExchangeError` with code ERR_INVALID_QUERY; a malformed snapshot
+  given to :meth:`Exchange.restore` raises ERR_INVALID_SNAPSHOT.
+"""
+from .errors import ExchangeError
+from .exchange import Exchange
+
+__all__ = ["Exchange", "ExchangeError"]

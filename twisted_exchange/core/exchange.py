@@ -1,0 +1,319 @@
+"""The exchange: every book, every order still known, trades and counters.
+
+:meth:`Exchange.apply` is the only way to change the state.  It parses and
+checks a command completely before touching anything, so a refused command
+changes nothing, and the same commands in the same order always give the
+same replies and the same state (no clock, no randomness, no hash-order
+dependence).  Memory is bounded by design: the last ``closed_orders_kept``
+closed orders stay queryable (oldest forgotten first) and the last
+``trades_kept`` trades per symbol are kept; both bounds are part of the state.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections import deque
+from typing import Optional
+
+from .book import Book
+from .commands import (
+    FOK, GTC, SIDES, SYMBOL, TIFS, Amend, Cancel, Submit, parse_command,
+)
+from .errors import (
+    FOK_UNFILLABLE, INVALID_ORDER, INVALID_QUERY, INVALID_SNAPSHOT, NOT_OWNER, ORDER_CLOSED,
+    POST_ONLY_WOULD_TAKE, UNKNOWN_ORDER, ExchangeError,
+)
+from .numbers import format_ticks, parse_ticks
+from .order import CANCELLED, FILLED, OPEN, PARTIALLY_FILLED, Order
+
+SNAPSHOT_FORMAT = 1
+_STATUSES = {status: status for status in (OPEN, PARTIALLY_FILLED, FILLED, CANCELLED)}
+_EMPTY = Book("")
+
+
+class Exchange:
+    """A deterministic matching engine for any number of symbols."""
+
+    def __init__(self, *, closed_orders_kept: int = 10_000, trades_kept: int = 1_000) -> None:
+        if closed_orders_kept < 0 or trades_kept < 0:
+            raise ValueError("retention bounds must be >= 0")
+        self._closed_orders_kept = closed_orders_kept
+        self._trades_kept = trades_kept
+        self._books: dict[str, Book] = {}
+        self._orders: dict[str, Order] = {}
+        self._closed: deque[str] = deque()
+        self._trades: dict[str, deque] = {}
+        self._last_order_id = 0
+        self._last_trade_id = 0
+
+    # -- commands ---------------------------------------------------------
+
+    def apply(self, command: object) -> dict:
+        """Apply one command; never raises.
+
+        Returns ``{"ok": True, "order": {...}, "fills": [...]}`` or
+        ``{"ok": False, "error": "ERR_<CODE>: <reason>"}`` (state unchanged).
+        """
+        try:
+            parsed = parse_command(command)
+            if type(parsed) is Submit:
+                return self._submit(parsed)
+            if type(parsed) is Cancel:
+                return self._cancel(parsed)
+            return self._amend(parsed)
+        except ExchangeError as error:
+            return {"ok": False, "error": str(error)}
+
+    def _submit(self, command: Submit) -> dict:
+        book = self._books.get(command.symbol, _EMPTY)
+        if command.post_only and book.crosses(command.side, command.price):
+            raise ExchangeError(POST_ONLY_WOULD_TAKE, "a post_only order would trade on arrival")
+        order = Order(
+            str(self._last_order_id + 1), sys.intern(command.client), command.symbol,
+            command.side, command.price, command.quantity, command.tif, command.post_only,
+        )
+        if command.tif is FOK and not book.fillable(order):
+            raise ExchangeError(FOK_UNFILLABLE, "a fok order cannot fill completely now")
+        self._last_order_id += 1
+        if book is _EMPTY:
+            book = self._books[command.symbol] = Book(command.symbol)
+        self._orders[order.id] = order
+        return self._take(book, order)
+
+    def _cancel(self, command: Cancel) -> dict:
+        order = self._open_order(command)
+        self._books[order.symbol].take_out(order)
+        self._close_cancelled(order)
+        return {"ok": True, "order": order.to_dict(), "fills": []}
+
+    def _amend(self, command: Amend) -> dict:
+        order = self._open_order(command)
+        book = self._books[order.symbol]
+        quantity = order.quantity if command.quantity is None else command.quantity
+        if quantity <= order.filled:
+            raise ExchangeError(INVALID_ORDER, "quantity must exceed the filled quantity")
+        price = order.price if command.price is None else command.price
+        if price != order.price:
+            if order.post_only and book.crosses(order.side, price):
+                raise ExchangeError(POST_ONLY_WOULD_TAKE, "the new price would trade")
+            book.take_out(order)
+            order.price = price
+            order.quantity = quantity
+            order.remaining = quantity - order.filled
+            return self._take(book, order)
+        if quantity < order.quantity:
+            book.reduce(order, quantity - order.filled)
+            order.quantity = quantity
+        elif quantity > order.quantity:
+            book.take_out(order)
+            order.quantity = quantity
+            order.remaining = quantity - order.filled
+            book.rest(order)
+        return {"ok": True, "order": order.to_dict(), "fills": []}
+
+    def _open_order(self, command) -> Order:
+        order = self._orders.get(command.order_id)
+        if order is None:
+            raise ExchangeError(UNKNOWN_ORDER, f"no order {command.order_id!r}")
+        if order.client != command.client:
+            raise ExchangeError(NOT_OWNER, f"order {order.id} belongs to another client")
+        if not order.is_open:
+            raise ExchangeError(ORDER_CLOSED, f"order {order.id} is {order.status}")
+        return order
+
+    def _take(self, book: Book, order: Order) -> dict:
+        """Match ``order`` as a taker, then rest or cancel what is left."""
+        fills = []
+        for maker, quantity in book.match(order):
+            if quantity is None:
+                self._close_cancelled(maker)
+            else:
+                fills.append(self._trade(book.symbol, maker, order, quantity))
+                maker.settle()
+                if maker.status is FILLED:
+                    self._close(maker)
+        order.settle()
+        if order.remaining:
+            if order.tif is GTC:
+                book.rest(order)
+            else:
+                self._close_cancelled(order)
+        elif order.status is FILLED:
+            self._close(order)
+        return {"ok": True, "order": order.to_dict(), "fills": fills}
+
+    def _trade(self, symbol: str, maker: Order, taker: Order, quantity: int) -> dict:
+        self._last_trade_id += 1
+        trade = (
+            str(self._last_trade_id), maker.price, quantity, maker.id, taker.id,
+            maker.client, taker.client, taker.side,
+        )
+        trades = self._trades.get(symbol)
+        if trades is None:
+            trades = self._trades[symbol] = deque(maxlen=self._trades_kept)
+        trades.append(trade)
+        return _fill(symbol, trade)
+
+    def _close_cancelled(self, order: Order) -> None:
+        order.cancel_rest()
+        self._close(order)
+
+    def _close(self, order: Order) -> None:
+        """Remember a closed order, forgetting the oldest beyond the bound."""
+        closed = self._closed
+        closed.append(order.id)
+        if len(closed) > self._closed_orders_kept:
+            del self._orders[closed.popleft()]
+
+    # -- queries ----------------------------------------------------------
+
+    def book(self, symbol: str, depth: int = 10) -> dict:
+        """Aggregated levels, best first: ``{"bids": [[price, qty], ...], "asks": [...]}``."""
+        _check_query(type(symbol) is str and SYMBOL.fullmatch(symbol) is not None,
+                      "symbol must match [A-Z0-9]{2,12}")
+        _check_query(type(depth) is int and depth > 0, "depth must be a positive integer")
+        book = self._books.get(symbol, _EMPTY)
+        return {"bids": book.depth(book.bids, depth), "asks": book.depth(book.asks, depth)}
+
+    def order(self, order_id: str) -> Optional[dict]:
+        """The order's public form, or ``None`` if unknown or forgotten."""
+        order = self._orders.get(order_id) if type(order_id) is str else None
+        return None if order is None else order.to_dict()
+
+    def trades(self, symbol: str, limit: int = 100) -> list:
+        """The last ``limit`` kept trades of ``symbol``, newest first."""
+        _check_query(type(symbol) is str and SYMBOL.fullmatch(symbol) is not None,
+                     "symbol must match [A-Z0-9]{2,12}")
+        _check_query(type(limit) is int and limit > 0, "limit must be a positive integer")
+        trades = self._trades.get(symbol, ())
+        return [_fill(symbol, trades[-i]) for i in range(1, min(limit, len(trades)) + 1)]
+
+    # -- state ------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """The whole state as plain JSON-able data in one canonical form.
+
+        Orders are ``[id, client, symbol, side, price, quantity, filled,
+        remaining, status, tif, post_only]`` sorted by id, amounts as decimal
+        strings (price ``None`` for market orders); ``resting`` lists each
+        non-empty book's order ids in priority order (bids best first, then
+        asks); ``closed`` is the retention queue, oldest first.
+        """
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "closed_orders_kept": self._closed_orders_kept,
+            "trades_kept": self._trades_kept,
+            "last_order_id": self._last_order_id,
+            "last_trade_id": self._last_trade_id,
+            "orders": [
+                _order_row(self._orders[order_id])
+                for order_id in sorted(self._orders, key=int)
+            ],
+            "resting": {
+                symbol: [order.id for order in book.resting()]
+                for symbol, book in sorted(self._books.items()) if book
+            },
+            "closed": list(self._closed),
+            "trades": {
+                symbol: [_trade_row(trade) for trade in trades]
+                for symbol, trades in sorted(self._trades.items()) if trades
+            },
+        }
+
+    def state_hash(self) -> str:
+        """SHA-256 hex digest of the canonical snapshot: equal iff states are equal."""
+        text = json.dumps(self.snapshot(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+    @classmethod
+    def restore(cls, snapshot: dict) -> "Exchange":
+        """An exchange in exactly the state ``snapshot`` describes."""
+        try:
+            return cls._restore(snapshot)
+        except ExchangeError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+            raise ExchangeError(INVALID_SNAPSHOT, f"malformed snapshot: {error!r}") from None
+
+    @classmethod
+    def _restore(cls, snapshot: dict) -> "Exchange":
+        if snapshot["format"] != SNAPSHOT_FORMAT:
+            raise ExchangeError(INVALID_SNAPSHOT, f"unknown format {snapshot['format']!r}")
+        exchange = cls(closed_orders_kept=int(snapshot["closed_orders_kept"]),
+                       trades_kept=int(snapshot["trades_kept"]))
+        exchange._last_order_id = int(snapshot["last_order_id"])
+        exchange._last_trade_id = int(snapshot["last_trade_id"])
+        for row in snapshot["orders"]:
+            order = _order_from_row(row)
+            exchange._orders[order.id] = order
+        for symbol, order_ids in snapshot["resting"].items():
+            book = exchange._books[symbol] = Book(symbol)
+            for order_id in order_ids:
+                order = exchange._orders[order_id]
+                if not order.is_open or order.symbol != symbol or order.price is None:
+                    raise ExchangeError(INVALID_SNAPSHOT, f"order {order_id} cannot rest")
+                book.rest(order)
+        exchange._closed.extend(str(order_id) for order_id in snapshot["closed"])
+        for symbol, rows in snapshot["trades"].items():
+            exchange._trades[symbol] = deque(
+                (_trade_from_row(row) for row in rows), maxlen=exchange._trades_kept)
+        return exchange
+
+
+def _fill(symbol: str, trade: tuple) -> dict:
+    trade_id, price, quantity, maker, taker, maker_client, taker_client, taker_side = trade
+    return {
+        "trade_id": trade_id,
+        "symbol": symbol,
+        "price": format_ticks(price),
+        "quantity": format_ticks(quantity),
+        "maker_order": maker,
+        "taker_order": taker,
+        "maker_client": maker_client,
+        "taker_client": taker_client,
+        "taker_side": taker_side,
+    }
+
+
+def _check_query(condition: bool, reason: str) -> None:
+    if not condition:
+        raise ExchangeError(INVALID_QUERY, reason)
+
+
+def _order_row(order: Order) -> list:
+    return [
+        order.id, order.client, order.symbol, order.side,
+        None if order.price is None else format_ticks(order.price),
+        format_ticks(order.quantity), format_ticks(order.filled), format_ticks(order.remaining),
+        order.status, order.tif, order.post_only,
+    ]
+
+
+def _order_from_row(row: list) -> Order:
+    order_id, client, symbol, side, price, quantity, filled, remaining, status, tif, post_only = row
+    order = Order(
+        str(order_id), sys.intern(client), sys.intern(symbol), SIDES[side],
+        None if price is None else parse_ticks(price, "price"),
+        parse_ticks(quantity, "quantity"), TIFS[tif], bool(post_only),
+        filled=_ticks_or_zero(filled), remaining=_ticks_or_zero(remaining),
+        status=_STATUSES[status],
+    )
+    if order.cancelled < 0:
+        raise ExchangeError(INVALID_SNAPSHOT, f"order {order.id} is overfilled")
+    return order
+
+
+def _ticks_or_zero(text: str) -> int:
+    return 0 if text == "0" else parse_ticks(text, "amount")
+
+
+def _trade_row(trade: tuple) -> list:
+    trade_id, price, quantity, *rest = trade
+    return [trade_id, format_ticks(price), format_ticks(quantity), *rest]
+
+
+def _trade_from_row(row: list) -> tuple:
+    trade_id, price, quantity, maker, taker, maker_client, taker_client, taker_side = row
+    return (str(trade_id), parse_ticks(price, "price"), parse_ticks(quantity, "quantity"),
+            str(maker), str(taker), maker_client, taker_client, SIDES[taker_side])

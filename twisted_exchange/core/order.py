@@ -1,0 +1,81 @@
+"""One order and its public form.
+
+An :class:`Order` is a ``__slots__`` object (about 150 bytes) because a
+book may hold millions of them; quantities are integer ticks (see
+:mod:`.numbers`).  ``prev``/``next`` link it into its price level's FIFO (see
+:mod:`.book`).  Quantities always satisfy
+``filled + remaining + cancelled == quantity``, where ``cancelled`` is the
+part removed by a cancel, an ioc/market remainder or self-trade prevention.
+"""
+from __future__ import annotations
+
+from .commands import LIMIT, MARKET
+from .numbers import format_ticks
+
+OPEN = "open"
+PARTIALLY_FILLED = "partially_filled"
+FILLED = "filled"
+CANCELLED = "cancelled"
+_OPEN_STATES = (OPEN, PARTIALLY_FILLED)
+
+
+class Order:
+    """A submitted order; ``price`` is ``None`` for a market order."""
+
+    __slots__ = (
+        "id", "client", "symbol", "side", "price", "quantity", "filled", "remaining",
+        "status", "tif", "post_only", "prev", "next",
+    )
+
+    def __init__(self, id, client, symbol, side, price, quantity, tif, post_only,
+                 filled=0, remaining=None, status=OPEN):
+        self.id = id
+        self.client = client
+        self.symbol = symbol
+        self.side = side
+        self.price = price
+        self.quantity = quantity
+        self.filled = filled
+        self.remaining = quantity if remaining is None else remaining
+        self.status = status
+        self.tif = tif
+        self.post_only = post_only
+        self.prev = None
+        self.next = None
+
+    @property
+    def cancelled(self) -> int:
+        """Ticks removed without trading."""
+        return self.quantity - self.filled - self.remaining
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in _OPEN_STATES
+
+    def settle(self) -> None:
+        """Set the status from the quantities after a fill."""
+        self.status = FILLED if not self.remaining else PARTIALLY_FILLED if self.filled else OPEN
+
+    def cancel_rest(self) -> None:
+        """Drop the unfilled remainder; the order is closed."""
+        self.remaining = 0
+        self.status = CANCELLED
+
+    def to_dict(self) -> dict:
+        """The public (wire) form of the order."""
+        price = self.price
+        return {
+            "id": self.id,
+            "client": self.client,
+            "symbol": self.symbol,
+            "side": self.side,
+            "type": MARKET if price is None else LIMIT,
+            "price": None if price is None else format_ticks(price),
+            "quantity": format_ticks(self.quantity),
+            "filled": format_ticks(self.filled),
+            "remaining": format_ticks(self.remaining),
+            "cancelled": format_ticks(self.quantity - self.filled - self.remaining),
+            "status": self.status,
+            "tif": self.tif,
+            "post_only": self.post_only,
+        }
