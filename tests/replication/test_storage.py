@@ -6,9 +6,25 @@ suffer: restarts, torn writes, corrupt records and files.
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import struct
+import tempfile
 import unittest
+import zlib
+from pathlib import Path
 
-from twisted_exchange.replication.storage import MemoryStorage, Recovered, StorageError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from twisted_exchange.replication.storage import (
+    FileStorage,
+    MemoryStorage,
+    Recovered,
+    StorageError,
+    empty_hard_state,
+)
 
 
 def entry(index: int, term: int) -> dict:
@@ -161,3 +177,325 @@ class MemoryStorageTests(StorageContract, unittest.TestCase):
 
     def restart(self, storage: MemoryStorage) -> MemoryStorage:
         return storage
+
+
+def temporary_directory(test: unittest.TestCase) -> Path:
+    """A directory removed when ``test`` ends."""
+    path = Path(tempfile.mkdtemp(prefix="storage-test-"))
+    test.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+class FileStorageContractTests(StorageContract, unittest.TestCase):
+    """The contract, on disk, with real fsyncs, through restarts."""
+
+    def open(self) -> FileStorage:
+        self.directory = temporary_directory(self)
+        self.addCleanup(lambda: self.storage.close())
+        storage = FileStorage(self.directory)
+        storage.load()
+        return storage
+
+    def restart(self, storage: FileStorage) -> FileStorage:
+        storage.close()
+        return FileStorage(self.directory)
+
+
+def frame(body: bytes) -> bytes:
+    """One log record as the file format specifies it: length, CRC32, body."""
+    return struct.pack(">II", len(body), zlib.crc32(body)) + body
+
+
+def record(e: dict) -> bytes:
+    return frame(json.dumps(e, separators=(",", ":"), sort_keys=True).encode())
+
+
+class FileStorageTests(unittest.TestCase):
+    """What only a storage on disk can suffer: restarts and damaged files."""
+
+    def setUp(self) -> None:
+        self.directory = temporary_directory(self)
+        self.log = self.directory / "log"
+        self.storage: FileStorage | None = None
+        self.addCleanup(lambda: self.storage and self.storage.close())
+
+    def start(self, fsync: str = "never") -> Recovered:
+        """(Re)start the storage on the directory, as a restarted peer does."""
+        if self.storage is not None:
+            self.storage.close()
+        self.storage = FileStorage(self.directory, fsync)
+        return self.storage.load()
+
+    def damage(self, data: bytes, at: int | None = None) -> None:
+        """Write ``data`` into the log at offset ``at``, or append it."""
+        with open(self.log, "r+b") as file:
+            file.seek(0, os.SEEK_END) if at is None else file.seek(at)
+            file.write(data)
+
+    def test_restarted_storage_recovers_and_goes_on_appending(self) -> None:
+        self.start("batch")
+        self.storage.save({"term": 1, "vote": "p1", "commit": 0}, run(1, 3, 1))
+        self.start("batch")
+        self.storage.save({"term": 2, "vote": "p1", "commit": 3}, run(3, 4, 2))
+        recovered = self.start("batch")
+        self.assertEqual(recovered, Recovered({"term": 2, "vote": "p1", "commit": 3}, None,
+                                              run(1, 2, 1) + run(3, 4, 2), None))
+
+    def test_log_file_holds_length_crc_framed_canonical_json_records(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 2, 1))
+        self.assertEqual(self.log.read_bytes(), record(entry(1, 1)) + record(entry(2, 1)))
+
+    def assertCut(self, recovered: Recovered, reason: str, entries: list[dict]) -> None:
+        """The damaged tail was cut, reported, and the file holds only good records."""
+        self.assertEqual(recovered.entries, entries)
+        self.assertIn(reason, recovered.repaired)
+        self.assertEqual(self.log.read_bytes(), b"".join(record(e) for e in entries))
+        self.assertIsNone(self.start().repaired)
+
+    def test_torn_record_header_is_cut(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 3, 1))
+        self.damage(record(entry(4, 1))[:5])
+        self.assertCut(self.start(), "torn record header", run(1, 3, 1))
+
+    def test_torn_record_body_is_cut(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 3, 1))
+        self.damage(record(entry(4, 1))[:-3])
+        self.assertCut(self.start(), "torn record body", run(1, 3, 1))
+
+    def test_corrupt_record_in_the_middle_is_cut_with_everything_after_it(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 6, 1))
+        third = len(record(entry(1, 1))) + len(record(entry(2, 1)))
+        self.damage(b"X", at=third + 20)
+        self.assertCut(self.start(), "CRC32", run(1, 2, 1))
+
+    def test_garbage_after_the_last_record_is_cut(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 2, 1))
+        self.damage(bytes(range(7, 250)))
+        self.assertCut(self.start(), "offset", run(1, 2, 1))
+
+    def test_record_with_good_crc_but_no_json_is_cut(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 2, 1))
+        self.damage(frame(b"{not json"))
+        self.assertCut(self.start(), "not JSON", run(1, 2, 1))
+
+    def test_record_with_good_crc_but_no_entry_is_cut(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 2, 1))
+        self.damage(frame(b'{"index":3,"term":0,"command":null}'))
+        self.assertCut(self.start(), "not an entry", run(1, 2, 1))
+
+    def test_entry_out_of_sequence_is_cut_with_everything_after_it(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 2, 1))
+        self.damage(record(entry(4, 1)) + record(entry(5, 1)))
+        self.assertCut(self.start(), "entry 4 follows entry 2", run(1, 2, 1))
+
+    def test_log_starting_after_a_gap_is_dropped(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 2, 1))
+        self.log.write_bytes(record(entry(3, 1)))
+        self.assertCut(self.start(), "gap", [])
+
+    def test_repair_is_logged(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 2, 1))
+        self.damage(b"\x00\x01")
+        with self.assertLogs("twisted_exchange.replication.storage", "WARNING") as logged:
+            recovered = self.start()
+        self.assertIn(recovered.repaired, logged.output[0])
+
+    def test_storage_appends_cleanly_after_a_cut(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 2, 1))
+        self.damage(record(entry(3, 1))[:-1])
+        self.start()
+        self.storage.save(None, run(3, 4, 2))
+        self.assertEqual(self.start().entries, run(1, 2, 1) + run(3, 4, 2))
+
+    def test_missing_directory_is_created_and_loads_empty(self) -> None:
+        self.directory = self.directory / "peer" / "data"
+        recovered = self.start()
+        self.assertTrue(self.directory.is_dir())
+        self.assertEqual(recovered, Recovered(empty_hard_state(), None, [], None))
+
+    def test_missing_files_load_as_empty_parts(self) -> None:
+        self.start()
+        self.storage.save({"term": 3, "vote": "p2", "commit": 5}, run(1, 6, 3), snapshot(5, 3))
+        self.storage.close()
+        (self.directory / "hardstate.json").unlink()
+        self.log.unlink()
+        recovered = self.start()
+        self.assertEqual(recovered, Recovered(empty_hard_state(), snapshot(5, 3), [], None))
+        self.storage.save(None, run(6, 6, 3))
+        self.assertEqual(self.start().entries, run(6, 6, 3))
+
+    def test_unknown_fsync_policy_is_rejected(self) -> None:
+        for policy in ("always", "", "Batch", None):
+            with self.subTest(policy=policy), self.assertRaises(ValueError):
+                FileStorage(self.directory, policy)
+
+    def test_both_fsync_policies_store_the_same_files(self) -> None:
+        contents = []
+        for policy in ("batch", "never"):
+            self.directory = temporary_directory(self)
+            self.start(policy)
+            self.storage.save({"term": 1, "vote": None, "commit": 2}, run(1, 4, 1), snapshot(2, 1))
+            self.storage.close()
+            contents.append({p.name: p.read_bytes() for p in self.directory.iterdir()})
+        self.assertEqual(contents[0], contents[1])
+        self.assertEqual(sorted(contents[0]), ["hardstate.json", "log", "snapshot.json"])
+
+    def test_compaction_survives_restart_and_shrinks_the_log(self) -> None:
+        self.start("batch")
+        self.storage.save(None, run(1, 100, 1))
+        full = self.log.stat().st_size
+        self.storage.compact(snapshot(90, 1))
+        self.assertEqual(self.log.stat().st_size, sum(len(record(e)) for e in run(91, 100, 1)))
+        self.assertLess(self.log.stat().st_size, full)
+        self.storage.save(None, run(95, 96, 2))
+        recovered = self.start("batch")
+        self.assertEqual(recovered.snapshot, snapshot(90, 1))
+        self.assertEqual(recovered.entries, run(91, 94, 1) + run(95, 96, 2))
+
+    def test_crash_between_snapshot_and_log_rewrite_recovers_the_installed_state(self) -> None:
+        # Simulate the crash: the snapshot file is replaced, the log is not.
+        for snap, expected in ((snapshot(3, 1), run(4, 5, 1)), (snapshot(3, 2), [])):
+            with self.subTest(snapshot=snap):
+                self.directory = temporary_directory(self)
+                self.log = self.directory / "log"
+                self.start()
+                self.storage.save(None, run(1, 5, 1))
+                (self.directory / "snapshot.json").write_text(json.dumps(snap))
+                recovered = self.start()
+                self.assertEqual((recovered.snapshot, recovered.entries, recovered.repaired), (snap, expected, None))
+                self.assertEqual(self.log.read_bytes(), b"".join(record(e) for e in expected))
+
+    def test_corrupt_hard_state_file_refuses_to_start(self) -> None:
+        self.start()
+        self.storage.save({"term": 4, "vote": "p1", "commit": 0}, [])
+        self.storage.close()
+        for damaged in (b'{"term": 4, "vo', b'{"term": -1, "vote": null, "commit": 0}', b"[]"):
+            with self.subTest(damaged=damaged):
+                (self.directory / "hardstate.json").write_bytes(damaged)
+                with self.assertRaises(StorageError) as caught:
+                    self.start()
+                self.assertIn("hardstate.json", str(caught.exception))
+
+    def test_corrupt_snapshot_file_refuses_to_start(self) -> None:
+        self.start()
+        self.storage.compact(snapshot(0, 0))
+        self.storage.close()
+        (self.directory / "snapshot.json").write_bytes(b'{"index": 3, "te')
+        with self.assertRaises(StorageError) as caught:
+            self.start()
+        self.assertIn("snapshot.json is not valid JSON", str(caught.exception))
+
+    def test_directory_is_open_in_one_storage_at_a_time(self) -> None:
+        self.start()
+        with self.assertRaises(StorageError):
+            FileStorage(self.directory)
+        self.storage.close()
+        self.start()
+
+    def test_save_before_load_or_after_close_is_refused(self) -> None:
+        self.storage = FileStorage(self.directory)
+        with self.assertRaises(StorageError):
+            self.storage.save(None, run(1, 1, 1))
+        self.storage.load()
+        self.storage.close()
+        with self.assertRaises(StorageError):
+            self.storage.save(None, run(1, 1, 1))
+        with self.assertRaises(StorageError):
+            self.storage.load()
+
+
+class ReferenceStorage:
+    """The contract's save/compact rules, as plainly as they can be written."""
+
+    def __init__(self) -> None:
+        self.hard_state = empty_hard_state()
+        self.snapshot: dict | None = None
+        self.log: dict[int, dict] = {}
+
+    def term(self, index: int) -> int | None:
+        if self.snapshot and self.snapshot["index"] == index:
+            return self.snapshot["term"]
+        return self.log[index]["term"] if index in self.log else None
+
+    def install(self, snap: dict) -> None:
+        keep = self.term(snap["index"]) == snap["term"]
+        self.snapshot = snap
+        self.log = {i: e for i, e in self.log.items() if keep and i > snap["index"]}
+
+    def save(self, hard_state: dict | None, entries: list[dict], snap: dict | None) -> None:
+        if snap:
+            self.install(snap)
+        entries = [e for e in entries if e["index"] > self.floor()]
+        if entries:
+            self.log = {i: e for i, e in self.log.items() if i < entries[0]["index"]}
+            self.log.update((e["index"], e) for e in entries)
+        if hard_state:
+            self.hard_state = hard_state
+
+    def floor(self) -> int:
+        return self.snapshot["index"] if self.snapshot else 0
+
+    def last(self) -> int:
+        return max(self.log, default=self.floor())
+
+    def recovered(self) -> Recovered:
+        return Recovered(self.hard_state, self.snapshot, [self.log[i] for i in sorted(self.log)], None)
+
+
+class StorageModelTests(unittest.TestCase):
+    """Any sequence of valid saves, compactions and restarts loads back what
+    the reference holds, from either storage."""
+
+    @settings(max_examples=60)
+    @given(st.data())
+    def test_random_saves_and_compactions_load_back_the_reference_state(self, data) -> None:
+        directory = temporary_directory(self)
+        file_storage = FileStorage(directory, "never")
+        self.addCleanup(lambda: file_storage.close())
+        file_storage.load()
+        storages = [MemoryStorage(), file_storage]
+        reference = ReferenceStorage()
+        term = 1
+        for step in range(data.draw(st.integers(1, 12), label="steps")):
+            action = data.draw(st.sampled_from(["save", "save", "compact", "restart"]), label=f"{step}")
+            if action == "restart":
+                file_storage.close()
+                file_storage = storages[1] = FileStorage(directory, "never")
+                self.assertEqual(file_storage.load(), reference.recovered())
+                continue
+            if action == "compact":
+                if reference.last() == 0:
+                    continue
+                index = data.draw(st.integers(max(reference.floor(), 1), reference.last()))
+                args = (snapshot(index, reference.term(index)),)
+            else:
+                term += data.draw(st.integers(0, 1))
+                snap = None
+                if data.draw(st.booleans()):
+                    index = data.draw(st.integers(max(reference.floor(), 1), reference.last() + 3))
+                    snap = snapshot(index, data.draw(st.sampled_from([reference.term(index) or term, term + 1])))
+                    term = max(term, snap["term"])
+                floor = max(reference.floor(), snap["index"] if snap else 0)
+                last = max(reference.last(), floor) if not snap or reference.term(snap["index"]) == snap["term"] else floor
+                first = data.draw(st.integers(max(floor - 2, 1), last + 1))
+                entries = run(first, first + data.draw(st.integers(0, 4)) - 1, term)
+                hard_state = data.draw(st.none() | st.builds(
+                    lambda vote, commit: {"term": term, "vote": vote, "commit": commit},
+                    st.none() | st.sampled_from(["p1", "p2"]), st.integers(0, 20)))
+                args = (hard_state, entries, snap)
+            getattr(reference, action)(*args) if action == "save" else reference.install(*args)
+            for storage in storages:
+                getattr(storage, action)(*args)
+        for storage in storages:
+            self.assertEqual(storage.load(), reference.recovered())
