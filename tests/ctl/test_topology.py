@@ -1,0 +1,115 @@
+"""The topology renderer, its parser, and the shipped configs it produced."""
+from __future__ import annotations
+
+import configparser
+import tempfile
+import unittest
+from pathlib import Path
+
+from tests.support import ROOT
+from twisted_exchange.ctl.errors import CtlError
+from twisted_exchange.ctl.topology import parse, render
+
+
+def _written(test: unittest.TestCase, text: str, name: str = "cluster.conf") -> Path:
+    directory = tempfile.TemporaryDirectory()
+    test.addCleanup(directory.cleanup)
+    path = Path(directory.name) / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class ShippedConfigTests(unittest.TestCase):
+
+    def test_cluster_conf_is_the_renderers_three_peer_output(self):
+        self.assertEqual((ROOT / "conf" / "cluster.conf").read_text(encoding="utf-8"), render(3))
+
+    def test_cluster5_conf_is_the_renderers_five_peer_output(self):
+        self.assertEqual((ROOT / "conf" / "cluster5.conf").read_text(encoding="utf-8"), render(5))
+
+    def test_run_directory_exists_in_a_fresh_clone_but_its_content_is_ignored(self):
+        self.assertEqual((ROOT / "conf" / "run" / ".gitignore").read_text().split(), ["*", "!.gitignore"])
+
+    def test_shipped_cluster_parses_with_paths_under_the_conf_directory(self):
+        topology = parse(ROOT / "conf" / "cluster.conf")
+        self.assertEqual(topology.peers, ("peer1", "peer2", "peer3"))
+        self.assertEqual(topology.grapes, ("http://127.0.0.1:30001", "http://127.0.0.1:40001"))
+        self.assertEqual(topology.run_dir, ROOT / "conf" / "run")
+        self.assertEqual(topology.socket, ROOT / "conf" / "run" / "supervisord.sock")
+
+
+class RenderTests(unittest.TestCase):
+
+    def sections(self, text: str) -> configparser.RawConfigParser:
+        parser = configparser.RawConfigParser()
+        parser.read_string(text)
+        return parser
+
+    def test_round_trip_with_free_ports_and_an_absolute_run_dir(self):
+        text = render(5, grape_ports=[(21001, 31001), (21002, 41001)],
+                      peer_ports=[6001, 6002, 6003, 6004, 6005], run_dir="/tmp/x/run")
+        topology = parse(_written(self, text))
+        self.assertEqual(topology.peers, tuple(f"peer{i}" for i in range(1, 6)))
+        self.assertEqual(topology.grapes, ("http://127.0.0.1:31001", "http://127.0.0.1:41001"))
+        self.assertEqual(topology.run_dir, Path("/tmp/x/run"))
+        self.assertEqual(topology.socket, Path("/tmp/x/run/supervisord.sock"))
+        self.assertEqual(topology.log_file("peer2"), Path("/tmp/x/run/peer2.log"))
+
+    def test_grapes_bootstrap_to_each_other(self):
+        parser = self.sections(render(3))
+        self.assertEqual(parser.get("program:grape1", "command"),
+                         "twisted-exchange-grape --dp 20001 --aph 30001 --bn 127.0.0.1:20002 -b 127.0.0.1")
+        self.assertEqual(parser.get("program:grape2", "command"),
+                         "twisted-exchange-grape --dp 20002 --aph 40001 --bn 127.0.0.1:20001 -b 127.0.0.1")
+
+    def test_peer_command_line_follows_the_protocol_and_spreads_peers_over_grapes(self):
+        parser = self.sections(render(3, peer_ports=[0, 0, 0]))
+        self.assertEqual(parser.get("program:peer2", "command"),
+                         "twisted-exchange-peer --id peer2 --peers peer1,peer2,peer3"
+                         " --grape http://127.0.0.1:40001 --host 127.0.0.1 --port 0"
+                         " --data-dir %(here)s/run/peer2")
+        self.assertIn("--grape http://127.0.0.1:30001", parser.get("program:peer3", "command"))
+
+    def test_every_program_restarts_and_logs_under_the_run_dir(self):
+        parser = self.sections(render(3))
+        programs = [s for s in parser.sections() if s.startswith("program:")]
+        self.assertEqual(programs, ["program:grape1", "program:grape2", "program:peer1",
+                                    "program:peer2", "program:peer3"])
+        for section in programs:
+            self.assertEqual(parser.get(section, "autorestart"), "true")
+            self.assertEqual(parser.get(section, "stopsignal"), "TERM")
+            self.assertEqual(parser.get(section, "stdout_logfile"),
+                             f"%(here)s/run/{section.split(':')[1]}.log")
+
+    def test_supervisor_control_sections_are_present(self):
+        parser = self.sections(render(3))
+        self.assertEqual(parser.get("unix_http_server", "file"), "%(here)s/run/supervisord.sock")
+        self.assertEqual(parser.get("supervisorctl", "serverurl"), "unix://%(here)s/run/supervisord.sock")
+        self.assertTrue(parser.has_section("rpcinterface:supervisor"))
+
+    def test_a_lone_grape_gets_an_empty_bootstrap(self):
+        parser = self.sections(render(1, grape_ports=[(20001, 30001)]))
+        self.assertIn('--bn "" -b', parser.get("program:grape1", "command"))
+
+    def test_mismatched_peer_ports_are_refused(self):
+        with self.assertRaises(ValueError):
+            render(3, peer_ports=[1, 2])
+
+
+class ParseErrorTests(unittest.TestCase):
+
+    def test_missing_file_names_the_path_and_the_option(self):
+        with self.assertRaisesRegex(CtlError, r"config file not found: /nonexistent/x.conf \(use -c PATH\)"):
+            parse("/nonexistent/x.conf")
+
+    def test_missing_exchange_section_is_reported(self):
+        path = _written(self, "[unix_http_server]\nfile=/tmp/s.sock\n")
+        with self.assertRaisesRegex(CtlError, r"missing \[twisted-exchange\] peers"):
+            parse(path)
+
+    def test_garbage_is_reported_on_one_line(self):
+        path = _written(self, "this is not an ini file\n")
+        with self.assertRaises(CtlError) as caught:
+            parse(path)
+        self.assertIn("cannot read config", str(caught.exception))
+        self.assertNotIn("\n", str(caught.exception))

@@ -1,0 +1,1 @@
+"""exchangectl: control a twisted-exchange cluster (supervisord + Grenache)."""

@@ -1,0 +1,449 @@
+"""``exchangectl``: run and use a twisted-exchange cluster.
+
+Process control goes to supervisord over its XML-RPC socket, everything else
+to the peers over Grenache through the grapes; both are found in the
+cluster's supervisord config (``-c``), so the user never types a port.
+Every failure ends as one line ``error: ...`` on stderr and exit status 1
+(``CtlGroup.main`` is the one place that does it); ``--json`` prints the
+peers' replies unchanged.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from twisted_exchange.ctl import output
+from twisted_exchange.ctl.consistency import Observer
+from twisted_exchange.ctl.errors import CtlError
+from twisted_exchange.ctl.supervisor import ALIVE, Supervisor
+from twisted_exchange.ctl.topology import Topology, parse
+
+DEFAULT_CONFIG = Path("conf") / "cluster.conf"
+PACKAGED_CONFIG = Path(__file__).resolve().parents[2] / DEFAULT_CONFIG
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class CtlGroup(click.Group):
+    """A click group whose every failure is one ``error: ...`` line and exit 1."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> None:
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args, prog_name, standalone_mode=False, **extra)
+        except CtlError as e:
+            _fail(str(e))
+        except click.exceptions.NoArgsIsHelpError as e:
+            click.echo(e.ctx.get_help() if e.ctx else str(e))
+            sys.exit(0)
+        except click.UsageError as e:
+            hint = f" (see: {e.ctx.command_path} --help)" if e.ctx else ""
+            _fail(e.format_message() + hint)
+        except click.ClickException as e:
+            _fail(e.format_message())
+        except click.Abort:
+            _fail("interrupted")
+        except Exception as e:  # a bug: still one line, never a traceback
+            _fail(f"internal error: {type(e).__name__}: {e}")
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            ctx.ensure_object(dict)[key] = value
+        return value
+    return callback
+
+
+CONFIG_HELP = "Cluster config [default: ./conf/cluster.conf, else the one next to the package]."
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+peer_option = click.option("--peer", help="Peer to send to (default: any peer).")
+client_option = click.option("--client", default="cli", show_default=True, envvar="EXCHANGECTL_CLIENT",
+                             help="Client name owning the orders (env EXCHANGECTL_CLIENT).")
+request_option = click.option("--request", "request_id",
+                              help="Request id; resending one is safe (default: a fresh uuid4).")
+symbol_option = click.option("--symbol", default="BTCUSD", show_default=True, help="Market symbol.")
+
+
+def command(*args: Any, **kwargs: Any) -> Callable:
+    """A subcommand of ``main`` that also accepts ``-c/--config`` after its name."""
+    def decorate(f: Callable) -> click.Command:
+        f = click.option("-c", "--config", type=click.Path(dir_okay=False), expose_value=False,
+                         is_eager=True, callback=_remember("config"), help=CONFIG_HELP)(f)
+        return main.command(*args, **kwargs)(f)
+    return decorate
+
+
+@click.group(cls=CtlGroup, context_settings=CONTEXT)
+@click.option("-c", "--config", type=click.Path(dir_okay=False), envvar="EXCHANGECTL_CONFIG",
+              is_eager=True, expose_value=False, callback=_remember("config"),
+              help=CONFIG_HELP + " Env: EXCHANGECTL_CONFIG.")
+@click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
+              expose_value=False, callback=_remember("timeout"), help="Seconds per peer request.")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Control a twisted-exchange cluster: processes (via supervisord) and the
+    exchange itself (via Grenache).  Start with `exchangectl up`."""
+    ctx.ensure_object(dict)
+
+
+# -- context ---------------------------------------------------------------
+
+def _options() -> dict:
+    return click.get_current_context().ensure_object(dict)
+
+
+def resolve_config(given: str | None) -> Path:
+    """``given``, else ./conf/cluster.conf, else the repository's conf/ next to the package."""
+    if given:
+        return Path(given)
+    if not DEFAULT_CONFIG.exists() and PACKAGED_CONFIG.exists():
+        return PACKAGED_CONFIG
+    return DEFAULT_CONFIG
+
+
+def _topology() -> Topology:
+    return parse(resolve_config(_options().get("config")))
+
+
+def _supervisor() -> Supervisor:
+    return Supervisor(_topology().socket)
+
+
+def _check_peer(topology: Topology, peer: str | None) -> None:
+    if peer is not None and peer not in topology.peers:
+        raise CtlError(f"unknown peer {peer!r} (peers: {', '.join(topology.peers)})")
+
+
+def _in_reactor(work: Callable, timeout: float | None = None) -> Any:
+    """``work(peers)`` run against the cluster's peers; its result."""
+    from twisted_exchange.ctl.peers import run
+    return run(work, _topology().grapes, timeout or _options().get("timeout", 5.0))
+
+
+def _ask(payload: dict, peer: str | None) -> Any:
+    _check_peer(_topology(), peer)
+    return _in_reactor(lambda peers: peers.call(payload, peer))
+
+
+def _show(reply: Any, as_json: bool, human: Callable[[Any], str]) -> None:
+    click.echo(json.dumps(reply, indent=2) if as_json else human(reply))
+
+
+# -- processes ---------------------------------------------------------------
+
+@command()
+@click.option("--wait", "wait", type=click.FloatRange(0, 3600), default=60.0, show_default=True,
+              help="Seconds to wait until every peer reports a leader.")
+def up(wait: float) -> None:
+    """Start the cluster (supervisord and every program) and wait for a leader."""
+    topology = _topology()
+    supervisor = Supervisor(topology.socket)
+    if supervisor.is_running():
+        stopped = [p["name"] for p in supervisor.processes() if p["statename"] not in ALIVE]
+        for name in stopped:
+            click.echo(f"starting {name}")
+            supervisor.start(name, wait=False)
+    else:
+        click.echo(f"starting supervisord with {topology.config}")
+        topology.run_dir.mkdir(parents=True, exist_ok=True)
+        supervisor.launch(topology.config)
+    statuses = _in_reactor(lambda peers: peers.watch(topology.peers, _leaders_everywhere,
+                                                     wait, _Progress().show))
+    if not _leaders_everywhere(statuses):
+        raise CtlError(f"not every peer reports a leader after {wait:g}s: {_progress_line(statuses)}"
+                       " (see: exchangectl status, exchangectl logs NAME)")
+    leader = next(s["leader"] for s in statuses.values())
+    click.echo(f"cluster up: {len(statuses)} peers, leader {leader}")
+
+
+def _leaders_everywhere(statuses: dict) -> bool:
+    return all(isinstance(s, dict) and s.get("leader") for s in statuses.values())
+
+
+def _progress_line(statuses: dict) -> str:
+    def one(peer: str, s: Any) -> str:
+        if not isinstance(s, dict):
+            return f"{peer} down"
+        return f"{peer} {s.get('role')}" + ("" if s.get("role") == "leader" else
+                                            f" (leader {s.get('leader') or 'unknown'})")
+    return ", ".join(one(peer, s) for peer, s in statuses.items())
+
+
+class _Progress:
+    """Waiting display: one line rewritten in place on a terminal, else a line per change."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self._last = ""
+        self._tty = sys.stdout.isatty()
+
+    def show(self, statuses: dict) -> None:
+        line = _progress_line(statuses)
+        if self._tty:
+            elapsed = time.monotonic() - self._started
+            click.echo(f"\r\x1b[K[{elapsed:5.1f}s] {line}", nl=_leaders_everywhere(statuses))
+        elif line != self._last:
+            click.echo(line)
+        self._last = line
+
+
+@command()
+def down() -> None:
+    """Stop every program, then supervisord."""
+    supervisor = _supervisor()
+    if not supervisor.is_running():
+        click.echo("supervisord is not running: nothing to stop")
+        return
+    supervisor.shutdown()
+    supervisor.wait_until(lambda: not supervisor.is_running(), 120,
+                          "supervisord is still running 120s after shutdown")
+    click.echo("cluster down")
+
+
+@command()
+@json_option
+def status(as_json: bool) -> None:
+    """Process states and every peer's role, term, leader, indexes and state hash."""
+    topology = _topology()
+    processes = {p["name"]: p for p in Supervisor(topology.socket).processes()}
+    alive = [p for p in topology.peers if processes.get(p, {}).get("statename") == "RUNNING"]
+    statuses = _in_reactor(lambda peers: peers.statuses(alive)) if alive else {}
+    verdict = Observer().observe(statuses)
+    if as_json:
+        click.echo(json.dumps({
+            "processes": {name: {"state": p["statename"], "pid": p["pid"] or None,
+                                 "description": p["description"]} for name, p in processes.items()},
+            "peers": {peer: s if isinstance(s, dict) else {"error": str(s)} for peer, s in statuses.items()},
+            "divergences": verdict.to_json()["divergences"]}, indent=2))
+    else:
+        click.echo(output.status(processes, statuses, verdict))
+
+
+@command()
+@click.argument("name")
+def start(name: str) -> None:
+    """Start program NAME (a peer or a grape)."""
+    _supervisor().start(name)
+    click.echo(f"{name}: started")
+
+
+@command()
+@click.argument("name")
+def stop(name: str) -> None:
+    """Stop program NAME (SIGTERM, then SIGKILL after its stopwaitsecs)."""
+    _supervisor().stop(name)
+    click.echo(f"{name}: stopped")
+
+
+@command()
+@click.argument("name")
+def restart(name: str) -> None:
+    """Stop (if running) and start program NAME."""
+    supervisor = _supervisor()
+    if supervisor.process(name)["statename"] in ALIVE:
+        supervisor.stop(name)
+    supervisor.start(name)
+    click.echo(f"{name}: restarted")
+
+
+@command()
+@click.argument("name")
+def kill(name: str) -> None:
+    """SIGKILL program NAME (a chaos drill: supervisord restarts it)."""
+    pid = _supervisor().kill(name)
+    click.echo(f"{name}: killed pid {pid} with SIGKILL (supervisord restarts it)")
+
+
+@command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing what NAME logs (Ctrl-C to stop).")
+@click.option("-n", "--bytes", "length", type=click.IntRange(1), default=8192, show_default=True,
+              help="How much of the end of the log to show first.")
+def logs(name: str, follow: bool, length: int) -> None:
+    """Print the end of program NAME's log (stdout and stderr)."""
+    supervisor = _supervisor()
+    if not follow:
+        click.echo(supervisor.tail(name, 0, length)[0], nl=False)
+        return
+    try:
+        for text in supervisor.follow(name, length=length):
+            click.echo(text, nl=False)
+    except KeyboardInterrupt:
+        pass
+
+
+# -- orders ------------------------------------------------------------------
+
+def _decimal(value: str, field: str) -> str:
+    """``value`` if the core would accept it as a price or quantity, else CtlError."""
+    from twisted_exchange.core.errors import ExchangeError
+    from twisted_exchange.core.numbers import parse_ticks
+    try:
+        parse_ticks(value, field)
+    except ExchangeError as e:
+        raise CtlError(f"invalid {field} {value!r}: {e.reason}") from None
+    return value
+
+
+def order_payload(side: str, quantity: str, price: str | None, *, symbol: str, kind: str,
+                  tif: str | None, post_only: bool, client: str, request: str) -> dict:
+    """The ``submit`` payload, with SIDE/QUANTITY/PRICE checked here for a clear message
+    (the peer stays the authority on everything)."""
+    side = side.lower()
+    if side not in ("buy", "sell"):
+        raise CtlError(f"invalid side {side!r}: expected buy or sell")
+    payload = {"action": "submit", "client": client, "request": request, "symbol": symbol,
+               "side": side, "type": kind, "quantity": _decimal(quantity, "quantity"),
+               "post_only": post_only}
+    if kind == "limit":
+        if price is None:
+            raise CtlError("a limit order needs a PRICE (or use --type market)")
+        payload["price"] = _decimal(price, "price")
+    elif price is not None:
+        raise CtlError("a market order takes no PRICE")
+    if tif is not None:
+        payload["tif"] = tif
+    return payload
+
+
+def _command(payload: dict, peer: str | None, as_json: bool) -> None:
+    try:
+        reply = _ask(payload, peer)
+    except CtlError as e:
+        if "unreachable" in str(e):  # the command may have been applied: say how to retry safely
+            raise CtlError(f"{e} (resending with --request {payload['request']} is safe)") from None
+        raise
+    _show(reply, as_json, output.command_result)
+
+
+@command()
+@click.argument("side")
+@click.argument("quantity")
+@click.argument("price", required=False)
+@peer_option
+@symbol_option
+@click.option("--type", "kind", type=click.Choice(["limit", "market"]), default="limit", show_default=True)
+@click.option("--tif", type=click.Choice(["gtc", "ioc", "fok"]),
+              help="Time in force [default: gtc for limit, ioc for market].")
+@click.option("--post-only", is_flag=True, help="Reject the order if it would take liquidity.")
+@client_option
+@request_option
+@json_option
+def submit(side: str, quantity: str, price: str | None, peer: str | None, symbol: str, kind: str,
+           tif: str | None, post_only: bool, client: str, request_id: str | None, as_json: bool) -> None:
+    """Place an order: SIDE buy|sell, QUANTITY, and PRICE for a limit order.
+
+    Example: exchangectl submit buy 2 100.5 --peer peer2
+    """
+    payload = order_payload(side, quantity, price, symbol=symbol, kind=kind, tif=tif,
+                            post_only=post_only, client=client,
+                            request=request_id or str(uuid.uuid4()))
+    _command(payload, peer, as_json)
+
+
+@command()
+@click.argument("order_id")
+@peer_option
+@client_option
+@request_option
+@json_option
+def cancel(order_id: str, peer: str | None, client: str, request_id: str | None, as_json: bool) -> None:
+    """Cancel the open rest of order ORDER_ID."""
+    _command({"action": "cancel", "client": client, "request": request_id or str(uuid.uuid4()),
+              "order_id": order_id}, peer, as_json)
+
+
+@command()
+@click.argument("order_id")
+@click.option("--quantity", help="New total quantity.")
+@click.option("--price", help="New price.")
+@peer_option
+@client_option
+@request_option
+@json_option
+def amend(order_id: str, quantity: str | None, price: str | None, peer: str | None, client: str,
+          request_id: str | None, as_json: bool) -> None:
+    """Change the quantity and/or price of open order ORDER_ID."""
+    if quantity is None and price is None:
+        raise CtlError("amend needs --quantity and/or --price")
+    payload = {"action": "amend", "client": client, "request": request_id or str(uuid.uuid4()),
+               "order_id": order_id}
+    if quantity is not None:
+        payload["quantity"] = _decimal(quantity, "quantity")
+    if price is not None:
+        payload["price"] = _decimal(price, "price")
+    _command(payload, peer, as_json)
+
+
+# -- queries -------------------------------------------------------------------
+
+@command()
+@click.argument("peer", required=False)
+@symbol_option
+@click.option("--depth", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="Price levels per side.")
+@json_option
+def book(peer: str | None, symbol: str, depth: int, as_json: bool) -> None:
+    """The order book as PEER (default: any peer) sees it, bids and asks side by side."""
+    _show(_ask({"action": "book", "symbol": symbol, "depth": depth}, peer), as_json, output.book)
+
+
+@command()
+@click.argument("peer", required=False)
+@symbol_option
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="How many of the latest trades.")
+@json_option
+def trades(peer: str | None, symbol: str, limit: int, as_json: bool) -> None:
+    """The latest trades as PEER (default: any peer) recorded them."""
+    _show(_ask({"action": "trades", "symbol": symbol, "limit": limit}, peer), as_json, output.trades)
+
+
+@command()
+@click.argument("order_id")
+@peer_option
+@json_option
+def order(order_id: str, peer: str | None, as_json: bool) -> None:
+    """One order (open or closed) by its id."""
+    _show(_ask({"action": "order", "order_id": order_id}, peer), as_json, output.order)
+
+
+@command()
+@click.argument("peer", required=False)
+@click.option("--client", help="Only this client's orders.")
+@click.option("--symbol", help="Only this market.")
+@json_option
+def orders(peer: str | None, client: str | None, symbol: str | None, as_json: bool) -> None:
+    """The open orders as PEER (default: any peer) holds them."""
+    payload = {"action": "orders"}
+    payload.update({k: v for k, v in (("client", client), ("symbol", symbol)) if v is not None})
+    _show(_ask(payload, peer), as_json, output.orders)
+
+
+@command()
+@click.option("--wait", type=click.FloatRange(0, 600), default=10.0, show_default=True,
+              help="Seconds to let peers at different applied indexes catch up.")
+@json_option
+def check(wait: float, as_json: bool) -> None:
+    """Compare every peer's state_hash at the same applied index; exit 1 if they differ."""
+    from twisted_exchange.ctl.peers import check as poll_until_agreed
+    verdict = _in_reactor(lambda peers: poll_until_agreed(peers, _topology().peers, wait))
+    click.echo(json.dumps(verdict.to_json(), indent=2) if as_json else output.verdict(verdict))
+    if not verdict.ok:
+        raise CtlError(verdict.summary())
+
+
+if __name__ == "__main__":
+    main()

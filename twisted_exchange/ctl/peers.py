@@ -1,0 +1,146 @@
+"""exchangectl's calls to the peers, over Grenache through the configured grapes.
+
+A peer is reached by its service name, ``exchange:<peer_id>`` (or
+``exchange`` for any peer), looked up on the first grape that answers, so
+one grape being down costs nothing.  Every failure becomes a ``CtlError``
+with the line the user sees: an ``ERR_...`` reply from a peer exactly as the
+peer sent it, a transport failure with the peer it concerns.
+
+``run`` drives one such conversation in the reactor with ``task.react`` and
+hands its result back to the synchronous click command.
+"""
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+from twisted.internet import defer, task
+
+from twisted_exchange.ctl.consistency import Observer, Verdict
+from twisted_exchange.ctl.errors import CtlError
+from twisted_exchange.grenache.client import RPCClient
+from twisted_exchange.grenache.errors import ERR_GRAPE_LOOKUP_EMPTY, GrenacheError
+from twisted_exchange.grenache.link import Link
+
+T = TypeVar("T")
+SERVICE = "exchange"
+#: Codes the Grenache layer itself produces; any other ERR_ came from the peer.
+TRANSPORT_CODES = frozenset({"ERR_TIMEOUT", "ERR_REQUEST_GENERIC", "ERR_REPLY_EMPTY",
+                             "ERR_REPLY_ENCODING_COMPRESSION", "ERR_GRAPE_LOOKUP_EMPTY",
+                             "ERR_REMOTE"})
+
+
+def service(peer: str | None) -> str:
+    """The Grenache service name of ``peer`` (None: any peer)."""
+    return SERVICE if peer is None else f"{SERVICE}:{peer}"
+
+
+class Peers:
+    """Grenache RPC to the cluster's peers via ``grapes`` (tried in order)."""
+
+    def __init__(self, grapes: Sequence[str], reactor: Any = None, timeout: float = 5.0) -> None:
+        if not grapes:
+            raise ValueError("at least one grape")
+        self._reactor = reactor
+        self._clients = [RPCClient(Link(url, reactor=reactor), reactor=reactor, timeout=timeout)
+                         for url in grapes]
+        self._grapes = list(grapes)
+
+    async def call(self, payload: dict, peer: str | None = None,
+                   timeout: float | None = None) -> Any:
+        """The reply of ``peer`` (None: any peer) to ``payload``."""
+        key = service(peer)
+        client = await self._client_for(key, peer)
+        try:
+            return await client.request(key, payload, timeout=timeout)
+        except GrenacheError as e:
+            if e.code in TRANSPORT_CODES:
+                raise CtlError(f"{peer or 'no peer'} unreachable: {e}") from None
+            raise CtlError(str(e)) from None
+
+    async def _client_for(self, key: str, peer: str | None) -> RPCClient:
+        """The client of the first grape that knows someone announcing ``key``."""
+        reasons = []
+        for url, client in zip(self._grapes, self._clients):
+            try:
+                await client.link.lookup(key)
+            except GrenacheError as e:
+                if e.code == ERR_GRAPE_LOOKUP_EMPTY:
+                    reasons.append(None)
+                else:
+                    reasons.append(f"{url}: {e}")
+            else:
+                return client
+        if all(reason is None for reason in reasons):
+            who = peer if peer is not None else "no peer"
+            raise CtlError(f"{who} is not announced on any grape (is it running? see: exchangectl status)")
+        raise CtlError(f"no grape reachable ({'; '.join(r for r in reasons if r)})")
+
+    async def statuses(self, peers: Sequence[str]) -> dict[str, dict | CtlError]:
+        """Every peer's ``status`` reply, or the CtlError saying why there is none."""
+        async def one(peer: str) -> dict | CtlError:
+            try:
+                return await self.call({"action": "status"}, peer)
+            except CtlError as e:
+                return e
+        replies = await defer.gatherResults([defer.ensureDeferred(one(p)) for p in peers])
+        return dict(zip(peers, replies))
+
+    async def watch(self, peers: Sequence[str], until: Callable[[dict], bool], timeout: float,
+                    interval: float = 0.25) -> dict[str, dict | CtlError]:
+        """Poll ``statuses(peers)`` until ``until(statuses)`` holds or ``timeout``
+        seconds passed; the last statuses.  ``until`` sees every poll (progress)."""
+        deadline = self._reactor.seconds() + timeout
+        while True:
+            statuses = await self.statuses(peers)
+            if until(statuses) or self._reactor.seconds() >= deadline:
+                return statuses
+            await task.deferLater(self._reactor, interval, lambda: None)
+
+    async def close(self) -> None:
+        """Close every connection, so the reactor can stop cleanly."""
+        for client in self._clients:
+            await client.close()
+            await client.link.close()
+
+
+async def check(peers: Peers, names: Sequence[str], wait: float) -> Verdict:
+    """Poll the peers' status until they agree, a divergence shows, or ``wait`` ends."""
+    observer = Observer()
+    verdicts: list[Verdict] = []
+
+    def settled(statuses: dict) -> bool:
+        verdicts.append(observer.observe(statuses))
+        return verdicts[-1].ok or bool(verdicts[-1].divergences)
+
+    await peers.watch(names, settled, wait)
+    return verdicts[-1]
+
+
+def run(work: Callable[[Peers], Awaitable[T]], grapes: Sequence[str], timeout: float = 5.0) -> T:
+    """Run ``work(peers)`` in the reactor and return its result (or raise its error).
+
+    ``task.react`` ends with ``SystemExit``; this keeps the outcome instead, so
+    the click command formats it and picks the exit status.  The reactor can
+    only run once per process, hence one ``run`` per command.
+    """
+    outcome: list[tuple[bool, Any]] = []
+
+    async def main(reactor: Any) -> None:
+        peers = Peers(grapes, reactor, timeout)
+        try:
+            outcome.append((True, await work(peers)))
+        except Exception as e:
+            outcome.append((False, e))
+        finally:
+            await peers.close()
+
+    try:
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+    except SystemExit:
+        pass
+    if not outcome:
+        raise CtlError("interrupted")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value

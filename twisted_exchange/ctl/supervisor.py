@@ -1,0 +1,152 @@
+"""Control of the cluster's supervisord over its XML-RPC unix socket.
+
+A thin, blocking wrapper (xmlrpc.client with supervisor's own
+``SupervisorTransport`` for ``unix://`` URLs) that turns every failure into a
+``CtlError`` with a line fit for the user: a missing or refused socket means
+supervisord is not running, an XML-RPC fault names the process and the fault.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from supervisor.xmlrpc import Faults, SupervisorTransport, getFaultDescription
+
+from twisted_exchange.ctl.errors import CtlError
+
+NOT_RUNNING = "supervisord is not running (start it with: exchangectl up)"
+#: Process states in which a program is up or on its way up.
+ALIVE = frozenset({"STARTING", "RUNNING", "BACKOFF"})
+
+
+class Supervisor:
+    """supervisord's XML-RPC interface at unix socket ``socket``."""
+
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+        self._proxy = xmlrpc.client.ServerProxy(
+            "http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{socket}"))
+
+    def _call(self, method: str, *args: Any, name: str | None = None) -> Any:
+        try:
+            return getattr(self._proxy.supervisor, method)(*args)
+        except xmlrpc.client.Fault as fault:
+            raise CtlError(_fault_message(fault, name)) from None
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise CtlError(NOT_RUNNING) from None
+        except OSError as e:
+            raise CtlError(f"supervisord at {self.socket}: {e.strerror or e}") from None
+        finally:
+            self._proxy("transport").close()
+
+    def is_running(self) -> bool:
+        """True when supervisord answers on the socket."""
+        try:
+            self._call("getState")
+        except CtlError as e:
+            return str(e) != NOT_RUNNING
+        return True
+
+    def state(self) -> str:
+        """supervisord's own state name: RUNNING, SHUTDOWN, ..."""
+        return self._call("getState")["statename"]
+
+    def pid(self) -> int:
+        """supervisord's process id."""
+        return self._call("getPID")
+
+    def processes(self) -> list[dict[str, Any]]:
+        """``getAllProcessInfo``: one dict per program (name, statename, pid, ...)."""
+        return self._call("getAllProcessInfo")
+
+    def process(self, name: str) -> dict[str, Any]:
+        """``getProcessInfo(name)``."""
+        return self._call("getProcessInfo", name, name=name)
+
+    def start(self, name: str, wait: bool = True) -> None:
+        """Start ``name``; with ``wait``, until supervisord considers it running."""
+        self._call("startProcess", name, wait, name=name)
+
+    def stop(self, name: str) -> None:
+        """Stop ``name`` (its stopsignal, then SIGKILL after stopwaitsecs)."""
+        self._call("stopProcess", name, True, name=name)
+
+    def kill(self, name: str) -> int:
+        """SIGKILL ``name`` by the pid supervisord reports; returns the pid.
+
+        supervisord sees an unexpected exit and restarts the program
+        (autorestart), which is the point of a chaos drill.
+        """
+        info = self.process(name)
+        if info["statename"] != "RUNNING" or not info["pid"]:
+            raise CtlError(f"{name} is not running ({info['statename']})")
+        try:
+            os.kill(info["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            raise CtlError(f"{name} (pid {info['pid']}) has already exited") from None
+        except PermissionError:
+            raise CtlError(f"not allowed to kill {name} (pid {info['pid']})") from None
+        return info["pid"]
+
+    def tail(self, name: str, offset: int, length: int) -> tuple[str, int, bool]:
+        """``tailProcessStdoutLog``: (text, next offset, overflow)."""
+        text, offset, overflow = self._call("tailProcessStdoutLog", name, offset, length, name=name)
+        return text, offset, overflow
+
+    def follow(self, name: str, interval: float = 0.5, length: int = 16384) -> Iterator[str]:
+        """The last ``length`` bytes of ``name``'s log, then whatever it appends."""
+        text, offset, _ = self.tail(name, 0, length)
+        yield text
+        while True:
+            time.sleep(interval)
+            text, offset, _ = self.tail(name, offset, 1 << 20)
+            if text:
+                yield text
+
+    def shutdown(self) -> None:
+        """Stop every program, then supervisord itself."""
+        self._call("shutdown")
+
+    def launch(self, config: Path, timeout: float = 15.0) -> None:
+        """Start supervisord on ``config`` (it daemonizes) and wait until it answers.
+
+        The run directory must exist; supervisord's own startup errors (port or
+        socket in use, bad config) are reported with its message.
+        """
+        result = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(config)],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=timeout)
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines() or ["no message"]
+            raise CtlError(f"supervisord failed to start: {lines[-1]}")
+        self.wait_until(lambda: self.is_running() and self.state() == "RUNNING", timeout,
+                        f"supervisord did not come up within {timeout:g}s (see its log)")
+
+    def wait_until(self, done: Callable[[], bool], timeout: float, message: str,
+                   interval: float = 0.1) -> None:
+        """Poll ``done`` until it is true, or raise ``CtlError(message)`` at the deadline."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() >= deadline:
+                raise CtlError(message)
+            time.sleep(interval)
+
+
+def _fault_message(fault: xmlrpc.client.Fault, name: str | None) -> str:
+    subject = f"{name}: " if name else ""
+    if fault.faultCode == Faults.BAD_NAME:
+        return f"no such process: {name}" if name else f"bad name: {fault.faultString}"
+    if fault.faultCode == Faults.ALREADY_STARTED:
+        return f"{subject}already started"
+    if fault.faultCode == Faults.NOT_RUNNING:
+        return f"{subject}not running"
+    if fault.faultCode == Faults.SHUTDOWN_STATE:
+        return "supervisord is shutting down"
+    detail = fault.faultString.split(":", 1)[-1].strip()
+    return f"{subject}{getFaultDescription(fault.faultCode)}{': ' + detail if detail else ''}"
