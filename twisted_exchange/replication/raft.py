@@ -1,0 +1,460 @@
+"""A Raft node as a pure state machine, in the style of etcd/raft.
+
+``RaftNode`` follows Figure 2 of the Raft paper (Ongaro & Ousterhout, "In
+Search of an Understandable Consensus Algorithm") and adds the extensions the
+thesis recommends: pre-vote and a leader lease (4.2.3, 9.6) so that a
+rejoining node does not depose a healthy leader, check-quorum so that a
+leader cut off from a majority steps down, fast conflict backtracking with
+(term, index) hints (5.3), a no-op entry appended by every new leader (so that
+entries of earlier terms commit, 5.4.2), and InstallSnapshot for followers
+behind the compacted log (chapter 5, sent whole, not in chunks).
+
+The node does no I/O and reads no clock: time is ``tick()``, input is
+``step(message)`` and ``propose(command)``, and everything the caller must do
+comes back from ``ready()``, in this order: persist ``hard_state``,
+``entries`` and ``snapshot``; then send ``messages``; then apply
+``committed``.  Randomness (election timeouts) comes only from the injected
+``random.Random``.  Messages are plain JSON-able dicts whose ``type`` starts
+with ``raft.`` (they travel as Grenache RPC actions)::
+
+    raft.prevote / raft.vote           last_index, last_term
+    raft.prevote_reply / vote_reply    granted
+    raft.append                        prev_index, prev_term, entries, commit
+    raft.append_reply                  success, match | reject_index, hint_index, hint_term
+    raft.snapshot                      snapshot
+    raft.snapshot_reply                match
+
+Batching: ``propose`` only appends to the leader's log; ``ready()`` sends one
+AppendEntries per follower carrying every entry proposed since the previous
+``ready()`` (up to ``RaftConfig.max_entries_per_message``).
+
+The rules are small methods (``_log_is_up_to_date``, ``_can_vote``,
+``_commit_candidate``, ``_apply_limit``...) so that the tests can break one
+rule at a time in a subclass and show that the simulator notices.
+
+Membership is fixed by configuration.  Dynamic membership is not built; it
+would need either joint consensus (thesis 4.3: a C_old,new configuration entry
+during which every decision needs separate majorities of both the old and the
+new sets, then a C_new entry) or single-server changes (thesis 4.1: add or
+remove one server at a time, since any two majorities of configurations that
+differ by one server overlap).  Either way a configuration takes effect as
+soon as its entry is in the log (not when committed), a new server first
+catches up as a non-voting learner, a removed leader steps down once C_new is
+committed, and the snapshot must carry the latest configuration.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+Entry = dict[str, Any]       # {"index": int, "term": int, "command": dict | None}
+HardState = dict[str, Any]   # {"term": int, "vote": str | None, "commit": int}
+Snapshot = dict[str, Any]    # {"index": int, "term": int, "data": ...}
+Message = dict[str, Any]
+
+FOLLOWER = "follower"
+PRE_CANDIDATE = "pre-candidate"
+CANDIDATE = "candidate"
+LEADER = "leader"
+
+
+@dataclass(frozen=True)
+class RaftConfig:
+    """Timing and sizes, in ticks and entries.
+
+    An election timeout is drawn uniformly from
+    ``[election_ticks, 2 * election_ticks)``; a leader sends heartbeats every
+    ``heartbeat_ticks``.  The last three fields are used by ``Replica``.
+    """
+
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+    pre_vote: bool = True
+    max_entries_per_message: int = 4096
+    forward_ticks: int = 4          # re-forward a pending proposal this often
+    no_leader_ticks: int = 30       # ERR_NO_LEADER after this long without a leader
+    compact_every: int = 10_000     # snapshot + compact after this many applied entries (0: never)
+
+
+@dataclass
+class RaftReady:
+    """What the caller must do, in order: persist, send, apply."""
+
+    hard_state: HardState | None = None
+    entries: list[Entry] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    messages: list[Message] = field(default_factory=list)
+    committed: list[Entry] = field(default_factory=list)
+
+
+class RaftNode:
+    """One member of a fixed Raft group; see the module docstring."""
+
+    def __init__(self, node_id: str, peers: list[str], rng: random.Random,
+                 config: RaftConfig = RaftConfig(), hard_state: HardState | None = None,
+                 snapshot: Snapshot | None = None, entries: list[Entry] = ()) -> None:
+        self.id = node_id
+        self.peers = sorted(p for p in peers if p != node_id)
+        self.config = config
+        self._rng = rng
+        self._quorum = (len(self.peers) + 1) // 2 + 1
+        hard_state = hard_state or {"term": 0, "vote": None, "commit": 0}
+        self.term: int = hard_state["term"]
+        self.vote: str | None = hard_state["vote"]
+        self.snapshot: Snapshot | None = snapshot
+        self.snap_index = snapshot["index"] if snapshot else 0
+        self.snap_term = snapshot["term"] if snapshot else 0
+        self.log: list[Entry] = list(entries)
+        # A repaired torn tail can only have cut entries this node never acknowledged.
+        self.commit = min(max(hard_state["commit"], self.snap_index), self.last_index)
+        self.applied = self.snap_index        # last index handed out in ready().committed
+        self.role = FOLLOWER
+        self.leader: str | None = None
+        self._saved = (self.term, self.vote, self.commit)
+        self._unstable = self.last_index + 1  # first entry not yet handed out to persist
+        self._received: Snapshot | None = None
+        self._outbox: list[Message] = []
+        self._votes: dict[str, bool] = {}
+        self._next: dict[str, int] = {}
+        self._match: dict[str, int] = {}
+        self._snapshot_paused: dict[str, int] = {}
+        self._active: set[str] = set()
+        self._heartbeat_due = False
+        self._heartbeat_elapsed = 0
+        self._election_elapsed = 0
+        self._ticks = 0
+        self._timeout = self._random_timeout()
+
+    # -- log ----------------------------------------------------------------
+
+    @property
+    def last_index(self) -> int:
+        return self.snap_index + len(self.log)
+
+    @property
+    def last_term(self) -> int:
+        return self.log[-1]["term"] if self.log else self.snap_term
+
+    def term_at(self, index: int) -> int | None:
+        """The term of the entry at ``index``, or None if compacted or absent."""
+        if index == self.snap_index:
+            return self.snap_term
+        if index < self.snap_index or index > self.last_index:
+            return None
+        return self.log[index - self.snap_index - 1]["term"]
+
+    def entries(self, start: int, stop: int) -> list[Entry]:
+        """Entries with ``start <= index < stop`` (all still in the log)."""
+        return self.log[start - self.snap_index - 1:stop - self.snap_index - 1]
+
+    def _append(self, entries: list[Entry]) -> None:
+        self.log.extend(entries)
+
+    def _truncate(self, index: int) -> None:
+        """Drop the entries from ``index`` on (an uncommitted, conflicting suffix)."""
+        del self.log[index - self.snap_index - 1:]
+        self._unstable = min(self._unstable, index)
+
+    # -- input --------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One unit of logical time: heartbeats, election timeouts, check-quorum."""
+        self._ticks += 1
+        self._election_elapsed += 1
+        if self.role == LEADER:
+            self._heartbeat_elapsed += 1
+            if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
+                self._heartbeat_elapsed = 0
+                self._heartbeat_due = True
+            if self._election_elapsed >= self.config.election_ticks:
+                self._election_elapsed = 0
+                if len(self._active) + 1 < self._quorum:
+                    self._become_follower(self.term, None)
+                self._active = set()
+        elif self._election_elapsed >= self._timeout:
+            self._campaign(pre_vote=self.config.pre_vote)
+
+    def propose(self, command: dict | None) -> int | None:
+        """Append ``command`` if leader; return its index, or None if not leader."""
+        if self.role != LEADER:
+            return None
+        entry = {"index": self.last_index + 1, "term": self.term, "command": command}
+        self._append([entry])
+        return entry["index"]
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """Replace the log up to ``snapshot["index"]`` (<= applied) by ``snapshot``."""
+        index = snapshot["index"]
+        if not self.snap_index < index <= self.applied:
+            raise ValueError(f"cannot compact to {index}: snapshot {self.snap_index}, applied {self.applied}")
+        if snapshot["term"] != self.term_at(index):
+            raise ValueError(f"snapshot term {snapshot['term']} != log term at {index}")
+        del self.log[:index - self.snap_index]
+        self.snapshot, self.snap_index, self.snap_term = snapshot, index, snapshot["term"]
+
+    def step(self, message: Message) -> None:
+        """Handle one message from another node (Figure 2, "Rules for Servers")."""
+        kind, term = message["type"], message["term"]
+        if message.get("from") not in self.peers:
+            return
+        if term > self.term:
+            if kind in ("raft.vote", "raft.prevote") and self._in_lease():
+                return  # thesis 4.2.3: a server that hears from a leader ignores disruptors
+            if kind == "raft.prevote" or (kind == "raft.prevote_reply" and message["granted"]):
+                pass  # pre-vote never changes terms
+            elif kind in ("raft.append", "raft.snapshot"):
+                self._become_follower(term, message["from"])
+            else:
+                self._become_follower(term, None)
+        elif term < self.term:
+            if kind in ("raft.append", "raft.snapshot"):
+                # Tell a stale leader about the newer term so that it steps down.
+                self._send(message["from"], "raft.append_reply", success=False,
+                           reject_index=message.get("prev_index", 0), hint_index=0, hint_term=None)
+            elif kind in ("raft.prevote", "raft.vote"):
+                self._send(message["from"], kind + "_reply", granted=False)
+            return
+        handler = self._handlers.get(kind)
+        if handler is not None:
+            handler(self, message)
+
+    # -- elections ----------------------------------------------------------
+
+    def _random_timeout(self) -> int:
+        return self.config.election_ticks + self._rng.randrange(self.config.election_ticks)
+
+    def _reset_timers(self) -> None:
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._timeout = self._random_timeout()
+
+    def _in_lease(self) -> bool:
+        """True while this node has heard from a live leader within the minimum timeout."""
+        return self.leader is not None and self._election_elapsed < self.config.election_ticks
+
+    def _become_follower(self, term: int, leader: str | None) -> None:
+        if term != self.term:
+            self.term, self.vote = term, None
+        self.role, self.leader = FOLLOWER, leader
+        self._reset_timers()
+
+    def _campaign(self, pre_vote: bool) -> None:
+        self._reset_timers()
+        self.leader = None
+        if pre_vote:
+            self.role = PRE_CANDIDATE
+            term, kind = self.term + 1, "raft.prevote"
+        else:
+            self.role = CANDIDATE
+            self.term, self.vote = self.term + 1, self.id
+            term, kind = self.term, "raft.vote"
+        self._votes = {self.id: True}
+        for peer in self.peers:
+            self._send(peer, kind, term=term, last_index=self.last_index, last_term=self.last_term)
+        self._count_votes()
+
+    def _log_is_up_to_date(self, last_index: int, last_term: int) -> bool:
+        """Figure 2 / 5.4.1: the candidate's log is at least as up-to-date as ours."""
+        return (last_term, last_index) >= (self.last_term, self.last_index)
+
+    def _can_vote(self, message: Message) -> bool:
+        """At most one vote per term (a pre-vote for a later term promises nothing)."""
+        if message["type"] == "raft.prevote":
+            return message["term"] > self.term
+        return self.vote == message["from"] or (self.vote is None and self.leader is None)
+
+    def _on_vote(self, message: Message) -> None:
+        granted = (self._can_vote(message)
+                   and self._log_is_up_to_date(message["last_index"], message["last_term"]))
+        if granted and message["type"] == "raft.vote":
+            self.vote = message["from"]
+            self._reset_timers()
+        self._send(message["from"], message["type"] + "_reply",
+                   term=message["term"] if granted else self.term, granted=granted)
+
+    def _on_vote_reply(self, message: Message) -> None:
+        if self.role not in (PRE_CANDIDATE, CANDIDATE):
+            return
+        expected = "raft.prevote_reply" if self.role == PRE_CANDIDATE else "raft.vote_reply"
+        wanted_term = self.term + 1 if self.role == PRE_CANDIDATE else self.term
+        if message["type"] != expected or message["term"] != wanted_term:
+            return
+        self._votes[message["from"]] = message["granted"]
+        self._count_votes()
+
+    def _count_votes(self) -> None:
+        granted = sum(self._votes.values())
+        if granted >= self._quorum:
+            if self.role == PRE_CANDIDATE:
+                self._campaign(pre_vote=False)
+            else:
+                self._become_leader()
+        elif len(self._votes) - granted >= self._quorum:
+            self._become_follower(self.term, None)
+
+    def _become_leader(self) -> None:
+        self.role, self.leader = LEADER, self.id
+        self._reset_timers()
+        self._next = {p: self.last_index + 1 for p in self.peers}
+        self._match = {p: 0 for p in self.peers}
+        self._snapshot_paused = {}
+        self._active = set()
+        self.propose(None)  # 5.4.2: commit earlier terms' entries through one of ours
+
+    # -- replication: follower side -------------------------------------------
+
+    def _on_append(self, message: Message) -> None:
+        self.role, self.leader = FOLLOWER, message["from"]
+        self._reset_timers()
+        prev_index, prev_term = message["prev_index"], message["prev_term"]
+        entries = message["entries"]
+        if prev_index < self.commit:
+            # Everything up to our commit index matches the leader (Log Matching).
+            entries = entries[self.commit - prev_index:]
+            prev_index, prev_term = self.commit, self.term_at(self.commit)
+        ours = self.term_at(prev_index)
+        if ours != prev_term:
+            if ours is None:
+                hint_index, hint_term = self.last_index + 1, None
+            else:
+                hint_index, hint_term = prev_index, ours
+                while hint_index - 1 > self.snap_index and self.term_at(hint_index - 1) == ours:
+                    hint_index -= 1
+            self._send(message["from"], "raft.append_reply", success=False,
+                       reject_index=message["prev_index"], hint_index=hint_index, hint_term=hint_term)
+            return
+        for offset, entry in enumerate(entries):
+            index = entry["index"]
+            existing = self.term_at(index)
+            if existing != entry["term"]:
+                if existing is not None:
+                    self._truncate(index)
+                self._append(entries[offset:])
+                break
+        last_new = prev_index + len(entries)
+        self._advance_commit(min(message["commit"], last_new))
+        self._send(message["from"], "raft.append_reply", success=True, match=max(last_new, self.commit))
+
+    def _on_snapshot(self, message: Message) -> None:
+        self.role, self.leader = FOLLOWER, message["from"]
+        self._reset_timers()
+        snapshot = message["snapshot"]
+        index = snapshot["index"]
+        if index > self.commit:
+            if self.term_at(index) == snapshot["term"]:
+                del self.log[:index - self.snap_index]
+            else:
+                self.log = []
+            self._unstable = max(self._unstable, index + 1)
+            self.snapshot, self.snap_index, self.snap_term = snapshot, index, snapshot["term"]
+            self.commit = self.applied = index
+            self._received = snapshot
+        self._send(message["from"], "raft.snapshot_reply", match=self.commit)
+
+    def _advance_commit(self, index: int) -> None:
+        if index > self.commit:
+            self.commit = index
+
+    # -- replication: leader side ---------------------------------------------
+
+    def _on_append_reply(self, message: Message) -> None:
+        if self.role != LEADER:
+            return
+        peer = message["from"]
+        self._active.add(peer)
+        if message["success"]:
+            self._record_match(peer, message["match"])
+            return
+        if message["reject_index"] < self._match[peer]:
+            return  # stale: that position is already known to match
+        next_index = message["hint_index"]
+        if message["hint_term"] is not None:
+            index = min(message["reject_index"], self.last_index)
+            while index > self.snap_index and self.term_at(index) != message["hint_term"]:
+                index -= 1
+            if index > self.snap_index:
+                next_index = index + 1
+        self._next[peer] = max(self._match[peer] + 1, min(next_index, message["reject_index"]))
+
+    def _on_snapshot_reply(self, message: Message) -> None:
+        if self.role != LEADER:
+            return
+        self._active.add(message["from"])
+        self._snapshot_paused.pop(message["from"], None)
+        self._record_match(message["from"], message["match"])
+
+    def _record_match(self, peer: str, match: int) -> None:
+        if match > self._match[peer]:
+            self._match[peer] = match
+        self._next[peer] = max(self._next[peer], self._match[peer] + 1)
+        commit = self._commit_candidate()
+        if commit > self.commit:
+            self._advance_commit(commit)
+            self._heartbeat_due = True  # tell followers now: their clients wait for it
+
+    def _commit_candidate(self) -> int:
+        """The highest index a majority holds, if it is from the current term (5.4.2)."""
+        matched = sorted([self.last_index, *self._match.values()], reverse=True)
+        index = matched[self._quorum - 1]
+        return index if self.term_at(index) == self.term else self.commit
+
+    def _send_append(self, peer: str) -> None:
+        prev = self._next[peer] - 1
+        prev_term = self.term_at(prev)
+        if prev_term is None:  # behind our compacted log: InstallSnapshot
+            paused = self._snapshot_paused.get(peer)
+            if paused is None or self._ticks - paused >= self.config.election_ticks:
+                self._snapshot_paused[peer] = self._ticks
+                self._send(peer, "raft.snapshot", snapshot=self.snapshot)
+            return
+        stop = min(self.last_index + 1, prev + 1 + self.config.max_entries_per_message)
+        self._send(peer, "raft.append", prev_index=prev, prev_term=prev_term,
+                   entries=self.entries(prev + 1, stop), commit=self.commit)
+        self._next[peer] = stop
+
+    # -- output -------------------------------------------------------------
+
+    def _send(self, to: str, kind: str, term: int | None = None, **fields: Any) -> None:
+        fields.update(type=kind, to=to, term=self.term if term is None else term)
+        fields["from"] = self.id
+        self._outbox.append(fields)
+
+    def _apply_limit(self) -> int:
+        """The last index that may be handed out for applying: the commit index."""
+        return self.commit
+
+    def _hard(self) -> tuple[int, str | None, int]:
+        return (self.term, self.vote, self.commit)
+
+    def ready(self) -> RaftReady:
+        """Collect and clear everything to persist, send and apply since the last call."""
+        if self.role == LEADER:
+            for peer in self.peers:
+                if self._heartbeat_due or self._next[peer] <= self.last_index:
+                    self._send_append(peer)
+            self._heartbeat_due = False
+        ready = RaftReady(messages=self._outbox, snapshot=self._received)
+        self._outbox, self._received = [], None
+        if self._saved != self._hard():
+            self._saved = self._hard()
+            ready.hard_state = {"term": self.term, "vote": self.vote, "commit": self.commit}
+        if self._unstable <= self.last_index:
+            ready.entries = self.entries(self._unstable, self.last_index + 1)
+        self._unstable = self.last_index + 1
+        limit = self._apply_limit()
+        if self.applied < limit:
+            ready.committed = self.entries(self.applied + 1, limit + 1)
+            self.applied = limit
+        return ready
+
+    _handlers = {
+        "raft.prevote": _on_vote,
+        "raft.vote": _on_vote,
+        "raft.prevote_reply": _on_vote_reply,
+        "raft.vote_reply": _on_vote_reply,
+        "raft.append": _on_append,
+        "raft.append_reply": _on_append_reply,
+        "raft.snapshot": _on_snapshot,
+        "raft.snapshot_reply": _on_snapshot_reply,
+    }

@@ -1,0 +1,226 @@
+"""One replica of the exchange: a Raft node, the replicated state machine, and
+the bookkeeping that turns client proposals into results.
+
+This is the pure object the peer shell drives (notes/replication-contract.md):
+``tick``, ``step`` and ``propose`` as events arrive, then ``ready()``, whose
+``Ready`` says what to persist, compact, send and answer.  Client semantics
+(Raft thesis 6.3):
+
+- A proposal made at a follower is forwarded to the leader as a
+  ``raft.forward`` message, and forwarded again every
+  ``RaftConfig.forward_ticks`` (or at once when the leader changes) until its
+  entry is applied here.  Duplicates this creates are harmless: the state
+  machine executes a (client, request) once and remembers the result.
+- The caller gets its result only once the entry is committed *and applied
+  on this replica*, so the answer is read from this replica's own book.
+- A proposal that waits ``RaftConfig.no_leader_ticks`` ticks with no known
+  leader is answered ``ERR_NO_LEADER``; the command may still have been
+  committed, and a retry with the same request id returns its result.
+
+Every ``RaftConfig.compact_every`` applied entries the replica snapshots the
+state machine and compacts the Raft log; ``Ready.compaction`` tells the shell
+to do the same on disk.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from twisted_exchange.replication.raft import (
+    LEADER, Entry, HardState, Message, RaftConfig, RaftNode, Snapshot,
+)
+from twisted_exchange.replication.state_machine import ReplicatedStateMachine
+from twisted_exchange.replication.storage import Recovered
+
+Key = tuple[str, str]
+
+
+class ReplicationError(Exception):
+    """A proposal the replication layer cannot carry out; ``code`` is stable."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+
+    def reply(self) -> dict:
+        """The result dict a client receives for this error."""
+        return {"ok": False, "error": str(self)}
+
+
+@dataclass
+class Ready:
+    """What the shell must do, in this order: persist, compact, send, answer."""
+
+    hard_state: HardState | None = None
+    entries: list[Entry] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    compaction: Snapshot | None = None
+    messages: list[Message] = field(default_factory=list)
+    results: list[tuple[int, dict]] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    command: dict
+    sent_to: str | None = None   # the leader it was last forwarded (or proposed) to
+    sent_at: int = 0             # tick of that
+    leaderless: int = 0          # ticks waited with no known leader
+
+
+class Replica:
+    """RaftNode + ReplicatedStateMachine + client proposals.
+
+    ``node_factory`` exists for the tests' fault injection (a RaftNode
+    subclass with one rule broken); ``on_apply(index, command, result)`` lets
+    the simulator observe every applied entry.
+    """
+
+    def __init__(self, node_id: str, peers: list[str], recovered: Recovered, rng: random.Random,
+                 config: RaftConfig = RaftConfig(), *,
+                 node_factory: Callable[..., RaftNode] = RaftNode,
+                 on_apply: Callable[[int, dict | None, dict | None], None] | None = None) -> None:
+        self.config = config
+        self.node = node_factory(node_id, peers, rng, config, recovered.hard_state,
+                                 recovered.snapshot, recovered.entries)
+        self.state_machine = (ReplicatedStateMachine.restore(recovered.snapshot["data"])
+                              if recovered.snapshot else ReplicatedStateMachine())
+        self._on_apply = on_apply
+        self._tokens = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._waiting: dict[Key, list[int]] = {}
+        self._proposed: dict[Key, int] = {}  # key -> term in which this node, as leader, proposed it
+        self._outbox: list[Message] = []
+        self._results: list[tuple[int, dict]] = []
+        self._ticks = 0
+
+    @property
+    def id(self) -> str:
+        return self.node.id
+
+    @property
+    def exchange(self):
+        """The core Exchange as of the last applied entry (for queries only)."""
+        return self.state_machine.exchange
+
+    # -- input --------------------------------------------------------------
+
+    def propose(self, command: dict) -> int:
+        """Submit a client command; its result comes back in a later ``Ready.results``."""
+        if not (isinstance(command.get("client"), str) and isinstance(command.get("request"), str)):
+            raise ReplicationError("ERR_INVALID_COMMAND", "a command needs string 'client' and 'request'")
+        token = next(self._tokens)
+        known = self.state_machine.lookup(command)
+        if known is not None:
+            self._results.append((token, known))
+            return token
+        pending = self._pending[token] = _Pending(command)
+        self._waiting.setdefault(_key(command), []).append(token)
+        self._route(pending)
+        return token
+
+    def step(self, message: Message) -> None:
+        """A message from another replica."""
+        if message["type"] == "raft.forward":
+            if self.node.role == LEADER:
+                self._propose_as_leader(message["command"])
+        else:
+            self.node.step(message)
+
+    def tick(self) -> None:
+        """One logical tick: Raft timers, then forwarding and leader-less waits."""
+        self.node.tick()
+        self._ticks += 1
+        leader = self.node.leader
+        for token, pending in list(self._pending.items()):
+            if leader is None:
+                pending.leaderless += 1
+                if pending.leaderless >= self.config.no_leader_ticks:
+                    error = ReplicationError(
+                        "ERR_NO_LEADER", f"no leader known for {pending.leaderless} ticks; retry later")
+                    self._finish(token, error.reply())
+            else:
+                pending.leaderless = 0
+                if pending.sent_to != leader or self._ticks - pending.sent_at >= self.config.forward_ticks:
+                    self._route(pending)
+
+    def _route(self, pending: _Pending) -> None:
+        leader = self.node.leader
+        if leader is None:
+            return
+        if leader == self.id:
+            self._propose_as_leader(pending.command)
+        else:
+            self._outbox.append({"type": "raft.forward", "to": leader, "from": self.id,
+                                 "term": self.node.term, "command": pending.command})
+        pending.sent_to, pending.sent_at = leader, self._ticks
+
+    def _propose_as_leader(self, command: dict) -> None:
+        """Append a command unless it is already executed or already in this term's log."""
+        key = _key(command)
+        if self._proposed.get(key) == self.node.term or self.state_machine.lookup(command) is not None:
+            return
+        if self.node.propose(command) is not None:
+            self._proposed[key] = self.node.term
+
+    def _finish(self, token: int, result: dict) -> None:
+        pending = self._pending.pop(token)
+        tokens = self._waiting[_key(pending.command)]
+        tokens.remove(token)
+        if not tokens:
+            del self._waiting[_key(pending.command)]
+        self._results.append((token, result))
+
+    # -- output -------------------------------------------------------------
+
+    def ready(self) -> Ready:
+        """Everything accumulated since the last call; see the module docstring."""
+        raft = self.node.ready()
+        if raft.snapshot is not None:
+            self.state_machine = ReplicatedStateMachine.restore(raft.snapshot["data"])
+            for key in list(self._waiting):
+                known = self.state_machine.lookup({"client": key[0], "request": key[1]})
+                if known is not None:
+                    self._answer(key, known)
+        for entry in raft.committed:
+            result = self.state_machine.apply(entry)
+            command = entry["command"]
+            if self._on_apply is not None:
+                self._on_apply(entry["index"], command, result)
+            if command is not None:
+                key = _key(command)
+                self._proposed.pop(key, None)
+                self._answer(key, result)
+        ready = Ready(hard_state=raft.hard_state, entries=raft.entries, snapshot=raft.snapshot,
+                      compaction=self._maybe_compact(), messages=raft.messages + self._outbox,
+                      results=self._results)
+        self._outbox, self._results = [], []
+        return ready
+
+    def _answer(self, key: Key, result: dict) -> None:
+        for token in list(self._waiting.get(key, ())):
+            self._finish(token, result)
+
+    def _maybe_compact(self) -> Snapshot | None:
+        applied = self.state_machine.applied
+        every = self.config.compact_every
+        if not every or applied - self.node.snap_index < every:
+            return None
+        snapshot = {"index": applied, "term": self.node.term_at(applied),
+                    "data": self.state_machine.snapshot()}
+        self.node.compact(snapshot)
+        return snapshot
+
+    def status(self) -> dict:
+        """A JSON-able summary for operators and tests."""
+        node = self.node
+        return {"id": node.id, "role": node.role, "term": node.term, "leader": node.leader,
+                "commit": node.commit, "applied": self.state_machine.applied,
+                "last_index": node.last_index, "snapshot_index": node.snap_index,
+                "state_hash": self.state_machine.state_hash(), "peers": list(node.peers),
+                "pending": len(self._pending)}
+
+
+def _key(command: dict) -> Key:
+    return (command["client"], command["request"])
