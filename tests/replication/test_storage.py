@@ -139,17 +139,25 @@ class StorageContract:
         self.assertEqual(recovered.snapshot, snapshot(7, 1))
         self.assertEqual(self.indexes(recovered), [(8, 1), (9, 1), (10, 2), (11, 2), (12, 2)])
 
-    def test_compaction_twice_at_the_same_index_keeps_the_log(self) -> None:
+    def test_installed_snapshot_at_the_stored_index_keeps_the_log(self) -> None:
         self.storage.save(None, run(1, 4, 1))
         self.storage.compact(snapshot(2, 1))
-        self.storage.compact(snapshot(2, 1))
+        self.storage.save(None, [], snapshot(2, 1))
         self.assertEqual(self.recovered().entries, run(3, 4, 1))
 
-    def test_snapshot_older_than_the_stored_one_is_rejected(self) -> None:
+    def test_compaction_older_than_the_stored_snapshot_changes_nothing(self) -> None:
+        self.storage.save(None, run(1, 6, 1))
+        self.storage.save(None, [], snapshot(4, 1))
+        self.storage.compact(snapshot(2, 1))
+        self.storage.compact(snapshot(4, 1))
+        recovered = self.recovered()
+        self.assertEqual((recovered.snapshot, recovered.entries), (snapshot(4, 1), run(5, 6, 1)))
+
+    def test_installed_snapshot_older_than_the_stored_one_is_rejected(self) -> None:
         self.storage.save(None, run(1, 4, 1))
         self.storage.compact(snapshot(3, 1))
         with self.assertRaises(StorageError):
-            self.storage.compact(snapshot(2, 1))
+            self.storage.save(None, [], snapshot(2, 1))
         self.assertEqual(self.recovered().snapshot, snapshot(3, 1))
 
     def test_hard_state_update_replaces_the_previous_one(self) -> None:
@@ -158,6 +166,14 @@ class StorageContract:
         recovered = self.recovered()
         self.assertEqual(recovered.hard_state, {"term": 2, "vote": None, "commit": 1})
         self.assertEqual(recovered.entries, run(1, 1, 1))
+
+    def test_snapshot_data_loads_back_with_its_keys_in_order(self) -> None:
+        data = {"zeta": 1, "alpha": {"b": 2, "a": 1}}
+        self.storage.save(None, run(1, 2, 1))
+        self.storage.compact({"index": 2, "term": 1, "data": data})
+        loaded = self.recovered().snapshot["data"]
+        self.assertEqual(list(loaded), ["zeta", "alpha"])
+        self.assertEqual(list(loaded["alpha"]), ["b", "a"])
 
     def test_changing_saved_or_loaded_values_does_not_change_storage(self) -> None:
         hard_state, entries, snap = {"term": 1, "vote": "p1", "commit": 0}, run(3, 4, 1), snapshot(2, 1)
@@ -433,6 +449,10 @@ class ReferenceStorage:
         self.snapshot = snap
         self.log = {i: e for i, e in self.log.items() if keep and i > snap["index"]}
 
+    def compact(self, snap: dict) -> None:
+        if snap["index"] > self.floor():
+            self.install(snap)
+
     def save(self, hard_state: dict | None, entries: list[dict], snap: dict | None) -> None:
         if snap:
             self.install(snap)
@@ -494,8 +514,7 @@ class StorageModelTests(unittest.TestCase):
                     lambda vote, commit: {"term": term, "vote": vote, "commit": commit},
                     st.none() | st.sampled_from(["p1", "p2"]), st.integers(0, 20)))
                 args = (hard_state, entries, snap)
-            getattr(reference, action)(*args) if action == "save" else reference.install(*args)
-            for storage in storages:
+            for storage in [reference] + storages:
                 getattr(storage, action)(*args)
         for storage in storages:
             self.assertEqual(storage.load(), reference.recovered())

@@ -112,7 +112,13 @@ class _Storage:
                 self._store_hard_state(hard_state)
 
     def compact(self, snapshot: Snapshot) -> None:
-        """Store ``snapshot`` taken by the state machine; drop the entries it covers."""
+        """Store ``snapshot`` taken by the state machine; drop the entries it covers.
+
+        A snapshot no newer than the stored one (say, one installed from the
+        leader in the same batch) already covers it: nothing changes.
+        """
+        if self._snapshot is not None and snapshot["index"] <= self._snapshot["index"]:
+            return
         with self._writing():
             self._install(snapshot)
 
@@ -253,6 +259,8 @@ class FileStorage(_Storage):
         from an index one truncate, and a batch of entries is one write.
     ``hardstate.json``, ``snapshot.json``
         Replaced atomically: temp file, fsync, rename, fsync the directory.
+        Object keys keep their order, so a snapshot loads back exactly as
+        MemoryStorage would return it.
         Compaction replaces ``log`` the same way, with only the entries
         after the snapshot.
 
@@ -412,7 +420,7 @@ class FileStorage(_Storage):
         return self._terms[position] if 0 <= position < len(self._terms) else None
 
     def _store_snapshot(self, snapshot: Snapshot) -> None:
-        self._replace(SNAPSHOT, _canonical(snapshot))
+        self._replace(SNAPSHOT, _compact_json(snapshot))
         self._snapshot = {"index": snapshot["index"], "term": snapshot["term"]}
 
     def _drop_through(self, index: int, keep_rest: bool) -> None:
@@ -449,19 +457,20 @@ class FileStorage(_Storage):
             os.fsync(self._log.fileno())
 
     def _store_hard_state(self, hard_state: HardState) -> None:
-        self._replace(HARD_STATE, _canonical(hard_state))
+        self._replace(HARD_STATE, _compact_json(hard_state))
 
 
 class _Damaged(Exception):
     """A log record that cannot be trusted; the message says why."""
 
 
-def _canonical(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+def _compact_json(value: Any, sort_keys: bool = False) -> bytes:
+    """JSON without spaces; keys kept in order unless ``sort_keys``."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=sort_keys).encode()
 
 
 def _record(entry: Entry) -> bytes:
-    body = _canonical(entry)
+    body = _compact_json(entry, sort_keys=True)
     return _HEADER.pack(len(body), zlib.crc32(body)) + body
 
 
