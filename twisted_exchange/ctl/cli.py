@@ -159,9 +159,16 @@ def up(wait: float) -> None:
         click.echo(f"starting supervisord with {topology.config}")
         topology.run_dir.mkdir(parents=True, exist_ok=True)
         supervisor.launch(topology.config)
-    statuses = _in_reactor(lambda peers: peers.watch(topology.peers, _leaders_everywhere,
-                                                     wait, _Progress().show))
+    live = _Live()
+
+    def ready(statuses: dict) -> bool:
+        done = _leaders_everywhere(statuses)
+        live.update(_progress_line(statuses), final=done)
+        return done
+
+    statuses = _in_reactor(lambda peers: peers.watch(topology.peers, ready, wait))
     if not _leaders_everywhere(statuses):
+        live.update(_progress_line(statuses), final=True)
         raise CtlError(f"not every peer reports a leader after {wait:g}s: {_progress_line(statuses)}"
                        " (see: exchangectl status, exchangectl logs NAME)")
     leader = next(s["leader"] for s in statuses.values())
@@ -181,22 +188,25 @@ def _progress_line(statuses: dict) -> str:
     return ", ".join(one(peer, s) for peer, s in statuses.items())
 
 
-class _Progress:
-    """Waiting display: one line rewritten in place on a terminal, else a line per change."""
+class _Live:
+    """A status line rewritten in place on a terminal; elsewhere printed when it
+    changed, at most every ``every`` seconds unless it is the ``final`` one."""
 
-    def __init__(self) -> None:
-        self._started = time.monotonic()
-        self._last = ""
+    def __init__(self, every: float = 0.0, enabled: bool = True) -> None:
+        self._every = every
+        self._enabled = enabled
         self._tty = sys.stdout.isatty()
+        self._last = ("", -float("inf"))
 
-    def show(self, statuses: dict) -> None:
-        line = _progress_line(statuses)
+    def update(self, line: str, final: bool = False) -> None:
+        if not self._enabled:
+            return
+        now = time.monotonic()
         if self._tty:
-            elapsed = time.monotonic() - self._started
-            click.echo(f"\r\x1b[K[{elapsed:5.1f}s] {line}", nl=_leaders_everywhere(statuses))
-        elif line != self._last:
+            click.echo(f"\r\x1b[K{line}", nl=final)
+        elif line != self._last[0] and (final or now - self._last[1] >= self._every):
             click.echo(line)
-        self._last = line
+            self._last = (line, now)
 
 
 @command()
@@ -319,10 +329,11 @@ def order_payload(side: str, quantity: str, price: str | None, *, symbol: str, k
 
 
 def _command(payload: dict, peer: str | None, as_json: bool) -> None:
+    from twisted_exchange.ctl.peers import TRANSPORT_CODES
     try:
         reply = _ask(payload, peer)
     except CtlError as e:
-        if "unreachable" in str(e):  # the command may have been applied: say how to retry safely
+        if e.code in TRANSPORT_CODES:  # it may have been applied: say how to retry safely
             raise CtlError(f"{e} (resending with --request {payload['request']} is safe)") from None
         raise
     _show(reply, as_json, output.command_result)
@@ -443,6 +454,54 @@ def check(wait: float, as_json: bool) -> None:
     click.echo(json.dumps(verdict.to_json(), indent=2) if as_json else output.verdict(verdict))
     if not verdict.ok:
         raise CtlError(verdict.summary())
+
+
+@command()
+@click.option("--clients", type=click.IntRange(1, 1024), default=16, show_default=True,
+              help="Concurrent clients, one order in flight each.")
+@click.option("--duration", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
+              help="Seconds to run (ignored with --count).")
+@click.option("--count", type=click.IntRange(1), help="Send exactly this many orders instead.")
+@symbol_option
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the order stream.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write latency over time to this PNG.")
+@click.option("--wait", type=click.FloatRange(0, 600), default=10.0, show_default=True,
+              help="Seconds the final check lets peers catch up.")
+@json_option
+def bench(clients: int, duration: float, count: int | None, symbol: str, seed: int,
+          plot: str | None, wait: float, as_json: bool) -> None:
+    """Load every peer with crossing orders, report throughput and latency, then check."""
+    from twisted_exchange.ctl import bench as benchmark
+    from twisted_exchange.ctl.peers import check as poll_until_agreed
+    names = _topology().peers
+    live = _Live(every=5.0, enabled=not as_json)
+
+    async def work(peers):
+        recorder = await benchmark.load(peers, names, clients, duration=None if count else duration,
+                                        count=count, reactor=peers.reactor, seed=seed,
+                                        symbol=symbol,
+                                        progress=lambda r, f: live.update(_bar(r, f), f >= 1.0))
+        return recorder, await poll_until_agreed(peers, names, wait)
+
+    recorder, verdict = _in_reactor(work)
+    if plot:
+        benchmark.plot(recorder, plot)
+    summary = recorder.summary()
+    if as_json:
+        click.echo(json.dumps({**summary, "check": verdict.to_json()}, indent=2))
+    else:
+        click.echo(benchmark.report(summary))
+        if plot:
+            click.echo(f"latency plot: {plot}")
+        click.echo(output.verdict(verdict))
+    if not verdict.ok:
+        raise CtlError(verdict.summary())
+
+
+def _bar(recorder: Any, fraction: float, width: int = 30) -> str:
+    filled = round(fraction * width)
+    return (f"[{'#' * filled}{'-' * (width - filled)}] {fraction:4.0%}"
+            f"  {recorder.count} committed  {sum(recorder.errors.values())} failed")
 
 
 if __name__ == "__main__":

@@ -8,4 +8,11 @@ exactly one place (``cli.CtlGroup.main``).
 
 
 class CtlError(Exception):
-    """A failure to report to the user as ``error: <message>``."""
+    """A failure to report to the user as ``error: <message>``.
+
+    ``code`` is the ``ERR_...`` code when a peer or Grenache gave one.
+    """
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code

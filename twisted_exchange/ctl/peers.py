@@ -17,9 +17,8 @@ from twisted.internet import defer, task
 
 from twisted_exchange.ctl.consistency import Observer, Verdict
 from twisted_exchange.ctl.errors import CtlError
-from twisted_exchange.grenache.client import RPCClient
-from twisted_exchange.grenache.errors import ERR_GRAPE_LOOKUP_EMPTY, GrenacheError
-from twisted_exchange.grenache.link import Link
+from twisted_exchange.grenache import GrenacheError, Link, RPCClient
+from twisted_exchange.grenache.errors import ERR_GRAPE_LOOKUP_EMPTY
 
 T = TypeVar("T")
 SERVICE = "exchange"
@@ -40,10 +39,11 @@ class Peers:
     def __init__(self, grapes: Sequence[str], reactor: Any = None, timeout: float = 5.0) -> None:
         if not grapes:
             raise ValueError("at least one grape")
-        self._reactor = reactor
-        self._clients = [RPCClient(Link(url, reactor=reactor), reactor=reactor, timeout=timeout)
-                         for url in grapes]
-        self._grapes = list(grapes)
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self._links = [Link(url, reactor=reactor) for url in grapes]
+        self._clients = [RPCClient(link, reactor=reactor, timeout=timeout) for link in self._links]
 
     async def call(self, payload: dict, peer: str | None = None,
                    timeout: float | None = None) -> Any:
@@ -54,26 +54,26 @@ class Peers:
             return await client.request(key, payload, timeout=timeout)
         except GrenacheError as e:
             if e.code in TRANSPORT_CODES:
-                raise CtlError(f"{peer or 'no peer'} unreachable: {e}") from None
-            raise CtlError(str(e)) from None
+                raise CtlError(f"{peer or 'any peer'}: {e}", e.code) from None
+            raise CtlError(str(e), e.code) from None
 
     async def _client_for(self, key: str, peer: str | None) -> RPCClient:
         """The client of the first grape that knows someone announcing ``key``."""
         reasons = []
-        for url, client in zip(self._grapes, self._clients):
+        for link, client in zip(self._links, self._clients):
             try:
-                await client.link.lookup(key)
+                await link.lookup(key)
             except GrenacheError as e:
                 if e.code == ERR_GRAPE_LOOKUP_EMPTY:
                     reasons.append(None)
                 else:
-                    reasons.append(f"{url}: {e}")
+                    reasons.append(str(e))
             else:
                 return client
-        if all(reason is None for reason in reasons):
-            who = peer if peer is not None else "no peer"
-            raise CtlError(f"{who} is not announced on any grape (is it running? see: exchangectl status)")
-        raise CtlError(f"no grape reachable ({'; '.join(r for r in reasons if r)})")
+        if None in reasons:
+            who = f"{peer} is" if peer is not None else "no peer is"
+            raise CtlError(f"{who} announced on no grape (is it running? see: exchangectl status)")
+        raise CtlError(f"no grape reachable ({'; '.join(reasons)})")
 
     async def statuses(self, peers: Sequence[str]) -> dict[str, dict | CtlError]:
         """Every peer's ``status`` reply, or the CtlError saying why there is none."""
@@ -89,18 +89,18 @@ class Peers:
                     interval: float = 0.25) -> dict[str, dict | CtlError]:
         """Poll ``statuses(peers)`` until ``until(statuses)`` holds or ``timeout``
         seconds passed; the last statuses.  ``until`` sees every poll (progress)."""
-        deadline = self._reactor.seconds() + timeout
+        deadline = self.reactor.seconds() + timeout
         while True:
             statuses = await self.statuses(peers)
-            if until(statuses) or self._reactor.seconds() >= deadline:
+            if until(statuses) or self.reactor.seconds() >= deadline:
                 return statuses
-            await task.deferLater(self._reactor, interval, lambda: None)
+            await task.deferLater(self.reactor, interval, lambda: None)
 
     async def close(self) -> None:
         """Close every connection, so the reactor can stop cleanly."""
-        for client in self._clients:
+        for link, client in zip(self._links, self._clients):
             await client.close()
-            await client.link.close()
+            await link.close()
 
 
 async def check(peers: Peers, names: Sequence[str], wait: float) -> Verdict:

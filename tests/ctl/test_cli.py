@@ -1,0 +1,164 @@
+"""exchangectl's argument checks and error lines, without any cluster running.
+
+Every failure must be one ``error: ...`` line on stderr with exit status 1,
+never a traceback.
+"""
+from __future__ import annotations
+
+import tempfile
+import unittest
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from tests.support import free_ports
+from twisted_exchange.ctl.cli import main, order_payload, resolve_config
+from twisted_exchange.ctl.errors import CtlError
+from twisted_exchange.ctl.topology import render
+
+COMMANDS = ["up", "down", "status", "start", "stop", "restart", "kill", "logs", "submit", "cancel",
+            "amend", "book", "trades", "order", "orders", "check", "bench"]
+
+
+class CliTestCase(unittest.TestCase):
+    """Runs exchangectl against a rendered config whose supervisord is not running."""
+
+    def setUp(self):
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        grape_ports = free_ports(4)
+        self.config = Path(directory.name) / "cluster.conf"
+        self.config.write_text(render(3, grape_ports=[tuple(grape_ports[:2]), tuple(grape_ports[2:])]))
+
+    def ctl(self, *args: str):
+        return CliRunner().invoke(main, ["-c", str(self.config), *args], prog_name="exchangectl")
+
+    def assertFails(self, result, message: str) -> None:
+        self.assertEqual(result.exit_code, 1, result.output)
+        self.assertEqual(result.stderr, f"error: {message}\n")
+        self.assertEqual(result.stdout, "")
+
+
+class HelpTests(CliTestCase):
+
+    def test_every_command_has_help(self):
+        for name in COMMANDS:
+            result = self.ctl(name, "--help")
+            self.assertEqual(result.exit_code, 0, f"{name}: {result.output}")
+            self.assertIn(f"Usage: exchangectl {name}", result.stdout)
+
+    def test_the_group_lists_every_command(self):
+        result = self.ctl("--help")
+        self.assertEqual(result.exit_code, 0)
+        listed = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()}
+        self.assertEqual(listed, set(COMMANDS))
+
+    def test_no_command_prints_help(self):
+        result = CliRunner().invoke(main, [], prog_name="exchangectl")
+        self.assertEqual(result.exit_code, 0)
+        self.assertIn("Commands:", result.stdout)
+
+
+class UsageErrorTests(CliTestCase):
+
+    def test_missing_argument_is_one_line_with_a_hint(self):
+        self.assertFails(self.ctl("submit"),
+                         "Missing argument 'SIDE'. (see: exchangectl submit --help)")
+
+    def test_unknown_command(self):
+        result = self.ctl("explode")
+        self.assertEqual(result.exit_code, 1)
+        self.assertTrue(result.stderr.startswith("error: No such command 'explode'"))
+        self.assertEqual(result.stderr.count("\n"), 1)
+
+    def test_bad_choice(self):
+        result = self.ctl("submit", "buy", "1", "100", "--tif", "forever")
+        self.assertEqual(result.exit_code, 1)
+        self.assertIn("'forever' is not one of 'gtc', 'ioc', 'fok'", result.stderr)
+        self.assertNotIn("Traceback", result.output)
+
+
+class LocalValidationTests(CliTestCase):
+
+    def test_side_must_be_buy_or_sell(self):
+        self.assertFails(self.ctl("submit", "hold", "1", "100"), "invalid side 'hold': expected buy or sell")
+
+    def test_quantity_must_be_a_positive_plain_decimal(self):
+        result = self.ctl("submit", "buy", "--", "-1", "100")
+        self.assertEqual(result.exit_code, 1)
+        self.assertTrue(result.stderr.startswith("error: invalid quantity '-1': quantity must be"))
+
+    def test_price_must_be_a_positive_plain_decimal(self):
+        result = self.ctl("submit", "sell", "1", "1e3")
+        self.assertTrue(result.stderr.startswith("error: invalid price '1e3':"), result.stderr)
+
+    def test_limit_needs_a_price_and_market_refuses_one(self):
+        self.assertFails(self.ctl("submit", "buy", "1"), "a limit order needs a PRICE (or use --type market)")
+        self.assertFails(self.ctl("submit", "buy", "1", "100", "--type", "market"),
+                         "a market order takes no PRICE")
+
+    def test_amend_needs_something_to_change(self):
+        self.assertFails(self.ctl("amend", "12"), "amend needs --quantity and/or --price")
+        self.assertTrue(self.ctl("amend", "12", "--price", "x").stderr.startswith("error: invalid price 'x'"))
+
+    def test_unknown_peer_is_refused_before_any_network_call(self):
+        self.assertFails(self.ctl("book", "peer9"), "unknown peer 'peer9' (peers: peer1, peer2, peer3)")
+        self.assertFails(self.ctl("order", "1", "--peer", "nobody"),
+                         "unknown peer 'nobody' (peers: peer1, peer2, peer3)")
+
+
+class PayloadTests(unittest.TestCase):
+
+    def test_limit_payload_follows_the_protocol(self):
+        payload = order_payload("BUY", "2", "100.5", symbol="BTCUSD", kind="limit", tif=None,
+                                post_only=False, client="alice", request="r1")
+        self.assertEqual(payload, {"action": "submit", "client": "alice", "request": "r1",
+                                   "symbol": "BTCUSD", "side": "buy", "type": "limit",
+                                   "price": "100.5", "quantity": "2", "post_only": False})
+
+    def test_market_payload_has_no_price_and_keeps_an_explicit_tif(self):
+        payload = order_payload("sell", "1", None, symbol="ETHUSD", kind="market", tif="fok",
+                                post_only=False, client="bob", request="r2")
+        self.assertNotIn("price", payload)
+        self.assertEqual((payload["type"], payload["tif"]), ("market", "fok"))
+
+    def test_bad_side_is_a_ctl_error(self):
+        with self.assertRaises(CtlError):
+            order_payload("up", "1", "1", symbol="BTCUSD", kind="limit", tif=None, post_only=False,
+                          client="c", request="r")
+
+
+class SupervisordDownTests(CliTestCase):
+    NOT_RUNNING = "supervisord is not running (start it with: exchangectl up)"
+
+    def test_process_commands_say_supervisord_is_not_running(self):
+        for args in (["status"], ["start", "peer1"], ["stop", "peer1"], ["restart", "peer1"],
+                     ["kill", "peer1"], ["logs", "peer1"], ["status", "--json"]):
+            self.assertFails(self.ctl(*args), self.NOT_RUNNING)
+
+    def test_down_is_idempotent(self):
+        result = self.ctl("down")
+        self.assertEqual(result.exit_code, 0)
+        self.assertEqual(result.stdout, "supervisord is not running: nothing to stop\n")
+
+
+class ConfigTests(unittest.TestCase):
+
+    def test_missing_config_is_reported(self):
+        result = CliRunner().invoke(main, ["-c", "/nonexistent/c.conf", "status"], prog_name="exchangectl")
+        self.assertEqual(result.exit_code, 1)
+        self.assertEqual(result.stderr, "error: config file not found: /nonexistent/c.conf (use -c PATH)\n")
+
+    def test_config_option_is_accepted_after_the_command_too(self):
+        result = CliRunner().invoke(main, ["status", "-c", "/nonexistent/d.conf"], prog_name="exchangectl")
+        self.assertIn("/nonexistent/d.conf", result.stderr)
+
+    def test_config_from_the_environment(self):
+        result = CliRunner().invoke(main, ["status"], prog_name="exchangectl",
+                                    env={"EXCHANGECTL_CONFIG": "/nonexistent/e.conf"})
+        self.assertIn("/nonexistent/e.conf", result.stderr)
+
+    def test_default_config_is_found_from_the_current_directory_or_next_to_the_package(self):
+        self.assertEqual(resolve_config("x.conf"), Path("x.conf"))
+        self.assertTrue(resolve_config(None).is_file())
+        self.assertEqual(resolve_config(None).name, "cluster.conf")

@@ -1,0 +1,171 @@
+"""``exchangectl bench``: concurrent clients placing crossing orders on every peer.
+
+``Workload`` makes the orders (seeded, so a run can be repeated): buys priced
+from ``mid`` up and sells from ``mid`` down, so nearly every order trades.
+``Recorder`` keeps each committed order's latency in an HdrHistogram
+(microseconds, 3 significant digits) plus the (time, latency) points of the
+plot, and counts failures by error code.  ``load`` is the Twisted part: N
+clients, each with one order in flight, sent round-robin over the peers.
+"""
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from typing import Any, Callable, Sequence
+
+from hdrh.histogram import HdrHistogram
+from twisted.internet import defer, task
+
+from twisted_exchange.ctl.errors import CtlError
+
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+MAX_LATENCY_US = 60_000_000
+_CODE = re.compile(r"ERR_[A-Z0-9_]+")
+
+
+class Workload:
+    """Crossing limit orders for client ``client``, reproducible from ``seed``."""
+
+    def __init__(self, client: str, seed: int, symbol: str = "BTCUSD", mid: int = 100) -> None:
+        self.client = client
+        self._random = random.Random(seed)
+        self._symbol = symbol
+        self._mid = mid
+
+    def next_order(self) -> dict:
+        """The next ``submit`` payload: a buy at mid..mid+2 or a sell at mid-2..mid."""
+        side = self._random.choice(("buy", "sell"))
+        offset = self._random.randint(0, 8)
+        ticks = self._mid * 4 + (offset if side == "buy" else -offset)
+        return {"action": "submit", "client": self.client, "request": str(uuid.uuid4()),
+                "symbol": self._symbol, "side": side, "type": "limit",
+                "price": _quarter(ticks), "quantity": str(self._random.randint(1, 5)),
+                "tif": "gtc", "post_only": False}
+
+
+def _quarter(quarters: int) -> str:
+    whole, part = divmod(quarters, 4)
+    return str(whole) if not part else f"{whole}.{part * 25:02d}".rstrip("0")
+
+
+class Recorder:
+    """Latencies and failures of one benchmark run (pure: times are given to it)."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.histogram = HdrHistogram(1, MAX_LATENCY_US, 3)
+        self.points: list[tuple[float, float]] = []
+        self.errors: dict[str, int] = {}
+        self.ended = started
+
+    def committed(self, sent: float, done: float) -> None:
+        latency_us = max(1, min(MAX_LATENCY_US, round((done - sent) * 1e6)))
+        self.histogram.record_value(latency_us)
+        self.points.append((sent - self.started, latency_us / 1000))
+        self.ended = max(self.ended, done)
+
+    def failed(self, error: BaseException, done: float) -> None:
+        found = _CODE.search(str(error))
+        code = found[0] if found else "ERR_OTHER"
+        self.errors[code] = self.errors.get(code, 0) + 1
+        self.ended = max(self.ended, done)
+
+    @property
+    def count(self) -> int:
+        return self.histogram.get_total_count()
+
+    def summary(self) -> dict[str, Any]:
+        """Throughput and latency figures (milliseconds) as JSON-able data."""
+        elapsed = max(self.ended - self.started, 1e-9)
+        latency = {f"p{p:g}": self.histogram.get_value_at_percentile(p) / 1000 for p in PERCENTILES}
+        latency["max"] = self.histogram.get_max_value() / 1000 if self.count else 0.0
+        latency["mean"] = round(self.histogram.get_mean_value() / 1000, 3) if self.count else 0.0
+        return {"committed": self.count, "failed": sum(self.errors.values()), "errors": dict(self.errors),
+                "seconds": round(elapsed, 3), "orders_per_second": round(self.count / elapsed, 1),
+                "latency_ms": latency}
+
+
+def report(summary: dict[str, Any]) -> str:
+    """The human form of ``Recorder.summary()``."""
+    latency = summary["latency_ms"]
+    lines = [f"committed {summary['committed']} orders in {summary['seconds']:.2f}s:"
+             f" {summary['orders_per_second']:.0f} orders/s",
+             "latency ms: " + "  ".join(f"{k} {v:.2f}" for k, v in latency.items())]
+    if summary["failed"]:
+        lines.append(f"failed {summary['failed']}: " + ", ".join(
+            f"{code} x{n}" for code, n in sorted(summary["errors"].items())))
+    return "\n".join(lines)
+
+
+def plot(recorder: Recorder, path: str) -> None:
+    """Latency over time as a PNG (matplotlib, Agg backend: no display needed)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CtlError("--plot needs matplotlib (pip install 'twisted-exchange[plot]')") from None
+    figure, axes = plt.subplots(figsize=(10, 4))
+    if recorder.points:
+        times, latencies = zip(*recorder.points)
+        axes.scatter(times, latencies, s=2, alpha=0.5)
+    axes.set_xlabel("seconds since start")
+    axes.set_ylabel("latency (ms)")
+    axes.set_title(f"exchangectl bench: {recorder.count} committed orders")
+    try:
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+    except OSError as e:
+        raise CtlError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        plt.close(figure)
+
+
+async def load(peers: Any, names: Sequence[str], clients: int, *, duration: float | None,
+               count: int | None, reactor: Any, seed: int = 1, symbol: str = "BTCUSD",
+               progress: Callable[[Recorder, float], None] = lambda recorder, fraction: None,
+               interval: float = 0.5) -> Recorder:
+    """Run ``clients`` clients, one order in flight each, until ``duration``
+    seconds passed or ``count`` orders were sent; the finished Recorder.
+
+    ``progress(recorder, fraction_done)`` is called every ``interval`` seconds.
+    """
+    recorder = Recorder(reactor.seconds())
+    deadline = recorder.started + duration if duration is not None else None
+    sent = [0]
+
+    def fraction() -> float:
+        if count is not None:
+            return min(1.0, sent[0] / count)
+        return min(1.0, (reactor.seconds() - recorder.started) / duration)
+
+    def more() -> bool:
+        if count is not None:
+            return sent[0] < count
+        return reactor.seconds() < deadline
+
+    async def client(number: int) -> None:
+        workload = Workload(f"bench{number}", seed * 1_000_003 + number, symbol)
+        turn = number
+        while more():
+            sent[0] += 1
+            peer = names[turn % len(names)]
+            turn += 1
+            started = reactor.seconds()
+            try:
+                await peers.call(workload.next_order(), peer)
+            except CtlError as e:
+                recorder.failed(e, reactor.seconds())
+            else:
+                recorder.committed(started, reactor.seconds())
+
+    ticker = task.LoopingCall(lambda: progress(recorder, fraction()))
+    ticker.clock = reactor
+    ticker.start(interval, now=False)
+    try:
+        await defer.gatherResults([defer.ensureDeferred(client(n)) for n in range(clients)],
+                                  consumeErrors=True)
+    finally:
+        ticker.stop()
+    progress(recorder, 1.0)
+    return recorder
