@@ -5,7 +5,9 @@ import json
 
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.internet.protocol import Protocol
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
 from twisted_exchange.grape.service import GrapeConfig, GrapeService
@@ -28,6 +30,23 @@ class _Body:
         pass
 
 
+class _Collect(Protocol):
+    """Collects a response body (readBody without its abortConnection warning)."""
+
+    def __init__(self, done: defer.Deferred) -> None:
+        self._done = done
+        self._chunks: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def connectionLost(self, reason) -> None:
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._done.callback(b"".join(self._chunks))
+        else:
+            self._done.errback(reason)
+
+
 def start_grape(test: unittest.TestCase, **options) -> GrapeService:
     """A grape on free loopback ports, stopped at test cleanup."""
     config = GrapeConfig(**{"dht_port": 0, "api_port": 0, **options})
@@ -43,7 +62,9 @@ def request(port: int, path: str, body: bytes, method: bytes = b"POST"):
     agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
     response = yield agent.request(method, f"http://127.0.0.1:{port}{path}".encode(),
                                    Headers({b"content-type": [b"application/json"]}), _Body(body))
-    content = yield readBody(response)
+    content = defer.Deferred()
+    response.deliverBody(_Collect(content))
+    content = yield content
     return response.code, content
 
 
