@@ -274,11 +274,11 @@ class RaftNode:
                    term=message["term"] if granted else self.term, granted=granted)
 
     def _on_vote_reply(self, message: Message) -> None:
-        if self.role not in (PRE_CANDIDATE, CANDIDATE):
-            return
-        expected = "raft.prevote_reply" if self.role == PRE_CANDIDATE else "raft.vote_reply"
-        wanted_term = self.term + 1 if self.role == PRE_CANDIDATE else self.term
-        if message["type"] != expected or message["term"] != wanted_term:
+        if self.role == PRE_CANDIDATE and message["type"] == "raft.prevote_reply":
+            # A grant names the pre-vote term; a refusal names the refuser's term (<= ours here).
+            if message["granted"] and message["term"] != self.term + 1:
+                return
+        elif not (self.role == CANDIDATE and message["type"] == "raft.vote_reply"):
             return
         self._votes[message["from"]] = message["granted"]
         self._count_votes()

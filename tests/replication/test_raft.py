@@ -1,0 +1,368 @@
+"""RaftNode, one rule of Figure 2 (and of the thesis extensions) per test,
+driven by hand-built message sequences."""
+from __future__ import annotations
+
+import random
+import unittest
+
+from twisted_exchange.replication.raft import (
+    CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, RaftConfig, RaftNode,
+)
+
+CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=2)
+PEERS = ["a", "b", "c"]
+
+
+def log(*terms: int, start: int = 1) -> list[dict]:
+    """Entries with the given terms from index ``start``; commands name their position."""
+    return [{"index": start + i, "term": term, "command": {"at": start + i, "term": term}}
+            for i, term in enumerate(terms)]
+
+
+def make(node_id: str = "a", terms: tuple[int, ...] = (), term: int = 0, vote: str | None = None,
+         commit: int = 0, snapshot: dict | None = None, seed: int = 0) -> RaftNode:
+    start = snapshot["index"] + 1 if snapshot else 1
+    return RaftNode(node_id, PEERS, random.Random(seed), CONFIG,
+                    {"term": term, "vote": vote, "commit": commit}, snapshot, log(*terms, start=start))
+
+
+def sent(node: RaftNode, kind: str | None = None) -> list[dict]:
+    """The messages of the next ready() (of one type, if given)."""
+    return [m for m in node.ready().messages if kind is None or m["type"] == kind]
+
+
+def vote_request(term: int, last_index: int, last_term: int, sender: str = "b",
+                 kind: str = "raft.vote") -> dict:
+    return {"type": kind, "from": sender, "to": "a", "term": term,
+            "last_index": last_index, "last_term": last_term}
+
+
+def append(term: int, prev_index: int, prev_term: int, entries: list[dict], commit: int = 0,
+           sender: str = "b") -> dict:
+    return {"type": "raft.append", "from": sender, "to": "a", "term": term, "prev_index": prev_index,
+            "prev_term": prev_term, "entries": entries, "commit": commit}
+
+
+def reply(sender: str, term: int, **fields) -> dict:
+    return {"type": "raft.append_reply", "from": sender, "to": "a", "term": term, **fields}
+
+
+def elect(node: RaftNode) -> RaftNode:
+    """Make ``node`` leader of the next term through a (pre-)vote from b."""
+    while node.role == FOLLOWER:
+        node.tick()
+    node.step({"type": "raft.prevote_reply", "from": "b", "to": node.id, "term": node.term + 1,
+               "granted": True})
+    node.step({"type": "raft.vote_reply", "from": "b", "to": node.id, "term": node.term, "granted": True})
+    assert node.role == LEADER
+    return node
+
+
+class ElectionTests(unittest.TestCase):
+
+    def test_election_timeout_is_drawn_from_the_injected_rng_within_one_to_two_timeouts(self):
+        timeouts = set()
+        for seed in range(20):
+            node = make(seed=seed)
+            ticks = 0
+            while node.role == FOLLOWER:
+                node.tick()
+                ticks += 1
+            timeouts.add(ticks)
+        self.assertTrue(all(10 <= t < 20 for t in timeouts), timeouts)
+        self.assertGreater(len(timeouts), 3)
+
+    def test_timeout_starts_a_pre_vote_that_does_not_change_the_term(self):
+        node = make(terms=(1, 1), term=1)
+        for _ in range(20):
+            node.tick()
+        self.assertEqual((node.role, node.term, node.vote), (PRE_CANDIDATE, 1, None))
+        prevotes = sent(node, "raft.prevote")
+        self.assertEqual(sorted(m["to"] for m in prevotes), ["b", "c"])
+        self.assertEqual({(m["term"], m["last_index"], m["last_term"]) for m in prevotes}, {(2, 2, 1)})
+
+    def test_majority_of_pre_votes_starts_a_real_election_with_a_persisted_self_vote(self):
+        node = make(term=1)
+        for _ in range(20):
+            node.tick()
+        node.ready()
+        node.step({"type": "raft.prevote_reply", "from": "c", "to": "a", "term": 2, "granted": True})
+        self.assertEqual((node.role, node.term, node.vote), (CANDIDATE, 2, "a"))
+        ready = node.ready()
+        self.assertEqual(ready.hard_state, {"term": 2, "vote": "a", "commit": 0})
+        self.assertEqual(sorted(m["to"] for m in ready.messages if m["type"] == "raft.vote"), ["b", "c"])
+
+    def test_candidate_with_majority_becomes_leader_and_appends_a_no_op(self):
+        node = elect(make(terms=(1,), term=1))
+        self.assertEqual(node.log[-1], {"index": 2, "term": 2, "command": None})
+        appends = sent(node, "raft.append")
+        self.assertEqual(sorted(m["to"] for m in appends), ["b", "c"])
+        self.assertEqual(appends[0]["entries"], [{"index": 2, "term": 2, "command": None}])
+
+    def test_majority_of_refusals_sends_candidate_back_to_follower(self):
+        node = make(term=1)
+        for _ in range(20):
+            node.tick()
+        node.step({"type": "raft.prevote_reply", "from": "b", "to": "a", "term": 1, "granted": False})
+        self.assertEqual(node.role, PRE_CANDIDATE)
+        node.step({"type": "raft.prevote_reply", "from": "c", "to": "a", "term": 1, "granted": False})
+        self.assertEqual((node.role, node.term), (FOLLOWER, 1))
+
+    def test_vote_is_granted_to_candidate_with_up_to_date_log_and_persisted(self):
+        node = make(terms=(1, 2), term=2)
+        node.step(vote_request(term=3, last_index=2, last_term=2))
+        ready = node.ready()
+        self.assertEqual(ready.hard_state, {"term": 3, "vote": "b", "commit": 0})
+        self.assertEqual([(m["type"], m["granted"], m["term"]) for m in ready.messages],
+                         [("raft.vote_reply", True, 3)])
+
+    def test_vote_is_refused_to_candidate_with_stale_log(self):
+        node = make(terms=(1, 2), term=2)
+        node.step(vote_request(term=3, last_index=5, last_term=1))
+        self.assertEqual([m["granted"] for m in sent(node)], [False])
+        self.assertEqual((node.term, node.vote), (3, None))
+
+    def test_vote_is_refused_to_candidate_with_shorter_log_of_the_same_last_term(self):
+        node = make(terms=(1, 2, 2), term=2)
+        node.step(vote_request(term=3, last_index=2, last_term=2))
+        self.assertEqual([m["granted"] for m in sent(node)], [False])
+
+    def test_only_one_vote_per_term_but_a_repeated_request_is_granted_again(self):
+        node = make(term=1)
+        node.step(vote_request(term=2, last_index=0, last_term=0, sender="b"))
+        node.step(vote_request(term=2, last_index=0, last_term=0, sender="c"))
+        node.step(vote_request(term=2, last_index=0, last_term=0, sender="b"))
+        self.assertEqual([(m["to"], m["granted"]) for m in sent(node)],
+                         [("b", True), ("c", False), ("b", True)])
+
+    def test_vote_request_of_an_older_term_is_refused_with_the_current_term(self):
+        node = make(term=5)
+        node.step(vote_request(term=4, last_index=9, last_term=4))
+        self.assertEqual([(m["granted"], m["term"]) for m in sent(node)], [(False, 5)])
+
+    def test_pre_vote_is_granted_without_changing_term_or_vote(self):
+        node = make(terms=(1,), term=1, vote="c")
+        for _ in range(10):
+            node.tick()   # no leader heard from: not in a lease
+        node.step(vote_request(term=2, last_index=1, last_term=1, kind="raft.prevote"))
+        self.assertEqual([(m["type"], m["granted"], m["term"]) for m in sent(node)],
+                         [("raft.prevote_reply", True, 2)])
+        self.assertEqual((node.term, node.vote), (1, "c"))
+
+    def test_pre_vote_and_vote_are_ignored_while_a_leader_was_heard_from_recently(self):
+        node = make(terms=(1,), term=1)
+        node.step(append(term=1, prev_index=1, prev_term=1, entries=[]))
+        node.ready()
+        node.step(vote_request(term=2, last_index=1, last_term=1, sender="c", kind="raft.prevote"))
+        node.step(vote_request(term=2, last_index=1, last_term=1, sender="c"))
+        self.assertEqual(sent(node), [])
+        self.assertEqual((node.term, node.leader), (1, "b"))
+
+    def test_higher_term_in_any_message_turns_a_leader_into_follower(self):
+        node = elect(make(term=1))
+        node.ready()
+        node.step(reply("c", term=7, success=False, reject_index=0, hint_index=1, hint_term=None))
+        self.assertEqual((node.role, node.term, node.vote, node.leader), (FOLLOWER, 7, None, None))
+
+    def test_leader_steps_down_when_it_hears_from_no_majority_for_an_election_timeout(self):
+        node = elect(make(term=1))
+        for _ in range(CONFIG.election_ticks):
+            node.tick()
+        self.assertEqual(node.role, FOLLOWER)
+
+    def test_leader_that_hears_from_a_majority_keeps_leading(self):
+        node = elect(make(term=1))
+        for _ in range(CONFIG.election_ticks):
+            node.step(reply("b", term=node.term, success=True, match=1))
+            node.tick()
+        self.assertEqual(node.role, LEADER)
+
+
+class FollowerReplicationTests(unittest.TestCase):
+
+    def test_append_from_current_leader_is_stored_and_acknowledged(self):
+        node = make(terms=(1,), term=1)
+        node.step(append(term=1, prev_index=1, prev_term=1, entries=log(1, 1, start=2), commit=1))
+        ready = node.ready()
+        self.assertEqual([e["index"] for e in ready.entries], [2, 3])
+        self.assertEqual([(m["success"], m["match"]) for m in ready.messages], [(True, 3)])
+        self.assertEqual(node.leader, "b")
+
+    def test_append_from_an_older_term_is_refused_with_the_current_term(self):
+        node = make(terms=(1,), term=2)
+        node.step(append(term=1, prev_index=1, prev_term=1, entries=log(1, start=2)))
+        self.assertEqual([(m["success"], m["term"]) for m in sent(node)], [(False, 2)])
+        self.assertEqual(node.last_index, 1)
+
+    def test_follower_rejects_append_past_its_log_and_hints_its_next_index(self):
+        node = make(terms=(1, 1), term=1)
+        node.step(append(term=1, prev_index=5, prev_term=1, entries=log(1, start=6)))
+        message = sent(node)[0]
+        self.assertEqual((message["success"], message["reject_index"], message["hint_index"],
+                          message["hint_term"]), (False, 5, 3, None))
+
+    def test_follower_rejects_mismatched_prev_and_hints_first_index_of_that_term(self):
+        node = make(terms=(1, 2, 2, 2), term=3)
+        node.step(append(term=3, prev_index=4, prev_term=3, entries=[]))
+        message = sent(node)[0]
+        self.assertEqual((message["success"], message["hint_index"], message["hint_term"]), (False, 2, 2))
+        self.assertEqual(node.last_index, 4)
+
+    def test_follower_truncates_conflicting_suffix(self):
+        node = make(terms=(1, 1, 2, 2), term=3)
+        node.ready()
+        node.step(append(term=3, prev_index=2, prev_term=1, entries=log(3, start=3)))
+        self.assertEqual([e["term"] for e in node.log], [1, 1, 3])
+        ready = node.ready()
+        self.assertEqual(ready.entries, log(3, start=3))
+        self.assertEqual(ready.messages[0]["match"], 3)
+
+    def test_follower_keeps_matching_entries_when_a_reordered_shorter_append_arrives(self):
+        node = make(terms=(1,), term=1)
+        node.step(append(term=1, prev_index=1, prev_term=1, entries=log(1, 1, start=2)))
+        node.step(append(term=1, prev_index=1, prev_term=1, entries=log(1, start=2)))
+        self.assertEqual(node.last_index, 3)
+        self.assertEqual([m["match"] for m in sent(node)], [3, 2])
+
+    def test_follower_commit_is_min_of_leader_commit_and_last_new_entry(self):
+        node = make(terms=(1, 1, 1, 7), term=1)   # a stale entry at 4 the leader did not send
+        node.step(append(term=1, prev_index=2, prev_term=1, entries=[], commit=4))
+        self.assertEqual(node.commit, 2)
+        node.step(append(term=1, prev_index=2, prev_term=1, entries=log(1, start=3), commit=9))
+        self.assertEqual(node.commit, 3)
+        self.assertEqual([e["index"] for e in node.ready().committed], [1, 2, 3])
+
+    def test_committed_entries_are_handed_out_once_and_in_order(self):
+        node = make(terms=(1, 1, 1), term=1)
+        node.step(append(term=1, prev_index=3, prev_term=1, entries=[], commit=2))
+        self.assertEqual([e["index"] for e in node.ready().committed], [1, 2])
+        node.step(append(term=1, prev_index=3, prev_term=1, entries=[], commit=3))
+        self.assertEqual([e["index"] for e in node.ready().committed], [3])
+        self.assertEqual(node.ready().committed, [])
+
+    def test_restarted_node_hands_out_entries_up_to_its_persisted_commit(self):
+        snapshot = {"index": 2, "term": 1, "data": {}}
+        node = make(terms=(1, 2, 2), term=2, commit=4, snapshot=snapshot)
+        self.assertEqual([e["index"] for e in node.ready().committed], [3, 4])
+
+
+class LeaderReplicationTests(unittest.TestCase):
+
+    def test_proposals_between_two_ready_calls_go_out_as_one_append_per_follower(self):
+        node = elect(make(term=1))
+        node.ready()
+        for n in range(5):
+            node.propose({"n": n})
+        appends = sent(node)
+        self.assertEqual(sorted(m["to"] for m in appends), ["b", "c"])
+        self.assertEqual([[e["command"]["n"] for e in m["entries"]] for m in appends],
+                         [[0, 1, 2, 3, 4]] * 2)
+
+    def test_follower_does_not_accept_proposals(self):
+        self.assertIsNone(make().propose({"n": 1}))
+
+    def test_leader_commits_current_term_entry_once_a_majority_stores_it(self):
+        node = elect(make(term=1))
+        node.ready()
+        node.step(reply("b", term=2, success=True, match=1))
+        self.assertEqual(node.commit, 1)
+        self.assertEqual([e["index"] for e in node.ready().committed], [1])
+
+    def test_leader_does_not_commit_previous_term_entry_by_counting_replicas(self):
+        node = elect(make(terms=(1, 2), term=2))   # leader of term 3; index 3 is its no-op
+        node.ready()
+        node.step(reply("b", term=3, success=True, match=2))
+        self.assertEqual(node.commit, 0)
+        node.step(reply("b", term=3, success=True, match=3))
+        self.assertEqual(node.commit, 3)
+
+    def test_leader_commit_advance_is_sent_to_followers_at_once(self):
+        node = elect(make(term=1))
+        node.ready()
+        node.step(reply("b", term=2, success=True, match=1))
+        self.assertEqual(sorted((m["to"], m["commit"]) for m in sent(node, "raft.append")),
+                         [("b", 1), ("c", 1)])
+
+    def test_leader_backtracks_with_conflict_term_hint(self):
+        node = elect(make(terms=(1, 1, 1, 4, 4), term=4))   # no-op at 6
+        node.ready()
+        node.step(reply("b", term=5, success=False, reject_index=5, hint_index=3, hint_term=2))
+        self.assertEqual([m["prev_index"] for m in sent(node, "raft.append") if m["to"] == "b"], [2])
+        node.step(reply("c", term=5, success=False, reject_index=5, hint_index=2, hint_term=1))
+        self.assertEqual([m["prev_index"] for m in sent(node, "raft.append") if m["to"] == "c"], [3])
+
+    def test_leader_backtracks_to_follower_log_end_when_follower_is_short(self):
+        node = elect(make(terms=(1, 1, 1, 1), term=1))
+        node.ready()
+        node.step(reply("b", term=2, success=False, reject_index=4, hint_index=2, hint_term=None))
+        message = [m for m in sent(node, "raft.append") if m["to"] == "b"][0]
+        self.assertEqual((message["prev_index"], [e["index"] for e in message["entries"]]), (1, [2, 3, 4, 5]))
+
+    def test_stale_rejection_below_known_match_is_ignored(self):
+        node = elect(make(terms=(1, 1), term=1))
+        node.ready()
+        node.step(reply("b", term=2, success=True, match=3))
+        node.ready()
+        node.step(reply("b", term=2, success=False, reject_index=1, hint_index=1, hint_term=None))
+        self.assertEqual([m for m in sent(node, "raft.append") if m["to"] == "b"], [])
+
+    def test_heartbeats_go_out_every_heartbeat_interval(self):
+        node = elect(make(term=1))
+        node.ready()
+        node.step(reply("b", term=2, success=True, match=1))
+        node.step(reply("c", term=2, success=True, match=1))
+        node.ready()
+        node.tick()
+        self.assertEqual(sent(node), [])
+        node.tick()
+        self.assertEqual(sorted((m["to"], m["entries"]) for m in sent(node)), [("b", []), ("c", [])])
+
+
+class SnapshotTests(unittest.TestCase):
+
+    def test_compaction_drops_applied_entries_and_keeps_terms_reachable(self):
+        node = make(terms=(1, 1, 2), term=2)
+        node.step(append(term=2, prev_index=3, prev_term=2, entries=[], commit=3))
+        node.ready()
+        node.compact({"index": 2, "term": 1, "data": "state"})
+        self.assertEqual((node.snap_index, node.term_at(2), node.term_at(3), node.term_at(1)), (2, 1, 2, None))
+        with self.assertRaises(ValueError):
+            node.compact({"index": 4, "term": 2, "data": "beyond applied"})
+
+    def test_leader_sends_snapshot_to_follower_behind_compacted_log(self):
+        snapshot = {"index": 3, "term": 1, "data": "state"}
+        node = elect(make(terms=(1,), term=1, commit=4, snapshot=snapshot))
+        node.ready()
+        node.step(reply("b", term=2, success=False, reject_index=4, hint_index=2, hint_term=None))
+        messages = [m for m in sent(node) if m["to"] == "b"]
+        self.assertEqual([(m["type"], m["snapshot"]) for m in messages], [("raft.snapshot", snapshot)])
+        self.assertEqual([m for m in sent(node) if m["to"] == "b"], [])   # not resent while in flight
+        node.step({"type": "raft.snapshot_reply", "from": "b", "to": "a", "term": 2, "match": 3})
+        message = [m for m in sent(node) if m["to"] == "b"][0]
+        self.assertEqual((message["type"], message["prev_index"]), ("raft.append", 3))
+
+    def test_follower_installs_snapshot_and_discards_a_conflicting_log(self):
+        node = make(terms=(1, 1, 2), term=2)
+        snapshot = {"index": 5, "term": 3, "data": "state"}
+        node.step({"type": "raft.snapshot", "from": "b", "to": "a", "term": 3, "snapshot": snapshot})
+        ready = node.ready()
+        self.assertEqual((ready.snapshot, node.last_index, node.commit, node.log), (snapshot, 5, 5, []))
+        self.assertEqual([(m["type"], m["match"]) for m in ready.messages], [("raft.snapshot_reply", 5)])
+        self.assertEqual(ready.committed, [])
+
+    def test_follower_keeps_log_suffix_after_a_matching_snapshot(self):
+        node = make(terms=(1, 1, 2), term=2)
+        node.step({"type": "raft.snapshot", "from": "b", "to": "a", "term": 2,
+                   "snapshot": {"index": 2, "term": 1, "data": "state"}})
+        self.assertEqual((node.snap_index, [e["index"] for e in node.log]), (2, [3]))
+
+    def test_snapshot_not_beyond_commit_is_acknowledged_without_change(self):
+        node = make(terms=(1, 1, 1), term=1)
+        node.step(append(term=1, prev_index=3, prev_term=1, entries=[], commit=3))
+        node.ready()
+        node.step({"type": "raft.snapshot", "from": "b", "to": "a", "term": 1,
+                   "snapshot": {"index": 2, "term": 1, "data": "state"}})
+        ready = node.ready()
+        self.assertIsNone(ready.snapshot)
+        self.assertEqual([m["match"] for m in ready.messages], [3])
+        self.assertEqual(node.last_index, 3)
