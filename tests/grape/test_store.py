@@ -32,6 +32,12 @@ class PeerStoreTests(unittest.TestCase):
         self.clock.advance(8)
         self.assertEqual(self.store.get(b"svc"), [("127.0.0.1", 4242)])
 
+    def test_add_says_whether_the_announcement_is_new(self):
+        self.assertTrue(self.store.add(b"svc", "127.0.0.1", 4242))
+        self.assertFalse(self.store.add(b"svc", "127.0.0.1", 4242))
+        self.clock.advance(10)
+        self.assertTrue(self.store.add(b"svc", "127.0.0.1", 4242))
+
     def test_prune_forgets_names_nobody_reads(self):
         self.store.add(b"a", "127.0.0.1", 1)
         self.store.add(b"b", "127.0.0.1", 2)

@@ -147,7 +147,6 @@ class GrapeAPI(Resource):
             raise GrapeError("ERR_GRAPE_SERVICE_PORT")
         if not isinstance(name, str) or not name:
             raise GrapeError("ERR_GRAPE_ANNOUNCE")
-        self.log.info("announce {name} on port {port}", name=name, port=int(port))
         return self._dht.announce(js_bytes(name), int(port) or self._dht.port)
 
     def lookup(self, data: object) -> defer.Deferred:

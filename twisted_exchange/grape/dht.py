@@ -171,7 +171,7 @@ class DHTNode:
         Fires with the number of remote nodes that stored it, or fails with
         GrapeError ``No nodes to query`` / ``All queries failed`` as Node does.
         """
-        self.peers.add(info_hash, self.host, port)
+        self._store_peer(info_hash, self.host, port)
         responders = yield self.traverse(info_hash, b"get_peers", {b"info_hash": info_hash})
         hits = yield self._store(info_hash, responders, b"announce_peer",
                                  {b"info_hash": info_hash, b"port": port, b"implied_port": 0})
@@ -271,9 +271,12 @@ class DHTNode:
         info_hash = _required(args, b"info_hash", "announce_peer")
         if not self.tokens.valid(host, _required(args, b"token", "announce_peer")):
             raise KRPCError(PROTOCOL_ERROR, "cannot `announce_peer` with bad token")
-        self.peers.add(info_hash, host, port)
-        self.log.info("stored announce {name} at {host}:{port}", name=_name(info_hash), host=host, port=port)
+        self._store_peer(info_hash, host, port)
         return {b"id": self.id}
+
+    def _store_peer(self, info_hash: bytes, host: str, port: int) -> None:
+        if self.peers.add(info_hash, host, port):
+            self.log.info("new announce {name} at {host}:{port}", name=_name(info_hash), host=host, port=port)
 
     def _on_get(self, args: Message, sender: Address) -> Message:
         target = _required(args, b"target", "get")

@@ -36,12 +36,15 @@ class PeerStore:
         self._max_peers = max_peers
         self._peers: dict[bytes, dict[Peer, float]] = {}
 
-    def add(self, info_hash: bytes, host: str, port: int) -> None:
-        """Store or refresh one announcement."""
+    def add(self, info_hash: bytes, host: str, port: int) -> bool:
+        """Store or refresh one announcement; True if it was not stored before."""
+        self._prune(info_hash)
         peers = self._peers.setdefault(info_hash, {})
-        peers.pop((host, port), None)
-        if len(peers) < self._max_peers:
-            peers[(host, port)] = self._clock.seconds() + self._max_age
+        new = peers.pop((host, port), None) is None
+        if len(peers) >= self._max_peers:
+            return False
+        peers[(host, port)] = self._clock.seconds() + self._max_age
+        return new
 
     def get(self, info_hash: bytes, limit: int = 100) -> list[Peer]:
         """At most ``limit`` live peers of ``info_hash``, in random order."""
