@@ -149,6 +149,15 @@ class LoneNodeTests(TestCase):
         self.assertIsNone(node.routing.get(dead.id))
 
     @defer.inlineCallbacks
+    def test_node_that_answers_with_another_id_replaces_the_old_one(self):
+        node, restarted = make_node(self), make_node(self)
+        stale = Contact(b"s" * 20, *address(restarted))
+        node.routing.add(stale)
+        yield node.lookup(b"svc")
+        self.assertIsNone(node.routing.get(stale.id))
+        self.assertIsNotNone(node.routing.get(restarted.id))
+
+    @defer.inlineCallbacks
     def test_isolated_node_rejoins_through_its_bootstrap_on_refresh(self):
         b = make_node(self)
         a = make_node(self, bootstrap=[address(b)])

@@ -141,7 +141,7 @@ class DHTNode:
     def _drop(self, contact: Contact) -> None:
         if self.routing.get(contact.id) is not None:
             self.routing.remove(contact.id)
-            self.log.info("DHT node {node} at {host}:{port} timed out and was dropped",
+            self.log.info("DHT node {node} at {host}:{port} is gone",
                           node=contact.id.hex(), host=contact.host, port=contact.port)
 
     def traverse(self, target: bytes, method: bytes, args: Message,

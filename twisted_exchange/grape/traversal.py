@@ -5,7 +5,8 @@ Ask the k known nodes closest to the target, learn closer ones from the
 (or when ``visit`` returns False, e.g. once a BEP44 value is found). When we
 know fewer nodes than bootstrap addresses, the bootstrap addresses are asked
 too, once. At most ``concurrency`` queries are in flight; a known node that
-times out is reported to ``on_dead`` so the routing table can drop it.
+times out, or answers with another id (it restarted), is reported to
+``on_dead`` so the routing table can drop it.
 """
 from __future__ import annotations
 
@@ -74,11 +75,13 @@ class Traversal:
         self._asked.add(address)
         self._in_flight += 1
         d = self._query(address, self._method, self._args)
-        d.addCallbacks(self._replied, self._failed, callbackArgs=(address,), errbackArgs=(contact,))
+        d.addCallbacks(self._replied, self._failed, callbackArgs=(address, contact), errbackArgs=(contact,))
 
-    def _replied(self, reply: Message, address: Address) -> None:
+    def _replied(self, reply: Message, address: Address, contact: Contact | None) -> None:
         self._in_flight -= 1
         node_id = reply.get(b"id")
+        if contact is not None and node_id != contact.id and self._on_dead is not None:
+            self._on_dead(contact)
         if is_node_id(node_id) and node_id != self._own_id:
             contact = Contact(node_id, *address)
             self._candidates.setdefault(node_id, contact)
