@@ -63,6 +63,15 @@ class OrderOutputTests(unittest.TestCase):
         self.assertEqual(header[:3], ["ID", "CLIENT", "SYMBOL"])
         self.assertEqual(header[-1], "POST_ONLY")
 
+    def test_trades_read_as_a_tape_oldest_first_whatever_order_they_came_in(self):
+        fills = [{"trade_id": "10", "price": "101", "quantity": "1", "symbol": "BTCUSD"},
+                 {"trade_id": "9", "price": "100", "quantity": "2", "symbol": "BTCUSD"}]
+        lines = output.trades({"peer": "peer2", "symbol": "BTCUSD", "trades": fills}).splitlines()
+        self.assertEqual(lines[0], "BTCUSD trades on peer2, newest last")
+        self.assertEqual([line.split() for line in lines[1:]],
+                         [["TRADE_ID", "PRICE", "QUANTITY", "SYMBOL"], ["9", "100", "2", "BTCUSD"],
+                          ["10", "101", "1", "BTCUSD"]])
+
     def test_no_orders_says_none(self):
         self.assertEqual(output.orders({"peer": "peer1", "orders": []}), "open orders on peer1\n(none)")
 
@@ -94,6 +103,12 @@ class StatusTests(unittest.TestCase):
                          ["peer1", "RUNNING", "pid", "11", "leader", "2", "peer1", "5", "5", "a" * 12])
         self.assertEqual(lines[4].split(), ["peer3", "STOPPED"])
         self.assertIn("DIVERGENCE: peers diverge at applied index 5", click.unstyle(lines[5]))
+
+    def test_unreachable_peers_are_marked_and_their_errors_listed_below(self):
+        processes = {"peer1": {"statename": "RUNNING", "pid": 11}}
+        text = output.status(processes, {"peer1": "ERR_TIMEOUT: no reply"}, Observer().observe({}))
+        self.assertEqual(text.splitlines()[1:], ["peer1  RUNNING pid 11  unreachable",
+                                                 "peer1: ERR_TIMEOUT: no reply"])
 
     def test_agreeing_peers_are_plain(self):
         peers = {"peer1": self.peer("leader", 5, "a" * 64), "peer2": self.peer("follower", 5, "a" * 64)}

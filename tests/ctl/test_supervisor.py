@@ -158,7 +158,7 @@ class UpTests(SupervisedTestCase):
         result = self.exchangectl("up", "--wait", "0.5")
         self.assertTrue(result.stdout.startswith(f"starting supervisord with {self.config}\n"), result.stdout)
         self.assertEqual(result.returncode, 1)
-        self.assertTrue(result.stderr.startswith("error: not every peer reports a leader after 0.5s: peer1 down"),
+        self.assertTrue(result.stderr.startswith("error: not every peer reports a leader after 0.5s: peer1 unreachable"),
                         result.stderr)
         self.assertNotIn("Traceback", result.stderr)
         self.assertTrue(self.supervisor.is_running())
@@ -181,8 +181,10 @@ class UpTests(SupervisedTestCase):
         self.supervisor.stop("peer2")
         result = self.exchangectl("status")
         self.assertEqual(result.returncode, 0, result.stderr)
-        rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+        lines = result.stdout.splitlines()
+        rows = {line.split()[0]: line for line in lines[1:6]}
         self.assertEqual(set(rows), {"grape1", "grape2", "peer1", "peer2", "peer3"})
         self.assertIn("RUNNING pid", rows["grape1"])
         self.assertEqual(rows["peer2"].split(), ["peer2", "STOPPED"])
-        self.assertIn("? no grape reachable", rows["peer1"])
+        self.assertEqual(rows["peer1"].split()[-1], "unreachable")
+        self.assertTrue(lines[6].startswith("peer1: no grape reachable"), lines[6:])

@@ -123,12 +123,13 @@ def plot(recorder: Recorder, path: str) -> None:
 
 async def load(peers: Any, names: Sequence[str], clients: int, *, duration: float | None,
                count: int | None, reactor: Any, seed: int = 1, symbol: str = "BTCUSD",
-               progress: Callable[[Recorder, float], None] = lambda recorder, fraction: None,
+               progress: Callable[[Recorder, float, bool], None] = lambda recorder, done, final: None,
                interval: float = 0.5) -> Recorder:
     """Run ``clients`` clients, one order in flight each, until ``duration``
     seconds passed or ``count`` orders were sent; the finished Recorder.
 
-    ``progress(recorder, fraction_done)`` is called every ``interval`` seconds.
+    ``progress(recorder, fraction_done, final)`` is called every ``interval``
+    seconds, and once with ``final`` true at the end.
     """
     recorder = Recorder(reactor.seconds())
     deadline = recorder.started + duration if duration is not None else None
@@ -159,7 +160,7 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
             else:
                 recorder.committed(started, reactor.seconds())
 
-    ticker = task.LoopingCall(lambda: progress(recorder, fraction()))
+    ticker = task.LoopingCall(lambda: progress(recorder, fraction(), False))
     ticker.clock = reactor
     ticker.start(interval, now=False)
     try:
@@ -167,5 +168,5 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
                                   consumeErrors=True)
     finally:
         ticker.stop()
-    progress(recorder, 1.0)
+    progress(recorder, 1.0, True)
     return recorder

@@ -182,7 +182,7 @@ def _leaders_everywhere(statuses: dict) -> bool:
 def _progress_line(statuses: dict) -> str:
     def one(peer: str, s: Any) -> str:
         if not isinstance(s, dict):
-            return f"{peer} down"
+            return f"{peer} unreachable"
         return f"{peer} {s.get('role')}" + ("" if s.get("role") == "leader" else
                                             f" (leader {s.get('leader') or 'unknown'})")
     return ", ".join(one(peer, s) for peer, s in statuses.items())
@@ -480,7 +480,7 @@ def bench(clients: int, duration: float, count: int | None, symbol: str, seed: i
         recorder = await benchmark.load(peers, names, clients, duration=None if count else duration,
                                         count=count, reactor=peers.reactor, seed=seed,
                                         symbol=symbol,
-                                        progress=lambda r, f: live.update(_bar(r, f), f >= 1.0))
+                                        progress=lambda r, f, final: live.update(_bar(r, f), final))
         return recorder, await poll_until_agreed(peers, names, wait)
 
     recorder, verdict = _in_reactor(work)

@@ -12,6 +12,8 @@ from twisted_exchange.ctl.consistency import Verdict
 
 ORDER_COLUMNS = ("id", "client", "symbol", "side", "type", "price", "quantity", "filled",
                  "remaining", "status", "tif")
+FILL_COLUMNS = ("trade_id", "price", "quantity", "taker_side", "maker_order", "taker_order",
+                "maker_client", "taker_client")
 HASH_WIDTH = 12
 
 
@@ -67,8 +69,12 @@ def orders(reply: Mapping[str, Any]) -> str:
 
 
 def trades(reply: Mapping[str, Any]) -> str:
-    return (f"{reply.get('symbol', '')} trades on {reply.get('peer', '?')} (newest last)\n"
-            + records(reply.get("trades", []), ("price", "quantity")))
+    """A tape: oldest first, newest last (ordered by trade id when ids are numbers)."""
+    fills = list(reply.get("trades", []))
+    if all(str(f.get("trade_id", "")).isdigit() for f in fills):
+        fills.sort(key=lambda f: int(f["trade_id"]))
+    return (f"{reply.get('symbol', '')} trades on {reply.get('peer', '?')}, newest last\n"
+            + records(fills, FILL_COLUMNS))
 
 
 def order(reply: Mapping[str, Any]) -> str:
@@ -85,7 +91,7 @@ def command_result(reply: Mapping[str, Any]) -> str:
     text = "order " + " ".join(f"{k}={_cell(placed[k])}" for k in ORDER_COLUMNS if k in placed)
     fills = reply.get("fills") or []
     if fills:
-        text += f"\n{len(fills)} fill{'s' if len(fills) != 1 else ''}\n" + records(fills, ("price", "quantity"))
+        text += f"\n{len(fills)} fill{'s' if len(fills) != 1 else ''}\n" + records(fills, FILL_COLUMNS)
     return text
 
 
@@ -93,11 +99,12 @@ def status(processes: Mapping[str, Mapping[str, Any]], peers: Mapping[str, Any],
            verdict: Verdict) -> str:
     """One row per supervisord program, with the peer's own status when it is a peer.
 
-    Rows of peers caught in a divergence are highlighted and explained below.
+    Rows of peers caught in a divergence are highlighted and explained below,
+    as are peers that did not answer.
     """
     diverged = {p for d in verdict.divergences for p in d.hashes}
     names = list(processes) + [p for p in peers if p not in processes]
-    rows, marked = [], []
+    rows, marked, notes = [], [], []
     for n, name in enumerate(names):
         info = processes.get(name, {})
         process = info.get("statename", "-")
@@ -108,17 +115,16 @@ def status(processes: Mapping[str, Mapping[str, Any]], peers: Mapping[str, Any],
             digest = str(reply.get("state_hash", ""))[:HASH_WIDTH]
             rows.append((name, process, reply.get("role"), reply.get("term"), reply.get("leader"),
                          reply.get("commit"), reply.get("applied"), digest))
-        elif reply is not None:
-            rows.append((name, process, f"? {reply}", "", "", "", "", ""))
         else:
-            rows.append((name, process, "", "", "", "", "", ""))
+            rows.append((name, process, "" if reply is None else "unreachable"))
+            if reply is not None:
+                notes.append(f"{name}: {reply}")
         if name in diverged:
             marked.append(n)
-    text = table(("NAME", "PROCESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "STATE_HASH"),
-                 rows, right=(3, 5, 6), highlight=marked)
-    for divergence in verdict.divergences:
-        text += "\n" + click.style(f"DIVERGENCE: {divergence}", fg="red", bold=True)
-    return text
+    lines = [table(("NAME", "PROCESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "STATE_HASH"),
+                   [row + ("",) * (8 - len(row)) for row in rows], right=(3, 5, 6), highlight=marked)]
+    lines += [click.style(f"DIVERGENCE: {d}", fg="red", bold=True) for d in verdict.divergences]
+    return "\n".join(lines + notes)
 
 
 def verdict(result: Verdict) -> str:
