@@ -1,0 +1,133 @@
+"""RPCClient: calls Grenache RPC services found through a Link.
+
+``request`` looks the key up, calls one random destination and, on a
+transport failure only (``ERR_REQUEST_GENERIC``: refused, reset, non-2xx),
+tries another; an error answered by the service is final.  ``map`` calls
+every destination and reports each one's result or error instead of failing
+on the first.  Every call ends within its timeout (default 5 s) with the
+result or a GrenacheError.  Connections are kept alive in a pool.
+"""
+from __future__ import annotations
+
+import random
+import uuid
+import zlib
+from typing import Any, Literal
+
+from twisted.internet import defer
+from twisted.web.client import HTTPConnectionPool
+from twisted.web.http_headers import Headers
+
+from twisted_exchange.grenache import wire
+from twisted_exchange.grenache.errors import (
+    ERR_REPLY_EMPTY, ERR_REPLY_ENCODING_COMPRESSION, ERR_REQUEST_GENERIC, RETRYABLE,
+    GrenacheError)
+from twisted_exchange.grenache.transport import Poster, deadline
+
+Outcome = tuple[Literal["ok"], Any] | tuple[Literal["error"], GrenacheError]
+
+_PLAIN = Headers({b"grc-compress": [b"none"], b"content-type": [b"text/plain;charset=UTF-8"]})
+_GZIP = Headers({b"grc-compress": [b"gzip"]})
+_MAX_REPLY = 64 << 20
+
+
+class RPCClient:
+    """Grenache RPC calls to the services a ``link`` finds.
+
+    ``link`` needs only ``lookup(key) -> Deferred[list["host:port"]]``.
+    ``rng`` picks destinations (inject a seeded one in tests); ``compress``
+    sends gzip bodies, as Node's ``{compress: true}``.
+    """
+
+    def __init__(self, link: Any, reactor: Any = None, timeout: float = 5.0,
+                 pool: HTTPConnectionPool | None = None, rng: random.Random | None = None,
+                 compress: bool = False) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._link = link
+        self._reactor = reactor
+        self._timeout = timeout
+        self._rng = rng if rng is not None else random.Random()
+        self._compress = compress
+        self._poster = Poster(reactor, pool, per_host=64)
+
+    def request(self, key: str, payload: Any, timeout: float | None = None,
+                retry: int = 2) -> defer.Deferred[Any]:
+        """The result of ``key`` on one destination, trying up to ``retry`` others."""
+        d = defer.ensureDeferred(self._request(key, payload, retry))
+        return self._within(d, timeout, f"request {key!r}")
+
+    async def _request(self, key: str, payload: Any, retry: int) -> Any:
+        dests = await self._link.lookup(key)
+        tried: set[str] = set()
+        for attempt in range(retry + 1):
+            untried = [d for d in dests if d not in tried] or dests
+            dest = self._rng.choice(untried)
+            try:
+                return await self._call(dest, key, payload)
+            except GrenacheError as e:
+                if e.code not in RETRYABLE or attempt == retry:
+                    raise
+                tried.add(dest)
+
+    def request_to(self, dest: str, key: str, payload: Any,
+                   timeout: float | None = None) -> defer.Deferred[Any]:
+        """The result of ``key`` on the known address ``dest`` ("host:port")."""
+        return self._within(self._call(dest, key, payload), timeout, f"{dest} {key!r}")
+
+    def map(self, key: str, payload: Any, limit: int | None = None,
+            timeout: float | None = None) -> defer.Deferred[dict[str, Outcome]]:
+        """Call every destination of ``key`` (or ``limit`` random ones).
+
+        Fires with ``{dest: ("ok", result) | ("error", GrenacheError)}``;
+        fails only if the lookup does.
+        """
+        def call_all(dests: list[str]) -> defer.Deferred[dict[str, Outcome]]:
+            if limit is not None and limit < len(dests):
+                dests = self._rng.sample(dests, limit)
+            calls = [self.request_to(dest, key, payload, timeout) for dest in dests]
+            return defer.DeferredList(calls, consumeErrors=True).addCallback(
+                lambda outcomes: {dest: ("ok", value) if ok else ("error", value.value)
+                                  for dest, (ok, value) in zip(dests, outcomes)})
+        return self._link.lookup(key).addCallback(call_all)
+
+    def close(self) -> defer.Deferred[None]:
+        """Close the idle connections of an owned pool."""
+        return self._poster.close()
+
+    def _within(self, d: defer.Deferred[Any], timeout: float | None,
+                what: str) -> defer.Deferred[Any]:
+        seconds = self._timeout if timeout is None else timeout
+        return deadline(d, seconds, self._reactor, what)
+
+    def _call(self, dest: str, key: str, payload: Any) -> defer.Deferred[Any]:
+        rid = str(uuid.uuid4())
+        body = wire.encode([rid, key, payload])
+        if self._compress:
+            body = wire.gzip(body)
+        d = self._poster.post(f"http://{dest}/", body, _GZIP if self._compress else _PLAIN)
+        return d.addCallback(self._result_of, dest, rid)
+
+    def _result_of(self, response: tuple[int, bytes], dest: str, rid: str) -> Any:
+        """The result in a reply, or the GrenacheError it carries."""
+        status, body = response
+        if not 200 <= status < 300:
+            text = body[:200].decode("utf-8", "replace")
+            raise GrenacheError(ERR_REQUEST_GENERIC, f"{dest}: HTTP {status} {text}".rstrip())
+        if self._compress:
+            try:
+                body = wire.gunzip(body, _MAX_REPLY)
+            except (ValueError, zlib.error):
+                raise GrenacheError(ERR_REPLY_ENCODING_COMPRESSION, dest) from None
+        try:
+            reply = wire.decode(body)
+        except ValueError:
+            reply = None
+        if not isinstance(reply, list) or len(reply) != 3:
+            raise GrenacheError(ERR_REPLY_EMPTY, f"{dest}: reply is not [rid, err, result]")
+        reply_rid, error, result = reply
+        if reply_rid != rid:
+            raise GrenacheError(ERR_REPLY_EMPTY, f"{dest}: reply is for another request")
+        if error:
+            raise GrenacheError.from_wire(error if isinstance(error, str) else wire.encode(error).decode())
+        return result

@@ -1,0 +1,55 @@
+"""JSON and gzip exactly as Grenache's Node packages put them on the wire.
+
+Node parses with ``JSON.parse`` and writes with ``JSON.stringify``: no NaN or
+Infinity either way, compact separators, UTF-8.  Decompression is bounded so
+that a small gzip body cannot expand past the size limit of its reader.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_ascii_encoder = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def encode(value: Any) -> bytes:
+    """``JSON.stringify(value)`` as UTF-8; ValueError/TypeError if not JSON-able."""
+    try:
+        return _encoder.encode(value).encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: escape them as Node does
+        return _ascii_encoder.encode(value).encode("ascii")
+
+
+def decode(data: bytes) -> Any:
+    """``JSON.parse(data)``; ValueError for anything Node would refuse."""
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def gzip(data: bytes) -> bytes:
+    """Raw gzip, as Node's ``zlib.gzip``."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return compressor.compress(data) + compressor.flush()
+
+
+class TooLarge(ValueError):
+    """Decompressed data would exceed the caller's limit."""
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Inflate raw gzip; zlib.error if not gzip, TooLarge past ``limit`` bytes."""
+    inflater = zlib.decompressobj(31)
+    out = inflater.decompress(data, limit + 1)
+    if len(out) > limit:
+        raise TooLarge(f"inflates past {limit} bytes")
+    if not inflater.eof:
+        raise zlib.error("truncated gzip data")
+    return out
