@@ -12,16 +12,18 @@ from typing import Any
 from twisted.internet import defer, error as netError
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, readBody
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
+from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
 from twisted_exchange.grenache.errors import ERR_REQUEST_GENERIC, ERR_TIMEOUT, GrenacheError
 
 
 @implementer(IBodyProducer)
-class _BytesProducer:
+class BytesBody:
     """A request body that is already in memory: written in one go."""
 
     def __init__(self, body: bytes) -> None:
@@ -40,6 +42,36 @@ class _BytesProducer:
 
     def stopProducing(self) -> None:
         pass
+
+
+class _Body(Protocol):
+    """Collects a response body; cancelling stops the connection."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.done: defer.Deferred[bytes] = defer.Deferred(lambda _: self.transport.stopProducing())
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):  # complete, or ended by close
+            self.done.callback(b"".join(self.chunks))
+        else:
+            self.done.errback(reason)
+
+
+def read_body(response: IResponse) -> defer.Deferred[bytes]:
+    """The whole body of ``response``; cancelling closes its connection."""
+    body = _Body()
+    response.deliverBody(body)
+    return body.done
+
+
+def _status_and_body(response: IResponse) -> defer.Deferred[tuple[int, bytes]]:
+    return read_body(response).addCallback(lambda data: (response.code, data))
 
 
 def _reason(failure: Failure) -> str:
@@ -81,9 +113,8 @@ class Poster:
 
     def post(self, url: str, body: bytes, headers: Headers) -> defer.Deferred[tuple[int, bytes]]:
         """(HTTP status, body) of a POST; GrenacheError on transport failure."""
-        d = self._agent.request(b"POST", url.encode("ascii"), headers, _BytesProducer(body))
-        d.addCallback(lambda response: readBody(response).addCallback(
-            lambda data: (response.code, data)))
+        d = self._agent.request(b"POST", url.encode("ascii"), headers, BytesBody(body))
+        d.addCallback(_status_and_body)
         d.addErrback(_as_grenache_error, url)
         return d
 
