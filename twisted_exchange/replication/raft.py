@@ -74,7 +74,7 @@ class RaftConfig:
     max_entries_per_message: int = 4096
     forward_ticks: int = 4          # re-forward a pending proposal this often
     no_leader_ticks: int = 30       # ERR_NO_LEADER after this long without a leader
-    compact_every: int = 10_000     # snapshot + compact after this many applied entries (0: never)
+    compact_every: int = 100_000    # snapshot + compact after this many applied entries (0: never)
 
 
 @dataclass

@@ -116,7 +116,12 @@ class Replica:
             self._results.append((token, known))
             return token
         pending = self._pending[token] = _Pending(command)
-        self._waiting.setdefault(_key(command), []).append(token)
+        key = _key(command)
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            self._waiting[key] = [token]
+        else:
+            waiting.append(token)
         self._route(pending)
         return token
 
@@ -150,16 +155,21 @@ class Replica:
         if leader is None:
             return
         if leader == self.id:
-            self._propose_as_leader(pending.command)
+            self._propose_as_leader(pending.command, executed=False)
         else:
             self._outbox.append({"type": "raft.forward", "to": leader, "from": self.id,
                                  "term": self.node.term, "command": pending.command})
         pending.sent_to, pending.sent_at = leader, self._ticks
 
-    def _propose_as_leader(self, command: dict) -> None:
-        """Append a command unless it is already executed or already in this term's log."""
+    def _propose_as_leader(self, command: dict, executed: bool | None = None) -> None:
+        """Append a command unless it is already executed or already in this term's log.
+
+        ``executed=False``: the caller has just looked it up in the state machine.
+        """
         key = _key(command)
-        if self._proposed.get(key) == self.node.term or self.state_machine.lookup(command) is not None:
+        if self._proposed.get(key) == self.node.term:
+            return
+        if executed is None and self.state_machine.lookup(command) is not None:
             return
         if self.node.propose(command) is not None:
             self._proposed[key] = self.node.term

@@ -48,17 +48,18 @@ class ReplicatedStateMachine:
         command = entry["command"]
         if command is None:
             return None
-        result = self.lookup(command)
-        if result is None:
-            result = self.exchange.apply(command)
-            self._remember(command, result)
-        return result
-
-    def _remember(self, command: dict, result: dict) -> None:
-        session = self._sessions.setdefault(command.get("client"), {})
-        session[command.get("request")] = result
+        client, request = command.get("client"), command.get("request")
+        session = self._sessions.get(client)
+        if session is None:
+            session = self._sessions[client] = {}
+        else:
+            result = session.get(request)
+            if result is not None:
+                return result
+        result = session[request] = self.exchange.apply(command)
         if len(session) > SESSION_WINDOW:
             del session[next(iter(session))]
+        return result
 
     def snapshot(self) -> dict[str, Any]:
         """Plain JSON-able data; ``restore`` of it behaves identically."""

@@ -1,0 +1,159 @@
+"""Benchmark of Raft replication against the matching core alone.
+
+``python -m twisted_exchange.replication.bench [--commands N] [--seed S]``
+
+Three ``Replica`` objects in one process on a perfect in-memory network (no
+serialisation, no sockets: this measures the protocol objects, storage and
+matching, not Grenache).  The leader receives the core benchmark's seeded
+workload in batches of B proposals; between batches every node runs its
+ready loop (persist, send, apply) until all three have applied everything.
+
+Printed per storage and batch size:
+
+- *cluster cmd/s*: commands committed and applied on all three nodes per
+  second of wall time, all three nodes sharing this one core;
+- *per-peer cmd/s*: commands divided by the busiest node's own CPU time,
+  i.e. the rate when each peer has its own core, as in a deployment;
+- *vs core*: per-peer rate / the core's rate on the same commands measured
+  in the same run (1.0 would mean replication is free).
+
+Storages: MemoryStorage, FileStorage with fsync ``never`` (benchmarks only:
+not crash-safe) and with fsync per batch (the default) on this machine's
+disk.  Target: >= 50,000 commands/s replicated per peer.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from itertools import islice
+
+from twisted_exchange.core import Exchange
+from twisted_exchange.core.bench import Workload
+from twisted_exchange.replication.raft import LEADER, RaftConfig
+from twisted_exchange.replication.replica import Replica
+from twisted_exchange.replication.storage import FileStorage, MemoryStorage
+
+IDS = ["n1", "n2", "n3"]
+TARGET = 50_000
+
+
+class Cluster:
+    """Three replicas, their storages, a perfect network, and per-node CPU time."""
+
+    def __init__(self, storage: Callable[[str], object]) -> None:
+        self.storage = {node_id: storage(node_id) for node_id in IDS}
+        self.replicas = {node_id: Replica(node_id, IDS, self.storage[node_id].load(),
+                                          random.Random(node_id), RaftConfig())
+                         for node_id in IDS}
+        self.busy = dict.fromkeys(IDS, 0.0)
+        self.network: list[dict] = []
+        self.answered = 0
+
+    def elect(self) -> Replica:
+        leader = self.replicas[IDS[0]]
+        while leader.node.role != LEADER:
+            leader.tick()
+            self.settle()
+        return leader
+
+    def settle(self) -> None:
+        """Run every node's ready loop and deliver messages until all is quiet."""
+        clock = time.perf_counter
+        while True:
+            for node_id, replica in self.replicas.items():
+                start = clock()
+                ready = replica.ready()
+                storage = self.storage[node_id]
+                if ready.hard_state is not None or ready.entries or ready.snapshot is not None:
+                    storage.save(ready.hard_state, ready.entries, ready.snapshot)
+                if ready.compaction is not None:
+                    storage.compact(ready.compaction)
+                self.answered += len(ready.results)
+                self.network.extend(ready.messages)
+                self.busy[node_id] += clock() - start
+            if not self.network:
+                return
+            messages, self.network = self.network, []
+            for message in messages:
+                start = clock()
+                self.replicas[message["to"]].step(message)
+                self.busy[message["to"]] += clock() - start
+
+    def close(self) -> None:
+        for storage in self.storage.values():
+            storage.close()
+
+
+def replicated(commands: list[dict], batch: int, storage: Callable[[str], object]) -> tuple[float, float]:
+    """(wall seconds, busiest node's CPU seconds) to replicate and apply ``commands``."""
+    cluster = Cluster(storage)
+    try:
+        leader = cluster.elect()
+        cluster.busy = dict.fromkeys(IDS, 0.0)
+        base = leader.state_machine.applied
+        gc.collect()
+        start = time.perf_counter()
+        for first in range(0, len(commands), batch):
+            began = time.perf_counter()
+            for command in commands[first:first + batch]:
+                leader.propose(command)
+            cluster.busy[leader.id] += time.perf_counter() - began
+            cluster.settle()
+        wall = time.perf_counter() - start
+        applied = {r.state_machine.applied - base for r in cluster.replicas.values()}
+        hashes = {r.state_machine.state_hash() for r in cluster.replicas.values()}
+        if applied != {len(commands)} or len(hashes) != 1 or cluster.answered != len(commands):
+            raise AssertionError(f"replication incomplete: applied {applied}, {len(hashes)} states")
+        return wall, max(cluster.busy.values())
+    finally:
+        cluster.close()
+
+
+def core_alone(commands: list[dict]) -> float:
+    exchange = Exchange()
+    apply = exchange.apply
+    gc.collect()
+    start = time.perf_counter()
+    for command in commands:
+        apply(command)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    commands = list(islice(Workload(args.seed).commands(), args.commands))
+    core_rate = len(commands) / core_alone(commands)
+    print(f"core alone: {core_rate:,.0f} cmd/s on {len(commands):,} commands")
+    print(f"{'storage':<22} {'batch':>6} {'commands':>9} {'cluster cmd/s':>14} {'per-peer cmd/s':>15} {'vs core':>8}")
+    best = 0.0
+    with tempfile.TemporaryDirectory(prefix="raft-bench-") as root:
+        def files(fsync: str) -> Callable[[str], object]:
+            return lambda node_id: FileStorage(f"{root}/{fsync}-{node_id}-{time.monotonic_ns()}", fsync=fsync)
+
+        runs = [("memory", lambda node_id: MemoryStorage(), (1000,)),
+                ("file, fsync never", files("never"), (1, 10, 100, 1000)),
+                ("file, fsync per batch", files("batch"), (100, 1000))]
+        for label, storage, batches in runs:
+            for batch in batches:
+                subset = commands[:min(len(commands), batch * 2000)]
+                wall, busiest = replicated(subset, batch, storage)
+                per_peer = len(subset) / busiest
+                if label == "file, fsync never":
+                    best = max(best, per_peer)
+                print(f"{label:<22} {batch:>6} {len(subset):>9,} {len(subset) / wall:>14,.0f} "
+                      f"{per_peer:>15,.0f} {per_peer / core_rate:>8.2f}", flush=True)
+    verdict = "met" if best >= TARGET else "NOT met"
+    print(f"target >= {TARGET:,} cmd/s replicated per peer (file, fsync never): {verdict} ({best:,.0f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
