@@ -28,6 +28,7 @@ class Cluster:
         self.inflight: list[dict] = []
         self.results: dict[str, dict[int, dict]] = {i: {} for i in ids}
         self.readies: dict[str, list] = {i: [] for i in ids}
+        self.drop = lambda message: False
 
     def _start(self, node_id: str) -> Replica:
         return Replica(node_id, self.ids, self.storage[node_id].load(),
@@ -54,8 +55,9 @@ class Cluster:
                 return
             messages, self.inflight = self.inflight, []
             for message in messages:
-                if message["to"] not in self.down and message["from"] not in self.down:
-                    self.replicas[message["to"]].step(message)
+                if message["to"] in self.down or message["from"] in self.down or self.drop(message):
+                    continue
+                self.replicas[message["to"]].step(message)
 
     def tick(self, n: int = 1) -> None:
         for _ in range(n):
@@ -114,3 +116,74 @@ class ReplicaTests(unittest.TestCase):
         self.assertNotIn(token, cluster.results["a"])
         cluster.tick(1)
         self.assertTrue(cluster.results["a"][token]["error"].startswith("ERR_NO_LEADER: "))
+
+    def test_lost_forward_is_sent_again_after_forward_ticks(self):
+        cluster = Cluster(RaftConfig(forward_ticks=3))
+        leader = cluster.leader()
+        follower = next(i for i in IDS if i != leader)
+        cluster.drop = lambda message: message["type"] == "raft.forward"
+        token = cluster.replicas[follower].propose(order("alice", "r1"))
+        cluster.tick(3)
+        self.assertNotIn(token, cluster.results[follower])
+        cluster.drop = lambda message: False
+        cluster.tick(3)
+        self.assertTrue(cluster.results[follower][token]["ok"])
+
+    def test_leader_appends_a_repeated_forward_once_per_term(self):
+        cluster = Cluster()
+        leader = cluster.leader()
+        replica = cluster.replicas[leader]
+        forward = {"type": "raft.forward", "from": "x", "to": leader, "term": replica.node.term,
+                   "command": order("alice", "r1")}
+        before = replica.node.last_index
+        replica.step(dict(forward, **{"from": next(i for i in IDS if i != leader)}))
+        replica.step(dict(forward, **{"from": next(i for i in IDS if i != leader)}))
+        self.assertEqual(replica.node.last_index, before + 1)
+
+    def test_request_already_executed_here_is_answered_at_once(self):
+        cluster = Cluster()
+        leader = cluster.leader()
+        first = cluster.replicas[leader].propose(order("alice", "r1"))
+        cluster.tick(2)
+        follower = next(i for i in IDS if i != leader)
+        again = cluster.replicas[follower].propose(order("alice", "r1"))
+        self.assertEqual(cluster.replicas[follower].ready().results, [(again, cluster.results[leader][first])])
+
+    def test_compaction_is_surfaced_and_a_lagging_follower_catches_up_by_snapshot(self):
+        cluster = Cluster(RaftConfig(compact_every=5))
+        leader = cluster.leader()
+        lagging = next(i for i in IDS if i != leader)
+        cluster.down = {lagging}
+        for n in range(12):
+            cluster.replicas[leader].propose(order("alice", f"r{n}", price=str(90 + n)))
+            cluster.tick()
+        self.assertTrue(any(r.compaction for r in cluster.readies[leader]))
+        self.assertGreater(cluster.replicas[leader].node.snap_index, 0)
+        cluster.restart(lagging)
+        cluster.tick(4)
+        self.assertTrue(any(r.snapshot for r in cluster.readies[lagging]))
+        self.assertEqual(cluster.replicas[lagging].status()["state_hash"],
+                         cluster.replicas[leader].status()["state_hash"])
+        self.assertEqual(len(cluster.replicas[lagging].exchange.book("BTCUSD", depth=20)["bids"]), 12)
+
+    def test_restarted_replica_recovers_its_state_from_storage(self):
+        cluster = Cluster()
+        leader = cluster.leader()
+        for n in range(3):
+            cluster.replicas[leader].propose(order("alice", f"r{n}"))
+        cluster.tick(2)
+        before = cluster.replicas[leader].status()
+        cluster.restart(leader)
+        cluster.replicas[leader].ready()
+        after = cluster.replicas[leader].status()
+        self.assertEqual((after["applied"], after["state_hash"], after["term"]),
+                         (before["applied"], before["state_hash"], before["term"]))
+        self.assertEqual(after["role"], "follower")
+
+    def test_status_reports_identity_role_and_progress(self):
+        cluster = Cluster()
+        leader = cluster.leader()
+        status = cluster.replicas[leader].status()
+        self.assertEqual((status["id"], status["role"], status["leader"], status["peers"]),
+                         (leader, "leader", leader, [i for i in IDS if i != leader]))
+        self.assertEqual(status["commit"], status["applied"])
