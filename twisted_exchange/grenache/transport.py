@@ -89,9 +89,19 @@ def _reason(failure: Failure) -> str:
     return f"{type(value).__name__}: {text}" if text else type(value).__name__
 
 
+def _cancelled(failure: Failure) -> bool:
+    """Whether a failure only reports that the caller cancelled the request."""
+    if failure.check(defer.CancelledError, netError.ConnectingCancelledError):
+        return True
+    value = failure.value
+    return isinstance(value, ResponseFailed) and any(map(_cancelled, value.reasons))
+
+
 def _as_grenache_error(failure: Failure, url: str) -> Failure:
-    if failure.check(GrenacheError, defer.CancelledError):
+    if failure.check(GrenacheError):
         return failure
+    if _cancelled(failure):
+        return Failure(defer.CancelledError())
     return Failure(GrenacheError(ERR_REQUEST_GENERIC, f"{url}: {_reason(failure)}"))
 
 
