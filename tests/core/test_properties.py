@@ -192,6 +192,23 @@ class SnapshotPropertyTests(unittest.TestCase):
             self.assertEqual(got, want)
             self.assertEqual(restored.state_hash(), exchange.state_hash())
 
+    @given(bounds=BOUNDS, before=FLOWS, after=FLOWS)
+    def test_reference_restored_from_a_snapshot_agrees_with_the_engine(self, bounds, before, after):
+        exchange = Exchange(**bounds)
+        driver = Driver(exchange)
+        for command in before:
+            driver.apply(command)
+        snapshot = json.loads(json.dumps(exchange.snapshot()))
+        driver.exchanges = (ReferenceExchange.restore(snapshot), exchange)
+        for command in after:
+            command, (want, got) = driver.apply(command)
+            self.assertEqual(error_code(got), error_code(want), command)
+            if got["ok"]:
+                self.assertEqual(got, want, command)
+        for symbol in SYMBOLS:
+            self.assertEqual(driver.exchanges[0].book(symbol, 100), exchange.book(symbol, 100))
+            self.assertEqual(driver.exchanges[0].trades(symbol, 1000), exchange.trades(symbol, 1000))
+
     @given(commands=st.lists(COMMANDS, max_size=40))
     def test_same_commands_give_same_hash_and_differing_states_differ(self, commands):
         one, two = Exchange(), Exchange()

@@ -26,9 +26,8 @@ from typing import Iterator, Optional
 
 from sortedcontainers import SortedDict
 
-from .commands import BUY
 from .numbers import MAX_TICKS, format_ticks
-from .order import Order
+from .order import BUY, Order
 
 #: A bound above every key: what a market order crosses.
 NO_LIMIT = MAX_TICKS + 1

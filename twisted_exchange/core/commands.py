@@ -11,18 +11,13 @@ checks (unknown order, owner, closed) belong to the exchange.
 from __future__ import annotations
 
 import re
+import sys
+from functools import lru_cache
 from typing import NamedTuple, Optional, Union
 
 from .errors import INVALID_ORDER, ExchangeError
 from .numbers import parse_ticks
-
-BUY = "buy"
-SELL = "sell"
-LIMIT = "limit"
-MARKET = "market"
-GTC = "gtc"
-IOC = "ioc"
-FOK = "fok"
+from .order import BUY, FOK, GTC, IOC, LIMIT, MARKET, SELL, Order
 
 MAX_CLIENT = 64
 MAX_REQUEST = 128
@@ -36,18 +31,6 @@ _CANCEL_REQUIRED = _COMMON | {"order_id"}
 _AMEND_ALLOWED = _CANCEL_REQUIRED | {"price", "quantity"}
 SIDES = {"buy": BUY, "sell": SELL}
 TIFS = {"gtc": GTC, "ioc": IOC, "fok": FOK}
-
-
-class Submit(NamedTuple):
-    """A new order; ``price`` is ``None`` for a market order."""
-
-    client: str
-    symbol: str
-    side: str
-    price: Optional[int]
-    quantity: int
-    tif: str
-    post_only: bool
 
 
 class Cancel(NamedTuple):
@@ -66,11 +49,15 @@ class Amend(NamedTuple):
     quantity: Optional[int]
 
 
-Command = Union[Submit, Cancel, Amend]
+Command = Union[Order, Cancel, Amend]
 
 
 def parse_command(command: object) -> Command:
-    """The typed form of ``command``, or :class:`ExchangeError` saying why not."""
+    """The typed form of ``command``, or :class:`ExchangeError` saying why not.
+
+    A submit becomes a new :class:`Order` without an id: the exchange numbers
+    it once it is accepted.
+    """
     if type(command) is not dict:
         _invalid("command must be a JSON object")
     action = command.get("action")
@@ -80,13 +67,15 @@ def parse_command(command: object) -> Command:
     return parser(command)
 
 
-def _submit(command: dict) -> Submit:
+def _submit(command: dict) -> Order:
     _check_fields(command, _SUBMIT_REQUIRED, _SUBMIT_ALLOWED)
     client = _client(command)
     symbol = command["symbol"]
-    if type(symbol) is not str or SYMBOL.fullmatch(symbol) is None:
+    if type(symbol) is not str or len(symbol) > 12 or not is_symbol(symbol):
         _invalid("symbol must match [A-Z0-9]{2,12}")
-    side = _choice(command, "side", SIDES, None)
+    side = command["side"]
+    if type(side) is not str or side not in SIDES:
+        _invalid("side must be buy or sell")
     kind = command["type"]
     if type(kind) is not str:
         _invalid("type must be limit or market")
@@ -113,7 +102,7 @@ def _submit(command: dict) -> Submit:
         price = None
     else:
         _invalid("type must be limit or market")
-    return Submit(client, symbol, side, price, quantity, tif, post_only)
+    return Order(None, sys.intern(client), symbol, side, price, quantity, tif, post_only)
 
 
 def _cancel(command: dict) -> Cancel:
@@ -150,19 +139,30 @@ def _check_fields(command: dict, required: frozenset, allowed: frozenset) -> Non
 
 
 def _client(command: dict) -> str:
-    _text(command, "request", MAX_REQUEST)
-    return _text(command, "client", MAX_CLIENT)
+    """The client, after checking it and the request id."""
+    if _not_text(command["request"], MAX_REQUEST):
+        _invalid(f"request must be a printable string of 1 to {MAX_REQUEST} characters")
+    client = command["client"]
+    if _not_text(client, MAX_CLIENT):
+        _invalid(f"client must be a printable string of 1 to {MAX_CLIENT} characters")
+    return client
 
 
 def _order_id(command: dict) -> str:
-    return _text(command, "order_id", MAX_ORDER_ID)
+    order_id = command["order_id"]
+    if _not_text(order_id, MAX_ORDER_ID):
+        _invalid(f"order_id must be a printable string of 1 to {MAX_ORDER_ID} characters")
+    return order_id
 
 
-def _text(command: dict, field: str, longest: int) -> str:
-    value = command[field]
-    if type(value) is not str or not 0 < len(value) <= longest or not value.isprintable():
-        _invalid(f"{field} must be a printable string of 1 to {longest} characters")
-    return value
+def _not_text(value: object, longest: int) -> bool:
+    return type(value) is not str or not 0 < len(value) <= longest or not value.isprintable()
+
+
+@lru_cache(maxsize=1024)
+def is_symbol(text: str) -> bool:
+    """Does ``text`` (a str) match ``[A-Z0-9]{2,12}``?  Cached: symbols repeat."""
+    return SYMBOL.fullmatch(text) is not None
 
 
 def _choice(command: dict, field: str, choices: dict, default: object) -> str:

@@ -18,14 +18,14 @@ from typing import Optional
 
 from .book import Book
 from .commands import (
-    FOK, GTC, SIDES, SYMBOL, TIFS, Amend, Cancel, Submit, parse_command,
+    SIDES, TIFS, Amend, Cancel, is_symbol, parse_command,
 )
 from .errors import (
     FOK_UNFILLABLE, INVALID_ORDER, INVALID_QUERY, INVALID_SNAPSHOT, NOT_OWNER, ORDER_CLOSED,
     POST_ONLY_WOULD_TAKE, UNKNOWN_ORDER, ExchangeError,
 )
 from .numbers import format_ticks, parse_ticks
-from .order import CANCELLED, FILLED, OPEN, PARTIALLY_FILLED, Order
+from .order import CANCELLED, FILLED, FOK, GTC, OPEN, PARTIALLY_FILLED, Order
 
 SNAPSHOT_FORMAT = 1
 _STATUSES = {status: status for status in (OPEN, PARTIALLY_FILLED, FILLED, CANCELLED)}
@@ -57,7 +57,7 @@ class Exchange:
         """
         try:
             parsed = parse_command(command)
-            if type(parsed) is Submit:
+            if type(parsed) is Order:
                 return self._submit(parsed)
             if type(parsed) is Cancel:
                 return self._cancel(parsed)
@@ -65,19 +65,16 @@ class Exchange:
         except ExchangeError as error:
             return {"ok": False, "error": str(error)}
 
-    def _submit(self, command: Submit) -> dict:
-        book = self._books.get(command.symbol, _EMPTY)
-        if command.post_only and book.crosses(command.side, command.price):
+    def _submit(self, order: Order) -> dict:
+        book = self._books.get(order.symbol, _EMPTY)
+        if order.post_only and book.crosses(order.side, order.price):
             raise ExchangeError(POST_ONLY_WOULD_TAKE, "a post_only order would trade on arrival")
-        order = Order(
-            str(self._last_order_id + 1), sys.intern(command.client), command.symbol,
-            command.side, command.price, command.quantity, command.tif, command.post_only,
-        )
-        if command.tif is FOK and not book.fillable(order):
+        if order.tif is FOK and not book.fillable(order):
             raise ExchangeError(FOK_UNFILLABLE, "a fok order cannot fill completely now")
         self._last_order_id += 1
+        order.id = str(self._last_order_id)
         if book is _EMPTY:
-            book = self._books[command.symbol] = Book(command.symbol)
+            book = self._books[order.symbol] = Book(order.symbol)
         self._orders[order.id] = order
         return self._take(book, order)
 
@@ -170,7 +167,7 @@ class Exchange:
 
     def book(self, symbol: str, depth: int = 10) -> dict:
         """Aggregated levels, best first: ``{"bids": [[price, qty], ...], "asks": [...]}``."""
-        _check_query(type(symbol) is str and SYMBOL.fullmatch(symbol) is not None,
+        _check_query(type(symbol) is str and len(symbol) <= 12 and is_symbol(symbol),
                       "symbol must match [A-Z0-9]{2,12}")
         _check_query(type(depth) is int and depth > 0, "depth must be a positive integer")
         book = self._books.get(symbol, _EMPTY)
@@ -183,7 +180,7 @@ class Exchange:
 
     def trades(self, symbol: str, limit: int = 100) -> list:
         """The last ``limit`` kept trades of ``symbol``, newest first."""
-        _check_query(type(symbol) is str and SYMBOL.fullmatch(symbol) is not None,
+        _check_query(type(symbol) is str and len(symbol) <= 12 and is_symbol(symbol),
                      "symbol must match [A-Z0-9]{2,12}")
         _check_query(type(limit) is int and limit > 0, "limit must be a positive integer")
         trades = self._trades.get(symbol, ())

@@ -9,8 +9,15 @@ part removed by a cancel, an ioc/market remainder or self-trade prevention.
 """
 from __future__ import annotations
 
-from .commands import LIMIT, MARKET
 from .numbers import format_ticks
+
+BUY = "buy"
+SELL = "sell"
+LIMIT = "limit"
+MARKET = "market"
+GTC = "gtc"
+IOC = "ioc"
+FOK = "fok"
 
 OPEN = "open"
 PARTIALLY_FILLED = "partially_filled"
@@ -20,7 +27,8 @@ _OPEN_STATES = (OPEN, PARTIALLY_FILLED)
 
 
 class Order:
-    """A submitted order; ``price`` is ``None`` for a market order."""
+    """A submitted order; ``price`` is ``None`` for a market order, ``id`` is
+    ``None`` until the exchange accepts it."""
 
     __slots__ = (
         "id", "client", "symbol", "side", "price", "quantity", "filled", "remaining",

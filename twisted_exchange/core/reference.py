@@ -13,12 +13,18 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .commands import BUY, FOK, GTC, MARKET, LIMIT, Amend, Cancel, parse_command
+from .commands import Amend, Cancel, parse_command
 from .errors import (
     FOK_UNFILLABLE, INVALID_ORDER, NOT_OWNER, ORDER_CLOSED, POST_ONLY_WOULD_TAKE,
     UNKNOWN_ORDER, ExchangeError,
 )
-from .numbers import format_ticks
+from .numbers import format_ticks, parse_ticks
+from .order import BUY, FOK, GTC, LIMIT, MARKET
+
+_ORDER_FIELDS = ("id", "client", "symbol", "side", "price", "quantity", "filled", "remaining",
+                 "status", "tif", "post_only")
+_FILL_FIELDS = ("trade_id", "price", "quantity", "maker_order", "taker_order",
+                "maker_client", "taker_client", "taker_side")
 
 
 class ReferenceExchange:
@@ -34,6 +40,28 @@ class ReferenceExchange:
         self.last_order_id = 0
         self.last_trade_id = 0
         self.arrivals = 0                   # time priority: higher is later
+
+    @classmethod
+    def restore(cls, snapshot: dict) -> "ReferenceExchange":
+        """The state of an :meth:`Exchange.snapshot` (trusted), e.g. a big book for a benchmark."""
+        reference = cls(closed_orders_kept=snapshot["closed_orders_kept"],
+                        trades_kept=snapshot["trades_kept"])
+        reference.last_order_id = snapshot["last_order_id"]
+        reference.last_trade_id = snapshot["last_trade_id"]
+        for row in snapshot["orders"]:
+            order = dict(zip(_ORDER_FIELDS, row))
+            for field in ("price", "quantity", "filled", "remaining"):
+                order[field] = ticks(order[field])
+            reference.orders[order["id"]] = order
+        for order_ids in snapshot["resting"].values():
+            for order_id in order_ids:
+                order = reference.orders[order_id]
+                order["arrival"] = reference.next_arrival()
+                reference.resting.append(order)
+        reference.closed = list(snapshot["closed"])
+        for symbol, rows in snapshot["trades"].items():
+            reference.trade_log[symbol] = [dict(zip(_FILL_FIELDS, row), symbol=symbol) for row in rows]
+        return reference
 
     def apply(self, command: object) -> dict:
         try:
@@ -182,6 +210,10 @@ class ReferenceExchange:
 
     def trades(self, symbol: str, limit: int = 100) -> list:
         return [dict(fill) for fill in reversed(self.trade_log.get(symbol, []))][:limit]
+
+
+def ticks(text: Optional[str]) -> Optional[int]:
+    return None if text is None else 0 if text == "0" else parse_ticks(text, "amount")
 
 
 def priority(order: dict) -> tuple:
