@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from click.testing import CliRunner
 
 from tests.support import free_ports, python_module, spawn
 from twisted_exchange.ctl.cli import main
+from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.supervisor import Supervisor
 from twisted_exchange.ctl.topology import parse, render
 
@@ -128,6 +130,20 @@ class ProcessControlTests(SupervisedTestCase):
             self.assertRaises(ProcessLookupError, os.kill, pid, 0)
 
 
+class HungSupervisordTests(unittest.TestCase):
+
+    def test_a_socket_that_never_answers_times_out_with_a_clear_error(self):
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "hung.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(listener.close)
+        listener.bind(str(path))
+        listener.listen()
+        with self.assertRaisesRegex(CtlError, rf"^supervisord at {path}: timed out$"):
+            Supervisor(path, timeout=0.2).state()
+
+
 class UpTests(SupervisedTestCase):
     """``up`` daemonizes supervisord; cleanup stops it by the PID in its pidfile."""
 
@@ -173,6 +189,14 @@ class UpTests(SupervisedTestCase):
         eventually(lambda: self.state("peer3") in ("STARTING", "RUNNING"))
         result = self.exchangectl("down")
         self.assertEqual((result.returncode, result.stdout), (0, "cluster down\n"))
+        self.assertFalse(self.supervisor.is_running())
+
+    def test_a_supervisord_startup_error_is_reported_with_its_message(self):
+        self.config.write_text(self.config.read_text().replace("logfile_backups=2", "logfile_backups=x", 1))
+        result = self.ctl("up")
+        self.assertEqual(result.exit_code, 1)
+        self.assertTrue(result.stderr.startswith("error: supervisord failed to start: invalid literal for int()"),
+                        result.stderr)
         self.assertFalse(self.supervisor.is_running())
 
     def test_status_shows_process_states_and_unreachable_peers(self):

@@ -69,6 +69,7 @@ def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
 CONFIG_HELP = "Cluster config [default: ./conf/cluster.conf, else the one next to the package]."
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 peer_option = click.option("--peer", help="Peer to send to (default: any peer).")
+peer_argument = click.argument("peer", required=False)
 client_option = click.option("--client", default="cli", show_default=True, envvar="EXCHANGECTL_CLIENT",
                              help="Client name owning the orders (env EXCHANGECTL_CLIENT).")
 request_option = click.option("--request", "request_id",
@@ -157,7 +158,10 @@ def up(wait: float) -> None:
             supervisor.start(name, wait=False)
     else:
         click.echo(f"starting supervisord with {topology.config}")
-        topology.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            topology.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CtlError(f"cannot create the run directory {topology.run_dir}: {e.strerror or e}") from None
         supervisor.launch(topology.config)
     live = _Live()
 
@@ -401,7 +405,7 @@ def amend(order_id: str, quantity: str | None, price: str | None, peer: str | No
 # -- queries -------------------------------------------------------------------
 
 @command()
-@click.argument("peer", required=False)
+@peer_argument
 @symbol_option
 @click.option("--depth", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Price levels per side.")
@@ -412,7 +416,7 @@ def book(peer: str | None, symbol: str, depth: int, as_json: bool) -> None:
 
 
 @command()
-@click.argument("peer", required=False)
+@peer_argument
 @symbol_option
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="How many of the latest trades.")
@@ -432,7 +436,7 @@ def order(order_id: str, peer: str | None, as_json: bool) -> None:
 
 
 @command()
-@click.argument("peer", required=False)
+@peer_argument
 @click.option("--client", help="Only this client's orders.")
 @click.option("--symbol", help="Only this market.")
 @json_option

@@ -1,22 +1,25 @@
 """Control of the cluster's supervisord over its XML-RPC unix socket.
 
-A thin, blocking wrapper (xmlrpc.client with supervisor's own
-``SupervisorTransport`` for ``unix://`` URLs) that turns every failure into a
-``CtlError`` with a line fit for the user: a missing or refused socket means
-supervisord is not running, an XML-RPC fault names the process and the fault.
+A thin, blocking wrapper (xmlrpc.client over a unix socket, every call
+bounded by a timeout) that turns every failure into a ``CtlError`` with a
+line fit for the user: a missing or refused socket means supervisord is not
+running, an XML-RPC fault names the process and the fault.
 """
 from __future__ import annotations
 
+import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import xmlrpc.client
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from supervisor.xmlrpc import Faults, SupervisorTransport, getFaultDescription
+from supervisor.xmlrpc import Faults, getFaultDescription
 
 from twisted_exchange.ctl.errors import CtlError
 
@@ -25,13 +28,41 @@ NOT_RUNNING = "supervisord is not running (start it with: exchangectl up)"
 ALIVE = frozenset({"STARTING", "RUNNING", "BACKOFF"})
 
 
-class Supervisor:
-    """supervisord's XML-RPC interface at unix socket ``socket``."""
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over the unix socket at ``path``, with a timeout on every operation."""
 
-    def __init__(self, socket: Path) -> None:
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(str(self._path))
+
+
+class UnixTransport(xmlrpc.client.Transport):
+    """xmlrpc.client transport to a unix socket (one connection per call)."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__()
+        self._path = path
+        self._timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        return _UnixConnection(self._path, self._timeout)
+
+
+class Supervisor:
+    """supervisord's XML-RPC interface at unix socket ``socket``.
+
+    ``timeout`` bounds each call; stopping a program waits for it to exit
+    (up to its stopwaitsecs), so it is generous.
+    """
+
+    def __init__(self, socket: Path, timeout: float = 60.0) -> None:
         self.socket = socket
-        self._proxy = xmlrpc.client.ServerProxy(
-            "http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{socket}"))
+        self._proxy = xmlrpc.client.ServerProxy("http://localhost", UnixTransport(socket, timeout))
 
     def _call(self, method: str, *args: Any, name: str | None = None) -> Any:
         try:
@@ -40,10 +71,10 @@ class Supervisor:
             raise CtlError(_fault_message(fault, name)) from None
         except (FileNotFoundError, ConnectionRefusedError):
             raise CtlError(NOT_RUNNING) from None
-        except OSError as e:
-            raise CtlError(f"supervisord at {self.socket}: {e.strerror or e}") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise CtlError(f"supervisord at {self.socket}: {getattr(e, 'strerror', None) or e}") from None
         finally:
-            self._proxy("transport").close()
+            self._proxy("close")()
 
     def is_running(self) -> bool:
         """True when supervisord answers on the socket."""
@@ -119,12 +150,22 @@ class Supervisor:
         The run directory must exist; supervisord's own startup errors (port or
         socket in use, bad config) are reported with its message.
         """
-        result = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(config)],
-                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                timeout=timeout)
-        if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines() or ["no message"]
-            raise CtlError(f"supervisord failed to start: {lines[-1]}")
+        with tempfile.TemporaryFile("w+") as said:
+            process = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(config)],
+                                       stdin=subprocess.DEVNULL, stdout=said, stderr=subprocess.STDOUT)
+            try:
+                code = process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                code = None
+            said.seek(0)
+            lines = said.read().strip().splitlines()
+        if code != 0:
+            errors = [line.removeprefix("Error: ") for line in lines if line.startswith("Error:")]
+            reason = (errors or lines[-1:] or [f"exit status {code}"])[0]
+            failed = "did not daemonize" if code is None else "failed to start"
+            raise CtlError(f"supervisord {failed}: {reason}")
         self.wait_until(lambda: self.is_running() and self.state() == "RUNNING", timeout,
                         f"supervisord did not come up within {timeout:g}s (see its log)")
 

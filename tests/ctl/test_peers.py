@@ -1,0 +1,237 @@
+"""exchangectl's Grenache calls against fake peers behind a real (in-process) grape."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from twisted.internet import defer, utils
+from twisted.trial import unittest
+
+from tests.ctl.fakepeer import FakeCluster, FakePeer
+from tests.support import LOOPBACK, free_port, python_module
+from twisted_exchange.ctl import bench
+from twisted_exchange.ctl.errors import CtlError
+from twisted_exchange.ctl.peers import Peers, check
+from twisted_exchange.ctl.topology import render
+
+
+def _async(f):
+    def test(self):
+        return defer.ensureDeferred(f(self))
+    test.__name__ = f.__name__
+    return test
+
+
+class PeersTestCase(unittest.TestCase):
+
+    def setUp(self):
+        self.cluster = FakeCluster(self)
+        self.peers = self.connect([self.cluster.grape_url])
+
+    def connect(self, grapes, timeout=2.0) -> Peers:
+        peers = Peers(grapes, timeout=timeout)
+        self.addCleanup(lambda: defer.ensureDeferred(peers.close()))
+        return peers
+
+    async def failure(self, awaitable) -> CtlError:
+        try:
+            await awaitable
+        except CtlError as e:
+            return e
+        self.fail("no CtlError")
+
+
+class CallTests(PeersTestCase):
+
+    @_async
+    async def test_a_query_reaches_the_named_peer(self):
+        await self.cluster.add(FakePeer("peer1"))
+        await self.cluster.add(FakePeer("peer2"))
+        reply = await self.peers.call({"action": "book", "symbol": "BTCUSD", "depth": 5}, "peer2")
+        self.assertEqual(reply["peer"], "peer2")
+        self.assertEqual(self.cluster.peers["peer2"].received, [{"action": "book", "symbol": "BTCUSD", "depth": 5}])
+        self.assertEqual(self.cluster.peers["peer1"].received, [])
+
+    @_async
+    async def test_without_a_peer_any_peer_answers(self):
+        await self.cluster.add(FakePeer("peer1"))
+        reply = await self.peers.call({"action": "status"})
+        self.assertEqual(reply["id"], "peer1")
+
+    @_async
+    async def test_an_error_reply_is_shown_exactly_as_the_peer_sent_it(self):
+        await self.cluster.add(FakePeer("peer1"))
+        error = await self.failure(self.peers.call({"action": "order", "order_id": "404"}, "peer1"))
+        self.assertEqual(str(error), "ERR_UNKNOWN_ORDER: no order '404'")
+        self.assertEqual(error.code, "ERR_UNKNOWN_ORDER")
+
+    @_async
+    async def test_a_peer_nobody_announces_is_reported_as_such(self):
+        error = await self.failure(self.peers.call({"action": "status"}, "peer3"))
+        self.assertEqual(str(error), "peer3 is announced on no grape (is it running? see: exchangectl status)")
+
+    @_async
+    async def test_a_stale_address_is_a_transport_error_naming_the_peer(self):
+        await self.cluster.announce("peer3", free_port())
+        error = await self.failure(self.peers.call({"action": "status"}, "peer3"))
+        self.assertTrue(str(error).startswith("peer3: ERR_REQUEST_GENERIC"), str(error))
+        self.assertEqual(error.code, "ERR_REQUEST_GENERIC")
+
+    @_async
+    async def test_a_dead_first_grape_is_skipped(self):
+        await self.cluster.add(FakePeer("peer1"))
+        peers = self.connect([f"http://{LOOPBACK}:{free_port()}", self.cluster.grape_url])
+        self.assertEqual((await peers.call({"action": "status"}, "peer1"))["id"], "peer1")
+
+    @_async
+    async def test_no_grape_reachable_says_so_with_the_reasons(self):
+        dead = f"http://{LOOPBACK}:{free_port()}"
+        error = await self.failure(self.connect([dead]).call({"action": "status"}, "peer1"))
+        self.assertTrue(str(error).startswith("no grape reachable (ERR_REQUEST_GENERIC"), str(error))
+        self.assertIn(dead, str(error))
+
+    @_async
+    async def test_statuses_report_each_peer_or_its_error(self):
+        await self.cluster.add(FakePeer("peer1"))
+        statuses = await self.peers.statuses(["peer1", "peer2"])
+        self.assertEqual(statuses["peer1"]["id"], "peer1")
+        self.assertIsInstance(statuses["peer2"], CtlError)
+
+
+class CheckTests(PeersTestCase):
+
+    @_async
+    async def test_agreeing_peers_pass(self):
+        for name in ("peer1", "peer2"):
+            await self.cluster.add(FakePeer(name, applied=9, state_hash="cd" * 32))
+        verdict = await check(self.peers, ["peer1", "peer2"], wait=2)
+        self.assertTrue(verdict.ok, verdict.summary())
+
+    @_async
+    async def test_a_divergence_fails_at_once(self):
+        await self.cluster.add(FakePeer("peer1", applied=9, state_hash="aa" * 32))
+        await self.cluster.add(FakePeer("peer2", applied=9, state_hash="bb" * 32))
+        started = self.cluster.reactor.seconds()
+        verdict = await check(self.peers, ["peer1", "peer2"], wait=30)
+        self.assertEqual([d.applied for d in verdict.divergences], [9])
+        self.assertLess(self.cluster.reactor.seconds() - started, 10)
+
+    @_async
+    async def test_a_lagging_peer_is_given_time_to_catch_up(self):
+        await self.cluster.add(FakePeer("peer1", applied=9, state_hash="aa" * 32))
+        lagging = await self.cluster.add(FakePeer("peer2", applied=7, state_hash="77" * 32))
+        self.cluster.reactor.callLater(0.3, lagging.status.update, applied=9, state_hash="aa" * 32)
+        verdict = await check(self.peers, ["peer1", "peer2"], wait=10)
+        self.assertTrue(verdict.ok, verdict.summary())
+
+    @_async
+    async def test_peers_that_never_converge_fail_at_the_deadline(self):
+        await self.cluster.add(FakePeer("peer1", applied=9))
+        await self.cluster.add(FakePeer("peer2", applied=7))
+        verdict = await check(self.peers, ["peer1", "peer2"], wait=0.5)
+        self.assertFalse(verdict.ok)
+        self.assertEqual(verdict.divergences, [])
+
+
+class LoadTests(PeersTestCase):
+
+    @_async
+    async def test_a_counted_run_sends_exactly_that_many_orders_over_every_peer(self):
+        fakes = [await self.cluster.add(FakePeer(name)) for name in ("peer1", "peer2", "peer3")]
+        recorder = await bench.load(self.peers, ["peer1", "peer2", "peer3"], 4, duration=None,
+                                    count=30, reactor=self.cluster.reactor)
+        self.assertEqual(recorder.count, 30)
+        self.assertEqual(recorder.errors, {})
+        self.assertEqual(sum(len(f.received) for f in fakes), 30)
+        self.assertTrue(all(f.received for f in fakes))
+        summary = recorder.summary()
+        self.assertEqual(summary["committed"], 30)
+        self.assertGreater(summary["latency_ms"]["p99"], 0)
+
+    @_async
+    async def test_failures_are_counted_by_code(self):
+        await self.cluster.add(FakePeer("peer1"))
+        await self.cluster.announce("peer2", free_port())
+        recorder = await bench.load(self.peers, ["peer1", "peer2"], 2, duration=None, count=6,
+                                    reactor=self.cluster.reactor)
+        self.assertEqual(recorder.count + sum(recorder.errors.values()), 6)
+        self.assertEqual(set(recorder.errors), {"ERR_REQUEST_GENERIC"})
+
+
+class CommandLineTests(PeersTestCase):
+    """exchangectl as a child process (its reactor runs once per process)
+    against three fake peers served by this test's reactor."""
+
+    async def start(self, hashes=("ab" * 32,) * 3) -> None:
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        self.directory = Path(directory.name)
+        self.config = self.directory / "cluster.conf"
+        self.config.write_text(render(3, grape_ports=[self.cluster.grape_ports]))
+        for n, digest in enumerate(hashes, 1):
+            await self.cluster.add(FakePeer(f"peer{n}", applied=9, state_hash=digest))
+
+    async def exchangectl(self, *args: str) -> tuple[str, str, int]:
+        out, err, code = await utils.getProcessOutputAndValue(
+            sys.executable, python_module("twisted_exchange.ctl", "-c", str(self.config), *args)[1:],
+            env=os.environ)
+        return out.decode(), err.decode(), code
+
+    @_async
+    async def test_book_shows_the_named_peers_book(self):
+        await self.start()
+        out, err, code = await self.exchangectl("book", "peer2", "--depth", "3")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(out.splitlines()[0], "BTCUSD on peer2 (applied 9)")
+        self.assertEqual(out.splitlines()[2].split(), ["2", "100", "|", "101", "1.5"])
+        self.assertEqual(self.cluster.peers["peer2"].received[-1],
+                         {"action": "book", "symbol": "BTCUSD", "depth": 3})
+
+    @_async
+    async def test_submit_sends_the_protocol_payload_and_prints_the_reply_as_json(self):
+        await self.start()
+        out, err, code = await self.exchangectl("submit", "buy", "1.5", "100", "--peer", "peer1",
+                                                "--client", "alice", "--request", "r1", "--json")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(json.loads(out)["order"]["id"], "1")
+        self.assertEqual(self.cluster.peers["peer1"].received, [
+            {"action": "submit", "client": "alice", "request": "r1", "symbol": "BTCUSD", "side": "buy",
+             "type": "limit", "quantity": "1.5", "post_only": False, "price": "100"}])
+
+    @_async
+    async def test_an_error_reply_is_one_line_and_exit_1(self):
+        await self.start()
+        out, err, code = await self.exchangectl("order", "404", "--peer", "peer3")
+        self.assertEqual((code, out, err), (1, "", "error: ERR_UNKNOWN_ORDER: no order '404'\n"))
+
+    @_async
+    async def test_check_passes_when_peers_agree(self):
+        await self.start()
+        out, err, code = await self.exchangectl("check")
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("ok: 3 peers agree at applied index 9", out)
+
+    @_async
+    async def test_check_reports_a_divergence_and_exits_1(self):
+        await self.start(hashes=("ab" * 32, "ab" * 32, "ff" * 32))
+        out, err, code = await self.exchangectl("check", "--json")
+        self.assertEqual(code, 1)
+        self.assertEqual(json.loads(out)["divergences"][0]["hashes"]["peer3"], "ff" * 32)
+        self.assertEqual(err, f"error: peers diverge at applied index 9: peer1 {'ab' * 6}, peer2 {'ab' * 6},"
+                              f" peer3 {'ff' * 6}\n")
+
+    @_async
+    async def test_bench_counts_orders_plots_latency_and_ends_with_check(self):
+        await self.start()
+        plot = self.directory / "latency.png"
+        out, err, code = await self.exchangectl("bench", "--count", "12", "--clients", "3",
+                                                "--plot", str(plot), "--json")
+        self.assertEqual((code, err), (0, ""))
+        report = json.loads(out)
+        self.assertEqual((report["committed"], report["failed"]), (12, 0))
+        self.assertTrue(report["check"]["ok"])
+        self.assertEqual(sum(len(p.received) for p in self.cluster.peers.values()) - 3 * 1, 12)
+        self.assertEqual(plot.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
