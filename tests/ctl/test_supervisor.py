@@ -111,6 +111,14 @@ class ProcessControlTests(SupervisedTestCase):
         self.assertEqual(result.exit_code, 0)
         self.assertIn("dummy --id peer2 --peers peer1,peer2,peer3", result.stdout)
 
+    def test_following_a_log_yields_what_is_appended(self):
+        eventually(lambda: "dummy" in self.supervisor.tail("peer2", 0, 1000)[0])
+        follow = self.supervisor.follow("peer2", interval=0.05)
+        self.assertEqual(next(follow).count("dummy --id peer2"), 1)
+        self.supervisor.stop("peer2")
+        self.supervisor.start("peer2")
+        self.assertIn("dummy --id peer2", next(follow))
+
     def test_unknown_names_and_repeated_actions_are_one_line_errors(self):
         for args, message in ((["start", "peer9"], "no such process: peer9"),
                               (["logs", "peer9"], "no such process: peer9"),
