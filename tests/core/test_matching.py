@@ -1,4 +1,5 @@
 """Example tests for every matching rule of the core (see core/__init__.py)."""
+import json
 import unittest
 
 from twisted_exchange.core import Exchange
@@ -103,6 +104,12 @@ class SubmitTests(ExchangeTestCase):
         maker = self.exchange.order("1")
         self.assertEqual((maker["status"], maker["remaining"]), ("partially_filled", "3"))
         self.assertEqual(self.first_maker("buy", "100"), "1")
+
+    def test_commands_decoded_from_json_behave_like_literals(self):
+        self.ok(json.loads(json.dumps(submit("a", "buy", "100", "1"))))
+        reply = self.ok(json.loads(json.dumps(submit("b", "sell", "100", "1", tif="ioc"))))
+        self.assertEqual(reply["order"]["status"], "filled")
+        self.assertEqual(reply["fills"][0]["taker_side"], "sell")
 
     def test_sell_taker_sweeps_bids_from_the_highest(self):
         self.ok(submit("a", "buy", "99", "1"))

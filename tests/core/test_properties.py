@@ -118,7 +118,8 @@ class Driver:
             if command["client"] == OWNER:
                 order = self.exchanges[-1].order(command["order_id"])
                 command["client"] = order["client"] if order else "alice"
-        replies = [exchange.apply(command) for exchange in self.exchanges]
+        wire = json.dumps(command)  # fresh, non-interned strings, as a peer would decode them
+        replies = [exchange.apply(json.loads(wire)) for exchange in self.exchanges]
         if replies[-1]["ok"]:
             self.last_id = max(self.last_id, int(replies[-1]["order"]["id"]))
         return command, replies

@@ -74,7 +74,8 @@ def _submit(command: dict) -> Order:
     if type(symbol) is not str or len(symbol) > 12 or not is_symbol(symbol):
         _invalid("symbol must match [A-Z0-9]{2,12}")
     side = command["side"]
-    if type(side) is not str or side not in SIDES:
+    side = SIDES.get(side) if type(side) is str else None  # the constant: sides compare by identity
+    if side is None:
         _invalid("side must be buy or sell")
     kind = command["type"]
     if type(kind) is not str:

@@ -28,26 +28,26 @@ def parse_ticks(value: object, field: str) -> int:
         raise ExchangeError(INVALID_ORDER, f"{field} must be a decimal string")
     if len(value) > _MAX_TEXT:
         raise ExchangeError(INVALID_ORDER, f"{field} is too long")
-    return _parse(value, field)
+    try:
+        return _ticks(value)
+    except ValueError as error:
+        raise ExchangeError(INVALID_ORDER, f"{field} {error}") from None
 
 
 @lru_cache(maxsize=_CACHED)
-def _parse(value: str, field: str) -> int:
+def _ticks(value: str) -> int:
     whole, dot, fraction = value.partition(".")
     if not (
         value.isascii()
         and whole.isdigit()
         and (not dot or (len(fraction) <= DECIMALS and fraction.isdigit()))
     ):
-        raise ExchangeError(
-            INVALID_ORDER,
-            f"{field} must be a plain decimal with at most {DECIMALS} decimal places, got {value!r}",
-        )
+        raise ValueError(f"must be a plain decimal with at most {DECIMALS} decimal places, got {value!r}")
     ticks = int(whole) * SCALE
     if dot:
         ticks += int(fraction) * _FRACTION_SCALE[len(fraction)]
     if not 0 < ticks <= MAX_TICKS:
-        raise ExchangeError(INVALID_ORDER, f"{field} must be greater than 0 and at most {MAX_UNITS}")
+        raise ValueError(f"must be greater than 0 and at most {MAX_UNITS}")
     return ticks
 
 
