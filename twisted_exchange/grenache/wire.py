@@ -18,6 +18,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def encode(value: Any) -> bytes:
     """``JSON.stringify(value)`` as UTF-8; ValueError/TypeError if not JSON-able."""
     try:
@@ -27,9 +30,12 @@ def encode(value: Any) -> bytes:
 
 
 def decode(data: bytes) -> Any:
-    """``JSON.parse(data)``; ValueError for anything Node would refuse."""
+    """``JSON.parse(data)``; ValueError for anything Node would refuse.
+
+    As Node reads a Buffer, bytes that are not UTF-8 become U+FFFD.
+    """
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        return _decoder.decode(data.decode("utf-8", "replace"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
