@@ -1,0 +1,14 @@
+"""The peer process: the Twisted shell around the pure layers.
+
+It drives a :class:`~twisted_exchange.replication.replica.Replica` (Raft +
+matching core) from a tick timer and from Grenache RPC calls, persists every
+ready batch through :class:`~twisted_exchange.replication.storage.FileStorage`
+before sending its messages, and answers clients from its own book.
+
+Modules: ``directory`` finds the other peers through the grape, ``transport``
+carries Raft messages to them, ``api`` turns RPC payloads into replica calls,
+``service`` owns the lifecycle and the ready loop, ``cli`` is the command line.
+"""
+from twisted_exchange.peer.service import PeerService
+
+__all__ = ["PeerService"]

@@ -1,0 +1,3 @@
+from twisted_exchange.peer.cli import main
+
+main()

@@ -1,0 +1,70 @@
+"""``twisted-exchange-peer``: run one exchange peer until SIGTERM."""
+from __future__ import annotations
+
+import re
+import sys
+
+import click
+
+PEER_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _peer_list(ctx, param, value: str) -> list[str]:
+    peers = [p.strip() for p in value.split(",") if p.strip()]
+    bad = [p for p in peers if not PEER_ID.match(p)]
+    if bad:
+        raise click.BadParameter(f"peer ids must match {PEER_ID.pattern}: {', '.join(bad)}")
+    if len(set(peers)) != len(peers):
+        raise click.BadParameter("peer ids must be unique")
+    return peers
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--id", "node_id", required=True, help="This peer's id, one of --peers.")
+@click.option("--peers", required=True, callback=_peer_list,
+              help="Comma list of every peer id in the cluster (fixed membership).")
+@click.option("--grape", default="http://127.0.0.1:30001", show_default=True,
+              help="HTTP API URL of this peer's grape.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind and announce the RPC server on.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="RPC port; 0 picks a free one.")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for this peer's Raft log, hard state and snapshots.")
+@click.option("--fsync", default="batch", show_default=True, type=click.Choice(["batch", "never"]),
+              help="fsync every ready batch; 'never' is for tests and benchmarks only.")
+def main(node_id: str, peers: list[str], grape: str, host: str, port: int, data_dir: str,
+         fsync: str) -> None:
+    """Run one exchange peer: Raft-replicated order book over Grenache RPC."""
+    if node_id not in peers:
+        raise click.BadParameter(f"{node_id!r} is not in --peers", param_hint="--id")
+    from twisted.internet import reactor
+    from twisted.internet.error import CannotListenError
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from twisted_exchange.peer.service import PeerService
+    from twisted_exchange.replication.storage import StorageError
+
+    try:
+        service = PeerService(node_id, peers, grape, data_dir, host=host, port=port, fsync=fsync)
+    except (StorageError, OSError) as e:
+        click.echo(f"error: cannot open data directory {data_dir}: {e}", err=True)
+        sys.exit(1)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    exit_code = []
+
+    def started_or_failed(d):
+        def failed(failure):
+            if failure.check(CannotListenError):
+                click.echo(f"error: cannot listen on {host}:{port}: {failure.value}", err=True)
+            else:
+                click.echo(f"error: {failure.getErrorMessage()}", err=True)
+            exit_code.append(1)
+            reactor.stop()
+        d.addErrback(failed)
+
+    reactor.callWhenRunning(lambda: started_or_failed(service.startService()))
+    reactor.addSystemEventTrigger("before", "shutdown",
+                                  lambda: service.stopService() if service.running else None)
+    reactor.run()
+    sys.exit(exit_code[0] if exit_code else 0)

@@ -1,0 +1,65 @@
+"""Where the other peers are: ``exchange:<peer_id>`` looked up on the grape.
+
+A grape may return several addresses for one peer (the Node grape never
+forgets an announcement, so a restarted peer leaves stale ones behind).  The
+directory keeps every candidate, prefers the one that last answered as that
+peer, and rotates to the next candidate when a call fails.  Nothing here
+blocks: lookups refresh in the background and callers read the current view.
+"""
+from __future__ import annotations
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+
+from twisted_exchange.grenache import GrenacheError, Link
+
+
+def service_name(peer_id: str) -> str:
+    """The Grenache service a peer announces for itself."""
+    return f"exchange:{peer_id}"
+
+
+class PeerDirectory:
+    """Current best address per peer id, refreshed from the grape."""
+
+    log = Logger()
+
+    def __init__(self, link: Link, peer_ids: list[str]) -> None:
+        self._link = link
+        self._candidates: dict[str, list[str]] = {p: [] for p in peer_ids}
+
+    def address(self, peer_id: str) -> str | None:
+        """The preferred address of ``peer_id``, or None while unknown."""
+        candidates = self._candidates.get(peer_id)
+        return candidates[0] if candidates else None
+
+    def known(self) -> dict[str, str | None]:
+        return {p: self.address(p) for p in self._candidates}
+
+    def failed(self, peer_id: str, address: str) -> None:
+        """A call to ``address`` failed: try the peer's next candidate first."""
+        candidates = self._candidates.get(peer_id, [])
+        if len(candidates) > 1 and candidates[0] == address:
+            candidates.append(candidates.pop(0))
+
+    def forget(self, peer_id: str, address: str) -> None:
+        """``address`` answered as another peer: it is not ``peer_id``'s."""
+        candidates = self._candidates.get(peer_id, [])
+        if address in candidates:
+            candidates.remove(address)
+
+    @inlineCallbacks
+    def refresh(self):
+        """Look every peer up once; keep the preferred address if still listed."""
+        for peer_id, current in self._candidates.items():
+            try:
+                found = yield self._link.lookup(service_name(peer_id))
+            except GrenacheError as e:
+                if e.code != "ERR_GRAPE_LOOKUP_EMPTY":
+                    self.log.warn("lookup of {peer} failed: {error}", peer=peer_id, error=e)
+                continue
+            preferred = [a for a in current if a in found][:1]
+            fresh = preferred + sorted(a for a in found if a not in preferred)
+            if fresh[:1] != current[:1]:
+                self.log.info("{peer} at {addresses}", peer=peer_id, addresses=",".join(fresh))
+            self._candidates[peer_id] = fresh

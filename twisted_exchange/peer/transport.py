@@ -1,0 +1,79 @@
+"""Raft messages to other peers, as one Grenache RPC call per destination.
+
+Raft tolerates lost, duplicated and reordered messages, so the transport is
+deliberately simple: messages for a peer queue up while one batch to it is in
+flight, and go out together as the next ``raft.batch`` call.  A peer that is
+down costs one short timeout per batch, never a growing backlog: the queue is
+capped and the oldest messages are dropped first (the leader re-sends what a
+follower still needs on its next heartbeat).
+"""
+from __future__ import annotations
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+
+from twisted_exchange.grenache import GrenacheError, RPCClient
+from twisted_exchange.peer.directory import PeerDirectory, service_name
+
+#: Messages kept per destination while a batch is in flight.
+MAX_QUEUED = 256
+
+
+class RaftTransport:
+    """Sends Raft messages from ``node_id`` to the peers in ``directory``."""
+
+    log = Logger()
+
+    def __init__(self, node_id: str, directory: PeerDirectory, client: RPCClient,
+                 timeout: float = 1.0) -> None:
+        self._node_id = node_id
+        self._directory = directory
+        self._client = client
+        self._timeout = timeout
+        self._queues: dict[str, list[dict]] = {}
+        self._in_flight: dict[str, Deferred] = {}
+
+    def send(self, messages: list[dict]) -> None:
+        """Queue ``messages`` (each with a "to") and send what can go now."""
+        for message in messages:
+            queue = self._queues.setdefault(message["to"], [])
+            queue.append(message)
+            del queue[:-MAX_QUEUED]
+        for destination in list(self._queues):
+            self._flush(destination)
+
+    def _flush(self, destination: str) -> None:
+        if destination in self._in_flight or not self._queues.get(destination):
+            return
+        address = self._directory.address(destination)
+        if address is None:
+            return  # not found yet; Raft re-sends once the directory knows it
+        batch = self._queues.pop(destination)
+        payload = {"action": "raft.batch", "from": self._node_id, "to": destination,
+                   "messages": batch}
+        d = self._client.request_to(address, service_name(destination), payload,
+                                    timeout=self._timeout)
+        self._in_flight[destination] = d
+        d.addErrback(self._failed, destination, address)
+        d.addBoth(self._done, destination)
+
+    def stop(self) -> None:
+        """Drop queued messages and cancel the batches in flight."""
+        self._queues.clear()
+        for d in list(self._in_flight.values()):
+            d.cancel()
+
+    def _failed(self, failure, destination: str, address: str) -> None:
+        if failure.check(CancelledError):
+            return
+        error = failure.value
+        if isinstance(error, GrenacheError) and error.code == "ERR_WRONG_PEER":
+            self._directory.forget(destination, address)
+        else:
+            self._directory.failed(destination, address)
+        self.log.debug("raft batch to {peer} at {address} failed: {error}",
+                       peer=destination, address=address, error=error)
+
+    def _done(self, _, destination: str) -> None:
+        del self._in_flight[destination]
+        self._flush(destination)
