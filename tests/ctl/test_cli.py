@@ -17,7 +17,7 @@ from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.topology import render
 
 COMMANDS = ["up", "down", "status", "start", "stop", "restart", "kill", "logs", "submit", "cancel",
-            "amend", "book", "trades", "order", "orders", "check", "bench"]
+            "amend", "book", "trades", "order", "orders", "check", "bench", "bench-cluster"]
 
 
 class CliTestCase(unittest.TestCase):

@@ -1,0 +1,91 @@
+"""The pieces of ``exchangectl bench-cluster`` that run without a cluster:
+the naive baseline peer, the direct caller, and the report."""
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from tests.ctl.fakepeer import FakePeer
+from tests.support import LOOPBACK
+from twisted_exchange.ctl.benchcluster import Direct, free_ports, report
+from twisted_exchange.ctl.errors import CtlError
+from twisted_exchange.ctl.naive import NaivePeer
+from twisted_exchange.grenache import RPCServer
+
+
+class Broadcasts:
+    """Records what a NaivePeer sends to the others."""
+
+    def __init__(self):
+        self.sent = []
+
+    def request_to(self, dest, key, payload):
+        self.sent.append((dest, key, payload))
+        return defer.succeed({"ok": True})
+
+
+def order(client, side, price, request):
+    return {"action": "submit", "client": client, "request": request, "symbol": "BTCUSD", "side": side,
+            "type": "limit", "price": price, "quantity": "1"}
+
+
+class NaivePeerTests(unittest.SynchronousTestCase):
+
+    def test_a_submit_is_matched_here_then_broadcast_to_every_other_peer(self):
+        client = Broadcasts()
+        peer = NaivePeer("n1", ["127.0.0.1:2", "127.0.0.1:3"], client)
+        reply = peer("exchange", order("a", "buy", "100", "r1"))
+        self.assertTrue(reply["ok"])
+        self.assertEqual([dest for dest, _, _ in client.sent], ["127.0.0.1:2", "127.0.0.1:3"])
+        self.assertEqual(client.sent[0][2], {"action": "naive.order", "command": order("a", "buy", "100", "r1")})
+        self.assertEqual(peer("exchange", {"action": "status"})["applied"], 1)
+
+    def test_orders_arriving_in_different_orders_diverge_which_is_the_point_of_the_baseline(self):
+        first, second = NaivePeer("n1", [], Broadcasts()), NaivePeer("n2", [], Broadcasts())
+        orders = [order("a", "sell", "100", "r1"), order("b", "buy", "101", "r2"), order("c", "sell", "99", "r3")]
+        for command in orders:
+            first("exchange", {"action": "naive.order", "command": command})
+        for command in reversed(orders):
+            second("exchange", {"action": "naive.order", "command": command})
+        status = [p("exchange", {"action": "status"}) for p in (first, second)]
+        self.assertEqual([s["applied"] for s in status], [3, 3])
+        self.assertNotEqual(status[0]["state_hash"], status[1]["state_hash"])
+
+
+class DirectTests(unittest.TestCase):
+
+    @defer.inlineCallbacks
+    def test_calls_a_known_address_and_turns_errors_into_ctl_errors(self):
+        from twisted.internet import reactor
+        server = RPCServer(FakePeer("peer1"), host=LOOPBACK, port=0, reactor=reactor)
+        yield server.start()
+        self.addCleanup(server.stop)
+        direct = Direct({"peer1": f"{LOOPBACK}:{server.port}"}, reactor)
+        self.addCleanup(direct.close)
+        reply = yield defer.ensureDeferred(direct.call({"action": "status"}, "peer1"))
+        self.assertEqual(reply["id"], "peer1")
+        with self.assertRaises(CtlError) as caught:
+            yield defer.ensureDeferred(direct.call({"action": "order", "order_id": "404"}, "peer1"))
+        self.assertEqual(caught.exception.code, "ERR_UNKNOWN_ORDER")
+
+
+class ReportTests(unittest.SynchronousTestCase):
+
+    def summary(self, rate, p99):
+        return {"orders_per_second": rate, "committed": 10, "failed": 0,
+                "latency_ms": {"p50": p99 / 2, "p99": p99}}
+
+    def test_report_compares_with_the_targets_and_the_baseline(self):
+        text = report({"cluster": {"in_flight_1": self.summary(900, 4.0), "in_flight_64": self.summary(6000, 30.0),
+                                   "failover": {"killed": "peer2", "seconds": 2.5},
+                                   "check": {"ok": True, "summary": "3 peers agree"}},
+                       "baseline": {**self.summary(3000, 9.0), "peers": 3, "diverged_peers": 2,
+                                    "distinct_books": 3}})
+        self.assertIn("2 of 3 peers diverged", text)
+        self.assertIn("cluster / baseline throughput: 2.00", text)
+        self.assertTrue(text.endswith("targets: orders/s (64 in flight) >= 5000 met, p99 (1 in flight) <= 20 ms met,"
+                                      " failover <= 2 s MISSED, 0 divergence met"), text)
+
+    def test_free_ports_are_distinct(self):
+        ports = free_ports(5)
+        self.assertEqual(len(set(ports)), 5)

@@ -1,0 +1,226 @@
+"""``exchangectl bench-cluster`` (``make bench-cluster``): the cluster's figures.
+
+In one run, on loopback: a fresh cluster (rendered with free ports into a
+temporary directory, started under supervisord) loaded with crossing orders
+at 1 and at 64 in flight (committed orders/s, p50/p99 latency); the time from
+SIGKILL of the leader to the next committed order; a consistency check; and
+the naive baseline (``naive.py``: match locally, broadcast, no consensus)
+under the same 64-in-flight load, with how many of its books diverge.
+Targets (issue 6): >= 5,000 orders/s, p99 <= 20 ms, failover <= 2 s,
+0 divergence; the baseline is expected to diverge.
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from twisted.internet import defer, task
+
+from twisted_exchange.ctl import bench
+from twisted_exchange.ctl.errors import CtlError
+from twisted_exchange.ctl.peers import Peers, check
+from twisted_exchange.ctl.supervisor import Supervisor
+from twisted_exchange.ctl.topology import HOST, parse, render
+from twisted_exchange.grenache import GrenacheError, RPCClient
+
+TARGETS = {"orders_per_second": 5000, "p99_ms": 20.0, "failover_s": 2.0}
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports free for both TCP and UDP right now."""
+    ports: list[int] = []
+    while len(ports) < n:
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind((HOST, 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind((HOST, port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+class Direct:
+    """``call(payload, peer)`` straight to known addresses (the baseline has no grape)."""
+
+    def __init__(self, addresses: dict[str, str], reactor: Any, timeout: float = 5.0) -> None:
+        self.addresses = addresses
+        self.reactor = reactor
+        self._client = RPCClient(link=None, reactor=reactor, timeout=timeout)
+
+    async def call(self, payload: dict, peer: str) -> Any:
+        try:
+            reply = await self._client.request_to(self.addresses[peer], "exchange", payload)
+        except GrenacheError as e:
+            raise CtlError(f"{peer}: {e}", e.code) from None
+        return reply
+
+    def close(self) -> defer.Deferred:
+        return self._client.close()
+
+
+async def failover(peers: Peers, names: Sequence[str], supervisor: Supervisor, reactor: Any,
+                   limit: float = 30.0) -> tuple[str, float]:
+    """SIGKILL the leader; (its name, seconds until an order sent after the kill commits)."""
+    statuses = await peers.statuses(names)
+    leader = next((s["leader"] for s in statuses.values() if isinstance(s, dict) and s.get("leader")), None)
+    if leader is None:
+        raise CtlError("no leader to kill")
+    survivors = [n for n in names if n != leader]
+    workload = bench.Workload("failover", seed=7)
+    killed = reactor.seconds()
+    supervisor.kill(leader)
+    turn = 0
+    while reactor.seconds() - killed < limit:
+        try:
+            await peers.call(workload.next_order(), survivors[turn % len(survivors)], timeout=1.0)
+        except CtlError:
+            turn += 1
+            await task.deferLater(reactor, 0.02, lambda: None)
+        else:
+            return leader, reactor.seconds() - killed
+    raise CtlError(f"no order committed within {limit:g}s of killing the leader {leader}")
+
+
+async def measure_cluster(peers: Peers, names: Sequence[str], supervisor: Supervisor,
+                          duration: float, say: Callable[[str], None]) -> dict[str, Any]:
+    """Load at 1 and 64 in flight, then failover, then check."""
+    results: dict[str, Any] = {}
+    for in_flight in (1, 64):
+        say(f"cluster: {in_flight} in flight for {duration:g}s")
+        recorder = await bench.load(peers, names, in_flight, duration=duration, count=None,
+                                    reactor=peers.reactor, seed=in_flight)
+        results[f"in_flight_{in_flight}"] = recorder.summary()
+    say("cluster: SIGKILL of the leader")
+    leader, seconds = await failover(peers, names, supervisor, peers.reactor)
+    results["failover"] = {"killed": leader, "seconds": round(seconds, 3)}
+    await peers.watch(names, lambda s: all(isinstance(x, dict) and x.get("leader") for x in s.values()), 30)
+    results["check"] = (await check(peers, names, 30)).to_json()
+    return results
+
+
+async def measure_baseline(reactor: Any, peer_count: int, duration: float,
+                           say: Callable[[str], None]) -> dict[str, Any]:
+    """The naive peers as child processes under the 64-in-flight load; divergence after."""
+    ports = free_ports(peer_count)
+    names = [f"naive{i + 1}" for i in range(peer_count)]
+    addresses = {name: f"{HOST}:{port}" for name, port in zip(names, ports)}
+    children = []
+    direct = Direct(addresses, reactor)
+    try:
+        for name, port in zip(names, ports):
+            others = ",".join(a for n, a in addresses.items() if n != name)
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "twisted_exchange.ctl.naive", "--id", name, "--port", str(port),
+                 "--others", others], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL))
+        await _until(reactor, lambda: _all_answer(direct, names), 15, "the baseline peers did not start")
+        say(f"baseline: 64 in flight for {duration:g}s")
+        recorder = await bench.load(direct, names, 64, duration=duration, count=None, reactor=reactor)
+        total = recorder.count * peer_count
+        await _until(reactor, lambda: _all_applied(direct, names, total), 15, None)
+        statuses = [await direct.call({"action": "status"}, name) for name in names]
+        hashes = Counter(s["state_hash"] for s in statuses)
+        return {**recorder.summary(), "peers": peer_count,
+                "diverged_peers": peer_count - hashes.most_common(1)[0][1],
+                "distinct_books": len(hashes)}
+    finally:
+        await direct.close()
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(10)
+
+
+async def _all_answer(direct: Direct, names: Sequence[str]) -> bool:
+    try:
+        for name in names:
+            await direct.call({"action": "status"}, name)
+    except CtlError:
+        return False
+    return True
+
+
+async def _all_applied(direct: Direct, names: Sequence[str], total: int) -> bool:
+    for name in names:
+        if (await direct.call({"action": "status"}, name))["applied"] < total:
+            return False
+    return True
+
+
+async def _until(reactor: Any, condition: Callable, timeout: float, failure: str | None) -> None:
+    """Poll the async ``condition`` until true; at the deadline raise ``failure`` (or just return)."""
+    deadline = reactor.seconds() + timeout
+    while not await condition():
+        if reactor.seconds() >= deadline:
+            if failure:
+                raise CtlError(failure)
+            return
+        await task.deferLater(reactor, 0.1, lambda: None)
+
+
+def run(peer_count: int, duration: float, say: Callable[[str], None]) -> dict[str, Any]:
+    """The whole benchmark; the cluster and its directory are gone afterwards."""
+    from twisted_exchange.ctl.peers import run as in_reactor
+    directory = Path(tempfile.mkdtemp(prefix="tx-bench-"))
+    supervisor = None
+    try:
+        ports = free_ports(4 + peer_count)
+        config = directory / "cluster.conf"
+        config.write_text(render(peer_count, grape_ports=[tuple(ports[0:2]), tuple(ports[2:4])],
+                                 peer_ports=ports[4:]))
+        topology = parse(config)
+        topology.run_dir.mkdir()
+        supervisor = Supervisor(topology.socket)
+        say(f"starting a {peer_count}-peer cluster in {directory}")
+        supervisor.launch(config)
+
+        async def work(peers: Peers) -> dict[str, Any]:
+            statuses = await peers.watch(topology.peers, lambda s: all(
+                isinstance(x, dict) and x.get("leader") for x in s.values()), 60)
+            if not all(isinstance(x, dict) and x.get("leader") for x in statuses.values()):
+                raise CtlError("the benchmark cluster elected no leader within 60s")
+            cluster = await measure_cluster(peers, topology.peers, supervisor, duration, say)
+            baseline = await measure_baseline(peers.reactor, peer_count, duration, say)
+            return {"cluster": cluster, "baseline": baseline, "targets": TARGETS}
+
+        return in_reactor(work, topology.grapes)
+    finally:
+        if supervisor is not None and supervisor.is_running():
+            supervisor.shutdown()
+            supervisor.wait_until(lambda: not supervisor.is_running(), 60, "supervisord did not stop")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def report(results: dict[str, Any]) -> str:
+    """Figures against the targets, then the baseline beside them."""
+    cluster, baseline = results["cluster"], results["baseline"]
+    lines = []
+    for in_flight in (1, 64):
+        s = cluster[f"in_flight_{in_flight}"]
+        lines.append(f"cluster, {in_flight:>2} in flight: {s['orders_per_second']:>8.0f} orders/s"
+                     f"  p50 {s['latency_ms']['p50']:.2f} ms  p99 {s['latency_ms']['p99']:.2f} ms"
+                     f"  ({s['committed']} committed, {s['failed']} failed)")
+    fast = cluster["in_flight_64"]
+    lines.append(f"failover: {cluster['failover']['seconds']:.3f} s from SIGKILL of "
+                 f"{cluster['failover']['killed']} to the next commit")
+    lines.append(f"check: {cluster['check']['summary']}")
+    lines.append(f"baseline (naive, no consensus), 64 in flight: {baseline['orders_per_second']:.0f} orders/s,"
+                 f" {baseline['diverged_peers']} of {baseline['peers']} peers diverged"
+                 f" ({baseline['distinct_books']} distinct books)")
+    ratio = fast["orders_per_second"] / baseline["orders_per_second"] if baseline["orders_per_second"] else 0
+    lines.append(f"cluster / baseline throughput: {ratio:.2f}")
+    verdicts = [("orders/s (64 in flight) >= 5000", fast["orders_per_second"] >= TARGETS["orders_per_second"]),
+                ("p99 (1 in flight) <= 20 ms",
+                 cluster["in_flight_1"]["latency_ms"]["p99"] <= TARGETS["p99_ms"]),
+                ("failover <= 2 s", cluster["failover"]["seconds"] <= TARGETS["failover_s"]),
+                ("0 divergence", cluster["check"]["ok"])]
+    lines.append("targets: " + ", ".join(f"{name} {'met' if ok else 'MISSED'}" for name, ok in verdicts))
+    return "\n".join(lines)
