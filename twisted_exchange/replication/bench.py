@@ -12,10 +12,11 @@ Printed per storage and batch size:
 
 - *cluster cmd/s*: commands committed and applied on all three nodes per
   second of wall time, all three nodes sharing this one core;
-- *per-peer cmd/s*: commands divided by the busiest node's own CPU time,
-  i.e. the rate when each peer has its own core, as in a deployment;
-- *vs core*: per-peer rate / the core's rate on the same commands measured
-  in the same run (1.0 would mean replication is free).
+- *per-peer cmd/s*: commands divided by the busiest node's own CPU time
+  (thread CPU time, so other processes on the machine do not count), i.e.
+  the rate when each peer has its own core, as in a deployment;
+- *vs core*: per-peer rate / the core's rate (also CPU time) on the same
+  commands in the same run (1.0 would mean replication is free).
 
 Storages: MemoryStorage, FileStorage with fsync ``never`` (benchmarks only:
 not crash-safe) and with fsync per batch (the default) on this machine's
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from itertools import islice
 
 from twisted_exchange.core import Exchange
-from twisted_exchange.core.bench import Workload
+from twisted_exchange.core.bench import Workload, run
 from twisted_exchange.replication.raft import LEADER, RaftConfig
 from twisted_exchange.replication.replica import Replica
 from twisted_exchange.replication.storage import FileStorage, MemoryStorage
@@ -63,7 +64,7 @@ class Cluster:
 
     def settle(self) -> None:
         """Run every node's ready loop and deliver messages until all is quiet."""
-        clock = time.perf_counter
+        clock = time.thread_time
         while True:
             for node_id, replica in self.replicas.items():
                 start = clock()
@@ -99,10 +100,10 @@ def replicated(commands: list[dict], batch: int, storage: Callable[[str], object
         gc.collect()
         start = time.perf_counter()
         for first in range(0, len(commands), batch):
-            began = time.perf_counter()
+            began = time.thread_time()
             for command in commands[first:first + batch]:
                 leader.propose(command)
-            cluster.busy[leader.id] += time.perf_counter() - began
+            cluster.busy[leader.id] += time.thread_time() - began
             cluster.settle()
         wall = time.perf_counter() - start
         applied = {r.state_machine.applied - base for r in cluster.replicas.values()}
@@ -114,23 +115,15 @@ def replicated(commands: list[dict], batch: int, storage: Callable[[str], object
         cluster.close()
 
 
-def core_alone(commands: list[dict]) -> float:
-    exchange = Exchange()
-    apply = exchange.apply
-    gc.collect()
-    start = time.perf_counter()
-    for command in commands:
-        apply(command)
-    return time.perf_counter() - start
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     commands = list(islice(Workload(args.seed).commands(), args.commands))
-    core_rate = len(commands) / core_alone(commands)
+    began = time.thread_time()
+    run(Exchange(), commands)
+    core_rate = len(commands) / (time.thread_time() - began)
     print(f"core alone: {core_rate:,.0f} cmd/s on {len(commands):,} commands")
     print(f"{'storage':<22} {'batch':>6} {'commands':>9} {'cluster cmd/s':>14} {'per-peer cmd/s':>15} {'vs core':>8}")
     best = 0.0

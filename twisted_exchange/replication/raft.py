@@ -148,9 +148,6 @@ class RaftNode:
         """Entries with ``start <= index < stop`` (all still in the log)."""
         return self.log[start - self.snap_index - 1:stop - self.snap_index - 1]
 
-    def _append(self, entries: list[Entry]) -> None:
-        self.log.extend(entries)
-
     def _truncate(self, index: int) -> None:
         """Drop the entries from ``index`` on (an uncommitted, conflicting suffix)."""
         del self.log[index - self.snap_index - 1:]
@@ -180,7 +177,7 @@ class RaftNode:
         if self.role != LEADER:
             return None
         entry = {"index": self.last_index + 1, "term": self.term, "command": command}
-        self._append([entry])
+        self.log.append(entry)
         return entry["index"]
 
     def compact(self, snapshot: Snapshot) -> None:
@@ -330,7 +327,7 @@ class RaftNode:
             if existing != entry["term"]:
                 if existing is not None:
                     self._truncate(index)
-                self._append(entries[offset:])
+                self.log.extend(entries[offset:])
                 break
         last_new = prev_index + len(entries)
         self._advance_commit(min(message["commit"], last_new))
