@@ -24,7 +24,7 @@ from twisted.internet import defer, task
 
 from twisted_exchange.ctl import bench
 from twisted_exchange.ctl.errors import CtlError
-from twisted_exchange.ctl.peers import Peers, check
+from twisted_exchange.ctl.peers import Peers, check, leaders_everywhere
 from twisted_exchange.ctl.supervisor import Supervisor
 from twisted_exchange.ctl.topology import HOST, parse, render
 from twisted_exchange.grenache import GrenacheError, RPCClient
@@ -102,7 +102,7 @@ async def measure_cluster(peers: Peers, names: Sequence[str], supervisor: Superv
     say("cluster: SIGKILL of the leader")
     leader, seconds = await failover(peers, names, supervisor, peers.reactor)
     results["failover"] = {"killed": leader, "seconds": round(seconds, 3)}
-    await peers.watch(names, lambda s: all(isinstance(x, dict) and x.get("leader") for x in s.values()), 30)
+    await peers.watch(names, leaders_everywhere, 30)
     results["check"] = (await check(peers, names, 30)).to_json()
     return results
 
@@ -183,9 +183,7 @@ def run(peer_count: int, duration: float, say: Callable[[str], None]) -> dict[st
         supervisor.launch(config)
 
         async def work(peers: Peers) -> dict[str, Any]:
-            statuses = await peers.watch(topology.peers, lambda s: all(
-                isinstance(x, dict) and x.get("leader") for x in s.values()), 60)
-            if not all(isinstance(x, dict) and x.get("leader") for x in statuses.values()):
+            if not leaders_everywhere(await peers.watch(topology.peers, leaders_everywhere, 60)):
                 raise CtlError("the benchmark cluster elected no leader within 60s")
             cluster = await measure_cluster(peers, topology.peers, supervisor, duration, say)
             baseline = await measure_baseline(peers.reactor, peer_count, duration, say)

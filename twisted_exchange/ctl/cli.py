@@ -163,24 +163,21 @@ def up(wait: float) -> None:
         except OSError as e:
             raise CtlError(f"cannot create the run directory {topology.run_dir}: {e.strerror or e}") from None
         supervisor.launch(topology.config)
+    from twisted_exchange.ctl.peers import leaders_everywhere
     live = _Live()
 
     def ready(statuses: dict) -> bool:
-        done = _leaders_everywhere(statuses)
+        done = leaders_everywhere(statuses)
         live.update(_progress_line(statuses), final=done)
         return done
 
     statuses = _in_reactor(lambda peers: peers.watch(topology.peers, ready, wait))
-    if not _leaders_everywhere(statuses):
+    if not leaders_everywhere(statuses):
         live.update(_progress_line(statuses), final=True)
         raise CtlError(f"not every peer reports a leader after {wait:g}s: {_progress_line(statuses)}"
                        " (see: exchangectl status, exchangectl logs NAME)")
     leader = next(s["leader"] for s in statuses.values())
     click.echo(f"cluster up: {len(statuses)} peers, leader {leader}")
-
-
-def _leaders_everywhere(statuses: dict) -> bool:
-    return all(isinstance(s, dict) and s.get("leader") for s in statuses.values())
 
 
 def _progress_line(statuses: dict) -> str:

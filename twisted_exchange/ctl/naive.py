@@ -35,7 +35,7 @@ class NaivePeer:
     def __call__(self, key: str, payload: Any) -> Any:
         action = payload.get("action") if isinstance(payload, dict) else None
         if action == "submit":
-            command = {k: v for k, v in payload.items()}
+            command = dict(payload)
             result = self._apply(command)
             for other in self._others:
                 self._client.request_to(other, SERVICE, {"action": "naive.order", "command": command}

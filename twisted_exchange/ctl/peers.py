@@ -103,6 +103,11 @@ class Peers:
             await link.close()
 
 
+def leaders_everywhere(statuses: dict) -> bool:
+    """Every peer answered and names a leader."""
+    return all(isinstance(s, dict) and s.get("leader") for s in statuses.values())
+
+
 async def check(peers: Peers, names: Sequence[str], wait: float) -> Verdict:
     """Poll the peers' status until they agree, a divergence shows, or ``wait`` ends."""
     observer = Observer()
