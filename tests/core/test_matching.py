@@ -333,6 +333,14 @@ class QueryTests(ExchangeTestCase):
                 call()
             self.assertEqual(caught.exception.code, "ERR_INVALID_QUERY")
 
+    def test_stats_count_resting_and_known_orders(self):
+        self.ok(submit("a", "buy", "100", "1"))
+        self.ok(submit("a", "buy", "99", "1", symbol="ETHUSD"))
+        self.ok(submit("b", "sell", "100", "1"))
+        self.assertEqual(self.exchange.stats(), {
+            "resting_orders": 1, "known_orders": 3, "symbols": 1, "last_order_id": 3, "last_trade_id": 1,
+        })
+
     def test_replies_are_fresh_objects(self):
         reply = self.ok(submit("a", "buy", "100", "1"))
         reply["order"]["remaining"] = "999"

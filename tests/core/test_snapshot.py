@@ -67,7 +67,10 @@ class SnapshotTests(unittest.TestCase):
     def test_malformed_snapshot_raises_invalid_snapshot(self):
         good = busy_exchange().snapshot()
         for broken in [None, {}, good | {"format": 99}, good | {"orders": [["1"]]},
-                       good | {"resting": {"BTCUSD": ["404"]}}, good | {"last_order_id": "x"}]:
+                       good | {"resting": {"BTCUSD": ["404"]}}, good | {"last_order_id": "x"},
+                       good | {"last_order_id": 1}, good | {"closed": good["closed"] + ["1"]},
+                       good | {"closed": good["closed"][1:]}, good | {"closed": ["404"]},
+                       good | {"resting": {}}, good | {"closed_orders_kept": 1}]:
             with self.subTest(broken=str(broken)[:60]), self.assertRaises(ExchangeError) as caught:
                 Exchange.restore(broken)
             self.assertEqual(caught.exception.code, "ERR_INVALID_SNAPSHOT")

@@ -58,10 +58,19 @@ Ids and retention
   symbol with :meth:`Exchange.trades` (newest first); both bounds are
   constructor arguments, and the retained data is part of the snapshot and
   the hash.
-Queries
-  ``book``/``trades`` with a malformed symbol, depth or limit raise
-  :class:`ExchangeError` with code ERR_INVALID_QUERY; a malformed snapshot
-  given to :meth:`Exchange.restore` raises ERR_INVALID_SNAPSHOT.
+Queries and state
+  ``book(symbol, depth=10)``, ``order(id)`` (``None`` if unknown),
+  ``trades(symbol, limit=100)``, ``stats()``.  ``book``/``trades`` with a
+  malformed symbol, depth or limit raise :class:`ExchangeError` with code
+  ERR_INVALID_QUERY.  ``snapshot()`` is canonical JSON-able data,
+  ``state_hash()`` the SHA-256 of its canonical JSON, and
+  :meth:`Exchange.restore` checks a snapshot's consistency and raises
+  ERR_INVALID_SNAPSHOT rather than build a state that could fail later.
+Speed
+  See :mod:`.bench` (``python -m twisted_exchange.core.bench``).  A
+  long-running process holding a big book may call ``gc.freeze()`` after
+  restoring it: the cyclic collector's scans of long-lived orders are the
+  largest cost that is not the engine's own.
 """
 from .errors import ExchangeError
 from .exchange import Exchange

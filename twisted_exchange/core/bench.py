@@ -110,14 +110,24 @@ class Workload:
         return {"action": action, "client": client, "request": str(self.requests)}
 
 
-def run(exchange, commands: list) -> float:
-    """CPU seconds of this process to apply ``commands`` (other load on the machine does not count)."""
+def run(exchange, commands: list, collector: bool = True) -> float:
+    """CPU seconds of this process to apply ``commands`` (other load on the machine does not count).
+
+    ``collector=False`` pauses Python's cyclic garbage collector for the run,
+    which separates the engine's own cost from the collector's scans of the
+    long-lived orders.
+    """
     apply = exchange.apply
     gc.collect()
-    start = time.process_time()
-    for command in commands:
-        apply(command)
-    return time.process_time() - start
+    if not collector:
+        gc.disable()
+    try:
+        start = time.process_time()
+        for command in commands:
+            apply(command)
+        return time.process_time() - start
+    finally:
+        gc.enable()
 
 
 @contextmanager
@@ -135,9 +145,9 @@ def harness_frozen():
         gc.unfreeze()
 
 
-def best(build, commands: list, repeats: int) -> float:
+def best(build, commands: list, repeats: int, collector: bool = True) -> float:
     """The fastest of ``repeats`` runs, each on a freshly built exchange."""
-    return min(run(build(), commands) for _ in range(repeats))
+    return min(run(build(), commands, collector) for _ in range(repeats))
 
 
 def throughput(args) -> None:
@@ -145,10 +155,13 @@ def throughput(args) -> None:
     prefix = commands[:args.naive_commands]
     with harness_frozen():
         engine = best(Exchange, commands, args.repeats)
+        paused = run(Exchange(), commands, collector=False)
         engine_prefix = best(Exchange, prefix, args.repeats)
         naive = run(ReferenceExchange(), prefix)
     print(f"throughput: seeded mix from an empty book (seed {args.seed}, best of {args.repeats}, CPU time)")
     print(f"  engine  {len(commands):>9,} commands  {len(commands) / engine:>10,.0f} commands/s")
+    print(f"  engine  {len(commands):>9,} commands  {len(commands) / paused:>10,.0f} commands/s"
+          "  (cyclic gc paused)")
     print(f"  engine  {len(prefix):>9,} commands  {len(prefix) / engine_prefix:>10,.0f} commands/s")
     print(f"  naive   {len(prefix):>9,} commands  {len(prefix) / naive:>10,.0f} commands/s")
     print(f"  engine / naive on the same {len(prefix):,} commands: {naive / engine_prefix:,.0f}x")
@@ -157,34 +170,42 @@ def throughput(args) -> None:
 def cost_per_command(args) -> None:
     """Cost of the same mix on books pre-filled with 10^3, 10^5 and 10^6 resting orders.
 
-    Each figure is the best of ``repeats`` batches.  At 10^3 and 10^5 every
-    batch starts from a restored snapshot of the pre-filled book; at 10^6
-    the batches run one after the other on one book (50,000 commands barely
-    change a book of a million orders, and rebuilding one takes longer than
-    the batch).
+    Every row runs the same number of commands (``--batch``); the mix adds
+    resting orders, so the small book grows during its batch (the table says
+    to what).  Each figure is the best of ``repeats`` batches.  At 10^3 and
+    10^5 every batch starts from a restored snapshot of the pre-filled book;
+    at 10^6 the batches run one after the other on one book (restoring a
+    million orders takes longer than the batch, which barely changes it).
     """
-    print(f"cost per command of the same mix on a pre-filled book (best of {args.repeats} batches, CPU time)")
-    print(f"  {'resting':>9}  {'batch':>7}  {'engine us':>9}  {'vs 10^3':>7}  {'naive us':>9}  {'engine/naive':>12}")
-    baseline = None
-    for resting, batch, naive_batch in [(10**3, 5_000, 1_000), (10**5, 50_000, 100), (10**6, 50_000, 0)]:
+    print(f"cost per command of the same mix on a pre-filled book ({args.batch:,} commands, "
+          f"best of {args.repeats}, CPU time)")
+    print("  'engine': as a peer runs it; 'gc paused': Python's cyclic collector paused during the batch")
+    print(f"  {'resting':>9}  {'after':>9}  {'engine us':>9}  {'vs 10^3':>7}  {'gc paused':>9}  {'vs 10^3':>7}"
+          f"  {'naive us':>9}  {'engine/naive':>12}")
+    baselines = None
+    for resting, naive_batch in [(10**3, 1_000), (10**5, 100), (10**6, 0)]:
         workload = Workload(args.seed)
         prefill = list(workload.resting(resting))
-        commands = list(islice(workload.commands(), batch))
+        commands = list(islice(workload.commands(), args.batch))
         with harness_frozen():
             exchange = Exchange()
             for command in prefill:
                 exchange.apply(command)
             if naive_batch:
                 snapshot = exchange.snapshot()
-                del exchange
-                engine = best(lambda: Exchange.restore(snapshot), commands, args.repeats)
+                costs = [best(lambda: Exchange.restore(snapshot), commands, args.repeats, collector)
+                         for collector in (True, False)]
                 naive = run(ReferenceExchange.restore(snapshot), commands[:naive_batch]) / naive_batch
+                run(exchange, commands)
             else:
-                engine = min(run(exchange, commands) for _ in range(args.repeats))
-                del exchange
-        engine /= batch
-        baseline = baseline or engine
-        line = f"  {resting:>9,}  {batch:>7,}  {engine * 1e6:>9.2f}  {engine / baseline:>7.2f}"
+                costs = [min(run(exchange, commands, collector) for _ in range(args.repeats))
+                         for collector in (True, False)]
+            after = exchange.stats()["resting_orders"]
+            del exchange
+        engine, paused = (cost / args.batch for cost in costs)
+        baselines = baselines or (engine, paused)
+        line = (f"  {resting:>9,}  {after:>9,}  {engine * 1e6:>9.2f}  {engine / baselines[0]:>7.2f}"
+                f"  {paused * 1e6:>9.2f}  {paused / baselines[1]:>7.2f}")
         if naive_batch:
             line += f"  {naive * 1e6:>9,.0f}  {naive / engine:>11,.0f}x"
         print(line, flush=True)
@@ -213,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-commands", type=int, default=20_000,
                         help="prefix of the same stream run through the naive model (default 20,000)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=10_000,
+                        help="commands per row of the cost table (default 10,000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the best counts (default 3)")
     args = parser.parse_args(argv)
     throughput(args)

@@ -186,6 +186,16 @@ class Exchange:
         trades = self._trades.get(symbol, ())
         return [_fill(symbol, trades[-i]) for i in range(1, min(limit, len(trades)) + 1)]
 
+    def stats(self) -> dict:
+        """Counts for status pages and benchmarks (O(known orders))."""
+        return {
+            "resting_orders": sum(1 for order in self._orders.values() if order.is_open),
+            "known_orders": len(self._orders),
+            "symbols": sum(1 for book in self._books.values() if book),
+            "last_order_id": self._last_order_id,
+            "last_trade_id": self._last_trade_id,
+        }
+
     # -- state ------------------------------------------------------------
 
     def snapshot(self) -> dict:
@@ -243,15 +253,24 @@ class Exchange:
         exchange._last_trade_id = int(snapshot["last_trade_id"])
         for row in snapshot["orders"]:
             order = _order_from_row(row)
+            if not 0 < int(order.id) <= exchange._last_order_id or order.id in exchange._orders:
+                raise ExchangeError(INVALID_SNAPSHOT, f"order id {order.id} is out of place")
             exchange._orders[order.id] = order
+        resting = 0
         for symbol, order_ids in snapshot["resting"].items():
             book = exchange._books[symbol] = Book(symbol)
             for order_id in order_ids:
                 order = exchange._orders[order_id]
-                if not order.is_open or order.symbol != symbol or order.price is None:
+                if not order.is_open or order.symbol != symbol or order.price is None or order.prev or order.next:
                     raise ExchangeError(INVALID_SNAPSHOT, f"order {order_id} cannot rest")
                 book.rest(order)
-        exchange._closed.extend(str(order_id) for order_id in snapshot["closed"])
+                resting += 1
+        exchange._closed.extend(snapshot["closed"])
+        closed = set(exchange._closed)
+        if (len(closed) != len(exchange._closed) or len(closed) > exchange._closed_orders_kept
+                or closed != {o.id for o in exchange._orders.values() if not o.is_open}
+                or resting + len(closed) != len(exchange._orders)):
+            raise ExchangeError(INVALID_SNAPSHOT, "orders, resting and closed lists disagree")
         for symbol, rows in snapshot["trades"].items():
             exchange._trades[symbol] = deque(
                 (_trade_from_row(row) for row in rows), maxlen=exchange._trades_kept)
