@@ -338,8 +338,14 @@ class QueryTests(ExchangeTestCase):
         self.ok(submit("a", "buy", "99", "1", symbol="ETHUSD"))
         self.ok(submit("b", "sell", "100", "1"))
         self.assertEqual(self.exchange.stats(), {
-            "resting_orders": 1, "known_orders": 3, "symbols": 1, "last_order_id": 3, "last_trade_id": 1,
+            "resting_orders": 1, "known_orders": 3, "books": 2, "last_order_id": 3, "last_trade_id": 1,
         })
+
+    def test_orders_that_never_rest_create_no_book(self):
+        self.ok(submit("a", "buy", "100", "1", tif="ioc", symbol="XX1"))
+        self.ok(submit("a", "buy", None, "1", symbol="XX2"))
+        self.assertEqual(self.exchange.stats()["books"], 0)
+        self.assertEqual(self.exchange.snapshot()["resting"], {})
 
     def test_replies_are_fresh_objects(self):
         reply = self.ok(submit("a", "buy", "100", "1"))

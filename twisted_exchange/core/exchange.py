@@ -73,8 +73,6 @@ class Exchange:
             raise ExchangeError(FOK_UNFILLABLE, "a fok order cannot fill completely now")
         self._last_order_id += 1
         order.id = str(self._last_order_id)
-        if book is _EMPTY:
-            book = self._books[order.symbol] = Book(order.symbol)
         self._orders[order.id] = order
         return self._take(book, order)
 
@@ -133,6 +131,8 @@ class Exchange:
         order.settle()
         if order.remaining:
             if order.tif is GTC:
+                if book is _EMPTY:  # a book is created by its first resting order
+                    book = self._books[order.symbol] = Book(order.symbol)
                 book.rest(order)
             else:
                 self._close_cancelled(order)
@@ -191,7 +191,7 @@ class Exchange:
         return {
             "resting_orders": sum(1 for order in self._orders.values() if order.is_open),
             "known_orders": len(self._orders),
-            "symbols": sum(1 for book in self._books.values() if book),
+            "books": len(self._books),
             "last_order_id": self._last_order_id,
             "last_trade_id": self._last_trade_id,
         }
