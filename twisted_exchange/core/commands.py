@@ -71,7 +71,7 @@ def _submit(command: dict) -> Order:
     _check_fields(command, _SUBMIT_REQUIRED, _SUBMIT_ALLOWED)
     client = _client(command)
     symbol = command["symbol"]
-    if type(symbol) is not str or len(symbol) > 12 or not is_symbol(symbol):
+    if not is_symbol(symbol):
         _invalid("symbol must match [A-Z0-9]{2,12}")
     side = command["side"]
     side = SIDES.get(side) if type(side) is str else None  # the constant: sides compare by identity
@@ -160,10 +160,14 @@ def _not_text(value: object, longest: int) -> bool:
     return type(value) is not str or not 0 < len(value) <= longest or not value.isprintable()
 
 
+def is_symbol(value: object) -> bool:
+    """Is ``value`` a string matching ``[A-Z0-9]{2,12}``?"""
+    return type(value) is str and len(value) <= 12 and _matches_symbol(value)
+
+
 @lru_cache(maxsize=1024)
-def is_symbol(text: str) -> bool:
-    """Does ``text`` (a str) match ``[A-Z0-9]{2,12}``?  Cached: symbols repeat."""
-    return SYMBOL.fullmatch(text) is not None
+def _matches_symbol(text: str) -> bool:
+    return SYMBOL.fullmatch(text) is not None  # cached: symbols repeat
 
 
 def _choice(command: dict, field: str, choices: dict, default: object) -> str:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import sys
 from collections import deque
+from itertools import islice
 from typing import Optional
 
 from .book import Book
@@ -129,15 +130,14 @@ class Exchange:
                 if maker.status is FILLED:
                     self._close(maker)
         order.settle()
-        if order.remaining:
-            if order.tif is GTC:
-                if book is _EMPTY:  # a book is created by its first resting order
-                    book = self._books[order.symbol] = Book(order.symbol)
-                book.rest(order)
-            else:
-                self._close_cancelled(order)
-        elif order.status is FILLED:
+        if not order.remaining:
             self._close(order)
+        elif order.tif is GTC:
+            if book is _EMPTY:  # a book is created by its first resting order
+                book = self._books[order.symbol] = Book(order.symbol)
+            book.rest(order)
+        else:
+            self._close_cancelled(order)
         return {"ok": True, "order": order.to_dict(), "fills": fills}
 
     def _trade(self, symbol: str, maker: Order, taker: Order, quantity: int) -> dict:
@@ -167,8 +167,7 @@ class Exchange:
 
     def book(self, symbol: str, depth: int = 10) -> dict:
         """Aggregated levels, best first: ``{"bids": [[price, qty], ...], "asks": [...]}``."""
-        _check_query(type(symbol) is str and len(symbol) <= 12 and is_symbol(symbol),
-                      "symbol must match [A-Z0-9]{2,12}")
+        _check_query(is_symbol(symbol), "symbol must match [A-Z0-9]{2,12}")
         _check_query(type(depth) is int and depth > 0, "depth must be a positive integer")
         book = self._books.get(symbol, _EMPTY)
         return {"bids": book.depth(book.bids, depth), "asks": book.depth(book.asks, depth)}
@@ -180,11 +179,9 @@ class Exchange:
 
     def trades(self, symbol: str, limit: int = 100) -> list:
         """The last ``limit`` kept trades of ``symbol``, newest first."""
-        _check_query(type(symbol) is str and len(symbol) <= 12 and is_symbol(symbol),
-                     "symbol must match [A-Z0-9]{2,12}")
+        _check_query(is_symbol(symbol), "symbol must match [A-Z0-9]{2,12}")
         _check_query(type(limit) is int and limit > 0, "limit must be a positive integer")
-        trades = self._trades.get(symbol, ())
-        return [_fill(symbol, trades[-i]) for i in range(1, min(limit, len(trades)) + 1)]
+        return [_fill(symbol, trade) for trade in islice(reversed(self._trades.get(symbol, ())), limit)]
 
     def stats(self) -> dict:
         """Counts for status pages and benchmarks (O(known orders))."""

@@ -6,8 +6,14 @@ book may hold millions of them; quantities are integer ticks (see
 :mod:`.book`).  Quantities always satisfy
 ``filled + remaining + cancelled == quantity``, where ``cancelled`` is the
 part removed by a cancel, an ioc/market remainder or self-trade prevention.
+
+Sides, tifs and statuses are the constants below and the core compares them
+by identity (``order.side is BUY``), so whatever builds an order (the
+command parser, snapshot restore) maps its input onto these objects.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 from .numbers import format_ticks
 
@@ -35,8 +41,9 @@ class Order:
         "status", "tif", "post_only", "prev", "next",
     )
 
-    def __init__(self, id, client, symbol, side, price, quantity, tif, post_only,
-                 filled=0, remaining=None, status=OPEN):
+    def __init__(self, id: Optional[str], client: str, symbol: str, side: str,
+                 price: Optional[int], quantity: int, tif: str, post_only: bool,
+                 filled: int = 0, remaining: Optional[int] = None, status: str = OPEN) -> None:
         self.id = id
         self.client = client
         self.symbol = symbol
@@ -82,7 +89,7 @@ class Order:
             "quantity": format_ticks(self.quantity),
             "filled": format_ticks(self.filled),
             "remaining": format_ticks(self.remaining),
-            "cancelled": format_ticks(self.quantity - self.filled - self.remaining),
+            "cancelled": format_ticks(self.cancelled),
             "status": self.status,
             "tif": self.tif,
             "post_only": self.post_only,
