@@ -1,18 +1,25 @@
-"""Test doubles for the Grenache tests.
+"""Test doubles and an independent HTTP client for the Grenache tests.
 
 ``WireStub`` is the far end of the HTTP connections an Agent opens on a
 ``MemoryReactorClock``: a test answers each request by hand, and time only
 moves when the test advances the clock.  ``FakeGrape`` is a twisted.web
 resource that answers grape API calls from a script, for tests over real
-loopback sockets.
+loopback sockets.  ``http_post`` calls a server through twisted.web's Agent,
+a client independent of ours.
 """
 from __future__ import annotations
 
 import json
 from typing import Any, Callable
 
+from twisted.internet import defer, protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web import resource, server
+from twisted.web.client import Agent, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 Body = bytes | Callable[[dict], bytes]
 
@@ -49,11 +56,18 @@ class WireStub:
         self._accept()
         return sum(1 for t in self.transports if t.value() and not t.disconnecting)
 
-    def answer(self, status: int, body: Body, headers: dict[str, str] | None = None) -> dict:
+    def answer(self, status: int, body: Body) -> dict:
         """Answer the oldest waiting request; return it as a dict.
 
         ``body`` may be a function of that request (to echo its rid).
         """
+        def response(request: dict) -> bytes:
+            data = body(request) if callable(body) else body
+            return b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(data), data)
+        return self.answer_raw(response)
+
+    def answer_raw(self, response: bytes | Callable[[dict], bytes], *parts: bytes) -> dict:
+        """Answer the oldest waiting request with raw bytes, sent in ``parts`` too."""
         self._accept()
         for protocol, transport in zip(self._protocols, self.transports):
             raw = transport.value()
@@ -61,14 +75,12 @@ class WireStub:
                 transport.clear()
                 head, _, content = raw.partition(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
-                request = {"line": lines[0], "body": content,
+                request = {"line": lines[0], "body": content, "transport": transport,
+                           "protocol": protocol,
                            "headers": {k.lower(): v for k, _, v in
                                        (line.partition(": ") for line in lines[1:])}}
-                data = body(request) if callable(body) else body
-                extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-                protocol.dataReceived(
-                    b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n%s\r\n" % (status, len(data), extra.encode())
-                    + data)
+                for data in (response(request) if callable(response) else response, *parts):
+                    protocol.dataReceived(data)
                 return request
         raise AssertionError("no request is waiting")
 
@@ -89,3 +101,48 @@ class FakeGrape(resource.Resource):
         status, body = self.replies.get(path, (200, b'"ERR_REQ_NOTFOUND"'))
         request.setResponseCode(status)
         return body
+
+
+@implementer(IBodyProducer)
+class _BytesBody:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: Any) -> defer.Deferred[None]:
+        consumer.write(self._body)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _Collect(protocol.Protocol):
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.chunks))
+        else:
+            self.done.errback(reason)
+
+
+async def http_post(agent: Agent, url: bytes, body: bytes, headers: dict[bytes, bytes],
+                    method: bytes = b"POST") -> tuple[int, Headers, bytes]:
+    """(status, headers, body) of one request made with twisted.web's Agent."""
+    response = await agent.request(method, url, Headers({k: [v] for k, v in headers.items()}),
+                                   _BytesBody(body))
+    collect = _Collect()
+    response.deliverBody(collect)
+    return response.code, response.headers, await collect.done

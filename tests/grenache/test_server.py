@@ -9,7 +9,7 @@ from twisted.trial import unittest
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
-from twisted_exchange.grenache.transport import BytesBody, read_body
+from tests.grenache.fakes import http_post
 from tests.support import free_port
 from twisted_exchange.grenache import GrenacheError, RPCServer
 
@@ -48,9 +48,7 @@ class ServerTests(unittest.TestCase):
     async def send(self, body: bytes, headers: dict[bytes, bytes] | None = None,
                    method: bytes = b"POST", path: bytes = b"/") -> tuple[int, Headers, bytes]:
         url = b"http://127.0.0.1:%d%s" % (self.server.port, path)
-        response = await self.agent.request(method, url, Headers(
-            {k: [v] for k, v in (headers or {}).items()}), BytesBody(body))
-        return response.code, response.headers, await read_body(response)
+        return await http_post(self.agent, url, body, headers or {}, method)
 
     async def test_reply_echoes_rid_with_null_error_and_result(self) -> None:
         status, _, body = await self.send(b'["rid1","rpc_test",{"msg":"hello"}]')
@@ -144,8 +142,7 @@ class ServerLifecycleTests(unittest.TestCase):
         pool = HTTPConnectionPool(reactor)
         self.addCleanup(pool.closeCachedConnections)
         url = b"http://127.0.0.1:%d/" % server.port
-        response = await Agent(reactor, pool=pool).request(b"POST", url, None, BytesBody(b'["r","k",1]'))
-        await read_body(response)
+        await http_post(Agent(reactor, pool=pool), url, b'["r","k",1]', {})
         self.assertEqual(len(server._site.channels), 1)
         await server.stop()
         self.assertEqual(server._site.channels, set())

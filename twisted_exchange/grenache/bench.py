@@ -4,7 +4,7 @@
 RPCClient calling our RPCServer in this process with 1 and 32 requests in
 flight and, when ``node`` and tests/interop/node_modules are present, Node's
 PeerRPCClient calling Node's PeerRPCServer in one Node process (bench.js),
-then prints a table and the ratio.  Both sides use a stub link that knows
+alternating rounds, then prints the best round of each and the ratio.  Both sides use a stub link that knows
 the server's address, so only RPC is measured.  Targets: ours >= Node at 32
 in flight; p99 <= 5 ms at 1 in flight.
 """
@@ -104,14 +104,27 @@ def report(ours: list[dict[str, Any]], node: list[dict[str, Any]] | None) -> str
     return "\n".join(lines)
 
 
+def best(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per in-flight level, the round with the highest throughput.
+
+    The machine is shared, so the best of a few rounds is the figure least
+    disturbed by other load (as timeit reports the minimum).
+    """
+    return [max(level, key=lambda r: r["rps"]) for level in zip(*rounds)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000, help="round trips per level")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side")
     args = parser.parse_args(argv)
-    node = measure_node(args.requests)
 
     async def run(reactor: Any) -> None:
-        print(report(await measure_ours(reactor, args.requests), node))
+        ours, node = [], []
+        for _ in range(args.rounds):
+            ours.append(await measure_ours(reactor, args.requests))
+            node.append(measure_node(args.requests))
+        print(report(best(ours), best(node) if node[0] is not None else None))
     task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
 
 

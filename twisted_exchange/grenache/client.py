@@ -15,19 +15,18 @@ import zlib
 from typing import Any, Literal
 
 from twisted.internet import defer
-from twisted.web.client import HTTPConnectionPool
-from twisted.web.http_headers import Headers
 
 from twisted_exchange.grenache import wire
 from twisted_exchange.grenache.errors import (
     ERR_REPLY_EMPTY, ERR_REPLY_ENCODING_COMPRESSION, ERR_REQUEST_GENERIC, RETRYABLE,
     GrenacheError)
+from twisted_exchange.grenache.pool import ConnectionPool
 from twisted_exchange.grenache.transport import Poster, deadline
 
 Outcome = tuple[Literal["ok"], Any] | tuple[Literal["error"], GrenacheError]
 
-_PLAIN = Headers({b"grc-compress": [b"none"], b"content-type": [b"text/plain;charset=UTF-8"]})
-_GZIP = Headers({b"grc-compress": [b"gzip"]})
+_PLAIN = b"grc-compress: none\r\nContent-Type: text/plain;charset=UTF-8\r\n"
+_GZIP = b"grc-compress: gzip\r\n"
 _MAX_REPLY = 64 << 20
 
 
@@ -40,7 +39,7 @@ class RPCClient:
     """
 
     def __init__(self, link: Any, reactor: Any = None, timeout: float = 5.0,
-                 pool: HTTPConnectionPool | None = None, rng: random.Random | None = None,
+                 pool: ConnectionPool | None = None, rng: random.Random | None = None,
                  compress: bool = False) -> None:
         if reactor is None:
             from twisted.internet import reactor

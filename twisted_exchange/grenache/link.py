@@ -18,15 +18,14 @@ from typing import Any, Callable
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
-from twisted.web.client import HTTPConnectionPool
-from twisted.web.http_headers import Headers
 
 from twisted_exchange.grenache import wire
 from twisted_exchange.grenache.errors import (
     ERR_GRAPE_LOOKUP_EMPTY, ERR_REPLY_EMPTY, ERR_REQUEST_GENERIC, GrenacheError)
+from twisted_exchange.grenache.pool import ConnectionPool
 from twisted_exchange.grenache.transport import Poster, deadline
 
-_HEADERS = Headers({b"content-type": [b"application/json"]})
+_HEADERS = b"Content-Type: application/json\r\n"
 _HASH = re.compile(r"[0-9a-f]{40}")
 
 
@@ -52,7 +51,7 @@ class Link:
     log = Logger()
 
     def __init__(self, grape_url: str, reactor: Any = None, timeout: float = 2.5,
-                 pool: HTTPConnectionPool | None = None, lookup_cache: float = 1.0) -> None:
+                 pool: ConnectionPool | None = None, lookup_cache: float = 1.0) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.grape_url = grape_url.rstrip("/")

@@ -49,6 +49,7 @@ class _BoundedRequest(server.Request):
     """Keeps at most ``site.max_body`` bytes of the body, counts the rest."""
 
     received = 0
+    defaultContentType = None  # as Node's server: replies carry no Content-Type
 
     def gotLength(self, length: int | None) -> None:
         self.content = BytesIO()
@@ -172,8 +173,6 @@ class RPCResource(Resource):
         body = wire.encode(reply)
         if compress:
             body = wire.gzip(body)
-        else:
-            request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"content-length", b"%d" % len(body))
         return body
 

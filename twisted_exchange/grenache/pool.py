@@ -1,0 +1,247 @@
+"""A lean HTTP/1.1 client: POST a body, get (status, body), keep the connection.
+
+Grenache RPC is one small POST and one small reply per call, so the client
+needs exactly that and nothing of twisted.web.client.Agent's generality,
+which costs more CPU per call than the whole twisted.web server does.  A
+``ConnectionPool`` keeps idle connections per ``(host, port)`` and runs one
+request at a time on each; replies may be framed by Content-Length, chunked
+(Node's server) or by closing the connection.
+
+Contract: ``ConnectionPool.post`` fires with ``(status, body)`` or fails with
+a connection error; cancelling it aborts its connection.  Errors are mapped
+to GrenacheError by the caller (transport.py).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.abstract import isIPAddress
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
+
+Address = tuple[str, int]
+
+_MAX_HEAD = 64 * 1024
+_MAX_BODY = 64 * 1024 * 1024
+
+
+class BadResponse(Exception):
+    """The server's bytes are not an HTTP/1.x response we can read."""
+
+
+class _Reply:
+    """Incremental parser of one HTTP/1.x response."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.status = 0
+        self.body = bytearray()
+        self.keep_alive = True
+        self._length: int | None = None  # None: until close; -1: chunked
+        self._in_head = True
+        self._chunk: int | None = None  # chunked: bytes left in the current chunk
+
+    def feed(self, data: bytes) -> bool:
+        """Add bytes; True once the response is complete."""
+        self.buffer += data
+        if self._in_head and not self._read_head():
+            return False
+        if self._length == -1:
+            return self._read_chunks()
+        if self._length is None:
+            self.body += self.buffer
+            del self.buffer[:]
+            self._check_size()
+            return False
+        need = self._length - len(self.body)
+        self.body += self.buffer[:need]
+        del self.buffer[:need]
+        return len(self.body) == self._length
+
+    def _read_head(self) -> bool:
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > _MAX_HEAD:
+                    raise BadResponse("response head too long")
+                return False
+            lines = bytes(self.buffer[:end]).split(b"\r\n")
+            del self.buffer[:end + 4]
+            version, _, rest = lines[0].partition(b" ")
+            if not version.startswith(b"HTTP/1.") or not rest[:3].isdigit():
+                raise BadResponse(f"not an HTTP/1.x status line: {lines[0][:60]!r}")
+            self.status = int(rest[:3])
+            if 100 <= self.status < 200:
+                continue  # e.g. 100 Continue: the real response follows
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                headers[name.strip().lower()] = value.strip().lower()
+            connection = headers.get(b"connection", b"")
+            self.keep_alive = (b"close" not in connection
+                               and (version == b"HTTP/1.1" or b"keep-alive" in connection))
+            if b"chunked" in headers.get(b"transfer-encoding", b""):
+                self._length = -1
+            elif b"content-length" in headers:
+                try:
+                    self._length = int(headers[b"content-length"])
+                except ValueError:
+                    raise BadResponse("bad Content-Length") from None
+                if not 0 <= self._length <= _MAX_BODY:
+                    raise BadResponse("bad Content-Length")
+            else:
+                self._length, self.keep_alive = None, False
+            self._in_head = False
+            return True
+
+    def _read_chunks(self) -> bool:
+        buffer = self.buffer
+        while True:
+            if self._chunk is None:
+                end = buffer.find(b"\r\n")
+                if end < 0:
+                    return False
+                size = bytes(buffer[:end]).split(b";")[0].strip()
+                try:
+                    self._chunk = int(size, 16)
+                except ValueError:
+                    raise BadResponse("bad chunk size") from None
+                del buffer[:end + 2]
+                if self._chunk == 0:
+                    self._chunk = -1  # trailers until an empty line
+            if self._chunk == -1:
+                end = buffer.find(b"\r\n")
+                if end < 0:
+                    return False
+                del buffer[:end + 2]
+                if end == 0:
+                    return True
+                continue
+            if len(buffer) < self._chunk + 2:
+                return False
+            self.body += buffer[:self._chunk]
+            del buffer[:self._chunk + 2]
+            self._chunk = None
+            self._check_size()
+
+    def _check_size(self) -> None:
+        if len(self.body) > _MAX_BODY:
+            raise BadResponse("response body too large")
+
+    def finish_at_close(self) -> bool:
+        """Whether closing the connection completes the response."""
+        return not self._in_head and self._length is None
+
+
+class _Connection(Protocol):
+    """One keep-alive HTTP/1.1 connection, one request at a time."""
+
+    def __init__(self, pool: ConnectionPool, address: Address) -> None:
+        self._pool = pool
+        self._address = address
+        self._waiting: defer.Deferred[tuple[int, bytes]] | None = None
+        self._reply: _Reply | None = None
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def request(self, head: bytes, body: bytes) -> defer.Deferred[tuple[int, bytes]]:
+        self._reply = _Reply()
+        self._waiting = defer.Deferred(lambda _: self.transport.abortConnection())
+        self.transport.write(head + body)
+        return self._waiting
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._reply is None:  # nothing asked: the server is confused
+            self.transport.abortConnection()
+            return
+        try:
+            done = self._reply.feed(data)
+        except BadResponse as e:
+            self._fail(Failure(e))
+            self.transport.abortConnection()
+            return
+        if done:
+            self._complete()
+
+    def _complete(self) -> None:
+        reply, waiting = self._reply, self._waiting
+        self._reply = self._waiting = None
+        if reply.keep_alive and not reply.buffer:
+            self._pool._idle_again(self._address, self)
+        else:
+            self.transport.loseConnection()
+        waiting.callback((reply.status, bytes(reply.body)))
+
+    def _fail(self, failure: Failure) -> None:
+        waiting, self._reply, self._waiting = self._waiting, None, None
+        if waiting is not None and not waiting.called:
+            waiting.errback(failure)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._pool._forget(self._address, self)
+        if self._reply is not None and self._reply.finish_at_close():
+            self._complete()
+        else:
+            self._fail(reason)
+        self.closed.callback(None)
+
+
+class _ConnectionFactory(Factory):
+    noisy = False
+
+    def __init__(self, pool: ConnectionPool, address: Address) -> None:
+        self._pool = pool
+        self._address = address
+
+    def buildProtocol(self, addr: Any) -> _Connection:
+        return _Connection(self._pool, self._address)
+
+
+class ConnectionPool:
+    """Idle keep-alive connections per (host, port), at most ``per_host`` each."""
+
+    def __init__(self, reactor: Any, per_host: int = 32) -> None:
+        self._reactor = reactor
+        self.per_host = per_host
+        self._idle: dict[Address, list[_Connection]] = {}
+        self._open: set[_Connection] = set()
+
+    def post(self, address: Address, head: bytes, body: bytes) -> defer.Deferred[tuple[int, bytes]]:
+        """Send ``head`` (request line and headers) and ``body``; (status, body)."""
+        idle = self._idle.get(address)
+        if idle:
+            return idle.pop().request(head, body)
+        connecting = self._endpoint(address).connect(_ConnectionFactory(self, address))
+
+        def connected(connection: _Connection) -> defer.Deferred[tuple[int, bytes]]:
+            self._open.add(connection)
+            return connection.request(head, body)
+        return connecting.addCallback(connected)
+
+    def _endpoint(self, address: Address) -> Any:
+        host, port = address
+        if isIPAddress(host):  # no resolver thread, refusals reported at once
+            return TCP4ClientEndpoint(self._reactor, host, port)
+        return HostnameEndpoint(self._reactor, host.encode("idna"), port)
+
+    def _idle_again(self, address: Address, connection: _Connection) -> None:
+        idle = self._idle.setdefault(address, [])
+        if len(idle) < self.per_host:
+            idle.append(connection)
+        else:
+            connection.transport.loseConnection()
+
+    def _forget(self, address: Address, connection: _Connection) -> None:
+        self._open.discard(connection)
+        idle = self._idle.get(address, [])
+        if connection in idle:
+            idle.remove(connection)
+
+    def close(self) -> defer.Deferred[None]:
+        """Close every connection; fires once all are closed."""
+        closing = [c.closed for c in self._open]
+        for connection in list(self._open):
+            connection.transport.loseConnection()
+        return defer.gatherResults(closing).addCallback(lambda _: None)
+
