@@ -33,6 +33,11 @@ def handler(key: str, payload: object) -> object:
         return d
     if key == "not-json":
         return {1, 2}
+    if key == "too-deep":
+        deep: list = []
+        for _ in range(5000):
+            deep = [deep]
+        return deep
     return {"key": key, "echo": payload}
 
 
@@ -124,6 +129,11 @@ class ServerTests(unittest.TestCase):
         _, _, body = await self.send(b'["r","not-json",1]')
         self.assertEqual(json.loads(body), ["r", "ERR_INTERNAL: result is not JSON", None])
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+    async def test_result_nested_too_deeply_is_internal_error(self) -> None:
+        _, _, body = await self.send(b'["r","too-deep",1]')
+        self.assertEqual(json.loads(body), ["r", "ERR_INTERNAL: result is not JSON", None])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
 
 class ServerLifecycleTests(unittest.TestCase):

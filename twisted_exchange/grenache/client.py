@@ -52,7 +52,10 @@ class RPCClient:
 
     def request(self, key: str, payload: Any, timeout: float | None = None,
                 retry: int = 2) -> defer.Deferred[Any]:
-        """The result of ``key`` on one destination, trying up to ``retry`` others."""
+        """The result of ``key`` on one destination, trying up to ``retry`` others.
+
+        ``timeout`` bounds the whole call, lookup and retries included.
+        """
         d = defer.ensureDeferred(self._request(key, payload, retry))
         return self._within(d, timeout, f"request {key!r}")
 

@@ -239,7 +239,7 @@ class ConnectionPool:
             idle.remove(connection)
 
     def close(self) -> defer.Deferred[None]:
-        """Close every connection; fires once all are closed."""
+        """Close every connection (requests in flight fail); fires once closed."""
         closing = [c.closed for c in self._open]
         for connection in list(self._open):
             connection.transport.loseConnection()

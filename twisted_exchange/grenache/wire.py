@@ -22,11 +22,13 @@ _decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def encode(value: Any) -> bytes:
-    """``JSON.stringify(value)`` as UTF-8; ValueError/TypeError if not JSON-able."""
+    """``JSON.stringify(value)`` as UTF-8; ValueError or TypeError if not JSON."""
     try:
         return _encoder.encode(value).encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: escape them as Node does
         return _ascii_encoder.encode(value).encode("ascii")
+    except RecursionError:
+        raise ValueError("value nested too deeply for JSON") from None
 
 
 def decode(data: bytes) -> Any:
