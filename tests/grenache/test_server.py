@@ -64,6 +64,11 @@ class ServerTests(unittest.TestCase):
         status, _, body = await self.send(b'["rid2","k","p"]', method=b"PUT", path=b"/any/path")
         self.assertEqual((status, json.loads(body)), (200, ["rid2", None, {"key": "k", "echo": "p"}]))
 
+    async def test_form_content_type_as_curl_sends_is_still_a_call(self) -> None:
+        status, _, body = await self.send(
+            b'["rid3","k",{"a":"b&c=d"}]', {b"content-type": b"application/x-www-form-urlencoded"})
+        self.assertEqual((status, json.loads(body)), (200, ["rid3", None, {"key": "k", "echo": {"a": "b&c=d"}}]))
+
     async def test_rid_of_any_json_type_is_echoed(self) -> None:
         for rid in (7, {"a": [1]}, None, "ü"):
             _, _, body = await self.send(json.dumps([rid, "k", 0]).encode())

@@ -37,7 +37,9 @@ header_values = st.binary(max_size=40).map(
     lambda b: b.replace(b"\r", b"").replace(b"\n", b"").strip())
 headers = st.dictionaries(
     st.sampled_from([b"_gr", b"grc-compress", b"content-type", b"x-any", b"_ar", b"_a"]),
-    st.one_of(header_values, st.sampled_from([b"gzip", b"none", b'["r2","k2"]', b"[]", b"null"])),
+    st.one_of(header_values, st.sampled_from([
+        b"gzip", b"none", b'["r2","k2"]', b"[]", b"null", b"application/x-www-form-urlencoded",
+        b"multipart/form-data; boundary=x", b"multipart/form-data"])),
     max_size=4)
 methods = st.sampled_from([b"POST", b"GET", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"FOO"])
 paths = st.from_regex(rb"\A/[a-z0-9/._?=&%-]{0,30}\Z")

@@ -80,8 +80,7 @@ class _Site(server.Site):
     noisy = False
 
     def __init__(self, resource: Resource, max_body: int, reactor: Any) -> None:
-        super().__init__(resource, requestFactory=_BoundedRequest, reactor=reactor,
-                         parsePOSTFormSubmission=False)
+        super().__init__(resource, requestFactory=_BoundedRequest, reactor=reactor)
         self.max_body = max_body
         self.channels: set[_Channel] = set()
 
