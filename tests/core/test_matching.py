@@ -320,6 +320,17 @@ class QueryTests(ExchangeTestCase):
         reply = exchange.apply(cancel("a", "2"))
         self.assertTrue(reply["error"].startswith("ERR_UNKNOWN_ORDER"))
 
+    def test_open_orders_lists_resting_orders_oldest_first_with_filters(self):
+        self.ok(submit("a", "buy", "100", "1"))
+        self.ok(submit("b", "sell", "101", "2", symbol="ETHUSD"))
+        self.ok(submit("a", "buy", "99", "1"))
+        self.ok(submit("c", "sell", "100", "1"))  # fills order 1, which then is not open
+        self.assertEqual([o["id"] for o in self.exchange.open_orders()], ["2", "3"])
+        self.assertEqual([o["id"] for o in self.exchange.open_orders(client="a")], ["3"])
+        self.assertEqual([o["id"] for o in self.exchange.open_orders(symbol="ETHUSD")], ["2"])
+        self.assertEqual(self.exchange.open_orders(symbol="ETHUSD", client="a"), [])
+        self.assertEqual(len(self.exchange.open_orders(limit=1)), 1)
+
     def test_order_of_unknown_id_is_none(self):
         self.assertIsNone(self.exchange.order("1"))
         self.assertIsNone(self.exchange.order(1))
@@ -328,7 +339,10 @@ class QueryTests(ExchangeTestCase):
         from twisted_exchange.core import ExchangeError
         for call in [lambda: self.exchange.book("btc"), lambda: self.exchange.book("BTCUSD", 0),
                      lambda: self.exchange.book("BTCUSD", True), lambda: self.exchange.trades(5),
-                     lambda: self.exchange.trades("BTCUSD", -1)]:
+                     lambda: self.exchange.trades("BTCUSD", -1),
+                     lambda: self.exchange.open_orders(symbol="btc"),
+                     lambda: self.exchange.open_orders(client=5),
+                     lambda: self.exchange.open_orders(limit=0)]:
             with self.assertRaises(ExchangeError) as caught:
                 call()
             self.assertEqual(caught.exception.code, "ERR_INVALID_QUERY")

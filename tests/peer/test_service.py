@@ -1,6 +1,7 @@
 """Three PeerServices and a grape in one reactor, over real loopback sockets."""
 from __future__ import annotations
 
+import shutil
 import tempfile
 
 from twisted.internet import defer, reactor, task
@@ -44,12 +45,17 @@ class PeerClusterTests(TestCase):
         self.grape_url = f"http://127.0.0.1:{api}"
         self.peers = {}
         for peer_id in PEERS:
-            yield self.start_peer(peer_id, tempfile.mkdtemp(prefix=f"tx-{peer_id}-"))
+            yield self.start_peer(peer_id, self.data_dir(peer_id))
         self.link = Link(self.grape_url)
         self.client = RPCClient(self.link)
         self.addCleanup(self.link.close)
         self.addCleanup(self.client.close)
         yield eventually(self.one_leader_known_to_all)
+
+    def data_dir(self, peer_id: str) -> str:
+        path = tempfile.mkdtemp(prefix=f"tx-{peer_id}-")
+        self.addCleanup(shutil.rmtree, path, True)
+        return path
 
     @defer.inlineCallbacks
     def start_peer(self, peer_id: str, data_dir: str):

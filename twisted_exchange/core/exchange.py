@@ -183,6 +183,22 @@ class Exchange:
         _check_query(type(limit) is int and limit > 0, "limit must be a positive integer")
         return [_fill(symbol, trade) for trade in islice(reversed(self._trades.get(symbol, ())), limit)]
 
+    def open_orders(self, symbol: Optional[str] = None, client: Optional[str] = None,
+                    limit: int = 1000) -> list:
+        """Resting orders, oldest first, optionally of one symbol and/or client.
+
+        A scan of the known orders (O(known orders)): for operators and
+        clients, not for the matching path.
+        """
+        _check_query(symbol is None or is_symbol(symbol),
+                     "symbol must match [A-Z0-9]{2,12}")
+        _check_query(client is None or type(client) is str, "client must be a string")
+        _check_query(type(limit) is int and limit > 0, "limit must be a positive integer")
+        found = (order for order in self._orders.values()
+                 if order.is_open and (symbol is None or order.symbol == symbol)
+                 and (client is None or order.client == client))
+        return [order.to_dict() for order in islice(found, limit)]
+
     def stats(self) -> dict:
         """Counts for status pages and benchmarks (O(known orders))."""
         return {

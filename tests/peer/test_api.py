@@ -1,0 +1,106 @@
+"""PeerAPI: payload validation and dispatch, against a fake node."""
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_exchange.core import Exchange, ExchangeError
+from twisted_exchange.peer.api import PeerAPI, RequestError
+
+
+class FakeNode:
+    node_id = "peer1"
+
+    def __init__(self):
+        self.exchange = Exchange()
+        self.proposed = []
+        self.delivered = []
+        self.applied = 0
+
+    def propose(self, command):
+        self.proposed.append(command)
+        self.applied += 1
+        return defer.succeed(self.exchange.apply(command))
+
+    def deliver(self, sender, messages):
+        self.delivered.append((sender, messages))
+
+    def status(self):
+        return {"id": self.node_id, "role": "leader"}
+
+
+def submit(**overrides):
+    command = {"action": "submit", "client": "alice", "request": "r1", "symbol": "BTCUSD",
+               "side": "buy", "type": "limit", "price": "100", "quantity": "2",
+               "tif": "gtc", "post_only": False}
+    command.update(overrides)
+    return command
+
+
+class PeerAPITests(SynchronousTestCase):
+    def setUp(self):
+        self.node = FakeNode()
+        self.api = PeerAPI(self.node)
+
+    def call(self, payload):
+        return self.successResultOf(defer.maybeDeferred(self.api, "exchange", payload))
+
+    def refused(self, payload) -> Exception:
+        return self.failureResultOf(defer.maybeDeferred(self.api, "exchange", payload),
+                                    RequestError, ExchangeError).value
+
+    def test_submit_is_proposed_and_answered_with_the_core_result(self):
+        result = self.call(submit())
+        self.assertEqual(result["order"]["id"], "1")
+        self.assertEqual(self.node.proposed[0]["request"], "r1")
+
+    def test_rejected_order_becomes_its_error_code(self):
+        error = self.refused(submit(price="-1"))
+        self.assertEqual(error.code, "ERR_INVALID_ORDER")
+        self.assertTrue(str(error).startswith("ERR_INVALID_ORDER: "))
+
+    def test_command_without_client_or_request_is_refused_before_replication(self):
+        for field in ("client", "request"):
+            payload = submit()
+            del payload[field]
+            self.assertEqual(self.refused(payload).code, "ERR_INVALID_ORDER")
+        self.assertEqual(self.node.proposed, [])
+
+    def test_non_object_payload_and_unknown_action_are_refused(self):
+        self.assertEqual(self.refused(["submit"]).code, "ERR_BAD_REQUEST")
+        self.assertEqual(self.refused({"action": "explode"}).code, "ERR_UNKNOWN_ACTION")
+        self.assertEqual(self.refused({}).code, "ERR_UNKNOWN_ACTION")
+
+    def test_book_reports_peer_applied_index_and_levels(self):
+        self.call(submit())
+        book = self.call({"action": "book", "symbol": "BTCUSD"})
+        self.assertEqual(book["peer"], "peer1")
+        self.assertEqual(book["applied"], 1)
+        self.assertEqual(book["bids"], [["100", "2"]])
+
+    def test_query_parameters_are_validated(self):
+        for payload in ({"action": "book", "symbol": "btc"}, {"action": "book", "depth": 0},
+                        {"action": "book", "depth": True}, {"action": "trades", "limit": "5"},
+                        {"action": "orders", "symbol": 5}, {"action": "orders", "client": 5}):
+            self.assertEqual(self.refused(payload).code, "ERR_INVALID_QUERY", payload)
+        self.assertEqual(self.refused({"action": "order", "order_id": 1}).code, "ERR_UNKNOWN_ORDER")
+
+    def test_unknown_order_is_refused(self):
+        self.assertEqual(self.refused({"action": "order", "order_id": "9"}).code,
+                         "ERR_UNKNOWN_ORDER")
+
+    def test_order_and_open_orders_are_served_from_the_local_book(self):
+        self.call(submit())
+        self.assertEqual(self.call({"action": "order", "order_id": "1"})["order"]["client"], "alice")
+        orders = self.call({"action": "orders", "client": "alice"})["orders"]
+        self.assertEqual([o["id"] for o in orders], ["1"])
+        self.assertEqual(self.call({"action": "orders", "client": "bob"})["orders"], [])
+
+    def test_raft_batch_for_another_peer_is_refused(self):
+        self.assertEqual(self.refused({"action": "raft.batch", "from": "peer2", "to": "peer3",
+                                       "messages": []}).code, "ERR_WRONG_PEER")
+        self.assertEqual(self.node.delivered, [])
+
+    def test_raft_batch_is_delivered(self):
+        reply = self.call({"action": "raft.batch", "from": "peer2", "to": "peer1",
+                           "messages": [{"type": "raft.append"}]})
+        self.assertEqual(reply, {"ok": True, "id": "peer1"})
+        self.assertEqual(self.node.delivered, [("peer2", [{"type": "raft.append"}])])
