@@ -306,6 +306,24 @@ class LeaderReplicationTests(unittest.TestCase):
         node.step(reply("b", term=2, success=False, reject_index=1, hint_index=1, hint_term=None))
         self.assertEqual([m for m in sent(node, "raft.append") if m["to"] == "b"], [])
 
+    def test_follower_that_lost_its_log_is_caught_up_again_from_its_log_end(self):
+        node = elect(make(terms=(1, 1), term=1))
+        node.ready()
+        node.step(reply("b", term=2, success=True, match=3))
+        node.ready()
+        node.step(reply("b", term=2, success=False, reject_index=3, hint_index=1, hint_term=None))
+        message = [m for m in sent(node, "raft.append") if m["to"] == "b"][0]
+        self.assertEqual((message["prev_index"], [e["index"] for e in message["entries"]]), (0, [1, 2, 3]))
+
+    def test_wiped_follower_behind_the_compacted_log_gets_the_snapshot(self):
+        snapshot = {"index": 3, "term": 1, "data": "state"}
+        node = elect(make(terms=(1,), term=1, commit=4, snapshot=snapshot))
+        node.ready()
+        node.step(reply("b", term=2, success=True, match=5))
+        node.ready()
+        node.step(reply("b", term=2, success=False, reject_index=5, hint_index=1, hint_term=None))
+        self.assertEqual([m["type"] for m in sent(node) if m["to"] == "b"], ["raft.snapshot"])
+
     def test_heartbeats_go_out_every_heartbeat_interval(self):
         node = elect(make(term=1))
         node.ready()

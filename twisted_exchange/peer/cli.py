@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from twisted_exchange.peer.service import SNAPSHOT_EVERY, PeerService
+
 PEER_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
@@ -33,24 +35,32 @@ def _peer_list(ctx, param, value: str) -> list[str]:
               help="Directory for this peer's Raft log, hard state and snapshots.")
 @click.option("--fsync", default="batch", show_default=True, type=click.Choice(["batch", "never"]),
               help="fsync every ready batch; 'never' is for tests and benchmarks only.")
+@click.option("--snapshot-every", default=SNAPSHOT_EVERY, show_default=True, type=click.IntRange(0),
+              help="Snapshot the state and compact the Raft log every N applied entries (0: never).")
 def main(node_id: str, peers: list[str], grape: str, host: str, port: int, data_dir: str,
-         fsync: str) -> None:
+         fsync: str, snapshot_every: int) -> None:
     """Run one exchange peer: Raft-replicated order book over Grenache RPC."""
     if node_id not in peers:
         raise click.BadParameter(f"{node_id!r} is not in --peers", param_hint="--id")
     from twisted.internet import reactor
     from twisted.internet.error import CannotListenError
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import (
+        FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner,
+        textFileLogObserver,
+    )
 
-    from twisted_exchange.peer.service import PeerService
     from twisted_exchange.replication.storage import StorageError
 
     try:
-        service = PeerService(node_id, peers, grape, data_dir, host=host, port=port, fsync=fsync)
+        service = PeerService(node_id, peers, grape, data_dir, host=host, port=port, fsync=fsync,
+                              snapshot_every=snapshot_every)
     except (StorageError, OSError) as e:
         click.echo(f"error: cannot open data directory {data_dir}: {e}", err=True)
         sys.exit(1)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    info_and_above = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stdout), [info_and_above])],
+        redirectStandardIO=False)
     exit_code = []
 
     def started_or_failed(d):

@@ -20,6 +20,7 @@ from twisted_exchange.grenache import Link, RPCClient, RPCServer
 from twisted_exchange.peer.api import PeerAPI
 from twisted_exchange.peer.directory import PeerDirectory, service_name
 from twisted_exchange.peer.transport import RaftTransport
+from twisted_exchange.replication.raft import RaftConfig
 from twisted_exchange.replication.replica import Replica
 from twisted_exchange.replication.storage import FileStorage
 
@@ -29,6 +30,11 @@ TICK_SECONDS = 0.05
 DIRECTORY_REFRESH_SECONDS = 1.0
 #: Seconds between re-announcements (the grape forgets after --dpa).
 ANNOUNCE_SECONDS = 1.0
+#: Applied entries between snapshots (log compaction).
+SNAPSHOT_EVERY = 10_000
+#: Largest RPC body accepted: a Raft snapshot of the whole exchange travels
+#: in one message (chunked InstallSnapshot is not built).
+MAX_BODY = 64 << 20
 
 
 class PeerService(Service):
@@ -38,7 +44,8 @@ class PeerService(Service):
 
     def __init__(self, node_id: str, peers: list[str], grape_url: str, data_dir: str,
                  host: str = "127.0.0.1", port: int = 0, fsync: str = "batch",
-                 reactor: IReactorTime | None = None, seed: int | None = None) -> None:
+                 snapshot_every: int = SNAPSHOT_EVERY, reactor: IReactorTime | None = None,
+                 seed: int | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.node_id = node_id
@@ -50,12 +57,14 @@ class PeerService(Service):
         recovered = self._storage.load()
         if recovered.repaired:
             self.log.warn("storage repaired: {what}", what=recovered.repaired)
-        self.replica = Replica(node_id, self._peers, recovered, random.Random(seed))
+        config = RaftConfig(compact_every=snapshot_every)
+        self.replica = Replica(node_id, self._peers, recovered, random.Random(seed), config)
         self._link = Link(grape_url, reactor=reactor)
         self._client = RPCClient(self._link, reactor=reactor)
         self._directory = PeerDirectory(self._link, [p for p in self._peers if p != node_id])
         self._transport = RaftTransport(node_id, self._directory, self._client)
-        self._server = RPCServer(PeerAPI(self), host=host, port=port, reactor=reactor)
+        self._server = RPCServer(PeerAPI(self), host=host, port=port, max_body=MAX_BODY,
+                                 reactor=reactor)
         self._waiting: dict[int, defer.Deferred] = {}
         self._flush_call = None
         self._loops: list[task.LoopingCall] = []

@@ -365,6 +365,12 @@ class RaftNode:
             return
         if message["reject_index"] < self._match[peer]:
             return  # stale: that position is already known to match
+        if message["hint_term"] is None and message["hint_index"] <= self._match[peer]:
+            # The follower's log ends below what it acknowledged: it lost its
+            # disk (a wiped data directory).  Forget its match so that it is
+            # caught up again, by snapshot if the log was compacted.  Commit
+            # never moves back, so a lower match only costs a resend.
+            self._match[peer] = message["hint_index"] - 1
         next_index = message["hint_index"]
         if message["hint_term"] is not None:
             index = min(message["reject_index"], self.last_index)

@@ -1,0 +1,177 @@
+"""A real cluster for end-to-end tests: a rendered supervisord config with
+free loopback ports in a temporary run directory, supervisord started in the
+foreground by the test (so it is killed by PID at cleanup, and its programs
+with it), and Grenache clients to talk to the peers."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from twisted.internet import defer, reactor, task
+
+from twisted_exchange.ctl.supervisor import Supervisor
+from twisted_exchange.ctl.topology import render
+from twisted_exchange.grenache import GrenacheError, Link, RPCClient
+from tests.support import free_ports, python_module, spawn
+
+SYMBOL = "BTCUSD"
+
+
+@defer.inlineCallbacks
+def eventually(check, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    """Poll ``check()`` (value or Deferred) until truthy; fail at the deadline."""
+    deadline = reactor.seconds() + timeout
+    last_error = None
+    while True:
+        try:
+            result = yield defer.maybeDeferred(check)
+        except Exception as e:  # a peer that is down or restarting: poll again
+            result, last_error = None, e
+        if result:
+            return result
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s (last error: {last_error!r})")
+        yield task.deferLater(reactor, interval, lambda: None)
+
+
+class Cluster:
+    """Two grapes and ``peers`` peers under a supervisord owned by ``test``."""
+
+    def __init__(self, test, peers: int = 3, grape_command: str | None = None,
+                 peer_args: str = "") -> None:
+        self.test = test
+        self.run_dir = Path(tempfile.mkdtemp(prefix="tx-e2e-"))
+        test.addCleanup(shutil.rmtree, self.run_dir, True)
+        ports = free_ports(4 + peers)
+        self.grape_ports = [(ports[0], ports[1]), (ports[2], ports[3])]
+        self.peer_ports = ports[4:]
+        self.peer_ids = [f"peer{i + 1}" for i in range(peers)]
+        self.grape_urls = [f"http://127.0.0.1:{api}" for _, api in self.grape_ports]
+        python = sys.executable
+        self.config = self.run_dir / "cluster.conf"
+        self.config.write_text(render(
+            peers, grape_ports=self.grape_ports, peer_ports=self.peer_ports,
+            run_dir=str(self.run_dir),
+            peer_command=f"{python} -m twisted_exchange.peer --fsync never {peer_args}".strip(),
+            grape_command=grape_command or f"{python} -m twisted_exchange.grape",
+            stopwaitsecs=3))
+        self.supervisor = Supervisor(self.run_dir / "supervisord.sock", timeout=10)
+        self._links: list[Link] = []
+        self._clients: list[RPCClient] = []
+
+    def start(self) -> None:
+        """Start supervisord (blocking until it answers)."""
+        proc = spawn(self.test, python_module("supervisor.supervisord", "-n", "-c", str(self.config)),
+                     log=self.run_dir / "supervisord.out")
+        self.supervisor.wait_until(
+            lambda: proc.poll() is None and self.supervisor.is_running()
+            and self.supervisor.state() == "RUNNING", 20, "supervisord did not start")
+
+    def client(self, grape: int = 0) -> RPCClient:
+        link = Link(self.grape_urls[grape])
+        client = RPCClient(link, timeout=5.0)
+        self.test.addCleanup(link.close)
+        self.test.addCleanup(client.close)
+        return client
+
+    def data_dir(self, peer_id: str) -> Path:
+        return self.run_dir / peer_id
+
+    def log(self, name: str) -> str:
+        path = self.run_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@defer.inlineCallbacks
+def statuses(client: RPCClient, peer_ids: list[str], timeout: float = 2.0):
+    """Every peer's status (peers that don't answer are left out)."""
+    results = yield defer.DeferredList(
+        [client.request(f"exchange:{p}", {"action": "status"}, timeout=timeout, retry=0)
+         for p in peer_ids], consumeErrors=True)
+    return {p: r for p, (ok, r) in zip(peer_ids, results) if ok}
+
+
+@defer.inlineCallbacks
+def wait_for_leader(client: RPCClient, peer_ids: list[str], timeout: float = 30.0):
+    """The leader that every peer agrees on."""
+    def agreed(found):
+        leaders = {s["leader"] for s in found.values()}
+        if len(found) == len(peer_ids) and len(leaders) == 1 and None not in leaders:
+            return leaders.pop()
+        return None
+    leader = yield eventually(lambda: statuses(client, peer_ids).addCallback(agreed),
+                              timeout, what="one leader known to every peer")
+    return leader
+
+
+@defer.inlineCallbacks
+def wait_for_convergence(client: RPCClient, peer_ids: list[str], timeout: float = 30.0):
+    """Statuses once every peer has applied the same index with the same hash."""
+    def converged(found):
+        same = {(s["applied"], s["state_hash"]) for s in found.values()}
+        return found if len(found) == len(peer_ids) and len(same) == 1 else None
+    found = yield eventually(lambda: statuses(client, peer_ids).addCallback(converged),
+                             timeout, what="every peer at the same applied index and hash")
+    return found
+
+
+class Trader:
+    """Clients that trade concurrently on every peer, one order in flight each.
+
+    A submit that fails in transport (peer down, timeout, no leader) is
+    retried on the next peer with the same request id, which the replicated
+    session table makes safe: it is applied at most once.
+    """
+
+    def __init__(self, client: RPCClient, peer_ids: list[str], seed: int = 7,
+                 name: str = "trader") -> None:
+        self.name = name
+        self.client = client
+        self.peer_ids = peer_ids
+        self.rng = random.Random(seed)
+        self.acked: dict[tuple[str, str], dict] = {}
+        self.refused: list[str] = []
+
+    def order(self, name: str, n: int) -> dict:
+        rng = self.rng
+        return {"action": "submit", "client": name, "request": f"{name}-{n}", "symbol": SYMBOL,
+                "side": rng.choice(["buy", "sell"]), "type": "limit",
+                "price": str(rng.choice(["99", "99.5", "100", "100.5", "101"])),
+                "quantity": str(rng.randint(1, 3))}
+
+    @defer.inlineCallbacks
+    def run_client(self, index: int, orders: int, deadline: float = 60.0):
+        name = f"{self.name}{index}"
+        for n in range(orders):
+            payload = self.order(name, n)
+            attempt = index
+            give_up = reactor.seconds() + deadline
+            while True:
+                peer = self.peer_ids[attempt % len(self.peer_ids)]
+                try:
+                    result = yield self.client.request(f"exchange:{peer}", payload, timeout=5.0,
+                                                       retry=0)
+                except GrenacheError as e:
+                    if e.code not in ("ERR_TIMEOUT", "ERR_REQUEST_GENERIC", "ERR_NO_LEADER",
+                                      "ERR_GRAPE_LOOKUP_EMPTY", "ERR_REPLY_EMPTY"):
+                        self.refused.append(str(e))
+                        break
+                    if reactor.seconds() > give_up:
+                        raise
+                    attempt += 1
+                    yield task.deferLater(reactor, 0.05, lambda: None)
+                    continue
+                self.acked[(name, payload["request"])] = result
+                break
+
+    def run(self, clients: int, orders_each: int):
+        return defer.gatherResults([self.run_client(i, orders_each) for i in range(clients)],
+                                   consumeErrors=True)
+
+
+def dump(value) -> str:
+    return json.dumps(value, sort_keys=True)

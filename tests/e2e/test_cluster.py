@@ -1,0 +1,214 @@
+"""End-to-end: real supervisord, grapes and peers on loopback (issue 6, tests 1-6)."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from collections import defaultdict
+from decimal import Decimal
+
+from twisted.internet import defer, task, reactor
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from twisted_exchange.grenache import GrenacheError
+from tests.e2e.cluster import (
+    SYMBOL, Cluster, Trader, eventually, statuses, wait_for_convergence, wait_for_leader,
+)
+from tests.support import NODE_MODULES, node_or_skip
+
+
+class ClusterTestCase(TestCase):
+    timeout = 180
+    peer_args = ""
+    grape_command = None
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.cluster = Cluster(self, grape_command=self.grape_command(), peer_args=self.peer_args) \
+            if callable(self.grape_command) else Cluster(self, peer_args=self.peer_args)
+        self.cluster.start()
+        self.peers = self.cluster.peer_ids
+        self.client = self.cluster.client()
+        self.leader = yield wait_for_leader(self.client, self.peers)
+
+    def call(self, peer: str, payload: dict, timeout: float = 5.0):
+        return self.client.request(f"exchange:{peer}", payload, timeout=timeout)
+
+    @defer.inlineCallbacks
+    def assert_consistent(self, trader: Trader):
+        """Every peer converged, holds every acknowledged order and fill, and
+        no order is filled beyond its quantity."""
+        found = yield wait_for_convergence(self.client, self.peers, timeout=60)
+        self.assertEqual(len({s["state_hash"] for s in found.values()}), 1)
+        trades_by_peer = {}
+        for peer in self.peers:
+            reply = yield self.call(peer, {"action": "trades", "symbol": SYMBOL, "limit": 1000})
+            trades_by_peer[peer] = reply["trades"]
+        first = trades_by_peer[self.peers[0]]
+        for peer in self.peers[1:]:
+            self.assertEqual(trades_by_peer[peer], first, f"{peer}'s trades differ")
+        trade_ids = {t["trade_id"] for t in first}
+        filled = defaultdict(Decimal)
+        for t in first:
+            filled[t["maker_order"]] += Decimal(t["quantity"])
+            filled[t["taker_order"]] += Decimal(t["quantity"])
+        for result in trader.acked.values():
+            order_id = result["order"]["id"]
+            for fill in result["fills"]:
+                self.assertIn(fill["trade_id"], trade_ids)
+            for peer in self.peers:
+                reply = yield self.call(peer, {"action": "order", "order_id": order_id})
+                order = reply["order"]
+                self.assertEqual(order["client"], result["order"]["client"])
+                self.assertLessEqual(Decimal(order["filled"]), Decimal(order["quantity"]))
+                self.assertEqual(Decimal(order["filled"]), filled[order_id])
+
+
+class BasicClusterTests(ClusterTestCase):
+    def exchangectl(self, *args: str):
+        """Run exchangectl in a thread (it runs its own reactor in a child process)."""
+        argv = [sys.executable, "-m", "twisted_exchange.ctl", "-c", str(self.cluster.config), *args]
+        return deferToThread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+
+    @defer.inlineCallbacks
+    def test_order_submitted_with_exchangectl_on_peer1_rests_in_every_book(self):
+        done = yield self.exchangectl("submit", "buy", "2", "100.5", "--peer", "peer1",
+                                      "--client", "alice", "--json")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(json.loads(done.stdout)["order"]["status"], "open")
+        for peer in ("peer2", "peer3"):
+            book = yield eventually(lambda: self.call(peer, {"action": "book"}).addCallback(
+                lambda b: b if b["bids"] else None), what=f"order in {peer}'s book")
+            self.assertEqual(book["bids"], [["100.5", "2"]])
+        shown = yield self.exchangectl("book", "peer2", "--json")
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertEqual(json.loads(shown.stdout)["bids"], [["100.5", "2"]])
+
+    @defer.inlineCallbacks
+    def test_300_concurrent_crossing_orders_on_all_peers_leave_identical_books(self):
+        trader = Trader(self.client, self.peers)
+        yield trader.run(clients=30, orders_each=10)
+        self.assertEqual(len(trader.acked), 300)
+        self.assertEqual(trader.refused, [])
+        self.assertTrue(any(r["fills"] for r in trader.acked.values()), "no order crossed")
+        yield self.assert_consistent(trader)
+
+    @defer.inlineCallbacks
+    def test_bad_rpc_input_gets_clear_errors_and_changes_nothing(self):
+        yield self.call("peer1", {"action": "submit", "client": "a", "request": "r1",
+                                  "symbol": SYMBOL, "side": "buy", "type": "limit",
+                                  "price": "100", "quantity": "1"})
+        yield wait_for_convergence(self.client, self.peers)
+        bad_payloads = [
+            "garbage", 42, None, [], {"action": 7}, {"action": "explode"},
+            {"action": "submit"}, {"action": "submit", "client": "a", "request": "r2"},
+            {"action": "submit", "client": "a", "request": "r3", "symbol": SYMBOL, "side": "buy",
+             "type": "limit", "price": 100, "quantity": "1"},
+            {"action": "submit", "client": "a", "request": "r4", "symbol": SYMBOL, "side": "buy",
+             "type": "limit", "price": "1e400", "quantity": "1"},
+            {"action": "cancel", "client": "b", "request": "r5", "order_id": "1"},
+            {"action": "book", "symbol": ["x"]}, {"action": "book", "depth": -1},
+            {"action": "raft.batch", "from": "peer2", "to": "peer1", "messages": [1, "x", {}]},
+            {"action": "raft.batch", "from": "mallory", "to": "peer1",
+             "messages": [{"type": "raft.append", "from": "mallory", "to": "peer1", "term": 99}]},
+        ]
+        for payload in bad_payloads:
+            try:
+                result = yield self.call("peer1", payload)
+            except GrenacheError as e:
+                self.assertRegex(str(e), r"^ERR_[A-Z_]+", payload)
+                self.assertNotIn("ERR_INTERNAL", str(e), payload)
+            else:
+                self.assertEqual(payload["action"], "raft.batch", f"{payload!r} got {result!r}")
+        port = self.cluster.peer_ports[0]
+        for raw in [b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nnot json!",
+                    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n[1,2",
+                    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n{}",
+                    b"\x00\xff garbage \r\n\r\n"]:
+            status = yield deferToThread(_raw_http_status, port, raw)
+            self.assertIn(status, (b"400", b"413", b""), raw)
+        yield wait_for_convergence(self.client, self.peers)
+        for peer in self.peers:
+            book = yield self.call(peer, {"action": "book"})
+            self.assertEqual((book["bids"], book["asks"]), ([["100", "1"]], []), peer)
+            orders = yield self.call(peer, {"action": "orders"})
+            self.assertEqual([o["id"] for o in orders["orders"]], ["1"], peer)
+
+
+def _raw_http_status(port: int, raw: bytes) -> bytes:
+    """The status code the peer answers to raw bytes (b"" if it just closes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    return reply.split(b" ", 2)[1] if reply.startswith(b"HTTP/1.1 ") else b""
+
+
+class LeaderCrashTests(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_leader_killed_under_load_loses_nothing_and_rejoins(self):
+        trader = Trader(self.client, self.peers, seed=11)
+        load = trader.run(clients=30, orders_each=10)
+        yield eventually(lambda: len(trader.acked) >= 60, what="load under way")
+        victim = self.leader
+        pid = self.cluster.supervisor.kill(victim)
+        self.assertGreater(pid, 0)
+        yield load
+        self.assertEqual(len(trader.acked), 300)
+        self.assertEqual(trader.refused, [])
+        found = yield statuses(self.client, [p for p in self.peers if p != victim])
+        self.assertTrue(all(s["leader"] != victim for s in found.values()))
+        yield eventually(lambda: self.cluster.supervisor.process(victim)["pid"] not in (0, pid),
+                         what=f"supervisord restarting {victim}")
+        yield self.assert_consistent(trader)
+
+
+class SnapshotCatchUpTests(ClusterTestCase):
+    peer_args = "--snapshot-every 40"
+
+    @defer.inlineCallbacks
+    def test_peer_with_wiped_data_dir_catches_up_by_snapshot(self):
+        trader = Trader(self.client, self.peers, seed=5)
+        yield trader.run(clients=10, orders_each=12)
+        victim = next(p for p in self.peers if p != self.leader)
+        self.cluster.supervisor.stop(victim)
+        shutil.rmtree(self.cluster.data_dir(victim))
+        more = Trader(self.client, [p for p in self.peers if p != victim], seed=6, name="later")
+        yield more.run(clients=5, orders_each=10)
+        self.cluster.supervisor.start(victim)
+        found = yield wait_for_convergence(self.client, self.peers, timeout=60)
+        self.assertGreater(found[victim]["snapshot_index"], 0)
+        self.assertGreater(found[victim]["applied"], 150)
+        trader.acked.update(more.acked)
+        yield self.assert_consistent(trader)
+
+
+class NodeGrapeClusterTests(ClusterTestCase):
+    """The real grenache-grape stands in for ours; a Node client trades."""
+
+    @staticmethod
+    def grape_command():
+        node = node_or_skip()
+        return f"{node} {NODE_MODULES / 'grenache-grape' / 'bin' / 'grape.js'}"
+
+    @defer.inlineCallbacks
+    def test_cluster_on_node_grapes_replicates_and_serves_a_node_client(self):
+        trader = Trader(self.client, self.peers, seed=3)
+        yield trader.run(clients=10, orders_each=5)
+        self.assertEqual(len(trader.acked), 50)
+        yield self.assert_consistent(trader)
+        script = str(NODE_MODULES.parent / "exchange_client.js")
+        done = yield deferToThread(
+            subprocess.run, [node_or_skip(), script, self.cluster.grape_urls[1], "peer2",
+                             "nodejs", "sell", "250.5", "1.25"],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        reply = json.loads(done.stdout)
+        self.assertIsNone(reply["submit"]["err"])
+        self.assertEqual(reply["submit"]["data"]["order"]["client"], "nodejs")
+        self.assertIn(["250.5", "1.25"], reply["book"]["data"]["asks"])

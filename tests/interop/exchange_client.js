@@ -1,0 +1,32 @@
+'use strict'
+// A Node Grenache client trading on the exchange: looks up `exchange:PEER`
+// via the grape at GRAPE_URL, submits one limit order, then reads the book.
+// Prints one JSON line: {"submit": {err, data}, "book": {err, data}}.
+// Usage: node exchange_client.js GRAPE_URL PEER CLIENT SIDE PRICE QUANTITY
+const Link = require('grenache-nodejs-link')
+const { PeerRPCClient } = require('grenache-nodejs-http')
+
+const [grape, peerId, client, side, price, quantity] = process.argv.slice(2)
+setTimeout(() => { console.error('exchange_client.js: no answer in 30 s'); process.exit(2) }, 30000).unref()
+
+const link = new Link({ grape })
+link.start()
+const peer = new PeerRPCClient(link, {})
+peer.init()
+
+const call = (payload) => new Promise(resolve => peer.request(
+  `exchange:${peerId}`, payload, { timeout: 10000 },
+  (err, data) => resolve({ err: err ? err.message : null, data })))
+
+async function main () {
+  const submit = await call({
+    action: 'submit', client, request: `node-${Date.now()}`, symbol: 'BTCUSD',
+    side, type: 'limit', price, quantity
+  })
+  const book = await call({ action: 'book', symbol: 'BTCUSD' })
+  console.log(JSON.stringify({ submit, book }))
+  peer.stop()
+  link.stop()
+}
+
+main()
