@@ -19,7 +19,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["twisted_exchange", "twisted_exchange.*"]),
     install_requires=[
-        "twisted>=23.10",
+        "twisted>=25.5",
         "sortedcontainers>=2.4",
         "click>=8.1",
         "supervisor>=4.2",
