@@ -16,6 +16,8 @@ import time
 import unittest
 from pathlib import Path
 
+from twisted_exchange.ctl.topology import free_ports  # noqa: F401 (re-exported for the tests)
+
 LOOPBACK = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = ROOT / "tests" / "interop" / "node_modules"
@@ -26,21 +28,6 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free for both TCP and UDP."""
-    ports: list[int] = []
-    while len(ports) < n:
-        port = free_port()
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                u.bind((LOOPBACK, port))
-        except OSError:
-            continue
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def wait_for_port(port: int, host: str = LOOPBACK, timeout: float = 15.0,

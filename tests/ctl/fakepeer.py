@@ -1,5 +1,5 @@
 """A stand-in for exchange peers: an in-process grape and RPC servers that
-answer the peer protocol (notes/peer-protocol.md) from canned state.
+answer the peer protocol (README.md, "Peer RPC protocol") from canned state.
 
 Lets exchangectl's Grenache side be tested without Raft: the fakes record
 what they were sent and answer what the test set up.

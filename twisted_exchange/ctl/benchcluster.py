@@ -12,7 +12,6 @@ Targets (issue 6): >= 5,000 orders/s, p99 <= 20 ms, failover <= 2 s,
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,26 +25,10 @@ from twisted_exchange.ctl import bench
 from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.peers import Peers, check, leaders_everywhere
 from twisted_exchange.ctl.supervisor import Supervisor
-from twisted_exchange.ctl.topology import HOST, parse, render
+from twisted_exchange.ctl.topology import HOST, free_ports, parse, render
 from twisted_exchange.grenache import GrenacheError, RPCClient
 
 TARGETS = {"orders_per_second": 5000, "p99_ms": 20.0, "failover_s": 2.0}
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports free for both TCP and UDP right now."""
-    ports: list[int] = []
-    while len(ports) < n:
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind((HOST, 0))
-            port = tcp.getsockname()[1]
-            try:
-                udp.bind((HOST, port))
-            except OSError:
-                continue
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 class Direct:

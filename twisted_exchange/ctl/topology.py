@@ -5,12 +5,13 @@ are its output, checked by a test), ``parse`` reads back what exchangectl
 needs: the peer ids, the grape URLs, the run directory and supervisord's
 control socket.  Besides supervisord's own sections the file carries a
 ``[twisted-exchange]`` section that supervisord ignores (see
-notes/peer-protocol.md).  Paths are written relative to the file with
+README.md).  Paths are written relative to the file with
 supervisord's ``%(here)s``, so a fresh clone works from any directory.
 """
 from __future__ import annotations
 
 import configparser
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,3 +160,20 @@ def _first_line(error: Exception) -> str:
 
 if __name__ == "__main__":  # python -m twisted_exchange.ctl.topology [PEERS] > conf/cluster.conf
     sys.stdout.write(render(int(sys.argv[1]) if len(sys.argv) > 1 else 3))
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports free for both TCP and UDP right now
+    (for temporary topologies: tests and ``bench-cluster``)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind((HOST, 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind((HOST, port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports

@@ -1,7 +1,7 @@
 """One replica of the exchange: a Raft node, the replicated state machine, and
 the bookkeeping that turns client proposals into results.
 
-This is the pure object the peer shell drives (notes/replication-contract.md):
+This is the pure object the peer shell (twisted_exchange.peer.service) drives:
 ``tick``, ``step`` and ``propose`` as events arrive, then ``ready()``, whose
 ``Ready`` says what to persist, compact, send and answer.  Client semantics
 (Raft thesis 6.3):

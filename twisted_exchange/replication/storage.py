@@ -10,7 +10,7 @@ crash.  Two storages share one contract (``save``, ``compact``, ``load``,
   across a simulated crash and rebuilds the node from ``load()``.
 - `FileStorage` keeps one data directory per peer (see its docstring).
 
-All values are plain JSON-able dicts (see notes/replication-contract.md)::
+All values are plain JSON-able dicts (the contract between storage, replica and the peer shell)::
 
     Entry     = {"index": int >= 1, "term": int >= 1, "command": dict | None}
     HardState = {"term": int, "vote": str | None, "commit": int}
