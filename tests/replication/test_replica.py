@@ -175,10 +175,13 @@ class ReplicaTests(unittest.TestCase):
         before = cluster.replicas[leader].status()
         cluster.restart(leader)
         cluster.replicas[leader].ready()
+        recovered = cluster.replicas[leader].status()
+        self.assertEqual((recovered["role"], recovered["term"]), ("follower", before["term"]))
+        self.assertLessEqual(recovered["applied"], before["applied"])  # commit is volatile
+        cluster.tick(40)  # it learns the commit index from the leader and applies the rest
         after = cluster.replicas[leader].status()
-        self.assertEqual((after["applied"], after["state_hash"], after["term"]),
-                         (before["applied"], before["state_hash"], before["term"]))
-        self.assertEqual(after["role"], "follower")
+        self.assertGreaterEqual(after["applied"], before["applied"])
+        self.assertEqual(after["state_hash"], before["state_hash"])
 
     def test_status_reports_identity_role_and_progress(self):
         cluster = Cluster()

@@ -111,7 +111,7 @@ class RaftNode:
         self.applied = self.snap_index        # last index handed out in ready().committed
         self.role = FOLLOWER
         self.leader: str | None = None
-        self._saved = (self.term, self.vote, self.commit)
+        self._saved = (self.term, self.vote)
         self._unstable = self.last_index + 1  # first entry not yet handed out to persist
         self._received: Snapshot | None = None
         self._outbox: list[Message] = []
@@ -427,8 +427,13 @@ class RaftNode:
         """The last index that may be handed out for applying: the commit index."""
         return self.commit
 
-    def _hard(self) -> tuple[int, str | None, int]:
-        return (self.term, self.vote, self.commit)
+    def _hard(self) -> tuple[int, str | None]:
+        """What must be durable before a message leaves (Figure 2's persistent
+        state besides the log).  The commit index is volatile in Raft: it rides
+        along whenever the hard state is written, but a commit advance alone
+        costs no write, which would otherwise be one atomic file replace per
+        batch."""
+        return (self.term, self.vote)
 
     def ready(self) -> RaftReady:
         """Collect and clear everything to persist, send and apply since the last call."""
