@@ -1,0 +1,119 @@
+"""PeerDirectory and RaftTransport: stale addresses, dead peers, batching."""
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_exchange.grenache import GrenacheError
+from twisted_exchange.peer.directory import PeerDirectory
+from twisted_exchange.peer.transport import MAX_QUEUED, RaftTransport
+
+
+class FakeLink:
+    def __init__(self, found: dict[str, list[str]]):
+        self.found = found
+
+    def lookup(self, name):
+        if not self.found.get(name):
+            return defer.fail(GrenacheError("ERR_GRAPE_LOOKUP_EMPTY"))
+        return defer.succeed(list(self.found[name]))
+
+
+class FakeClient:
+    """Records calls; each call's Deferred is fired by the test."""
+
+    def __init__(self):
+        self.calls = []
+        self.cancelled = []
+
+    def request_to(self, dest, key, payload, timeout=None):
+        d = defer.Deferred(lambda d: self.cancelled.append(dest))
+        self.calls.append((dest, key, payload, d))
+        return d
+
+
+def message(to: str, n: int) -> dict:
+    return {"type": "raft.append", "from": "peer1", "to": to, "term": 1, "n": n}
+
+
+class PeerDirectoryTests(SynchronousTestCase):
+    def test_unknown_peer_has_no_address_until_the_grape_lists_it(self):
+        link = FakeLink({})
+        directory = PeerDirectory(link, ["peer2"])
+        self.successResultOf(directory.refresh())
+        self.assertIsNone(directory.address("peer2"))
+        link.found["exchange:peer2"] = ["127.0.0.1:5002"]
+        self.successResultOf(directory.refresh())
+        self.assertEqual(directory.address("peer2"), "127.0.0.1:5002")
+
+    def test_failed_address_rotates_to_the_next_candidate_and_back(self):
+        link = FakeLink({"exchange:peer2": ["127.0.0.1:1111", "127.0.0.1:2222"]})
+        directory = PeerDirectory(link, ["peer2"])
+        self.successResultOf(directory.refresh())
+        first = directory.address("peer2")
+        directory.failed("peer2", first)
+        self.assertNotEqual(directory.address("peer2"), first)
+        directory.failed("peer2", directory.address("peer2"))
+        self.assertEqual(directory.address("peer2"), first)
+
+    def test_working_address_stays_preferred_across_refreshes(self):
+        link = FakeLink({"exchange:peer2": ["127.0.0.1:1111", "127.0.0.1:2222"]})
+        directory = PeerDirectory(link, ["peer2"])
+        self.successResultOf(directory.refresh())
+        directory.failed("peer2", "127.0.0.1:1111")
+        self.successResultOf(directory.refresh())
+        self.assertEqual(directory.address("peer2"), "127.0.0.1:2222")
+
+    def test_address_answering_as_another_peer_is_forgotten(self):
+        link = FakeLink({"exchange:peer2": ["127.0.0.1:1111", "127.0.0.1:2222"]})
+        directory = PeerDirectory(link, ["peer2"])
+        self.successResultOf(directory.refresh())
+        directory.forget("peer2", "127.0.0.1:1111")
+        self.assertEqual(directory.address("peer2"), "127.0.0.1:2222")
+
+
+class RaftTransportTests(SynchronousTestCase):
+    def setUp(self):
+        self.link = FakeLink({"exchange:peer2": ["127.0.0.1:1111", "127.0.0.1:2222"]})
+        self.directory = PeerDirectory(self.link, ["peer2", "peer3"])
+        self.successResultOf(self.directory.refresh())
+        self.client = FakeClient()
+        self.transport = RaftTransport("peer1", self.directory, self.client)
+
+    def test_messages_queued_while_a_batch_is_in_flight_go_out_together(self):
+        self.transport.send([message("peer2", 1)])
+        self.transport.send([message("peer2", 2), message("peer2", 3)])
+        self.assertEqual(len(self.client.calls), 1)
+        dest, key, payload, d = self.client.calls[0]
+        self.assertEqual((key, payload["action"], payload["to"], payload["from"]),
+                         ("exchange:peer2", "raft.batch", "peer2", "peer1"))
+        d.callback({"ok": True, "id": "peer2"})
+        self.assertEqual([m["n"] for m in self.client.calls[1][2]["messages"]], [2, 3])
+
+    def test_failed_batch_moves_to_the_next_address(self):
+        self.transport.send([message("peer2", 1)])
+        first = self.client.calls[0][0]
+        self.client.calls[0][3].errback(GrenacheError("ERR_REQUEST_GENERIC", "connection refused"))
+        self.transport.send([message("peer2", 2)])
+        self.assertNotEqual(self.client.calls[1][0], first)
+
+    def test_address_of_another_peer_is_forgotten(self):
+        self.transport.send([message("peer2", 1)])
+        wrong = self.client.calls[0][0]
+        self.client.calls[0][3].errback(GrenacheError("ERR_WRONG_PEER", "this is peer3"))
+        self.assertNotIn(wrong, self.directory._candidates["peer2"])
+
+    def test_messages_for_an_unknown_peer_wait_and_are_capped(self):
+        self.transport.send([message("peer3", n) for n in range(MAX_QUEUED + 10)])
+        self.assertEqual(self.client.calls, [])
+        self.link.found["exchange:peer3"] = ["127.0.0.1:3333"]
+        self.successResultOf(self.directory.refresh())
+        self.transport.send([])
+        sent = self.client.calls[0][2]["messages"]
+        self.assertEqual(len(sent), MAX_QUEUED)
+        self.assertEqual(sent[-1]["n"], MAX_QUEUED + 9)
+
+    def test_stop_cancels_batches_in_flight(self):
+        self.transport.send([message("peer2", 1)])
+        self.transport.stop()
+        self.assertEqual(self.client.cancelled, [self.client.calls[0][0]])
+        self.transport.send([message("peer2", 2)])  # still usable: sends a new batch
+        self.assertEqual(len(self.client.calls), 2)
