@@ -1,0 +1,60 @@
+"""twisted-exchange-peer as a process: flags, startup errors, clean SIGTERM."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import unittest
+from pathlib import Path
+
+from tests.support import LOOPBACK, free_ports, python_module, spawn, wait_for_port
+
+
+def peer_argv(data_dir: str, *extra: str) -> list[str]:
+    return python_module("twisted_exchange.peer", "--peers", "peer1,peer2,peer3",
+                         "--data-dir", data_dir, *extra)
+
+
+class PeerCommandLineTests(unittest.TestCase):
+    def setUp(self):
+        self.data_dir = tempfile.mkdtemp(prefix="tx-peer-cli-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", self.data_dir])
+
+    def run_peer(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(peer_argv(self.data_dir, *args), capture_output=True, text=True,
+                              timeout=30, stdin=subprocess.DEVNULL)
+
+    def test_id_outside_the_peer_list_is_a_usage_error(self):
+        done = self.run_peer("--id", "peer9")
+        self.assertEqual(done.returncode, 2)
+        self.assertIn("'peer9' is not in --peers", done.stderr)
+        self.assertNotIn("Traceback", done.stderr)
+
+    def test_port_in_use_is_one_error_line_and_exit_1(self):
+        with socket.socket() as taken:
+            taken.bind((LOOPBACK, 0))
+            taken.listen()
+            done = self.run_peer("--id", "peer1", "--port", str(taken.getsockname()[1]),
+                                 "--grape", "http://127.0.0.1:1")
+        self.assertEqual(done.returncode, 1)
+        self.assertRegex(done.stderr, r"^error: cannot listen on 127\.0\.0\.1:\d+")
+        self.assertNotIn("Traceback", done.stderr + done.stdout)
+
+    def test_sigterm_stops_the_peer_cleanly_and_it_restarts_from_its_data_dir(self):
+        port, = free_ports(1)
+        log = Path(self.data_dir) / "peer.log"
+        argv = peer_argv(self.data_dir, "--id", "peer1", "--port", str(port),
+                         "--grape", "http://127.0.0.1:1")
+        proc = spawn(self, argv, log=log)
+        wait_for_port(port, proc=proc)
+        second = self.run_peer("--id", "peer1", "--port", "0", "--grape", "http://127.0.0.1:1")
+        self.assertEqual(second.returncode, 1, "a second peer on the same data dir must refuse")
+        self.assertIn("error: cannot open data directory", second.stderr)
+        os.kill(proc.pid, signal.SIGTERM)
+        self.assertEqual(proc.wait(15), 0)
+        self.assertIn("peer1 stopped", log.read_text())
+        self.assertNotIn("Traceback", log.read_text())
+        again = spawn(self, argv, log=log)
+        wait_for_port(port, proc=again)
