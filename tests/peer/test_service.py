@@ -35,6 +35,7 @@ def eventually(check, timeout: float = 15.0, interval: float = 0.05):
 
 class PeerClusterTests(TestCase):
     timeout = 60
+    fsync = "never"
 
     @defer.inlineCallbacks
     def setUp(self):
@@ -59,7 +60,8 @@ class PeerClusterTests(TestCase):
 
     @defer.inlineCallbacks
     def start_peer(self, peer_id: str, data_dir: str):
-        peer = PeerService(peer_id, PEERS, self.grape_url, data_dir, fsync="never", seed=PEERS.index(peer_id))
+        peer = PeerService(peer_id, PEERS, self.grape_url, data_dir, fsync=self.fsync,
+                           seed=PEERS.index(peer_id))
         self.peers[peer_id] = peer
         yield peer.startService()
         self.addCleanup(lambda: peer.stopService() if peer.running else None)
@@ -121,3 +123,9 @@ class PeerClusterTests(TestCase):
         survivor = next(p for p in PEERS if p != leader.node_id)
         second = yield self.call(survivor, order("gina", "g1", "buy", "105", "1"))
         self.assertEqual(second["fills"][0]["maker_order"], ack["order"]["id"])
+
+
+class PeerClusterWithFsyncTests(PeerClusterTests):
+    """The same behaviour with fsync per batch: writes run in a thread, in order."""
+
+    fsync = "batch"
