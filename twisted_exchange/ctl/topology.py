@@ -44,7 +44,7 @@ class Topology:
 
 
 def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_PORTS,
-           peer_ports: Sequence[int] | None = None, run_dir: str = f"{HERE}/run",
+           peer_ports: Sequence[int] | None = None, run_dir: str | None = None,
            peer_command: str = "twisted-exchange-peer",
            grape_command: str = "twisted-exchange-grape",
            stopwaitsecs: int = 10) -> str:
@@ -52,11 +52,16 @@ def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_POR
 
     Each grape bootstraps from all the others; peer ``i`` uses grape
     ``i mod len(grape_ports)``.  ``peer_ports`` defaults to 5001, 5002, ...;
-    a port 0 lets each peer pick a free one.  ``peer_command`` and
-    ``grape_command`` are the programs' executables (tests substitute dummies).
+    a port 0 lets each peer pick a free one.  ``run_dir`` defaults to
+    ``run`` beside the config for 3 peers and ``run<N>`` for N peers: a Raft
+    data directory belongs to one membership, so topologies never share one.
+    ``peer_command`` and ``grape_command`` are the programs' executables
+    (tests substitute dummies).
     """
     if peers < 1 or not grape_ports:
         raise ValueError("a cluster needs at least one peer and one grape")
+    if run_dir is None:
+        run_dir = f"{HERE}/run" if peers == 3 else f"{HERE}/run{peers}"
     ports = list(peer_ports) if peer_ports is not None else [FIRST_PEER_PORT + i for i in range(peers)]
     if len(ports) != peers:
         raise ValueError(f"{peers} peers but {len(ports)} peer ports")
@@ -158,8 +163,6 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-if __name__ == "__main__":  # python -m twisted_exchange.ctl.topology [PEERS] > conf/cluster.conf
-    sys.stdout.write(render(int(sys.argv[1]) if len(sys.argv) > 1 else 3))
 
 
 def free_ports(n: int) -> list[int]:
@@ -177,3 +180,7 @@ def free_ports(n: int) -> list[int]:
         if port not in ports:
             ports.append(port)
     return ports
+
+
+if __name__ == "__main__":  # python -m twisted_exchange.ctl.topology [PEERS] > conf/cluster.conf
+    sys.stdout.write(render(int(sys.argv[1]) if len(sys.argv) > 1 else 3))
