@@ -58,3 +58,18 @@ class PeerCommandLineTests(unittest.TestCase):
         self.assertNotIn("Traceback", log.read_text())
         again = spawn(self, argv, log=log)
         wait_for_port(port, proc=again)
+
+    def test_data_dir_of_another_cluster_is_refused(self):
+        port, = free_ports(1)
+        first = spawn(self, peer_argv(self.data_dir, "--id", "peer1", "--port", str(port),
+                                      "--grape", "http://127.0.0.1:1"))
+        wait_for_port(port, proc=first)
+        os.kill(first.pid, signal.SIGTERM)
+        self.assertEqual(first.wait(15), 0)
+        done = subprocess.run(
+            python_module("twisted_exchange.peer", "--peers", "peer1,peer2,peer3,peer4,peer5",
+                          "--id", "peer1", "--data-dir", self.data_dir, "--grape", "http://127.0.0.1:1"),
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("belongs to peer 'peer1' of cluster ['peer1', 'peer2', 'peer3']", done.stderr)
+

@@ -5,8 +5,14 @@ import re
 import sys
 
 import click
+from twisted.internet.error import CannotListenError
+from twisted.logger import (
+    FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner, textFileLogObserver,
+)
 
+from twisted_exchange.peer.membership import MembershipError
 from twisted_exchange.peer.service import SNAPSHOT_EVERY, PeerService
+from twisted_exchange.replication.storage import StorageError
 
 PEER_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -43,18 +49,11 @@ def main(node_id: str, peers: list[str], grape: str, host: str, port: int, data_
     if node_id not in peers:
         raise click.BadParameter(f"{node_id!r} is not in --peers", param_hint="--id")
     from twisted.internet import reactor
-    from twisted.internet.error import CannotListenError
-    from twisted.logger import (
-        FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner,
-        textFileLogObserver,
-    )
-
-    from twisted_exchange.replication.storage import StorageError
 
     try:
         service = PeerService(node_id, peers, grape, data_dir, host=host, port=port, fsync=fsync,
                               snapshot_every=snapshot_every)
-    except (StorageError, OSError) as e:
+    except (StorageError, MembershipError, OSError) as e:
         click.echo(f"error: cannot open data directory {data_dir}: {e}", err=True)
         sys.exit(1)
     info_and_above = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted_exchange.grenache import Link, RPCClient, RPCServer
 from twisted_exchange.peer.api import PeerAPI
 from twisted_exchange.peer.directory import PeerDirectory, service_name
+from twisted_exchange.peer.membership import claim
 from twisted_exchange.peer.transport import RaftTransport
 from twisted_exchange.replication.raft import RaftConfig
 from twisted_exchange.replication.replica import Replica
@@ -53,6 +54,7 @@ class PeerService(Service):
         self._reactor = reactor
         self._host = host
         self._requested_port = port
+        claim(data_dir, node_id, self._peers)
         self._storage = FileStorage(data_dir, fsync=fsync)
         recovered = self._storage.load()
         if recovered.repaired:
