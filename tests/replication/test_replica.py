@@ -107,6 +107,17 @@ class ReplicaTests(unittest.TestCase):
             cluster.replicas["a"].propose({"action": "submit"})
         self.assertEqual(caught.exception.code, "ERR_INVALID_COMMAND")
 
+    def test_forwarded_command_without_string_client_and_request_is_dropped(self):
+        cluster = Cluster()
+        leader = cluster.leader()
+        replica = cluster.replicas[leader]
+        before = replica.node.last_index
+        follower = next(i for i in IDS if i != leader)
+        for command in ({"client": 5, "request": "r1"}, {"client": "a"}, "garbage", None):
+            replica.step({"type": "raft.forward", "from": follower, "to": leader,
+                          "term": replica.node.term, "command": command})
+        self.assertEqual(replica.node.last_index, before)
+
     def test_no_leader_is_reported_after_bounded_wait(self):
         config = RaftConfig(no_leader_ticks=15)
         cluster = Cluster(config)

@@ -108,7 +108,7 @@ class Replica:
 
     def propose(self, command: dict) -> int:
         """Submit a client command; its result comes back in a later ``Ready.results``."""
-        if not (isinstance(command.get("client"), str) and isinstance(command.get("request"), str)):
+        if not _is_command(command):
             raise ReplicationError("ERR_INVALID_COMMAND", "a command needs string 'client' and 'request'")
         token = next(self._tokens)
         known = self.state_machine.lookup(command)
@@ -128,7 +128,9 @@ class Replica:
     def step(self, message: Message) -> None:
         """A message from another replica."""
         if message["type"] == "raft.forward":
-            if self.node.role == LEADER:
+            # A forwarded command enters the log like a local proposal, so it
+            # meets the same check (session keys must stay strings for JSON).
+            if self.node.role == LEADER and _is_command(message.get("command")):
                 self._propose_as_leader(message["command"])
         else:
             self.node.step(message)
@@ -234,3 +236,9 @@ class Replica:
 
 def _key(command: dict) -> Key:
     return (command["client"], command["request"])
+
+
+def _is_command(command: object) -> bool:
+    return (isinstance(command, dict) and isinstance(command.get("client"), str)
+            and isinstance(command.get("request"), str))
+
