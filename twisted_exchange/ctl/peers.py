@@ -73,7 +73,7 @@ class Peers:
         if None in reasons:
             who = f"{peer} is" if peer is not None else "no peer is"
             raise CtlError(f"{who} announced on no grape (is it running? see: exchangectl status)")
-        raise CtlError(f"no grape reachable ({'; '.join(reasons)})")
+        raise CtlError(f"no grape reachable ({'; '.join(reasons)}); is the cluster up? (exchangectl up)")
 
     async def statuses(self, peers: Sequence[str]) -> dict[str, dict | CtlError]:
         """Every peer's ``status`` reply, or the CtlError saying why there is none."""
