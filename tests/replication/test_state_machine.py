@@ -51,6 +51,28 @@ class StateMachineTests(unittest.TestCase):
         self.assertIsNotNone(machine.lookup(submit("alice", "r1")))
         self.assertIsNotNone(machine.lookup(submit("alice", f"r{SESSION_WINDOW}")))
 
+    def test_least_recently_active_client_is_forgotten_beyond_the_bound(self):
+        machine = ReplicatedStateMachine(max_clients=2)
+        feed(machine, submit("alice", "r1"), submit("bob", "r1"), submit("alice", "r2"),
+             submit("carol", "r1"))
+        self.assertIsNone(machine.lookup(submit("bob", "r1")))
+        self.assertIsNotNone(machine.lookup(submit("alice", "r1")))
+        self.assertIsNotNone(machine.lookup(submit("carol", "r1")))
+
+    def test_session_recency_survives_a_snapshot_and_is_part_of_the_hash(self):
+        one, two = ReplicatedStateMachine(max_clients=2), ReplicatedStateMachine(max_clients=2)
+        feed(one, submit("alice", "r1"), submit("bob", "r1", side="sell", price="200"),
+             submit("alice", "r1"))
+        feed(two, submit("alice", "r1"), submit("bob", "r1", side="sell", price="200"),
+             submit("bob", "r1", side="sell", price="200"))
+        self.assertNotEqual(one.state_hash(), two.state_hash())  # same content, other recency
+        copy = ReplicatedStateMachine.restore(json.loads(json.dumps(one.snapshot())), max_clients=2)
+        self.assertEqual(copy.state_hash(), one.state_hash())
+        feed(one, submit("carol", "r1"))
+        feed(copy, submit("carol", "r1"))
+        self.assertIsNone(copy.lookup(submit("bob", "r1")))
+        self.assertEqual(copy.state_hash(), one.state_hash())
+
     def test_entries_must_be_applied_in_index_order(self):
         machine = ReplicatedStateMachine()
         with self.assertRaises(ValueError):
