@@ -66,9 +66,10 @@ class RenderTests(unittest.TestCase):
         parser = self.sections(render(3, peer_ports=[0, 0, 0]))
         self.assertEqual(parser.get("program:peer2", "command"),
                          "twisted-exchange-peer --id peer2 --peers peer1,peer2,peer3"
-                         " --grape http://127.0.0.1:40001 --host 127.0.0.1 --port 0"
-                         " --data-dir %(here)s/run/peer2")
-        self.assertIn("--grape http://127.0.0.1:30001", parser.get("program:peer3", "command"))
+                         " --grape http://127.0.0.1:40001,http://127.0.0.1:30001"
+                         " --host 127.0.0.1 --port 0 --data-dir %(here)s/run/peer2")
+        self.assertIn("--grape http://127.0.0.1:30001,http://127.0.0.1:40001 ",
+                      parser.get("program:peer3", "command"))
 
     def test_every_program_restarts_and_logs_under_the_run_dir(self):
         parser = self.sections(render(3))

@@ -32,6 +32,12 @@ class PeerCommandLineTests(unittest.TestCase):
         self.assertIn("'peer9' is not in --peers", done.stderr)
         self.assertNotIn("Traceback", done.stderr)
 
+    def test_grape_must_be_a_list_of_http_urls(self):
+        for value in ("127.0.0.1:30001", "http://127.0.0.1:30001,ftp://x:1", ","):
+            done = self.run_peer("--id", "peer1", "--grape", value)
+            self.assertEqual(done.returncode, 2, value)
+            self.assertIn("Invalid value for '--grape'", done.stderr)
+
     def test_port_in_use_is_one_error_line_and_exit_1(self):
         with socket.socket() as taken:
             taken.bind((LOOPBACK, 0))

@@ -60,7 +60,7 @@ class PeerClusterTests(TestCase):
 
     @defer.inlineCallbacks
     def start_peer(self, peer_id: str, data_dir: str):
-        peer = PeerService(peer_id, PEERS, self.grape_url, data_dir, fsync=self.fsync,
+        peer = PeerService(peer_id, PEERS, [self.grape_url], data_dir, fsync=self.fsync,
                            seed=PEERS.index(peer_id))
         self.peers[peer_id] = peer
         yield peer.startService()

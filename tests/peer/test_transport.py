@@ -8,10 +8,15 @@ from twisted_exchange.peer.transport import MAX_QUEUED, RaftTransport
 
 
 class FakeLink:
-    def __init__(self, found: dict[str, list[str]]):
+    grape_url = "http://127.0.0.1:1"
+
+    def __init__(self, found: dict[str, list[str]], down: bool = False):
         self.found = found
+        self.down = down
 
     def lookup(self, name):
+        if self.down:
+            return defer.fail(GrenacheError("ERR_REQUEST_GENERIC", "connection refused"))
         if not self.found.get(name):
             return defer.fail(GrenacheError("ERR_GRAPE_LOOKUP_EMPTY"))
         return defer.succeed(list(self.found[name]))
@@ -37,16 +42,23 @@ def message(to: str, n: int) -> dict:
 class PeerDirectoryTests(SynchronousTestCase):
     def test_unknown_peer_has_no_address_until_the_grape_lists_it(self):
         link = FakeLink({})
-        directory = PeerDirectory(link, ["peer2"])
+        directory = PeerDirectory([link], ["peer2"])
         self.successResultOf(directory.refresh())
         self.assertIsNone(directory.address("peer2"))
         link.found["exchange:peer2"] = ["127.0.0.1:5002"]
         self.successResultOf(directory.refresh())
         self.assertEqual(directory.address("peer2"), "127.0.0.1:5002")
 
+    def test_peer_is_found_on_the_next_grape_when_the_first_is_down_or_empty(self):
+        listed = {"exchange:peer2": ["127.0.0.1:5002"]}
+        for first in (FakeLink(listed, down=True), FakeLink({})):
+            directory = PeerDirectory([first, FakeLink(listed)], ["peer2"])
+            self.successResultOf(directory.refresh())
+            self.assertEqual(directory.address("peer2"), "127.0.0.1:5002")
+
     def test_failed_address_rotates_to_the_next_candidate_and_back(self):
         link = FakeLink({"exchange:peer2": ["127.0.0.1:1111", "127.0.0.1:2222"]})
-        directory = PeerDirectory(link, ["peer2"])
+        directory = PeerDirectory([link], ["peer2"])
         self.successResultOf(directory.refresh())
         first = directory.address("peer2")
         directory.failed("peer2", first)
@@ -56,7 +68,7 @@ class PeerDirectoryTests(SynchronousTestCase):
 
     def test_working_address_stays_preferred_across_refreshes(self):
         link = FakeLink({"exchange:peer2": ["127.0.0.1:1111", "127.0.0.1:2222"]})
-        directory = PeerDirectory(link, ["peer2"])
+        directory = PeerDirectory([link], ["peer2"])
         self.successResultOf(directory.refresh())
         directory.failed("peer2", "127.0.0.1:1111")
         self.successResultOf(directory.refresh())
@@ -64,7 +76,7 @@ class PeerDirectoryTests(SynchronousTestCase):
 
     def test_address_answering_as_another_peer_is_forgotten(self):
         link = FakeLink({"exchange:peer2": ["127.0.0.1:1111", "127.0.0.1:2222"]})
-        directory = PeerDirectory(link, ["peer2"])
+        directory = PeerDirectory([link], ["peer2"])
         self.successResultOf(directory.refresh())
         directory.forget("peer2", "127.0.0.1:1111")
         self.assertEqual(directory.address("peer2"), "127.0.0.1:2222")
@@ -73,7 +85,7 @@ class PeerDirectoryTests(SynchronousTestCase):
 class RaftTransportTests(SynchronousTestCase):
     def setUp(self):
         self.link = FakeLink({"exchange:peer2": ["127.0.0.1:1111", "127.0.0.1:2222"]})
-        self.directory = PeerDirectory(self.link, ["peer2", "peer3"])
+        self.directory = PeerDirectory([self.link], ["peer2", "peer3"])
         self.successResultOf(self.directory.refresh())
         self.client = FakeClient()
         self.transport = RaftTransport("peer1", self.directory, self.client)

@@ -50,8 +50,8 @@ def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_POR
            stopwaitsecs: int = 10) -> str:
     """A supervisord config for ``len(grape_ports)`` grapes and ``peers`` peers.
 
-    Each grape bootstraps from all the others; peer ``i`` uses grape
-    ``i mod len(grape_ports)``.  ``peer_ports`` defaults to 5001, 5002, ...;
+    Each grape bootstraps from all the others; peer ``i`` announces on every
+    grape and looks up on grape ``i mod len(grape_ports)`` first.  ``peer_ports`` defaults to 5001, 5002, ...;
     a port 0 lets each peer pick a free one.  ``run_dir`` defaults to
     ``run`` beside the config for 3 peers and ``run<N>`` for N peers: a Raft
     data directory belongs to one membership, so topologies never share one.
@@ -101,10 +101,16 @@ def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_POR
         out += _program(f"grape{i + 1}", command, run_dir, 100, stopwaitsecs)
     for i, (peer_id, port) in enumerate(zip(peer_ids, ports)):
         command = (f"{peer_command} --id {peer_id} --peers {','.join(peer_ids)}"
-                   f" --grape {grape_urls[i % len(grape_urls)]} --host {HOST} --port {port}"
+                   f" --grape {_own_grape_first(grape_urls, i)} --host {HOST} --port {port}"
                    f" --data-dir {run_dir}/{peer_id}")
         out += _program(peer_id, command, run_dir, 200, stopwaitsecs)
     return "\n".join(out)
+
+
+def _own_grape_first(grape_urls: list[str], peer_index: int) -> str:
+    """Every grape for peer ``peer_index``, its own (round robin) first."""
+    first = peer_index % len(grape_urls)
+    return ",".join(grape_urls[first:] + grape_urls[:first])
 
 
 def _program(name: str, command: str, run_dir: str, priority: int, stopwaitsecs: int) -> list[str]:

@@ -27,12 +27,22 @@ def _peer_list(ctx, param, value: str) -> list[str]:
     return peers
 
 
+def _grape_list(ctx, param, value: str) -> list[str]:
+    urls = [u.strip() for u in value.split(",") if u.strip()]
+    bad = [u for u in urls if not re.match(r"^http://[^/\s]+:\d+/?$", u)]
+    if not urls or bad:
+        raise click.BadParameter(f"expected http://HOST:PORT[,http://HOST:PORT...], got {value!r}")
+    return urls
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--id", "node_id", required=True, help="This peer's id, one of --peers.")
 @click.option("--peers", required=True, callback=_peer_list,
               help="Comma list of every peer id in the cluster (fixed membership).")
-@click.option("--grape", default="http://127.0.0.1:30001", show_default=True,
-              help="HTTP API URL of this peer's grape.")
+@click.option("--grape", "grapes", default="http://127.0.0.1:30001", show_default=True,
+              callback=_grape_list,
+              help="HTTP API URL of a grape, or a comma list: the peer announces on every "
+                   "one and looks peers up on the first that answers.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind and announce the RPC server on.")
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
@@ -43,7 +53,7 @@ def _peer_list(ctx, param, value: str) -> list[str]:
               help="fsync every ready batch; 'never' is for tests and benchmarks only.")
 @click.option("--snapshot-every", default=SNAPSHOT_EVERY, show_default=True, type=click.IntRange(0),
               help="Snapshot the state and compact the Raft log every N applied entries (0: never).")
-def main(node_id: str, peers: list[str], grape: str, host: str, port: int, data_dir: str,
+def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int, data_dir: str,
          fsync: str, snapshot_every: int) -> None:
     """Run one exchange peer: Raft-replicated order book over Grenache RPC."""
     if node_id not in peers:
@@ -51,7 +61,7 @@ def main(node_id: str, peers: list[str], grape: str, host: str, port: int, data_
     from twisted.internet import reactor
 
     try:
-        service = PeerService(node_id, peers, grape, data_dir, host=host, port=port, fsync=fsync,
+        service = PeerService(node_id, peers, grapes, data_dir, host=host, port=port, fsync=fsync,
                               snapshot_every=snapshot_every)
     except (StorageError, MembershipError, OSError) as e:
         click.echo(f"error: cannot open data directory {data_dir}: {e}", err=True)

@@ -1,4 +1,7 @@
-"""Where the other peers are: ``exchange:<peer_id>`` looked up on the grape.
+"""Where the other peers are: ``exchange:<peer_id>`` looked up on the grapes.
+
+Each peer is looked up on the first grape that knows it (the grapes share
+announcements through their DHT; a dead one is skipped).
 
 A grape may return several addresses for one peer (the Node grape never
 forgets an announcement, so a restarted peer leaves stale ones behind).  The
@@ -24,8 +27,8 @@ class PeerDirectory:
 
     log = Logger()
 
-    def __init__(self, link: Link, peer_ids: list[str]) -> None:
-        self._link = link
+    def __init__(self, links: list[Link], peer_ids: list[str]) -> None:
+        self._links = links
         self._candidates: dict[str, list[str]] = {p: [] for p in peer_ids}
 
     def address(self, peer_id: str) -> str | None:
@@ -52,14 +55,25 @@ class PeerDirectory:
     def refresh(self):
         """Look every peer up once; keep the preferred address if still listed."""
         for peer_id, current in self._candidates.items():
-            try:
-                found = yield self._link.lookup(service_name(peer_id))
-            except GrenacheError as e:
-                if e.code != "ERR_GRAPE_LOOKUP_EMPTY":
-                    self.log.warn("lookup of {peer} failed: {error}", peer=peer_id, error=e)
+            found = yield self._lookup(service_name(peer_id))
+            if not found:
                 continue
             preferred = [a for a in current if a in found][:1]
             fresh = preferred + sorted(a for a in found if a not in preferred)
             if fresh[:1] != current[:1]:
                 self.log.info("{peer} at {addresses}", peer=peer_id, addresses=",".join(fresh))
             self._candidates[peer_id] = fresh
+
+    @inlineCallbacks
+    def _lookup(self, name: str):
+        """Addresses of ``name`` on the first grape that has some, else []."""
+        for link in self._links:
+            try:
+                found = yield link.lookup(name)
+            except GrenacheError as e:
+                if e.code != "ERR_GRAPE_LOOKUP_EMPTY":
+                    self.log.warn("lookup of {name} on {grape} failed: {error}",
+                                  name=name, grape=link.grape_url, error=e)
+                continue
+            return found
+        return []

@@ -43,7 +43,7 @@ class PeerService(Service):
 
     log = Logger()
 
-    def __init__(self, node_id: str, peers: list[str], grape_url: str, data_dir: str,
+    def __init__(self, node_id: str, peers: list[str], grape_urls: list[str], data_dir: str,
                  host: str = "127.0.0.1", port: int = 0, fsync: str = "batch",
                  snapshot_every: int = SNAPSHOT_EVERY, reactor: IReactorTime | None = None,
                  seed: int | None = None) -> None:
@@ -61,9 +61,9 @@ class PeerService(Service):
             self.log.warn("storage repaired: {what}", what=recovered.repaired)
         config = RaftConfig(compact_every=snapshot_every)
         self.replica = Replica(node_id, self._peers, recovered, random.Random(seed), config)
-        self._link = Link(grape_url, reactor=reactor)
-        self._client = RPCClient(self._link, reactor=reactor)
-        self._directory = PeerDirectory(self._link, [p for p in self._peers if p != node_id])
+        self._links = [Link(url, reactor=reactor) for url in grape_urls]
+        self._client = RPCClient(self._links[0], reactor=reactor)
+        self._directory = PeerDirectory(self._links, [p for p in self._peers if p != node_id])
         self._transport = RaftTransport(node_id, self._directory, self._client)
         self._server = RPCServer(PeerAPI(self), host=host, port=port, max_body=MAX_BODY,
                                  reactor=reactor)
@@ -128,8 +128,9 @@ class PeerService(Service):
         yield self._server.start()
         self.log.info("{peer} serving Grenache RPC on {host}:{port}",
                       peer=self.node_id, host=self._host, port=self.port)
-        for name in ("exchange", service_name(self.node_id)):
-            self._link.start_announcing(name, self.port, ANNOUNCE_SECONDS)
+        for link in self._links:  # on every grape: one dying does not hide this peer
+            for name in ("exchange", service_name(self.node_id)):
+                link.start_announcing(name, self.port, ANNOUNCE_SECONDS)
         self._loop(self._tick, TICK_SECONDS)
         self._loop(self._directory.refresh, DIRECTORY_REFRESH_SECONDS)
 
@@ -144,7 +145,8 @@ class PeerService(Service):
         self._transport.stop()
         yield self._server.stop()
         yield self._client.close()
-        yield self._link.close()
+        for link in self._links:
+            yield link.close()
         self._storage.close()
         self.log.info("{peer} stopped", peer=self.node_id)
 
