@@ -53,7 +53,6 @@ class PeerService(Service):
         self._peers = list(peers)
         self._reactor = reactor
         self._host = host
-        self._requested_port = port
         claim(data_dir, node_id, self._peers)
         self._storage = FileStorage(data_dir, fsync=fsync)
         recovered = self._storage.load()
