@@ -53,7 +53,6 @@ class RenderTests(unittest.TestCase):
         self.assertEqual(topology.grapes, ("http://127.0.0.1:31001", "http://127.0.0.1:41001"))
         self.assertEqual(topology.run_dir, Path("/tmp/x/run"))
         self.assertEqual(topology.socket, Path("/tmp/x/run/supervisord.sock"))
-        self.assertEqual(topology.log_file("peer2"), Path("/tmp/x/run/peer2.log"))
 
     def test_grapes_bootstrap_to_each_other(self):
         parser = self.sections(render(3))

@@ -38,10 +38,6 @@ class Topology:
     run_dir: Path
     socket: Path
 
-    def log_file(self, name: str) -> Path:
-        """The stdout log file of program ``name``."""
-        return self.run_dir / f"{name}.log"
-
 
 def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_PORTS,
            peer_ports: Sequence[int] | None = None, run_dir: str | None = None,
