@@ -16,6 +16,8 @@ import time
 import unittest
 from pathlib import Path
 
+from twisted.internet import defer, reactor, task
+
 from twisted_exchange.ctl.topology import free_ports  # noqa: F401 (re-exported for the tests)
 
 LOOPBACK = "127.0.0.1"
@@ -100,3 +102,20 @@ def node_grape_argv(dht_port: int, api_port: int, bootstrap: list[str] | None = 
             "--dp", str(dht_port), "--aph", str(api_port), "-b", LOOPBACK]
     argv += ["--bn", ",".join(bootstrap)] if bootstrap else ["--bn", ""]
     return argv
+
+
+@defer.inlineCallbacks
+def eventually(check, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    """Poll ``check()`` (value or Deferred) until truthy; fail at the deadline."""
+    deadline = reactor.seconds() + timeout
+    last_error = None
+    while True:
+        try:
+            result = yield defer.maybeDeferred(check)
+        except Exception as e:  # a peer that is down or restarting: poll again
+            result, last_error = None, e
+        if result:
+            return result
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s (last error: {last_error!r})")
+        yield task.deferLater(reactor, interval, lambda: None)

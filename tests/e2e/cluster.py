@@ -16,26 +16,9 @@ from twisted.internet import defer, reactor, task
 from twisted_exchange.ctl.supervisor import Supervisor
 from twisted_exchange.ctl.topology import render
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
-from tests.support import free_ports, python_module, spawn
+from tests.support import eventually, free_ports, python_module, spawn
 
 SYMBOL = "BTCUSD"
-
-
-@defer.inlineCallbacks
-def eventually(check, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
-    """Poll ``check()`` (value or Deferred) until truthy; fail at the deadline."""
-    deadline = reactor.seconds() + timeout
-    last_error = None
-    while True:
-        try:
-            result = yield defer.maybeDeferred(check)
-        except Exception as e:  # a peer that is down or restarting: poll again
-            result, last_error = None, e
-        if result:
-            return result
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s (last error: {last_error!r})")
-        yield task.deferLater(reactor, interval, lambda: None)
 
 
 class Cluster:

@@ -9,26 +9,28 @@ import sys
 from collections import defaultdict
 from decimal import Decimal
 
-from twisted.internet import defer, task, reactor
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from twisted_exchange.grenache import GrenacheError
 from tests.e2e.cluster import (
-    SYMBOL, Cluster, Trader, eventually, statuses, wait_for_convergence, wait_for_leader,
+    SYMBOL, Cluster, Trader, statuses, wait_for_convergence, wait_for_leader,
 )
-from tests.support import NODE_MODULES, node_or_skip
+from tests.support import NODE_MODULES, eventually, node_or_skip
 
 
 class ClusterTestCase(TestCase):
     timeout = 180
     peer_args = ""
-    grape_command = None
+
+    def grape_command(self) -> str | None:
+        """The grape program of the topology (None: ours)."""
+        return None
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.cluster = Cluster(self, grape_command=self.grape_command(), peer_args=self.peer_args) \
-            if callable(self.grape_command) else Cluster(self, peer_args=self.peer_args)
+        self.cluster = Cluster(self, grape_command=self.grape_command(), peer_args=self.peer_args)
         self.cluster.start()
         self.peers = self.cluster.peer_ids
         self.client = self.cluster.client()
@@ -196,8 +198,7 @@ class SnapshotCatchUpTests(ClusterTestCase):
 class NodeGrapeClusterTests(ClusterTestCase):
     """The real grenache-grape stands in for ours; a Node client trades."""
 
-    @staticmethod
-    def grape_command():
+    def grape_command(self) -> str:
         node = node_or_skip()
         return f"{node} {NODE_MODULES / 'grenache-grape' / 'bin' / 'grape.js'}"
 

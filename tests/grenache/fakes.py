@@ -69,18 +69,18 @@ class WireStub:
     def answer_raw(self, response: bytes | Callable[[dict], bytes], *parts: bytes) -> dict:
         """Answer the oldest waiting request with raw bytes, sent in ``parts`` too."""
         self._accept()
-        for protocol, transport in zip(self._protocols, self.transports):
+        for client, transport in zip(self._protocols, self.transports):
             raw = transport.value()
             if raw and not transport.disconnecting:
                 transport.clear()
                 head, _, content = raw.partition(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 request = {"line": lines[0], "body": content, "transport": transport,
-                           "protocol": protocol,
+                           "protocol": client,
                            "headers": {k.lower(): v for k, _, v in
                                        (line.partition(": ") for line in lines[1:])}}
                 for data in (response(request) if callable(response) else response, *parts):
-                    protocol.dataReceived(data)
+                    client.dataReceived(data)
                 return request
         raise AssertionError("no request is waiting")
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from twisted_exchange.grape.service import GrapeConfig, GrapeService
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
 from twisted_exchange.peer.service import PeerService
-from tests.support import free_ports
+from tests.support import eventually, free_ports
 
 PEERS = ["peer1", "peer2", "peer3"]
 
@@ -18,19 +18,6 @@ PEERS = ["peer1", "peer2", "peer3"]
 def order(client: str, request: str, side: str, price: str, quantity: str) -> dict:
     return {"action": "submit", "client": client, "request": request, "symbol": "BTCUSD",
             "side": side, "type": "limit", "price": price, "quantity": quantity}
-
-
-@defer.inlineCallbacks
-def eventually(check, timeout: float = 15.0, interval: float = 0.05):
-    """Poll ``check()`` (which may return a Deferred) until it is truthy, or fail."""
-    deadline = reactor.seconds() + timeout
-    while True:
-        result = yield defer.maybeDeferred(check)
-        if result:
-            return result
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        yield task.deferLater(reactor, interval, lambda: None)
 
 
 class PeerClusterTests(TestCase):
