@@ -67,6 +67,18 @@ def parse_command(command: object) -> Command:
     return parser(command)
 
 
+def canonical_command(command: object) -> dict:
+    """A checked copy of ``command`` that is safe to replicate, or ExchangeError.
+
+    The copy holds exactly the fields :func:`parse_command` accepted, and
+    every value is a bounded printable string, a bool or None: whatever a
+    client sent, the copy encodes as JSON and parses again on every peer.
+    This is the one check a client command passes before it enters the log.
+    """
+    parse_command(command)
+    return dict(command)
+
+
 def _submit(command: dict) -> Order:
     _check_fields(command, _SUBMIT_REQUIRED, _SUBMIT_ALLOWED)
     client = _client(command)
