@@ -67,7 +67,20 @@ class PeerAPITests(SynchronousTestCase):
     def test_non_object_payload_and_unknown_action_are_refused(self):
         self.assertEqual(self.refused(["submit"]).code, "ERR_BAD_REQUEST")
         self.assertEqual(self.refused({"action": "explode"}).code, "ERR_UNKNOWN_ACTION")
-        self.assertEqual(self.refused({}).code, "ERR_UNKNOWN_ACTION")
+        self.assertEqual(self.refused({}).code, "ERR_BAD_REQUEST")
+        self.assertEqual(self.refused({"action": 1}).code, "ERR_BAD_REQUEST")
+
+    def test_hostile_commands_are_refused_at_the_edge_and_never_proposed(self):
+        nested = {"x": [[[[{"y": [1]}]]]]}
+        for payload in (submit(quantity=1e999), submit(quantity=float("nan")), submit(price=100),
+                        submit(extra=nested), submit(client=["alice"]), submit(request="\ud800"),
+                        submit(client="a" * 65), submit(symbol="BTC\x00"), submit(post_only=1)):
+            self.assertEqual(self.refused(payload).code, "ERR_INVALID_ORDER", payload)
+        self.assertEqual(self.node.proposed, [])
+
+    def test_what_is_proposed_is_exactly_the_accepted_fields(self):
+        self.call(submit())
+        self.assertEqual(self.node.proposed, [submit()])
 
     def test_book_reports_peer_applied_index_and_levels(self):
         self.call(submit())
@@ -79,9 +92,11 @@ class PeerAPITests(SynchronousTestCase):
     def test_query_parameters_are_validated(self):
         for payload in ({"action": "book", "symbol": "btc"}, {"action": "book", "depth": 0},
                         {"action": "book", "depth": True}, {"action": "trades", "limit": "5"},
-                        {"action": "orders", "symbol": 5}, {"action": "orders", "client": 5}):
+                        {"action": "orders", "symbol": 5}, {"action": "orders", "client": 5},
+                        {"action": "book", "depth": 10**6}, {"action": "trades", "limit": 1.0},
+                        {"action": "book", "extra": {"deep": [1]}}, {"action": "status", "x": 1},
+                        {"action": "order", "order_id": 1}, {"action": "order"}):
             self.assertEqual(self.refused(payload).code, "ERR_INVALID_QUERY", payload)
-        self.assertEqual(self.refused({"action": "order", "order_id": 1}).code, "ERR_UNKNOWN_ORDER")
 
     def test_unknown_order_is_refused(self):
         self.assertEqual(self.refused({"action": "order", "order_id": "9"}).code,
@@ -97,6 +112,17 @@ class PeerAPITests(SynchronousTestCase):
     def test_raft_batch_for_another_peer_is_refused(self):
         self.assertEqual(self.refused({"action": "raft.batch", "from": "peer2", "to": "peer3",
                                        "messages": []}).code, "ERR_WRONG_PEER")
+        self.assertEqual(self.node.delivered, [])
+
+    def test_malformed_raft_batch_is_refused_before_delivery(self):
+        for payload in ({"action": "raft.batch", "from": "peer2", "to": "peer1"},
+                        {"action": "raft.batch", "from": 2, "to": "peer1", "messages": []},
+                        {"action": "raft.batch", "from": "peer2", "to": "peer1", "messages": {}},
+                        {"action": "raft.batch", "from": "peer2", "to": "peer1", "messages": [],
+                         "extra": 1},
+                        {"action": "raft.batch", "from": "peer2", "to": "peer1",
+                         "messages": [{}] * 1025}):
+            self.assertEqual(self.refused(payload).code, "ERR_BAD_MESSAGE", payload)
         self.assertEqual(self.node.delivered, [])
 
     def test_raft_batch_is_delivered(self):

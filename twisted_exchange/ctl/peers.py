@@ -19,18 +19,13 @@ from twisted_exchange.ctl.consistency import Observer, Verdict
 from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
 from twisted_exchange.grenache.errors import ERR_GRAPE_LOOKUP_EMPTY
+from twisted_exchange.peer.protocol import service_name
 
 T = TypeVar("T")
-SERVICE = "exchange"
 #: Codes the Grenache layer itself produces; any other ERR_ came from the peer.
 TRANSPORT_CODES = frozenset({"ERR_TIMEOUT", "ERR_REQUEST_GENERIC", "ERR_REPLY_EMPTY",
                              "ERR_REPLY_ENCODING_COMPRESSION", "ERR_GRAPE_LOOKUP_EMPTY",
                              "ERR_REMOTE"})
-
-
-def service(peer: str | None) -> str:
-    """The Grenache service name of ``peer`` (None: any peer)."""
-    return SERVICE if peer is None else f"{SERVICE}:{peer}"
 
 
 class Peers:
@@ -48,7 +43,7 @@ class Peers:
     async def call(self, payload: dict, peer: str | None = None,
                    timeout: float | None = None) -> Any:
         """The reply of ``peer`` (None: any peer) to ``payload``."""
-        key = service(peer)
+        key = service_name(peer)
         client = await self._client_for(key, peer)
         try:
             return await client.request(key, payload, timeout=timeout)

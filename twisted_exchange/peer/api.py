@@ -1,11 +1,10 @@
 """The peer's RPC surface: one Grenache payload in, one reply or error out.
 
-Payloads are JSON objects with an ``action`` (see README, "RPC protocol").
-Client commands go through Raft and are answered after this peer applied
-them; queries are answered from this peer's own book, whose own checks
-(``ERR_INVALID_QUERY``) cover their parameters.  Every refusal is an
-exception with an ERR_ ``code`` that the RPC server sends as
-``ERR_<CODE>: reason``.
+The payload is parsed once by :func:`~twisted_exchange.peer.protocol.parse_request`;
+each typed request then has one handler here.  Client commands go through
+Raft and are answered after this peer applied them; queries are answered
+from this peer's own book.  Every refusal is an exception with an ERR_
+``code`` that the RPC server sends as ``ERR_<CODE>: reason``.
 """
 from __future__ import annotations
 
@@ -13,17 +12,8 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
-COMMANDS = frozenset({"submit", "cancel", "amend"})
-DEFAULT_SYMBOL = "BTCUSD"
-MAX_ID_LENGTH = 128
-
-
-class RequestError(Exception):
-    """A refused request; ``str()`` is the Grenache error string."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
+from twisted_exchange.peer import protocol
+from twisted_exchange.peer.protocol import RequestError
 
 
 class Node(Protocol):
@@ -47,63 +37,47 @@ class PeerAPI:
         self._node = node
 
     def __call__(self, key: str, payload: Any) -> Any:
-        if not isinstance(payload, dict):
-            raise RequestError("ERR_BAD_REQUEST", "payload must be a JSON object with an action")
-        action = payload.get("action")
-        if action in COMMANDS:
-            return self._command(payload)
-        handler = self._QUERIES.get(action)
-        if handler is None:
-            raise RequestError("ERR_UNKNOWN_ACTION", f"unknown action {action!r}")
-        return handler(self, payload)
+        request = protocol.parse_request(payload)
+        return self._HANDLERS[type(request)](self, request)
 
-    def _command(self, payload: dict) -> Deferred:
-        for field in ("client", "request"):
-            value = payload.get(field)
-            if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
-                raise RequestError("ERR_INVALID_ORDER",
-                                   f"{field} must be a string of 1 to {MAX_ID_LENGTH} characters")
-        return self._node.propose(dict(payload)).addCallback(_result_or_error)
+    def _command(self, request: protocol.Command) -> Deferred:
+        return self._node.propose(request.command).addCallback(_result_or_error)
 
-    def _raft_batch(self, payload: dict) -> dict:
-        if payload.get("to") != self._node.node_id:
-            raise RequestError("ERR_WRONG_PEER", f"this is {self._node.node_id}, not {payload.get('to')!r}")
-        messages = payload.get("messages")
-        if not isinstance(messages, list):
-            raise RequestError("ERR_BAD_REQUEST", "messages must be a list")
-        self._node.deliver(payload.get("from"), messages)
+    def _raft_batch(self, request: protocol.RaftBatch) -> dict:
+        if request.to != self._node.node_id:
+            raise RequestError(protocol.ERR_WRONG_PEER, f"this is {self._node.node_id}, not {request.to!r}")
+        self._node.deliver(request.sender, request.messages)
         return {"ok": True, "id": self._node.node_id}
 
-    def _book(self, payload: dict) -> dict:
-        symbol = payload.get("symbol", DEFAULT_SYMBOL)
-        book = self._node.exchange.book(symbol, depth=payload.get("depth", 10))
-        return {**self._stamp(), "symbol": symbol, "bids": book["bids"], "asks": book["asks"]}
+    def _book(self, request: protocol.BookQuery) -> dict:
+        book = self._node.exchange.book(request.symbol, depth=request.depth)
+        return {**self._stamp(), "symbol": request.symbol, "bids": book["bids"], "asks": book["asks"]}
 
-    def _orders(self, payload: dict) -> dict:
-        orders = self._node.exchange.open_orders(symbol=payload.get("symbol"),
-                                                 client=payload.get("client"))
+    def _orders(self, request: protocol.OrdersQuery) -> dict:
+        orders = self._node.exchange.open_orders(symbol=request.symbol, client=request.client,
+                                                 limit=request.limit)
         return {**self._stamp(), "orders": orders}
 
-    def _order(self, payload: dict) -> dict:
-        order_id = payload.get("order_id")
-        order = self._node.exchange.order(order_id)
+    def _order(self, request: protocol.OrderQuery) -> dict:
+        order = self._node.exchange.order(request.order_id)
         if order is None:
-            raise RequestError("ERR_UNKNOWN_ORDER", f"no order {order_id!r}")
+            raise RequestError(protocol.ERR_UNKNOWN_ORDER, f"no order {request.order_id!r}")
         return {**self._stamp(), "order": order}
 
-    def _trades(self, payload: dict) -> dict:
-        symbol = payload.get("symbol", DEFAULT_SYMBOL)
-        trades = self._node.exchange.trades(symbol, limit=payload.get("limit", 100))
-        return {**self._stamp(), "symbol": symbol, "trades": trades}
+    def _trades(self, request: protocol.TradesQuery) -> dict:
+        trades = self._node.exchange.trades(request.symbol, limit=request.limit)
+        return {**self._stamp(), "symbol": request.symbol, "trades": trades}
 
-    def _status(self, payload: dict) -> dict:
+    def _status(self, request: protocol.StatusQuery) -> dict:
         return self._node.status()
 
     def _stamp(self) -> dict:
         return {"peer": self._node.node_id, "applied": self._node.applied}
 
-    _QUERIES = {"raft.batch": _raft_batch, "book": _book, "orders": _orders,
-                "order": _order, "trades": _trades, "status": _status}
+    _HANDLERS = {protocol.Command: _command, protocol.RaftBatch: _raft_batch,
+                 protocol.BookQuery: _book, protocol.OrdersQuery: _orders,
+                 protocol.OrderQuery: _order, protocol.TradesQuery: _trades,
+                 protocol.StatusQuery: _status}
 
 
 def _result_or_error(result: dict) -> dict:

@@ -15,11 +15,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from twisted_exchange.grenache import GrenacheError, Link
-
-
-def service_name(peer_id: str) -> str:
-    """The Grenache service a peer announces for itself."""
-    return f"exchange:{peer_id}"
+from twisted_exchange.peer.protocol import service_name
 
 
 class PeerDirectory:

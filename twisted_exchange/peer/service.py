@@ -6,23 +6,36 @@ persists it (hard state, entries, snapshot), sends its messages, and fires
 the Deferreds of finished client commands.  Persisting before sending is the
 Raft stable-storage rule: a vote or an acknowledgement never leaves the peer
 before it is on disk.
+
+Fail-stop (as etcd panics on a WAL error): an unexpected exception in a tick,
+a flush or a background loop, or a failed write or fsync, ends the process
+at once with :data:`EXIT_FAIL_STOP` and one ``fail-stop:`` log line.  A peer
+that cannot make progress safely must not go on answering as if it could;
+supervisord restarts it and it recovers from its own log.
 """
 from __future__ import annotations
 
+import os
 import random
+import sys
+from collections.abc import Callable
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_exchange.grenache import Link, RPCClient, RPCServer
 from twisted_exchange.peer.api import PeerAPI
-from twisted_exchange.peer.directory import PeerDirectory, service_name
+from twisted_exchange.peer.directory import PeerDirectory
 from twisted_exchange.peer.membership import claim
+from twisted_exchange.peer.protocol import MAX_BODY, SERVICE, service_name
 from twisted_exchange.peer.transport import RaftTransport
+from twisted_exchange.replication.messages import MessageError, parse_message
 from twisted_exchange.replication.raft import RaftConfig
 from twisted_exchange.replication.replica import Replica
+from twisted_exchange.replication.state_machine import ReplicatedStateMachine
 from twisted_exchange.replication.storage import FileStorage
 
 #: Seconds per Raft tick; election and heartbeat timeouts are counted in ticks.
@@ -33,9 +46,24 @@ DIRECTORY_REFRESH_SECONDS = 1.0
 ANNOUNCE_SECONDS = 1.0
 #: Applied entries between snapshots (log compaction).
 SNAPSHOT_EVERY = 10_000
-#: Largest RPC body accepted: a Raft snapshot of the whole exchange travels
-#: in one message (chunked InstallSnapshot is not built).
-MAX_BODY = 64 << 20
+#: Seconds without a tick after which status reports the loop as stalled.
+STALL_SECONDS = 1.0
+#: Seconds between checks that the data directory still takes a durable write.
+PROBE_SECONDS = 5.0
+#: Exit status of a fail-stop (see the module docstring).
+EXIT_FAIL_STOP = 70
+
+
+def exit_now(line: str) -> None:
+    """The default fail-stop: say why on stderr and end the process at once.
+
+    ``os._exit`` skips shutdown hooks on purpose: they would flush and save
+    through the very path that just failed.
+    """
+    sys.stdout.flush()
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    os._exit(EXIT_FAIL_STOP)
 
 
 class PeerService(Service):
@@ -46,13 +74,16 @@ class PeerService(Service):
     def __init__(self, node_id: str, peers: list[str], grape_urls: list[str], data_dir: str,
                  host: str = "127.0.0.1", port: int = 0, fsync: str = "batch",
                  snapshot_every: int = SNAPSHOT_EVERY, reactor: IReactorTime | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, fail_stop: Callable[[str], None] = exit_now) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.node_id = node_id
         self._peers = list(peers)
         self._reactor = reactor
         self._host = host
+        self._data_dir = data_dir
+        self._fail_stop = fail_stop
+        self._stopped_by: str | None = None
         claim(data_dir, node_id, self._peers)
         self._storage = FileStorage(data_dir, fsync=fsync)
         recovered = self._storage.load()
@@ -70,6 +101,7 @@ class PeerService(Service):
         self._flush_call = None
         self._loops: list[task.LoopingCall] = []
         self._role = None
+        self._last_tick: float | None = None
 
     # -- what PeerAPI needs --------------------------------------------------
 
@@ -82,38 +114,58 @@ class PeerService(Service):
         return self.replica.state_machine.applied
 
     def propose(self, command: dict) -> defer.Deferred:
-        """Replicate ``command``; fires with its result once applied here."""
+        """Replicate ``command`` (canonical, see peer.protocol); fires with its
+        result once applied here."""
         token = self.replica.propose(command)
         d = self._waiting[token] = defer.Deferred()
         self._schedule_flush()
         return d
 
     def deliver(self, sender: str, messages: list) -> None:
-        """Step every Raft message from ``sender``; drop malformed ones.
+        """Step every Raft message from ``sender`` that parses; drop the others.
 
-        Raft survives lost messages, so a message that does not parse is
-        dropped (and logged) rather than answered: the sender's next
+        Each message is parsed completely before the replica sees it, so a
+        malformed one changes nothing.  Raft survives lost messages, so it
+        is dropped (and logged) rather than answered: the sender's next
         heartbeat or retry carries the same information.
         """
+        if sender not in self._peers or sender == self.node_id:
+            self.log.warn("dropped raft batch from {sender!r}: not another peer", sender=sender)
+            return
         for message in messages:
-            if not (isinstance(message, dict) and sender in self._peers and sender != self.node_id
-                    and message.get("from") == sender and message.get("to") == self.node_id
-                    and isinstance(message.get("type"), str)
-                    and type(message.get("term")) is int):
-                self.log.warn("dropped malformed raft message from {sender!r}", sender=sender)
-                continue
             try:
-                self.replica.step(message)
-            except (KeyError, TypeError, ValueError, AttributeError) as e:
-                self.log.warn("dropped raft message {type} from {sender}: {error!r}",
-                              type=message["type"], sender=sender, error=e)
+                parsed = parse_message(message, sender, self.node_id)
+                if parsed["type"] == "raft.snapshot":
+                    _check_snapshot_data(parsed["snapshot"]["data"])
+            except MessageError as e:
+                self.log.warn("dropped raft message from {sender}: {error}", sender=sender, error=e)
+                continue
+            self._guarded(self.replica.step, parsed)
         self._schedule_flush()
 
     def status(self) -> dict:
+        """The replica's status, this peer's view of the others, and its health.
+
+        Cheap by design (no walk of the state): monitoring may poll it often.
+        """
         status = dict(self.replica.status())
         status["peers"] = self._directory.known()
         status["address"] = f"{self._host}:{self.port}" if self.running else None
+        status["health"] = self.health()
         return status
+
+    def health(self) -> dict:
+        """``ok`` unless something stops this peer from taking part; ``problems`` say what.
+
+        A dead loop or an unwritable disk never shows here: either ends the
+        process (fail-stop), so a peer that answers has both.
+        """
+        problems = []
+        if self._last_tick is None or self._reactor.seconds() - self._last_tick > STALL_SECONDS:
+            problems.append("tick loop stalled")
+        if self.replica.node.leader is None:
+            problems.append("no leader known")
+        return {"ok": not problems, "problems": problems}
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -128,10 +180,11 @@ class PeerService(Service):
         self.log.info("{peer} serving Grenache RPC on {host}:{port}",
                       peer=self.node_id, host=self._host, port=self.port)
         for link in self._links:  # on every grape: one dying does not hide this peer
-            for name in ("exchange", service_name(self.node_id)):
+            for name in (SERVICE, service_name(self.node_id)):
                 link.start_announcing(name, self.port, ANNOUNCE_SECONDS)
         self._loop(self._tick, TICK_SECONDS)
         self._loop(self._directory.refresh, DIRECTORY_REFRESH_SECONDS)
+        self._loop(self._probe_storage, PROBE_SECONDS)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -153,21 +206,51 @@ class PeerService(Service):
         loop = task.LoopingCall(f)
         loop.clock = self._reactor
         loop.start(seconds, now=True).addErrback(
-            lambda failure: self.log.failure("{peer} loop stopped", failure, peer=self.node_id))
+            lambda failure: self._die(f"{getattr(f, '__name__', f)} loop failed", failure))
         self._loops.append(loop)
+
+    # -- fail-stop -------------------------------------------------------------
+
+    def _guarded(self, f: Callable, *args) -> None:
+        """Run ``f``; any exception is a fail-stop (the replica may be half-changed)."""
+        try:
+            f(*args)
+        except Exception:
+            self._die(f"{getattr(f, '__name__', f)} failed", Failure())
+
+    def _die(self, what: str, failure: Failure) -> None:
+        if self._stopped_by is not None:
+            return
+        self._stopped_by = what
+        line = f"fail-stop: {self.node_id} {what}: {failure.getErrorMessage() or failure.type.__name__}"
+        self.log.failure(line, failure)
+        self._fail_stop(line)
+
+    def _probe_storage(self) -> None:
+        """A durable write into the data directory: a disk that turned read-only
+        or full is found even while no entry arrives."""
+        probe = os.path.join(self._data_dir, "probe.tmp")
+        with open(probe, "wb") as file:
+            file.write(b"probe")
+            file.flush()
+            os.fsync(file.fileno())
+        os.unlink(probe)
 
     # -- the ready loop -------------------------------------------------------
 
     def _tick(self) -> None:
+        self._last_tick = self._reactor.seconds()
         self.replica.tick()
         self._flush()
 
     def _schedule_flush(self) -> None:
         """Flush once at the end of this reactor turn, batching what arrives in it."""
         if self._flush_call is None or not self._flush_call.active():
-            self._flush_call = self._reactor.callLater(0, self._flush)
+            self._flush_call = self._reactor.callLater(0, self._guarded, self._flush)
 
     def _flush(self) -> None:
+        if self._stopped_by is not None:
+            return
         ready = self.replica.ready()
         self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
         if ready.compaction is not None:
@@ -186,3 +269,13 @@ class PeerService(Service):
             self._role = role
             self.log.info("{peer} is {role} in term {term}, leader {leader}",
                           peer=self.node_id, role=role[0], term=role[1], leader=role[2])
+
+
+def _check_snapshot_data(data: dict) -> None:
+    """Refuse snapshot data the state machine could not restore, before the
+    replica adopts the snapshot (restoring it then would fail in the ready
+    loop).  Snapshots are rare, so checking by restoring costs little."""
+    try:
+        ReplicatedStateMachine.restore(data)
+    except Exception as e:
+        raise MessageError(f"snapshot data does not restore: {e!r:.200}") from None

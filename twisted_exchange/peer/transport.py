@@ -13,7 +13,8 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
 from twisted_exchange.grenache import GrenacheError, RPCClient
-from twisted_exchange.peer.directory import PeerDirectory, service_name
+from twisted_exchange.peer.directory import PeerDirectory
+from twisted_exchange.peer.protocol import ERR_WRONG_PEER, RAFT_BATCH, service_name
 
 #: Messages kept per destination while a batch is in flight.
 MAX_QUEUED = 256
@@ -49,7 +50,7 @@ class RaftTransport:
         if address is None:
             return  # not found yet; Raft re-sends once the directory knows it
         batch = self._queues.pop(destination)
-        payload = {"action": "raft.batch", "from": self._node_id, "to": destination,
+        payload = {"action": RAFT_BATCH, "from": self._node_id, "to": destination,
                    "messages": batch}
         d = self._client.request_to(address, service_name(destination), payload,
                                     timeout=self._timeout)
@@ -67,7 +68,7 @@ class RaftTransport:
         if failure.check(CancelledError):
             return
         error = failure.value
-        if isinstance(error, GrenacheError) and error.code == "ERR_WRONG_PEER":
+        if isinstance(error, GrenacheError) and error.code == ERR_WRONG_PEER:
             self._directory.forget(destination, address)
         else:
             self._directory.failed(destination, address)

@@ -1,0 +1,227 @@
+"""The peer protocol: its vocabulary, its limits, and the parser at its edge.
+
+Everything a peer says or hears over Grenache is named here once: the
+services a peer announces, the actions a payload may carry, the ``ERR_``
+codes of refusals, and the limits of every field.  :func:`parse_request`
+turns an untrusted payload into one typed request, or raises
+:class:`RequestError`; nothing past it handles unchecked data.
+
+What passes is exactly what we accept: a JSON object with a known
+``action`` and exactly that action's fields, strings where strings are
+required (bounded, printable), integers that are ints within their range,
+no numbers where strings belong (so no ``1e999``), no unknown fields (so no
+nesting beyond the schema).  Client commands pass the core's own
+:func:`~twisted_exchange.core.commands.canonical_command`, so what a client
+sends either is refused here or enters the log as a value every peer can
+encode, send and apply.  Raft batches are parsed message by message by
+:mod:`twisted_exchange.replication.messages`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+from twisted_exchange.core.commands import MAX_CLIENT, MAX_ORDER_ID, canonical_command, is_symbol
+from twisted_exchange.core.errors import INVALID_ORDER, INVALID_QUERY, ExchangeError
+
+# -- services ---------------------------------------------------------------
+
+#: The Grenache service every peer announces; a client calls it to reach any peer.
+SERVICE = "exchange"
+
+
+def service_name(peer_id: str | None) -> str:
+    """The Grenache service of ``peer_id`` (``exchange:<id>``), or of any peer for None."""
+    return SERVICE if peer_id is None else f"{SERVICE}:{peer_id}"
+
+
+# -- actions ----------------------------------------------------------------
+
+COMMANDS = frozenset({"submit", "cancel", "amend"})
+QUERIES = frozenset({"book", "orders", "order", "trades", "status"})
+RAFT_BATCH = "raft.batch"
+ACTIONS = COMMANDS | QUERIES | {RAFT_BATCH}
+
+# -- refusals (every one also reaches clients as "ERR_<CODE>: reason") --------
+
+ERR_BAD_REQUEST = "ERR_BAD_REQUEST"          # not a JSON object with a string action
+ERR_UNKNOWN_ACTION = "ERR_UNKNOWN_ACTION"    # an action we do not serve
+ERR_INVALID_ORDER = INVALID_ORDER            # a command the core refuses to parse
+ERR_INVALID_QUERY = INVALID_QUERY            # a query with bad or unknown fields
+ERR_UNKNOWN_ORDER = "ERR_UNKNOWN_ORDER"      # order query for an id never seen
+ERR_WRONG_PEER = "ERR_WRONG_PEER"            # a raft.batch for another peer id
+ERR_BAD_MESSAGE = "ERR_BAD_MESSAGE"          # a raft.batch that does not parse
+ERR_NO_LEADER = "ERR_NO_LEADER"              # no leader long enough: retry later
+ERR_STALE_REQUEST = "ERR_STALE_REQUEST"      # a request id older than its result's memory
+ERR_REQUEST_REUSED = "ERR_REQUEST_REUSED"    # a request id reused for another command
+
+# -- limits -----------------------------------------------------------------
+
+DEFAULT_SYMBOL = "BTCUSD"
+DEFAULT_DEPTH = 10
+MAX_DEPTH = 1000
+DEFAULT_TRADES = 100
+MAX_TRADES = 1000
+DEFAULT_ORDERS = 1000
+MAX_ORDERS = 10_000
+#: Messages one raft.batch may carry (the sender's queue holds 256 per peer).
+MAX_BATCH = 1024
+#: Largest RPC body a peer accepts: a Raft snapshot of the whole exchange
+#: travels in one message (chunked InstallSnapshot is not built).
+MAX_BODY = 64 << 20
+#: Peer ids, as the command line accepts them.
+MAX_PEER_ID = 32
+
+
+class RequestError(Exception):
+    """A refused request; ``str()`` is the Grenache error string."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+
+
+# -- typed requests -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Command:
+    """submit, cancel or amend: ``command`` is canonical (see the module docstring)."""
+
+    command: dict
+
+
+@dataclass(frozen=True)
+class BookQuery:
+    symbol: str
+    depth: int
+
+
+@dataclass(frozen=True)
+class OrdersQuery:
+    symbol: str | None
+    client: str | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class OrderQuery:
+    order_id: str
+
+
+@dataclass(frozen=True)
+class TradesQuery:
+    symbol: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class StatusQuery:
+    pass
+
+
+@dataclass(frozen=True)
+class RaftBatch:
+    """Raft messages from peer ``sender`` to peer ``to``; each is parsed by its receiver."""
+
+    sender: str
+    to: str
+    messages: list
+
+
+Request = Union[Command, BookQuery, OrdersQuery, OrderQuery, TradesQuery, StatusQuery, RaftBatch]
+
+
+def parse_request(payload: Any) -> Request:
+    """The typed request in ``payload``, or :class:`RequestError` saying why not."""
+    if type(payload) is not dict or type(payload.get("action")) is not str:
+        raise RequestError(ERR_BAD_REQUEST, "payload must be a JSON object with a string action")
+    action = payload["action"]
+    if action in COMMANDS:
+        try:
+            return Command(canonical_command(payload))
+        except ExchangeError as error:
+            raise RequestError(error.code, error.reason) from None
+    parser = _PARSERS.get(action)
+    if parser is None:
+        raise RequestError(ERR_UNKNOWN_ACTION, f"unknown action {action[:40]!r}")
+    return parser(payload)
+
+
+def _book(payload: dict) -> BookQuery:
+    _fields(payload, {"symbol", "depth"})
+    return BookQuery(_symbol(payload.get("symbol", DEFAULT_SYMBOL)),
+                     _bounded(payload, "depth", DEFAULT_DEPTH, MAX_DEPTH))
+
+
+def _orders(payload: dict) -> OrdersQuery:
+    _fields(payload, {"symbol", "client", "limit"})
+    symbol = payload.get("symbol")
+    client = payload.get("client")
+    if client is not None and not _is_text(client, MAX_CLIENT):
+        _invalid(f"client must be a printable string of 1 to {MAX_CLIENT} characters")
+    return OrdersQuery(None if symbol is None else _symbol(symbol), client,
+                       _bounded(payload, "limit", DEFAULT_ORDERS, MAX_ORDERS))
+
+
+def _order(payload: dict) -> OrderQuery:
+    _fields(payload, {"order_id"}, required=True)
+    order_id = payload["order_id"]
+    if not _is_text(order_id, MAX_ORDER_ID):
+        _invalid(f"order_id must be a printable string of 1 to {MAX_ORDER_ID} characters")
+    return OrderQuery(order_id)
+
+
+def _trades(payload: dict) -> TradesQuery:
+    _fields(payload, {"symbol", "limit"})
+    return TradesQuery(_symbol(payload.get("symbol", DEFAULT_SYMBOL)),
+                       _bounded(payload, "limit", DEFAULT_TRADES, MAX_TRADES))
+
+
+def _status(payload: dict) -> StatusQuery:
+    _fields(payload, set())
+    return StatusQuery()
+
+
+def _raft_batch(payload: dict) -> RaftBatch:
+    if payload.keys() != {"action", "from", "to", "messages"}:
+        raise RequestError(ERR_BAD_MESSAGE, "raft.batch takes exactly from, to and messages")
+    sender, to, messages = payload["from"], payload["to"], payload["messages"]
+    if not (_is_text(sender, MAX_PEER_ID) and _is_text(to, MAX_PEER_ID)):
+        raise RequestError(ERR_BAD_MESSAGE, f"from and to must be peer ids of 1 to {MAX_PEER_ID} characters")
+    if type(messages) is not list or len(messages) > MAX_BATCH:
+        raise RequestError(ERR_BAD_MESSAGE, f"messages must be a list of at most {MAX_BATCH}")
+    return RaftBatch(sender, to, messages)
+
+
+_PARSERS = {"book": _book, "orders": _orders, "order": _order, "trades": _trades,
+            "status": _status, RAFT_BATCH: _raft_batch}
+
+
+def _fields(payload: dict, fields: set[str], required: bool = False) -> None:
+    """Only ``fields`` besides ``action``; all of them if ``required``."""
+    unknown = payload.keys() - fields - {"action"}
+    if unknown:
+        _invalid("unknown fields: " + ", ".join(sorted(repr(str(k)[:40]) for k in unknown)))
+    if required and not fields <= payload.keys():
+        _invalid("missing fields: " + ", ".join(sorted(fields - payload.keys())))
+
+
+def _symbol(value: Any) -> str:
+    if not is_symbol(value):
+        _invalid("symbol must match [A-Z0-9]{2,12}")
+    return value
+
+
+def _bounded(payload: dict, field: str, default: int, most: int) -> int:
+    value = payload.get(field, default)
+    if type(value) is not int or not 0 < value <= most:
+        _invalid(f"{field} must be an integer from 1 to {most}")
+    return value
+
+
+def _is_text(value: Any, longest: int) -> bool:
+    return type(value) is str and 0 < len(value) <= longest and value.isprintable()
+
+
+def _invalid(reason: str) -> None:
+    raise RequestError(ERR_INVALID_QUERY, reason)
