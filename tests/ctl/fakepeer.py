@@ -24,11 +24,11 @@ class Refused(Exception):
 class FakePeer:
     """One peer's canned answers; ``received`` lists every payload."""
 
-    def __init__(self, peer_id: str, applied: int = 5, state_hash: str = "ab" * 32,
+    def __init__(self, peer_id: str, applied: int = 5, digest: str = "ab" * 32,
                  role: str = "follower", leader: str | None = "peer1") -> None:
         self.id = peer_id
         self.status = {"id": peer_id, "role": role, "term": 2, "leader": leader,
-                       "commit": applied, "applied": applied, "state_hash": state_hash,
+                       "commit": applied, "applied": applied, "last_index": applied, "digest": digest,
                        "peers": {}, "address": ""}
         self.book = {"bids": [["100", "2"]], "asks": [["101", "1.5"]]}
         self.received: list[dict] = []

@@ -49,7 +49,7 @@ class NaivePeerTests(unittest.SynchronousTestCase):
             second("exchange", {"action": "naive.order", "command": command})
         status = [p("exchange", {"action": "status"}) for p in (first, second)]
         self.assertEqual([s["applied"] for s in status], [3, 3])
-        self.assertNotEqual(status[0]["state_hash"], status[1]["state_hash"])
+        self.assertNotEqual(status[0]["digest"], status[1]["digest"])
 
 
 class DirectTests(unittest.TestCase):

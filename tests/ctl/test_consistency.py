@@ -6,8 +6,12 @@ import unittest
 from twisted_exchange.ctl.consistency import Observer
 
 
-def status(applied: int, digest: str) -> dict:
-    return {"applied": applied, "state_hash": digest, "role": "follower"}
+def status(applied: int, digest: str, role: str = "follower", last_index: int | None = None,
+           commit: int | None = None, health: dict | None = None) -> dict:
+    return {"applied": applied, "digest": digest, "role": role,
+            "commit": applied if commit is None else commit,
+            "last_index": applied if last_index is None else last_index,
+            "health": health or {"ok": True, "problems": []}}
 
 
 class ObserverTests(unittest.TestCase):
@@ -15,7 +19,7 @@ class ObserverTests(unittest.TestCase):
     def test_peers_at_one_index_with_one_hash_agree(self):
         verdict = Observer().observe({"peer1": status(7, "aa"), "peer2": status(7, "aa")})
         self.assertTrue(verdict.ok)
-        self.assertEqual(verdict.summary(), "2 peers agree at applied index 7 (state_hash aa)")
+        self.assertEqual(verdict.summary(), "2 peers agree at applied index 7 (digest aa)")
 
     def test_same_index_different_hash_is_a_divergence(self):
         verdict = Observer().observe({"peer1": status(7, "aa"), "peer2": status(7, "bb"),
@@ -29,7 +33,7 @@ class ObserverTests(unittest.TestCase):
         verdict = Observer().observe({"peer1": status(7, "aa"), "peer2": status(5, "cc")})
         self.assertEqual(verdict.divergences, [])
         self.assertFalse(verdict.converged)
-        self.assertIn("did not reach the same applied index: peer1 7, peer2 5", verdict.summary())
+        self.assertIn("did not reach the same applied index with nothing pending: peer1 7, peer2 5", verdict.summary())
 
     def test_a_divergence_seen_earlier_is_remembered_after_peers_move_on(self):
         observer = Observer()
@@ -52,5 +56,47 @@ class ObserverTests(unittest.TestCase):
         verdict = Observer().observe({"peer1": status(3, "aa"), "peer2": status(3, "bb")})
         data = verdict.to_json()
         self.assertFalse(data["ok"])
-        self.assertEqual(data["peers"]["peer2"], {"applied": 3, "state_hash": "bb"})
+        self.assertEqual(data["peers"]["peer2"], {"applied": 3, "digest": "bb", "pending": 0})
         self.assertEqual(data["divergences"], [{"applied": 3, "hashes": {"peer1": "aa", "peer2": "bb"}}])
+
+    def test_an_unhealthy_peer_fails_the_check_and_says_why(self):
+        sick = status(7, "aa", health={"ok": False, "problems": ["no leader known"]})
+        verdict = Observer().observe({"peer1": status(7, "aa"), "peer2": sick})
+        self.assertFalse(verdict.ok)
+        self.assertEqual(verdict.unhealthy, {"peer2": ["no leader known"]})
+        self.assertEqual(verdict.summary(), "unhealthy: peer2: no leader known")
+
+    def test_entries_waiting_at_the_leader_are_not_convergence(self):
+        verdict = Observer().observe({"peer1": status(7, "aa", role="leader", last_index=9),
+                                      "peer2": status(7, "aa")})
+        self.assertFalse(verdict.converged)
+        self.assertIn("peer1 7 (+2 pending)", verdict.summary())
+
+    def test_a_frozen_commit_while_the_leader_log_grows_is_stuck(self):
+        observer = Observer()
+        for end in (10, 20, 30):
+            verdict = observer.observe({"peer1": status(7, "aa", role="leader", last_index=end),
+                                        "peer2": status(7, "aa"), "peer3": status(7, "aa")})
+        self.assertFalse(verdict.ok)
+        self.assertEqual(set(verdict.stuck), {"peer1", "peer2", "peer3"})
+        self.assertIn("commit index stays at 7 while the log grows from 10 to 30", verdict.summary())
+
+    def test_a_follower_that_stops_committing_is_stuck_while_the_others_move_on(self):
+        observer = Observer()
+        for n in (10, 20, 30):
+            verdict = observer.observe({"peer1": status(n, "x", role="leader", last_index=n + 2),
+                                        "peer2": status(n, "x"), "peer3": status(5, "y")})
+        self.assertEqual(set(verdict.stuck), {"peer3"})
+
+    def test_a_busy_cluster_that_commits_is_not_stuck(self):
+        observer = Observer()
+        for n in (10, 20, 30):
+            verdict = observer.observe({"peer1": status(n, "x", role="leader", last_index=n + 5),
+                                        "peer2": status(n - 1, "y", last_index=n + 3)})
+        self.assertEqual(verdict.stuck, {})
+
+    def test_a_stall_that_ends_is_forgotten(self):
+        observer = Observer()
+        observer.observe({"peer1": status(7, "a", role="leader", last_index=10)})
+        self.assertTrue(observer.observe({"peer1": status(7, "a", role="leader", last_index=12)}).stuck)
+        self.assertEqual(observer.observe({"peer1": status(12, "b", role="leader", last_index=12)}).stuck, {})

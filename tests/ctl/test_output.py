@@ -85,7 +85,7 @@ class StatusTests(unittest.TestCase):
 
     def peer(self, role, applied, digest):
         return {"role": role, "term": 2, "leader": "peer1", "commit": applied, "applied": applied,
-                "state_hash": digest}
+                "digest": digest}
 
     def test_divergent_peers_are_highlighted_and_explained(self):
         processes = {"grape1": {"statename": "RUNNING", "pid": 10},
@@ -96,7 +96,7 @@ class StatusTests(unittest.TestCase):
         text = output.status(processes, peers, Observer().observe(peers))
         lines = text.splitlines()
         self.assertEqual(click.unstyle(lines[0]).split(),
-                         ["NAME", "PROCESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "STATE_HASH"])
+                         ["NAME", "PROCESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "DIGEST"])
         self.assertEqual(lines[1].split(), ["grape1", "RUNNING", "pid", "10"])
         self.assertNotEqual(lines[2], click.unstyle(lines[2]))  # peer1 highlighted
         self.assertEqual(click.unstyle(lines[2]).split(),

@@ -106,14 +106,14 @@ class CheckTests(PeersTestCase):
     @_async
     async def test_agreeing_peers_pass(self):
         for name in ("peer1", "peer2"):
-            await self.cluster.add(FakePeer(name, applied=9, state_hash="cd" * 32))
+            await self.cluster.add(FakePeer(name, applied=9, digest="cd" * 32))
         verdict = await check(self.peers, ["peer1", "peer2"], wait=2)
         self.assertTrue(verdict.ok, verdict.summary())
 
     @_async
     async def test_a_divergence_fails_at_once(self):
-        await self.cluster.add(FakePeer("peer1", applied=9, state_hash="aa" * 32))
-        await self.cluster.add(FakePeer("peer2", applied=9, state_hash="bb" * 32))
+        await self.cluster.add(FakePeer("peer1", applied=9, digest="aa" * 32))
+        await self.cluster.add(FakePeer("peer2", applied=9, digest="bb" * 32))
         started = self.cluster.reactor.seconds()
         verdict = await check(self.peers, ["peer1", "peer2"], wait=30)
         self.assertEqual([d.applied for d in verdict.divergences], [9])
@@ -121,9 +121,9 @@ class CheckTests(PeersTestCase):
 
     @_async
     async def test_a_lagging_peer_is_given_time_to_catch_up(self):
-        await self.cluster.add(FakePeer("peer1", applied=9, state_hash="aa" * 32))
-        lagging = await self.cluster.add(FakePeer("peer2", applied=7, state_hash="77" * 32))
-        self.cluster.reactor.callLater(0.3, lagging.status.update, applied=9, state_hash="aa" * 32)
+        await self.cluster.add(FakePeer("peer1", applied=9, digest="aa" * 32))
+        lagging = await self.cluster.add(FakePeer("peer2", applied=7, digest="77" * 32))
+        self.cluster.reactor.callLater(0.3, lagging.status.update, applied=9, digest="aa" * 32)
         verdict = await check(self.peers, ["peer1", "peer2"], wait=10)
         self.assertTrue(verdict.ok, verdict.summary())
 
@@ -172,7 +172,7 @@ class CommandLineTests(PeersTestCase):
         self.config = self.directory / "cluster.conf"
         self.config.write_text(render(3, grape_ports=[self.cluster.grape_ports]))
         for n, digest in enumerate(hashes, 1):
-            await self.cluster.add(FakePeer(f"peer{n}", applied=9, state_hash=digest))
+            await self.cluster.add(FakePeer(f"peer{n}", applied=9, digest=digest))
 
     async def exchangectl(self, *args: str) -> tuple[str, str, int]:
         out, err, code = await utils.getProcessOutputAndValue(

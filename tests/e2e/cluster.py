@@ -95,7 +95,7 @@ def wait_for_leader(client: RPCClient, peer_ids: list[str], timeout: float = 30.
 def wait_for_convergence(client: RPCClient, peer_ids: list[str], timeout: float = 30.0):
     """Statuses once every peer has applied the same index with the same hash."""
     def converged(found):
-        same = {(s["applied"], s["state_hash"]) for s in found.values()}
+        same = {(s["applied"], s["digest"]) for s in found.values()}
         return found if len(found) == len(peer_ids) and len(same) == 1 else None
     found = yield eventually(lambda: statuses(client, peer_ids).addCallback(converged),
                              timeout, what="every peer at the same applied index and hash")

@@ -44,7 +44,7 @@ class ClusterTestCase(TestCase):
         """Every peer converged, holds every acknowledged order and fill, and
         no order is filled beyond its quantity."""
         found = yield wait_for_convergence(self.client, self.peers, timeout=60)
-        self.assertEqual(len({s["state_hash"] for s in found.values()}), 1)
+        self.assertEqual(len({s["digest"] for s in found.values()}), 1)
         trades_by_peer = {}
         for peer in self.peers:
             reply = yield self.call(peer, {"action": "trades", "symbol": SYMBOL, "limit": 1000})

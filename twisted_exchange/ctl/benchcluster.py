@@ -110,7 +110,7 @@ async def measure_baseline(reactor: Any, peer_count: int, duration: float,
         total = recorder.count * peer_count
         await _until(reactor, lambda: _all_applied(direct, names, total), 15, None)
         statuses = [await direct.call({"action": "status"}, name) for name in names]
-        hashes = Counter(s["state_hash"] for s in statuses)
+        hashes = Counter(s["digest"] for s in statuses)
         return {**recorder.summary(), "peers": peer_count,
                 "diverged_peers": peer_count - hashes.most_common(1)[0][1],
                 "distinct_books": len(hashes)}

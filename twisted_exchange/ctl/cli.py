@@ -449,7 +449,7 @@ def orders(peer: str | None, client: str | None, symbol: str | None, as_json: bo
               help="Seconds to let peers at different applied indexes catch up.")
 @json_option
 def check(wait: float, as_json: bool) -> None:
-    """Compare every peer's state_hash at the same applied index; exit 1 if they differ."""
+    """Exit 1 unless every peer is reachable and healthy, commits, and has the same digest at the same applied index."""
     from twisted_exchange.ctl.peers import check as poll_until_agreed
     verdict = _in_reactor(lambda peers: poll_until_agreed(peers, _topology().peers, wait))
     click.echo(json.dumps(verdict.to_json(), indent=2) if as_json else output.verdict(verdict))

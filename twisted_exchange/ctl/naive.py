@@ -45,7 +45,8 @@ class NaivePeer:
             self._apply(payload["command"])
             return {"ok": True}
         if action == "status":
-            return {"id": self.id, "applied": self.applied, "state_hash": self.exchange.state_hash()}
+            return {"id": self.id, "applied": self.applied, "commit": self.applied,
+                    "last_index": self.applied, "digest": self.exchange.state_hash()}
         return {"ok": False, "error": f"ERR_UNKNOWN_ACTION: {action!r}"}
 
     def _apply(self, command: dict) -> dict:

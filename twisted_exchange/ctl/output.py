@@ -100,7 +100,7 @@ def status(processes: Mapping[str, Mapping[str, Any]], peers: Mapping[str, Any],
     """One row per supervisord program, with the peer's own status when it is a peer.
 
     Rows of peers caught in a divergence are highlighted and explained below,
-    as are peers that did not answer.
+    as are peers that did not answer or report themselves unhealthy.
     """
     diverged = {p for d in verdict.divergences for p in d.hashes}
     names = list(processes) + [p for p in peers if p not in processes]
@@ -112,7 +112,7 @@ def status(processes: Mapping[str, Mapping[str, Any]], peers: Mapping[str, Any],
             process += f" pid {info.get('pid')}"
         reply = peers.get(name)
         if isinstance(reply, dict):
-            digest = str(reply.get("state_hash", ""))[:HASH_WIDTH]
+            digest = str(reply.get("digest", ""))[:HASH_WIDTH]
             rows.append((name, process, reply.get("role"), reply.get("term"), reply.get("leader"),
                          reply.get("commit"), reply.get("applied"), digest))
         else:
@@ -121,7 +121,8 @@ def status(processes: Mapping[str, Mapping[str, Any]], peers: Mapping[str, Any],
                 notes.append(f"{name}: {reply}")
         if name in diverged:
             marked.append(n)
-    lines = [table(("NAME", "PROCESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "STATE_HASH"),
+    notes += [f"{name}: unhealthy: {', '.join(problems)}" for name, problems in verdict.unhealthy.items()]
+    lines = [table(("NAME", "PROCESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "DIGEST"),
                    [row + ("",) * (8 - len(row)) for row in rows], right=(3, 5, 6), highlight=marked)]
     lines += [click.style(f"DIVERGENCE: {d}", fg="red", bold=True) for d in verdict.divergences]
     return "\n".join(lines + notes)

@@ -1,8 +1,12 @@
 """``twisted-exchange-peer``: run one exchange peer until SIGTERM."""
 from __future__ import annotations
 
+import errno
 import re
 import sys
+import time
+
+from collections.abc import Callable
 
 import click
 from twisted.internet.error import CannotListenError
@@ -15,6 +19,10 @@ from twisted_exchange.peer.service import SNAPSHOT_EVERY, PeerService
 from twisted_exchange.replication.storage import StorageError
 
 PEER_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+#: Errors of the machine, not of the data: wait for someone to fix the disk.
+DISK_ERRORS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO})
+#: Seconds between attempts to open a data directory that the disk refuses.
+DISK_RETRY_SECONDS = (1, 2, 5)
 
 
 def _peer_list(ctx, param, value: str) -> list[str]:
@@ -60,12 +68,8 @@ def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int
         raise click.BadParameter(f"{node_id!r} is not in --peers", param_hint="--id")
     from twisted.internet import reactor
 
-    try:
-        service = PeerService(node_id, peers, grapes, data_dir, host=host, port=port, fsync=fsync,
-                              snapshot_every=snapshot_every)
-    except (StorageError, MembershipError, OSError) as e:
-        click.echo(f"error: cannot open data directory {data_dir}: {e}", err=True)
-        sys.exit(1)
+    service = _open(lambda: PeerService(node_id, peers, grapes, data_dir, host=host, port=port,
+                                        fsync=fsync, snapshot_every=snapshot_every), data_dir)
     info_and_above = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stdout), [info_and_above])],
@@ -87,3 +91,28 @@ def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int
                                   lambda: service.stopService() if service.running else None)
     reactor.run()
     sys.exit(exit_code[0] if exit_code else 0)
+
+
+def _open(make: Callable[[], PeerService], data_dir: str) -> PeerService:
+    """The service, once its data directory opens.
+
+    Damaged or foreign data ends the process (exit 1: a human must decide).
+    A disk that refuses reads or writes (read-only, full, permissions) is
+    waited for, so a peer that fail-stopped on it rejoins by itself once the
+    disk is fixed instead of exhausting supervisord's start retries.
+    """
+    attempt = 0
+    while True:
+        try:
+            return make()
+        except (StorageError, MembershipError) as e:
+            click.echo(f"error: cannot open data directory {data_dir}: {e}", err=True)
+        except OSError as e:
+            if e.errno in DISK_ERRORS:
+                pause = DISK_RETRY_SECONDS[min(attempt, len(DISK_RETRY_SECONDS) - 1)]
+                click.echo(f"waiting for data directory {data_dir}: {e}; retrying in {pause} s", err=True)
+                attempt += 1
+                time.sleep(pause)
+                continue
+            click.echo(f"error: cannot open data directory {data_dir}: {e}", err=True)
+        sys.exit(1)

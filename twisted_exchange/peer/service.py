@@ -86,7 +86,11 @@ class PeerService(Service):
         self._stopped_by: str | None = None
         claim(data_dir, node_id, self._peers)
         self._storage = FileStorage(data_dir, fsync=fsync)
-        recovered = self._storage.load()
+        try:
+            recovered = self._storage.load()
+        except BaseException:
+            self._storage.close()  # unlock the directory: the caller may try again
+            raise
         if recovered.repaired:
             self.log.warn("storage repaired: {what}", what=recovered.repaired)
         config = RaftConfig(compact_every=snapshot_every)
