@@ -88,6 +88,7 @@ class PeerService(Service):
         self._storage = FileStorage(data_dir, fsync=fsync)
         try:
             recovered = self._storage.load()
+            self._probe_storage()  # a full or read-only disk is found before serving, not after
         except BaseException:
             self._storage.close()  # unlock the directory: the caller may try again
             raise

@@ -1,0 +1,160 @@
+"""End-to-end, as an attacker and a Jepsen-style tester (issue 9): requests that
+once stopped trading, a disk that fails under a peer, and a check that must
+not say "ok" while something is wrong."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+from twisted.internet import defer
+from twisted.trial.unittest import SkipTest
+from twisted.internet.threads import deferToThread
+
+from twisted_exchange.grenache import GrenacheError
+from tests.e2e.cluster import SYMBOL, statuses, wait_for_convergence
+from tests.e2e.test_cluster import ClusterTestCase
+from tests.support import LOOPBACK, eventually
+
+
+def raw_call(port: int, body: bytes) -> list:
+    """One Grenache call with a hand-written body: ``[rid, err, result]``."""
+    head = (f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode()
+    with socket.create_connection((LOOPBACK, port), timeout=10) as s:
+        s.sendall(head + body)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    return json.loads(reply.split(b"\r\n\r\n", 1)[1])
+
+
+def submit_body(peer: str, request: str, quantity: str, extra: str = "") -> bytes:
+    return (f'["{request}","exchange:{peer}",{{"action":"submit","client":"mallory",'
+            f'"request":"{request}","symbol":"{SYMBOL}","side":"buy","type":"limit",'
+            f'"price":"100","quantity":{quantity}{extra}}}]').encode()
+
+
+class PoisonTests(ClusterTestCase):
+    def exchangectl(self, *args: str):
+        argv = [sys.executable, "-m", "twisted_exchange.ctl", "-c", str(self.cluster.config), *args]
+        return deferToThread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+
+    @defer.inlineCallbacks
+    def test_poisoned_submits_are_refused_and_trading_goes_on_everywhere(self):
+        nested = "," + '"x":' + "[" * 30 + "1" + "]" * 30
+        for n, (peer, quantity, extra) in enumerate([
+                ("peer1", "1e999", ""), (self.leader, "1e999", ""), ("peer2", "NaN", ""),
+                ("peer3", '"1"', nested), (self.leader, '"1"', nested)]):
+            port = self.cluster.peer_ports[self.peers.index(peer)]
+            rid, error, result = yield deferToThread(raw_call, port, submit_body(peer, f"p{n}", quantity, extra))
+            self.assertIsNone(result)
+            self.assertRegex(error, r"^ERR_(INVALID_ORDER|REQUEST_INVALID)", (quantity, extra))
+        for n, peer in enumerate(self.peers):
+            reply = yield self.call(peer, {"action": "submit", "client": "honest", "request": f"h{n}",
+                                           "symbol": SYMBOL, "side": "sell", "type": "limit",
+                                           "price": "200", "quantity": "1"}, timeout=10)
+            self.assertTrue(reply["ok"])
+        found = yield wait_for_convergence(self.client, self.peers)
+        self.assertEqual({s["applied"] for s in found.values()}, {found[self.leader]["applied"]})
+        for peer in self.peers:
+            book = yield self.call(peer, {"action": "book"})
+            self.assertEqual((book["bids"], book["asks"]), ([], [["200", "3"]]), peer)
+        done = yield self.exchangectl("check", "--wait", "20")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+
+    @defer.inlineCallbacks
+    def test_a_forged_malformed_raft_batch_changes_no_term(self):
+        before = yield statuses(self.client, self.peers)
+        follower = next(p for p in self.peers if p != self.leader)
+        forged = {"action": "raft.batch", "from": self.leader, "to": follower,
+                  "messages": [{"type": "raft.append", "from": self.leader, "to": follower,
+                                "term": 10**6, "prev_term": 0, "entries": [], "commit": 0}]}
+        reply = yield self.call(follower, forged)
+        self.assertTrue(reply["ok"])  # accepted as a batch, its message dropped
+        after = yield statuses(self.client, self.peers)
+        self.assertEqual({p: s["term"] for p, s in after.items()},
+                         {p: s["term"] for p, s in before.items()})
+        self.assertIn("dropped raft message", self.cluster.log(follower))
+
+    @defer.inlineCallbacks
+    def test_check_fails_naming_a_stopped_peer_and_passes_once_it_is_back(self):
+        victim = next(p for p in self.peers if p != self.leader)
+        self.cluster.supervisor.stop(victim)
+        done = yield self.exchangectl("check", "--wait", "1")
+        self.assertEqual(done.returncode, 1)
+        self.assertIn(victim, done.stderr)
+        self.cluster.supervisor.start(victim)
+        yield wait_for_convergence(self.client, self.peers)
+        done = yield self.exchangectl("check", "--wait", "20")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+
+
+class DiskFailureTests(ClusterTestCase):
+    """peer3's data directory is a small tmpfs of its own, so the test can fill
+    it under the running peer and free it again (needs root)."""
+
+    victim = "peer3"
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        from tests.e2e.cluster import Cluster, wait_for_leader
+        self.cluster = Cluster(self)
+        self.mount = self.cluster.data_dir(self.victim)
+        self.mount.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(self.mount)],
+                          capture_output=True).returncode != 0:
+            raise SkipTest("cannot mount a tmpfs here (needs root)")
+        self.addCleanup(subprocess.run, ["umount", "-l", str(self.mount)], capture_output=True)
+        self.cluster.start()
+        self.peers = self.cluster.peer_ids
+        self.client = self.cluster.client()
+        self.leader = yield wait_for_leader(self.client, self.peers)
+
+    def fill_disk(self) -> None:
+        with open(self.mount / "filler", "wb") as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * (1 << 20))
+                    filler.flush()
+            except OSError:
+                pass
+
+    def free_disk(self) -> None:
+        (self.mount / "filler").unlink()
+
+    def order(self, peer: str, request: str):
+        return self.call(peer, {"action": "submit", "client": "disk", "request": request,
+                                "symbol": SYMBOL, "side": "buy", "type": "limit",
+                                "price": "50", "quantity": "1"}, timeout=10)
+
+    def exchangectl(self, *args: str):
+        argv = [sys.executable, "-m", "twisted_exchange.ctl", "-c", str(self.cluster.config), *args]
+        return deferToThread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+
+    @defer.inlineCallbacks
+    def test_a_peer_whose_disk_fills_stops_waits_and_rejoins_once_there_is_room(self):
+        yield self.order(self.peers[0], "d00")
+        pid = self.cluster.supervisor.process(self.victim)["pid"]
+        self.fill_disk()
+        survivors = [p for p in self.peers if p != self.victim]
+        yield self.order(survivors[0], "d01")
+        yield eventually(lambda: "fail-stop: peer3" in self.cluster.log(self.victim),
+                         timeout=20, what="peer3 fail-stops on its full disk")
+        yield eventually(lambda: "waiting for data directory" in self.cluster.log(self.victim),
+                         timeout=20, what="the restarted peer3 waits for its disk")
+        self.assertNotEqual(self.cluster.supervisor.process(self.victim)["pid"], pid)
+        done = yield self.exchangectl("check", "--wait", "1")
+        self.assertEqual(done.returncode, 1, done.stdout)
+        self.assertIn(self.victim, done.stderr)
+        for n in range(2, 6):
+            reply = yield self.order(survivors[n % 2], f"d{n:02d}")
+            self.assertTrue(reply["ok"])
+        self.free_disk()
+        found = yield wait_for_convergence(self.client, self.peers, timeout=60)
+        self.assertEqual(found[self.victim]["applied"], found[self.leader]["applied"])
+        book = yield self.call(self.victim, {"action": "book"})
+        self.assertEqual(book["bids"], [["50", "6"]])
+        done = yield self.exchangectl("check", "--wait", "20")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
