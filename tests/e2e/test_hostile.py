@@ -12,7 +12,6 @@ from twisted.internet import defer
 from twisted.trial.unittest import SkipTest
 from twisted.internet.threads import deferToThread
 
-from twisted_exchange.grenache import GrenacheError
 from tests.e2e.cluster import SYMBOL, statuses, wait_for_convergence
 from tests.e2e.test_cluster import ClusterTestCase
 from tests.support import LOOPBACK, eventually
