@@ -158,3 +158,21 @@ class Trader:
 
 def dump(value) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def prefill(data_dirs: list[Path], commands: list[dict]) -> int:
+    """Give every peer the same snapshot of the state after ``commands``
+    (applied at indexes 1..n in term 1), as if the cluster had run them and
+    compacted its log; the index of the snapshot."""
+    from twisted_exchange.replication.state_machine import ReplicatedStateMachine
+    from twisted_exchange.replication.storage import FileStorage
+    machine = ReplicatedStateMachine()
+    for index, command in enumerate(commands, 1):
+        machine.apply({"index": index, "term": 1, "command": command})
+    snapshot = {"index": len(commands), "term": 1, "data": machine.snapshot()}
+    for data_dir in data_dirs:
+        storage = FileStorage(data_dir, fsync="never")
+        storage.load()
+        storage.save({"term": 1, "vote": None, "commit": len(commands)}, [], snapshot)
+        storage.close()
+    return len(commands)

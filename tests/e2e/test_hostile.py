@@ -157,3 +157,37 @@ class DiskFailureTests(ClusterTestCase):
         self.assertEqual(book["bids"], [["50", "6"]])
         done = yield self.exchangectl("check", "--wait", "20")
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+
+
+class LargeStateTests(ClusterTestCase):
+    """50,000 resting orders, installed as every peer's snapshot before start."""
+
+    resting = 50_000
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        from tests.e2e.cluster import Cluster, prefill, wait_for_leader
+        self.cluster = Cluster(self)
+        commands = [{"action": "submit", "client": f"maker{n % 500}", "request": f"{n:08d}",
+                     "symbol": SYMBOL, "side": "buy", "type": "limit",
+                     "price": str(1000 + n % 5000), "quantity": "1"} for n in range(self.resting)]
+        prefill([self.cluster.data_dir(p) for p in self.cluster.peer_ids], commands)
+        self.cluster.start()
+        self.peers = self.cluster.peer_ids
+        self.client = self.cluster.client()
+        self.leader = yield wait_for_leader(self.client, self.peers, timeout=60)
+
+    @defer.inlineCallbacks
+    def test_200_concurrent_status_calls_on_a_large_state_cause_no_election(self):
+        before = yield statuses(self.client, self.peers)
+        self.assertGreaterEqual(min(s["applied"] for s in before.values()), self.resting)
+        for _ in range(5):
+            replies = yield defer.gatherResults([
+                self.client.request(f"exchange:{self.peers[n % 3]}", {"action": "status"}, timeout=10)
+                for n in range(200)])
+            self.assertEqual(len(replies), 200)
+        reply = yield self.call(self.leader, {"action": "book", "depth": 1})
+        self.assertEqual(reply["bids"], [["5999", "10"]])
+        after = yield statuses(self.client, self.peers)
+        self.assertEqual({p: (s["term"], s["leader"]) for p, s in after.items()},
+                         {p: (s["term"], s["leader"]) for p, s in before.items()})

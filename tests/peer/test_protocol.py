@@ -1,0 +1,67 @@
+"""The peer's edge parser: whatever a client sends is refused or is safe to replicate."""
+from __future__ import annotations
+
+import json
+import unittest
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from twisted_exchange.core import Exchange
+from twisted_exchange.grenache import wire
+from twisted_exchange.peer import protocol
+from twisted_exchange.peer.protocol import RequestError, parse_request
+from twisted_exchange.replication.messages import parse_message
+
+SUBMIT = {"action": "submit", "client": "alice", "request": "r1", "symbol": "BTCUSD",
+          "side": "buy", "type": "limit", "price": "100", "quantity": "2"}
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10)
+
+
+def payloads():
+    """Near misses of real requests: real fields with hostile values, and extra fields."""
+    fields = st.sampled_from(sorted(set(SUBMIT) | {"order_id", "tif", "post_only", "depth",
+                                                   "limit", "from", "to", "messages"}))
+    base = st.sampled_from([SUBMIT, {"action": "cancel", "client": "a", "request": "r", "order_id": "1"},
+                            {"action": "amend", "client": "a", "request": "r", "order_id": "1",
+                             "price": "5"}, {"action": "book"}, {"action": "trades"}])
+    return st.builds(lambda b, extra: {**b, **extra}, base,
+                     st.dictionaries(fields | st.text(max_size=4), json_values, max_size=3))
+
+
+class ParseRequestTests(unittest.TestCase):
+    def test_a_command_is_the_accepted_fields_and_nothing_else(self):
+        self.assertEqual(parse_request(SUBMIT), protocol.Command(SUBMIT))
+
+    def test_queries_get_their_defaults(self):
+        self.assertEqual(parse_request({"action": "book"}), protocol.BookQuery("BTCUSD", 10))
+        self.assertEqual(parse_request({"action": "trades", "symbol": "ETHUSD", "limit": 5}),
+                         protocol.TradesQuery("ETHUSD", 5))
+        self.assertEqual(parse_request({"action": "orders"}), protocol.OrdersQuery(None, None, 1000))
+
+    def test_service_names(self):
+        self.assertEqual((protocol.service_name(None), protocol.service_name("peer2")),
+                         ("exchange", "exchange:peer2"))
+
+    @settings(max_examples=500, deadline=None)
+    @given(payloads())
+    def test_whatever_a_client_sends_is_refused_or_can_be_encoded_sent_and_applied_by_every_peer(self, payload):
+        try:
+            request = parse_request(payload)
+        except RequestError as error:
+            self.assertRegex(str(error), r"^ERR_[A-Z_]+: ")
+            return
+        if not isinstance(request, protocol.Command):
+            return
+        entry = {"index": 1, "term": 1, "command": request.command}
+        append = {"type": "raft.append", "from": "a", "to": "b", "term": 1, "prev_index": 0,
+                  "prev_term": 0, "entries": [entry], "commit": 1}
+        sent = json.loads(wire.encode(append))
+        self.assertEqual(parse_message(sent, "a", "b")["entries"][0]["command"], request.command)
+        replies = {json.dumps(Exchange().apply(sent["entries"][0]["command"]), sort_keys=True)
+                   for _ in range(2)}
+        self.assertEqual(len(replies), 1)
