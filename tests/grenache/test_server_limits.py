@@ -79,12 +79,12 @@ class ServerLimitTests(unittest.TestCase):
         self.assertFalse(transport.disconnecting)  # kept alive, holding no body
         self.assertEqual(channel.requests, [])
 
-    def test_bytes_and_stall_timer_go_when_the_connection_is_lost(self) -> None:
+    def test_bytes_go_when_the_connection_is_lost(self) -> None:
         channel, _ = self.upload(MAX_BODY, b"x" * 500)
         self.assertEqual(self.budget.used, 500)
         channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.budget.used, 0)
-        self.clock.advance(TIMEOUT * 2)  # the stall timer would fail on a lost channel
+        self.assertEqual(self.clock.getDelayedCalls(), [])  # no timer left behind
 
     def test_body_that_stops_arriving_is_refused_after_body_timeout(self) -> None:
         channel, transport = self.upload(MAX_BODY, b"x" * 100)
@@ -94,6 +94,14 @@ class ServerLimitTests(unittest.TestCase):
         self.assertEqual((transport.value(), self.budget.used), (b"", 200))
         self.clock.advance(1)
         self.assertRefused(transport, 408, "ERR_TIMEOUT")
+        self.assertEqual(self.budget.used, 0)
+
+    def test_idle_keep_alive_connection_is_closed_after_body_timeout(self) -> None:
+        channel, transport = self.upload(len(CALL), CALL)
+        self.clock.advance(TIMEOUT - 1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
         self.assertEqual(self.budget.used, 0)
 
     def test_declared_length_over_max_body_is_refused_before_any_body_byte(self) -> None:

@@ -17,8 +17,9 @@ pass ``max_body`` (before the rest is read); 503 ``ERR_BUSY`` when the
 bodies of all requests in flight would pass ``max_buffered`` together; 408
 ``ERR_TIMEOUT`` when a body stops arriving for ``body_timeout`` seconds.
 A body's bytes count until its reply is sent or its connection is lost, so
-they also stand for the payload the handler is still holding; idle
-keep-alive connections hold none.
+they also stand for the payload the handler is still holding.  Idle
+keep-alive connections hold no body and are closed after the same
+``body_timeout`` of silence (Node's server: 5 s).
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -95,30 +95,27 @@ class _BoundedRequest(server.Request):
     """A request whose body counts against its site's budget while it is held.
 
     Refused (see the module docstring) as soon as the body is known not to
-    fit or stops arriving; its bytes go back to the budget when it is
-    refused, answered, or its connection is lost, whichever comes first.
+    fit; its bytes go back to the budget when it is refused, answered, or its
+    connection is lost, whichever comes first.
     """
 
     held = 0
+    receiving = False
     refused = False
     defaultContentType = None  # as Node's server: replies carry no Content-Type
-    _stall: IDelayedCall | None = None
     _budget: _Budget | None = None
 
     def gotLength(self, length: int | None) -> None:
-        site = self.channel.site
         self.content = BytesIO()
-        self._budget = site.budget
-        self._stall = site.reactor.callLater(site.body_timeout, self._stalled)
-        self.notifyFinish().addBoth(lambda _: self._let_go())
+        self.receiving = True
+        self._budget = self.channel.site.budget
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.refused:  # the rest of a chunk read before the refusal
             return
-        site = self.channel.site
-        self._stall.reset(site.body_timeout)
-        if self.held + len(data) > site.max_body:
-            self.refuse(GrenacheError(ERR_REQUEST_TOO_LARGE, f"body over {site.max_body} bytes"))
+        max_body = self.channel.site.max_body
+        if self.held + len(data) > max_body:
+            self.refuse(GrenacheError(ERR_REQUEST_TOO_LARGE, f"body over {max_body} bytes"))
         elif not self._budget.take(self.held, len(data)):
             self.refuse(GrenacheError(ERR_BUSY, "too many bytes in flight, try later"))
         else:
@@ -128,12 +125,12 @@ class _BoundedRequest(server.Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.refused:
             return
-        self._stall.cancel()
+        self.receiving = False
         super().requestReceived(command, path, version)
 
     def refuse(self, refusal: GrenacheError) -> None:
         """Answer ``refusal`` now, without reading the rest, and close the connection."""
-        self.refused = True
+        self.refused, self.receiving = True, False
         self._let_go()
         status, body = _refusal(refusal)
         self.channel.transport.write(
@@ -141,14 +138,16 @@ class _BoundedRequest(server.Request):
             % (status, http.RESPONSES[status], len(body), body))
         self.channel.loseConnection()
 
-    def _stalled(self) -> None:
-        timeout = self.channel.site.body_timeout
-        self.refuse(GrenacheError(ERR_TIMEOUT, f"no body bytes for {timeout:g} s"))
+    def finish(self) -> None:
+        super().finish()
+        self._let_go()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._let_go()
+        super().connectionLost(reason)
 
     def _let_go(self) -> None:
-        """Stop the stall timer and return the body's bytes to the budget (once)."""
-        if self._stall is not None and self._stall.active():
-            self._stall.cancel()
+        """Return the body's bytes to the budget (once) and drop them."""
         if self._budget is not None:
             self._budget.give(self.held)
             self.held = 0
@@ -169,6 +168,15 @@ class _Channel(http.HTTPChannel):
         self.site.channels.discard(self)
         self.lost.callback(None)
 
+    def timeoutConnection(self) -> None:
+        """Nothing arrived for ``timeOut`` (the site's ``body_timeout``) seconds:
+        refuse a body that stopped arriving, or close an idle connection."""
+        if self.requests and self.requests[-1].receiving:
+            self.requests[-1].refuse(GrenacheError(
+                ERR_TIMEOUT, f"no body bytes for {self.timeOut:g} s"))
+        else:
+            super().timeoutConnection()
+
     def allHeadersReceived(self) -> None:
         """Refuse a declared body over ``max_body`` before any of it arrives."""
         if self.length is not None and self.length > self.site.max_body:
@@ -188,10 +196,9 @@ class _Site(server.Site):
         # Content-Type (Node sends text/plain) with the email package, which
         # halves the server's throughput.  (Twisted >= 25.5.)
         super().__init__(resource, requestFactory=_BoundedRequest, reactor=reactor,
-                         parsePOSTFormSubmission=False)
+                         timeout=body_timeout, parsePOSTFormSubmission=False)
         self.max_body = max_body
         self.budget = _Budget(max_buffered)
-        self.body_timeout = body_timeout
         self.channels: set[_Channel] = set()
 
     def log(self, request: server.Request) -> None:
@@ -296,12 +303,13 @@ class RPCServer(Service):
     started (``port=0`` picks a free one).
 
     Memory: one body holds at most ``max_body`` bytes, all bodies in flight
-    at most ``max_buffered`` (default ``2 * max_body``: one largest body
-    always fits, with room left for a second large one and, kept apart, an
-    eighth for ordinary calls; the peer's 64 MiB snapshots give 128 MiB).
-    A body that stops arriving for ``body_timeout`` seconds (default 15:
+    at most ``max_buffered`` (default ``2 * max_body``, 128 MiB for the
+    peer's 64 MiB snapshots: a largest body always fits, a second large one
+    up to three quarters beside it, and an eighth stays kept for ordinary
+    calls).  A connection silent for ``body_timeout`` seconds (default 15:
     far above any pause of a live sender on a LAN, short enough that
-    stalled uploads cannot hold the budget for long) is refused.
+    stalled uploads cannot hold the budget for long) is closed, with a 408
+    if a body was arriving.
     """
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
