@@ -5,10 +5,21 @@ A request is any method on any path with the body ``[rid, key, payload]``
 header ``[rid, key]`` overrides the body's).  The reply is HTTP 200
 ``[rid, err_or_null, result]`` with the rid echoed, gzipped when the request
 was.  Unlike Node's server, bad input always gets an answer: 400 for a body
-that is not ``[rid, key, payload]`` JSON, 413 past ``max_body`` bytes (also
-after decompression), and, as Node does, 500 ``[null,"ERR_HEADER_PARSE_GR",null]``
-for a bad ``_gr``.  Bodies are buffered in memory up to ``max_body`` and
-discarded beyond it, so no request can exhaust memory.
+that is not ``[rid, key, payload]`` JSON, 413 for a body over ``max_body``
+bytes after decompression, and, as Node does, 500
+``[null,"ERR_HEADER_PARSE_GR",null]`` for a bad ``_gr``.
+
+Memory stays bounded however many clients upload, however slowly.  Bodies
+are buffered whole (a Raft snapshot is one message), and refused, with a
+coded reply and the connection closed, as soon as they cannot be kept:
+413 ``ERR_REQUEST_TOO_LARGE`` when a Content-Length or the bytes received
+pass ``max_body`` (before the rest is read); 503 ``ERR_BUSY`` when the
+bodies of all requests in flight would pass ``max_buffered`` together; 408
+``ERR_TIMEOUT`` when a body stops arriving for ``body_timeout`` seconds.
+A body's bytes count until its reply is sent or its connection is lost, so
+they also stand for the payload the handler is still holding.  Idle
+keep-alive connections hold no body and are closed after the same
+``body_timeout`` of silence (Node's server: 5 s).
 """
 from __future__ import annotations
 
@@ -25,17 +36,24 @@ from twisted.web.resource import Resource
 
 from twisted_exchange.grenache import wire
 from twisted_exchange.grenache.errors import (
-    ERR_HEADER_PARSE_GR, ERR_INTERNAL, ERR_REQUEST_INVALID, ERR_REQUEST_TOO_LARGE,
-    GrenacheError, wire_of)
+    ERR_BUSY, ERR_HEADER_PARSE_GR, ERR_INTERNAL, ERR_REQUEST_INVALID,
+    ERR_REQUEST_TOO_LARGE, ERR_TIMEOUT, GrenacheError, wire_of)
 
 Handler = Callable[[str, Any], Any]
 
 #: HTTP status of the refusals made before a handler runs; one place.
 _REFUSAL_STATUS = {
+    ERR_BUSY: http.SERVICE_UNAVAILABLE,
     ERR_HEADER_PARSE_GR: http.INTERNAL_SERVER_ERROR,
     ERR_REQUEST_INVALID: http.BAD_REQUEST,
     ERR_REQUEST_TOO_LARGE: http.REQUEST_ENTITY_TOO_LARGE,
+    ERR_TIMEOUT: http.REQUEST_TIMEOUT,
 }
+
+
+def _refusal(refusal: GrenacheError) -> tuple[int, bytes]:
+    """(HTTP status, body) of a refusal: ``[null, "ERR_...", null]``."""
+    return _REFUSAL_STATUS[refusal.code], wire.encode([None, refusal.wire, None])
 
 
 def _given(value: Any) -> bool:
@@ -45,20 +63,96 @@ def _given(value: Any) -> bool:
     return bool(value)
 
 
-class _BoundedRequest(server.Request):
-    """Keeps at most ``site.max_body`` bytes of the body, counts the rest."""
+class _Budget:
+    """Bytes held by the bodies of all requests in flight on one server.
 
-    received = 0
+    ``limit`` bounds the total.  Its last eighth is kept for bodies under a
+    sixty-fourth of it (2 MiB of the peer's 128 MiB), so uploads, stalled or
+    not, can fill the rest but never starve ordinary calls of room.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def for_one_body(self) -> int:
+        """The most one large body can ever hold, with nothing else in flight."""
+        return self.limit - self.limit // 8
+
+    def take(self, held: int, more: int) -> bool:
+        """Count ``more`` bytes for a body holding ``held``; False if no room."""
+        small = held + more <= self.limit // 64
+        if self.used + more > (self.limit if small else self.for_one_body()):
+            return False
+        self.used += more
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
+class _BoundedRequest(server.Request):
+    """A request whose body counts against its site's budget while it is held.
+
+    Refused (see the module docstring) as soon as the body is known not to
+    fit; its bytes go back to the budget when it is refused, answered, or its
+    connection is lost, whichever comes first.
+    """
+
+    held = 0
+    receiving = False
+    refused = False
     defaultContentType = None  # as Node's server: replies carry no Content-Type
+    _budget: _Budget | None = None
 
     def gotLength(self, length: int | None) -> None:
         self.content = BytesIO()
+        self.receiving = True
+        self._budget = self.channel.site.budget
 
     def handleContentChunk(self, data: bytes) -> None:
-        keep = self.channel.site.max_body - self.received
-        self.received += len(data)
-        if keep > 0:
-            self.content.write(data[:keep])
+        if self.refused:  # the rest of a chunk read before the refusal
+            return
+        max_body = self.channel.site.max_body
+        if self.held + len(data) > max_body:
+            self.refuse(GrenacheError(ERR_REQUEST_TOO_LARGE, f"body over {max_body} bytes"))
+        elif not self._budget.take(self.held, len(data)):
+            self.refuse(GrenacheError(ERR_BUSY, "too many bytes in flight, try later"))
+        else:
+            self.held += len(data)
+            self.content.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.refused:
+            return
+        self.receiving = False
+        super().requestReceived(command, path, version)
+
+    def refuse(self, refusal: GrenacheError) -> None:
+        """Answer ``refusal`` now, without reading the rest, and close the connection."""
+        self.refused, self.receiving = True, False
+        self._let_go()
+        status, body = _refusal(refusal)
+        self.channel.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, http.RESPONSES[status], len(body), body))
+        self.channel.loseConnection()
+
+    def finish(self) -> None:
+        super().finish()
+        self._let_go()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._let_go()
+        super().connectionLost(reason)
+
+    def _let_go(self) -> None:
+        """Return the body's bytes to the budget (once) and drop them."""
+        if self._budget is not None:
+            self._budget.give(self.held)
+            self.held = 0
+        if self.content is not None:
+            self.content.close()
 
 
 class _Channel(http.HTTPChannel):
@@ -74,18 +168,37 @@ class _Channel(http.HTTPChannel):
         self.site.channels.discard(self)
         self.lost.callback(None)
 
+    def timeoutConnection(self) -> None:
+        """Nothing arrived for ``timeOut`` (the site's ``body_timeout``) seconds:
+        refuse a body that stopped arriving, or close an idle connection."""
+        if self.requests and self.requests[-1].receiving:
+            self.requests[-1].refuse(GrenacheError(
+                ERR_TIMEOUT, f"no body bytes for {self.timeOut:g} s"))
+        else:
+            super().timeoutConnection()
+
+    def allHeadersReceived(self) -> None:
+        """Refuse a declared body over ``max_body`` before any of it arrives."""
+        if self.length is not None and self.length > self.site.max_body:
+            self.requests[-1].refuse(GrenacheError(
+                ERR_REQUEST_TOO_LARGE, f"Content-Length over {self.site.max_body} bytes"))
+        else:
+            super().allHeadersReceived()
+
 
 class _Site(server.Site):
     protocol = _Channel
     noisy = False
 
-    def __init__(self, resource: Resource, max_body: int, reactor: Any) -> None:
+    def __init__(self, resource: Resource, max_body: int, max_buffered: int,
+                 body_timeout: float, reactor: Any) -> None:
         # No form parsing: besides being useless here, it parses every
         # Content-Type (Node sends text/plain) with the email package, which
         # halves the server's throughput.  (Twisted >= 25.5.)
         super().__init__(resource, requestFactory=_BoundedRequest, reactor=reactor,
-                         parsePOSTFormSubmission=False)
+                         timeout=body_timeout, parsePOSTFormSubmission=False)
         self.max_body = max_body
+        self.budget = _Budget(max_buffered)
         self.channels: set[_Channel] = set()
 
     def log(self, request: server.Request) -> None:
@@ -108,8 +221,10 @@ class RPCResource(Resource):
         try:
             rid, key, payload = self._call_of(request, compress)
         except GrenacheError as refusal:
-            request.setResponseCode(_REFUSAL_STATUS[refusal.code])
-            return self._body(request, [None, refusal.wire, None], compress=False)
+            status, body = _refusal(refusal)
+            request.setResponseCode(status)
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return body
         d = defer.maybeDeferred(self._handler, key, payload)
         d.addCallbacks(lambda result: [rid, None, result],
                        self._error_reply, errbackArgs=(rid, key))
@@ -127,9 +242,8 @@ class RPCResource(Resource):
                 info = None
             if not isinstance(info, list):
                 raise GrenacheError(ERR_HEADER_PARSE_GR)
-        if request.received > self._max_body:
-            raise GrenacheError(ERR_REQUEST_TOO_LARGE, f"body over {self._max_body} bytes")
-        body = request.content.getvalue()
+        body = request.content.getvalue()  # no copy: BytesIO shares its buffer
+        request.content.close()  # the handler may run long; the bytes need not
         if compress:
             try:
                 body = wire.gunzip(body, self._max_body)
@@ -187,16 +301,31 @@ class RPCServer(Service):
     an ``ERR_`` code sends that error string, anything else sends
     ``ERR_INTERNAL: <type>`` and is logged.  ``port`` is the bound port once
     started (``port=0`` picks a free one).
+
+    Memory: one body holds at most ``max_body`` bytes, all bodies in flight
+    at most ``max_buffered`` (default ``2 * max_body``, 128 MiB for the
+    peer's 64 MiB snapshots: a largest body always fits, a second large one
+    up to three quarters beside it, and an eighth stays kept for ordinary
+    calls).  A connection silent for ``body_timeout`` seconds (default 15:
+    far above any pause of a live sender on a LAN, short enough that
+    stalled uploads cannot hold the budget for long) is closed, with a 408
+    if a body was arriving.
     """
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
-                 max_body: int = 1 << 20, reactor: Any = None) -> None:
+                 max_body: int = 1 << 20, max_buffered: int | None = None,
+                 body_timeout: float = 15.0, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
         self.host = host
         self.port = port
-        self._site = _Site(RPCResource(handler, max_body), max_body, reactor)
+        self._site = _Site(RPCResource(handler, max_body), max_body,
+                           2 * max_body if max_buffered is None else max_buffered,
+                           body_timeout, reactor)
+        if self._site.budget.for_one_body() < max_body:
+            raise ValueError(f"max_buffered {max_buffered} leaves no room for one "
+                             f"body of max_body {max_body} bytes")
         self._listening: Any = None
 
     def start(self) -> defer.Deferred[None]:

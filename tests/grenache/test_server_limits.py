@@ -1,0 +1,137 @@
+"""RPCServer memory bounds, driven byte by byte on a MemoryReactorClock.
+
+Each connection is a StringTransport, so a test decides exactly which body
+bytes have arrived and when time moves; nothing sleeps.
+"""
+from __future__ import annotations
+
+import json
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from twisted_exchange.grenache import RPCServer
+
+MAX_BODY = 1000
+MAX_BUFFERED = 2000  # large bodies share 1750 of it; bodies up to 31 bytes may use it all
+TIMEOUT = 10.0
+CALL = b'["r","k",1]'
+
+
+def echo(key: str, payload: object) -> object:
+    return {"echo": payload}
+
+
+def head(length: int | None, *extra: bytes) -> bytes:
+    """The request line and headers of a POST announcing ``length`` body bytes."""
+    framing = b"Transfer-Encoding: chunked" if length is None else b"Content-Length: %d" % length
+    return b"\r\n".join([b"POST / HTTP/1.1", b"Host: x", framing, *extra]) + b"\r\n\r\n"
+
+
+def reply(transport: StringTransport) -> tuple[int, list]:
+    """(status, JSON body) of the one response written on ``transport``."""
+    status_line, _, rest = transport.value().partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+class ServerLimitTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.server = RPCServer(echo, max_body=MAX_BODY, max_buffered=MAX_BUFFERED,
+                                body_timeout=TIMEOUT, reactor=self.clock)
+        self.server.startService()
+        self.budget = self.server._site.budget
+
+    def connect(self) -> tuple[object, StringTransport]:
+        channel = self.server._site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def upload(self, length: int | None, sent: bytes) -> tuple[object, StringTransport]:
+        """A connection that announced ``length`` bytes and has sent ``sent`` of the body."""
+        channel, transport = self.connect()
+        channel.dataReceived(head(length) + sent)
+        return channel, transport
+
+    def call(self) -> tuple[int, list]:
+        channel, transport = self.upload(len(CALL), CALL)
+        return reply(transport)
+
+    def assertRefused(self, transport: StringTransport, status: int, code: str) -> None:
+        got, body = reply(transport)
+        self.assertEqual((got, body[0], body[1].split(":")[0], body[2]), (status, None, code, None))
+        self.assertTrue(transport.disconnecting)
+
+    def test_upload_past_the_shared_budget_is_refused_busy_and_its_bytes_released(self) -> None:
+        self.upload(MAX_BODY, b"x" * 900)
+        _, second = self.upload(MAX_BODY, b"x" * 900)
+        self.assertRefused(second, 503, "ERR_BUSY")
+        self.assertEqual(self.budget.used, 900)
+
+    def test_bytes_return_to_the_budget_once_the_reply_is_sent(self) -> None:
+        channel, transport = self.upload(len(CALL), CALL)
+        self.assertEqual(reply(transport), (200, ["r", None, {"echo": 1}]))
+        self.assertEqual(self.budget.used, 0)
+        self.assertFalse(transport.disconnecting)  # kept alive, holding no body
+        self.assertEqual(channel.requests, [])
+
+    def test_bytes_go_when_the_connection_is_lost(self) -> None:
+        channel, _ = self.upload(MAX_BODY, b"x" * 500)
+        self.assertEqual(self.budget.used, 500)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.budget.used, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])  # no timer left behind
+
+    def test_body_that_stops_arriving_is_refused_after_body_timeout(self) -> None:
+        channel, transport = self.upload(MAX_BODY, b"x" * 100)
+        self.clock.advance(TIMEOUT - 1)
+        channel.dataReceived(b"x" * 100)  # each chunk restarts the wait
+        self.clock.advance(TIMEOUT - 1)
+        self.assertEqual((transport.value(), self.budget.used), (b"", 200))
+        self.clock.advance(1)
+        self.assertRefused(transport, 408, "ERR_TIMEOUT")
+        self.assertEqual(self.budget.used, 0)
+
+    def test_idle_keep_alive_connection_is_closed_after_body_timeout(self) -> None:
+        channel, transport = self.upload(len(CALL), CALL)
+        self.clock.advance(TIMEOUT - 1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.budget.used, 0)
+
+    def test_declared_length_over_max_body_is_refused_before_any_body_byte(self) -> None:
+        channel, transport = self.connect()
+        channel.dataReceived(head(100_000_000, b"Expect: 100-continue"))
+        self.assertRefused(transport, 413, "ERR_REQUEST_TOO_LARGE")
+        self.assertNotIn(b"100 Continue", transport.value())
+        channel.dataReceived(b"x" * 5000)  # what was in flight is not kept
+        self.assertEqual(self.budget.used, 0)
+
+    def test_chunked_body_is_refused_as_soon_as_it_passes_max_body(self) -> None:
+        chunk = b"%x\r\n%s\r\n" % (600, b"x" * 600)
+        channel, transport = self.upload(None, chunk)
+        self.assertEqual(self.budget.used, 600)
+        channel.dataReceived(chunk + chunk + b"0\r\n\r\n")
+        self.assertRefused(transport, 413, "ERR_REQUEST_TOO_LARGE")
+        self.assertEqual(self.budget.used, 0)
+
+    def test_calls_are_served_while_stalled_uploads_fill_the_budget(self) -> None:
+        self.upload(MAX_BODY, b"x" * 999)
+        self.upload(MAX_BODY, b"x" * 751)
+        _, refused = self.upload(MAX_BODY, b"x" * 40)
+        self.assertRefused(refused, 503, "ERR_BUSY")
+        for _ in range(3):
+            self.assertEqual(self.call(), (200, ["r", None, {"echo": 1}]))
+
+    def test_max_buffered_with_no_room_for_one_max_body_is_a_usage_error(self) -> None:
+        with self.assertRaises(ValueError):
+            RPCServer(echo, max_body=MAX_BODY, max_buffered=MAX_BODY, reactor=self.clock)
+
+    def test_default_budget_holds_two_max_bodies_less_the_eighth_for_calls(self) -> None:
+        server = RPCServer(echo, max_body=64 << 20, reactor=self.clock)
+        self.assertEqual(server._site.budget.limit, 128 << 20)
