@@ -40,6 +40,22 @@ class LinkWireTests(unittest.SynchronousTestCase):
         self.assertEqual(request["line"], "POST /lookup HTTP/1.1")
         self.assertEqual(sent(request)["data"], "rpc_test")
 
+    def test_junk_in_a_lookup_answer_is_dropped_and_the_real_addresses_kept(self) -> None:
+        d = self.link.lookup("svc")
+        self.grape.answer(200, b'["127.0.0.1:1", 5, null, ["x"], "127.0.0.1:0", "h:99999", "a b:1",'
+                               b' "evil.example:80/x", "127.0.0.1:1", "[::1]:7", "' + b"x" * 300 + b':1"]')
+        self.assertEqual(self.successResultOf(d), ["127.0.0.1:1", "[::1]:7"])
+
+    def test_an_answer_of_junk_only_is_an_empty_lookup(self) -> None:
+        d = self.link.lookup("svc")
+        self.grape.answer(200, b'[1, "nohost", ":80"]')
+        self.assertEqual(self.failureResultOf(d, GrenacheError).value.code, "ERR_GRAPE_LOOKUP_EMPTY")
+
+    def test_a_lookup_answer_keeps_at_most_64_addresses(self) -> None:
+        d = self.link.lookup("svc")
+        self.grape.answer(200, json.dumps([f"127.0.0.1:{p}" for p in range(1, 1000)]).encode())
+        self.assertEqual(len(self.successResultOf(d)), 64)
+
     def test_lookup_is_cached_for_one_second(self) -> None:
         self.link.lookup("svc")
         self.grape.answer(200, b'["127.0.0.1:1"]')

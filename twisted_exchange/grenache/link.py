@@ -9,6 +9,12 @@ Lookups that found someone are cached for ``lookup_cache`` seconds (Node
 caches 10 s, empty answers included; we cache briefly and never cache "no
 one", so a new peer is found at once), and identical lookups in flight share
 one grape request.
+
+A grape is untrusted (anyone may announce anything), so its lookup answer is
+parsed, not believed: only well-formed ``host:port`` strings are kept, at
+most :data:`MAX_ADDRESSES` of them, duplicates once; the rest is dropped,
+so one junk announcement cannot hide the real ones.  Who is really behind an
+address is for the caller to check end to end.
 """
 from __future__ import annotations
 
@@ -27,14 +33,29 @@ from twisted_exchange.grenache.transport import Poster, deadline
 
 _HEADERS = b"Content-Type: application/json\r\n"
 _HASH = re.compile(r"[0-9a-f]{40}")
+_ADDRESS = re.compile(r"([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]):([0-9]{1,5})")
+#: Addresses kept from one lookup answer.
+MAX_ADDRESSES = 64
 
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_addresses(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(a, str) for a in value)
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list)
+
+
+def addresses_in(answer: list) -> list[str]:
+    """The well-formed ``host:port`` strings of a lookup answer, in order, once each."""
+    found: dict[str, None] = {}
+    for item in answer:
+        match = _ADDRESS.fullmatch(item) if isinstance(item, str) else None
+        if match is not None and 0 < int(match[2]) < 65536:
+            found[item] = None
+            if len(found) == MAX_ADDRESSES:
+                break
+    return list(found)
 
 
 def _is_hash(value: Any) -> bool:
@@ -100,11 +121,12 @@ class Link:
         waiters = self._asking.setdefault(name, [])
         waiters.append(waiter)
         if len(waiters) == 1:
-            self._call("lookup", name, _is_addresses).addBoth(self._found_by_grape, name)
+            self._call("lookup", name, _is_list).addBoth(self._found_by_grape, name)
         return waiter
 
     def _found_by_grape(self, result: Any, name: str) -> None:
         if isinstance(result, list):
+            result = addresses_in(result)
             if not result:
                 result = GrenacheError(ERR_GRAPE_LOOKUP_EMPTY, f"no one announces {name!r}")
             else:
