@@ -42,8 +42,11 @@ def handler(key: str, payload: object) -> object:
 
 
 class ServerTests(unittest.TestCase):
+    utf8_only = False
+    not_utf8_reply = (200, ["rid", None, {"key": "k", "echo": "\ufffd"}])  # as Node
+
     def setUp(self) -> defer.Deferred[None]:
-        self.server = RPCServer(handler, max_body=50_000)
+        self.server = RPCServer(handler, max_body=50_000, utf8_only=self.utf8_only)
         self.addCleanup(self.server.stop)
         pool = HTTPConnectionPool(reactor)
         self.addCleanup(pool.closeCachedConnections)
@@ -68,6 +71,10 @@ class ServerTests(unittest.TestCase):
         status, _, body = await self.send(
             b'["rid3","k",{"a":"b&c=d"}]', {b"content-type": b"application/x-www-form-urlencoded"})
         self.assertEqual((status, json.loads(body)), (200, ["rid3", None, {"key": "k", "echo": {"a": "b&c=d"}}]))
+
+    async def test_bytes_that_are_not_utf8_are_replaced_or_refused_when_utf8_only(self) -> None:
+        status, _, body = await self.send(b'["rid","k","\xff"]')
+        self.assertEqual((status, json.loads(body)), self.not_utf8_reply)
 
     async def test_rid_of_any_json_type_is_echoed(self) -> None:
         for rid in (7, {"a": [1]}, None, "ü"):
@@ -161,3 +168,11 @@ class ServerLifecycleTests(unittest.TestCase):
         self.assertEqual(len(server._site.channels), 1)
         await server.stop()
         self.assertEqual(server._site.channels, set())
+
+
+
+class Utf8OnlyServerTests(ServerTests):
+    """The whole suite again with ``utf8_only``, as the peer runs its server."""
+
+    utf8_only = True
+    not_utf8_reply = (400, [None, "ERR_REQUEST_INVALID: body is not UTF-8", None])

@@ -211,10 +211,11 @@ class RPCResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, handler: Handler, max_body: int) -> None:
+    def __init__(self, handler: Handler, max_body: int, utf8_only: bool = False) -> None:
         super().__init__()
         self._handler = handler
         self._max_body = max_body
+        self._utf8_only = utf8_only
 
     def render(self, request: server.Request) -> Any:
         compress = b"gzip" in (request.getHeader(b"grc-compress") or b"")
@@ -253,7 +254,9 @@ class RPCResource(Resource):
             except zlib.error:
                 pass  # as Node: a body that is not gzip is read as it is
         try:
-            call = wire.decode(body)
+            call = wire.decode(body, self._utf8_only)
+        except UnicodeDecodeError:
+            raise GrenacheError(ERR_REQUEST_INVALID, "body is not UTF-8") from None
         except ValueError:
             raise GrenacheError(ERR_REQUEST_INVALID, "body is not JSON") from None
         if not isinstance(call, list) or len(call) != 3:
@@ -310,17 +313,20 @@ class RPCServer(Service):
     far above any pause of a live sender on a LAN, short enough that
     stalled uploads cannot hold the budget for long) is closed, with a 408
     if a body was arriving.
+
+    ``utf8_only`` refuses a body that is not valid UTF-8 (400); by default,
+    as Node, its bad bytes are read as U+FFFD.
     """
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
                  max_body: int = 1 << 20, max_buffered: int | None = None,
-                 body_timeout: float = 15.0, reactor: Any = None) -> None:
+                 body_timeout: float = 15.0, utf8_only: bool = False, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
         self.host = host
         self.port = port
-        self._site = _Site(RPCResource(handler, max_body), max_body,
+        self._site = _Site(RPCResource(handler, max_body, utf8_only), max_body,
                            2 * max_body if max_buffered is None else max_buffered,
                            body_timeout, reactor)
         if self._site.budget.for_one_body() < max_body:

@@ -31,13 +31,14 @@ def encode(value: Any) -> bytes:
         raise ValueError("value nested too deeply for JSON") from None
 
 
-def decode(data: bytes) -> Any:
+def decode(data: bytes, utf8_only: bool = False) -> Any:
     """``JSON.parse(data)``; ValueError for anything Node would refuse.
 
-    As Node reads a Buffer, bytes that are not UTF-8 become U+FFFD.
+    As Node reads a Buffer, bytes that are not UTF-8 become U+FFFD, unless
+    ``utf8_only``: then they are a ValueError too.
     """
     try:
-        return _decoder.decode(data.decode("utf-8", "replace"))
+        return _decoder.decode(data.decode("utf-8", "strict" if utf8_only else "replace"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 

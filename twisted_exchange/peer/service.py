@@ -101,7 +101,7 @@ class PeerService(Service):
         self._directory = PeerDirectory(self._links, [p for p in self._peers if p != node_id])
         self._transport = RaftTransport(node_id, self._directory, self._client)
         self._server = RPCServer(PeerAPI(self), host=host, port=port, max_body=MAX_BODY,
-                                 reactor=reactor)
+                                 utf8_only=True, reactor=reactor)
         self._waiting: dict[int, defer.Deferred] = {}
         self._flush_call = None
         self._loops: list[task.LoopingCall] = []
