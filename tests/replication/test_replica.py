@@ -105,18 +105,68 @@ class ReplicaTests(unittest.TestCase):
         cluster = Cluster()
         with self.assertRaises(ReplicationError) as caught:
             cluster.replicas["a"].propose({"action": "submit"})
-        self.assertEqual(caught.exception.code, "ERR_INVALID_COMMAND")
+        self.assertEqual(caught.exception.code, "ERR_INVALID_ORDER")
 
-    def test_forwarded_command_without_string_client_and_request_is_dropped(self):
+    def test_non_canonical_command_is_refused_and_nothing_enters_the_log(self):
+        cluster = Cluster()
+        replica = cluster.replicas[cluster.leader()]
+        before = replica.node.last_index
+        for command in (dict(order("alice", "r1"), quantity=float("inf")),
+                        dict(order("alice", "r2"), extra={"a": [{"b": 1}]}),
+                        dict(order("alice", "r3"), price=100)):
+            with self.subTest(command=command), self.assertRaises(ReplicationError) as caught:
+                replica.propose(command)
+            self.assertEqual(caught.exception.code, "ERR_INVALID_ORDER")
+        cluster.tick(2)
+        self.assertEqual(replica.node.last_index, before)
+
+    def test_forwarded_command_that_fails_admission_is_dropped(self):
         cluster = Cluster()
         leader = cluster.leader()
         replica = cluster.replicas[leader]
         before = replica.node.last_index
         follower = next(i for i in IDS if i != leader)
-        for command in ({"client": 5, "request": "r1"}, {"client": "a"}, "garbage", None):
+        for command in ({"client": 5, "request": "r1"}, {"client": "a"}, "garbage", None,
+                        dict(order("alice", "r1"), quantity=float("nan"))):
             replica.step({"type": "raft.forward", "from": follower, "to": leader,
                           "term": replica.node.term, "command": command})
         self.assertEqual(replica.node.last_index, before)
+
+    def test_stale_or_reused_request_is_answered_at_once_without_entering_the_log(self):
+        cluster = Cluster()
+        leader = cluster.leader()
+        replica = cluster.replicas[leader]
+        for n in range(70):
+            replica.propose(order("alice", f"r{n}"))
+        cluster.tick(2)
+        before = replica.node.last_index
+        stale = replica.propose(order("alice", "r0"))
+        reused = replica.propose(order("alice", "r69", price="101"))
+        results = dict(replica.ready().results)
+        self.assertTrue(results[stale]["error"].startswith("ERR_STALE_REQUEST: "))
+        self.assertTrue(results[reused]["error"].startswith("ERR_REQUEST_REUSED: "))
+        self.assertEqual(replica.node.last_index, before)
+
+    def test_concurrent_reuse_of_a_request_id_gets_refused_not_the_other_result(self):
+        cluster = Cluster()
+        leader = cluster.leader()
+        replica = cluster.replicas[leader]
+        first = replica.propose(order("alice", "r1"))
+        second = replica.propose(order("alice", "r1", price="101"))
+        cluster.tick(2)
+        self.assertTrue(cluster.results[leader][first]["ok"])
+        self.assertTrue(cluster.results[leader][second]["error"].startswith("ERR_REQUEST_REUSED: "))
+
+    def test_status_is_o1_reporting_the_digest_not_a_hash_of_the_state(self):
+        cluster = Cluster()
+        replica = cluster.replicas[cluster.leader()]
+        replica.propose(order("alice", "r1"))
+        cluster.tick(2)
+        replica.state_machine.state_hash = None  # any walk of the state would now fail
+        replica.exchange.snapshot = None
+        status = replica.status()
+        self.assertEqual(status["digest"], replica.state_machine.digest)
+        self.assertNotIn("state_hash", status)
 
     def test_no_leader_is_reported_after_bounded_wait(self):
         config = RaftConfig(no_leader_ticks=15)
@@ -173,8 +223,8 @@ class ReplicaTests(unittest.TestCase):
         cluster.restart(lagging)
         cluster.tick(4)
         self.assertTrue(any(r.snapshot for r in cluster.readies[lagging]))
-        self.assertEqual(cluster.replicas[lagging].status()["state_hash"],
-                         cluster.replicas[leader].status()["state_hash"])
+        self.assertEqual(cluster.replicas[lagging].status()["digest"],
+                         cluster.replicas[leader].status()["digest"])
         self.assertEqual(len(cluster.replicas[lagging].exchange.book("BTCUSD", depth=20)["bids"]), 12)
 
     def test_restarted_replica_recovers_its_state_from_storage(self):
@@ -184,6 +234,7 @@ class ReplicaTests(unittest.TestCase):
             cluster.replicas[leader].propose(order("alice", f"r{n}"))
         cluster.tick(2)
         before = cluster.replicas[leader].status()
+        state = cluster.replicas[leader].state_machine.state_hash()
         cluster.restart(leader)
         cluster.replicas[leader].ready()
         recovered = cluster.replicas[leader].status()
@@ -192,7 +243,7 @@ class ReplicaTests(unittest.TestCase):
         cluster.tick(40)  # it learns the commit index from the leader and applies the rest
         after = cluster.replicas[leader].status()
         self.assertGreaterEqual(after["applied"], before["applied"])
-        self.assertEqual(after["state_hash"], before["state_hash"])
+        self.assertEqual(cluster.replicas[leader].state_machine.state_hash(), state)
 
     def test_status_reports_identity_role_and_progress(self):
         cluster = Cluster()
