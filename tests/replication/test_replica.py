@@ -1,11 +1,15 @@
 """Replica: client proposals, forwarding, dedupe, ERR_NO_LEADER, compaction."""
 from __future__ import annotations
 
+import json
 import random
 import unittest
 
+from hypothesis import given, settings, strategies as st
+
 from twisted_exchange.replication.raft import LEADER, RaftConfig
 from twisted_exchange.replication.replica import Replica, ReplicationError
+from twisted_exchange.replication.state_machine import ReplicatedStateMachine
 from twisted_exchange.replication.storage import MemoryStorage
 
 IDS = ["a", "b", "c"]
@@ -252,3 +256,45 @@ class ReplicaTests(unittest.TestCase):
         self.assertEqual((status["id"], status["role"], status["leader"], status["peers"]),
                          (leader, "leader", leader, [i for i in IDS if i != leader]))
         self.assertEqual(status["commit"], status["applied"])
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12)
+FIELDS = st.sampled_from(["action", "client", "request", "symbol", "side", "type", "price", "quantity",
+                          "tif", "post_only", "order_id", "extra"])
+COMMANDS = JSONISH | st.builds(lambda base, changes: dict(base, **changes),
+                               st.sampled_from([order("alice", "r1"),
+                                                {"action": "cancel", "client": "bob", "request": "r1",
+                                                 "order_id": "1"}]),
+                               st.dictionaries(FIELDS, JSONISH, max_size=2))
+
+
+class AdmissionPropertyTests(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster()
+        cls.replica = cls.cluster.replicas[cls.cluster.leader()]
+
+    @settings(max_examples=150, deadline=None)
+    @given(COMMANDS)
+    def test_whatever_a_client_sends_is_refused_or_enters_the_log_encodable_and_applies_alike(self, command):
+        before = self.replica.node.last_index
+        try:
+            self.replica.propose(command)
+        except ReplicationError as error:
+            self.assertEqual(error.code, "ERR_INVALID_ORDER")
+            return
+        self.cluster.tick(2)
+        for entry in self.replica.node.entries(before + 1, self.replica.node.last_index + 1):
+            logged = entry["command"]
+            wire = json.loads(json.dumps(logged, allow_nan=False))
+            self.assertEqual(wire, logged)
+            here, there = ReplicatedStateMachine(), ReplicatedStateMachine()
+            results = [machine.apply({"index": 1, "term": 1, "command": c})
+                       for machine, c in ((here, logged), (there, wire))]
+            self.assertEqual(results[0], results[1])
+            self.assertEqual(here.digest, there.digest)
+            self.assertEqual(here.state_hash(), there.state_hash())
