@@ -58,6 +58,14 @@ TOO_MANY_CLIENTS = "ERR_TOO_MANY_CLIENTS"
 FINGERPRINT_CHARS = 32  # hex of a 16-byte blake2b
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON text of ``value``: sorted keys, no spaces, no NaN."""
+    return _CANONICAL.encode(value)
+
+
 def fingerprint(command_text: str) -> str:
     """The fingerprint kept beside a result: blake2b-128 of the canonical command."""
     return hashlib.blake2b(command_text.encode(), digest_size=16).hexdigest()
@@ -98,16 +106,18 @@ class SessionTable:
         self._dormant: dict[str, str] = {}      # client -> floor
         self._cost = 0
 
-    def check(self, client: str, request: str, print_: str) -> dict | None:
-        """The reply for a command that must not execute, or None if it is new.
+    def check(self, command: dict, print_: str | None = None) -> dict | None:
+        """The reply for ``command`` if it must not execute, or None if it is new.
 
-        ``print_`` is the command's :func:`fingerprint`.  Pure: changes nothing.
+        ``print_`` is its :func:`fingerprint` if the caller has it (computed
+        here only when the request id is in the window).  Pure: changes nothing.
         """
+        client, request = command["client"], command["request"]
         session = self._active.get(client)
         if session is not None:
             value = session.window.get(request)
             if value is not None:
-                return _kept_reply(request, value, print_)
+                return _kept_reply(request, value, print_ or fingerprint(canonical_json(command)))
             floor = session.floor
         elif client in self._dormant:
             floor = self._dormant[client]

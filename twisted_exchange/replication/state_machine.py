@@ -18,18 +18,12 @@ simulator.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from twisted_exchange.core import Exchange
-from twisted_exchange.replication.sessions import SessionTable, fingerprint
+from twisted_exchange.replication.sessions import SessionTable, canonical_json, fingerprint
 
 GENESIS = "0" * 64
-
-
-def canonical_json(value: Any) -> str:
-    """The one JSON text of ``value``: sorted keys, no spaces, no NaN."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 class ReplicatedStateMachine:
@@ -45,8 +39,7 @@ class ReplicatedStateMachine:
     def lookup(self, command: dict) -> dict | None:
         """The reply ``command`` gets without executing (its kept result, or a
         refusal), or None if applying it now would execute it."""
-        return self.sessions.check(command["client"], command["request"],
-                                   fingerprint(canonical_json(command)))
+        return self.sessions.check(command)
 
     def apply(self, entry: dict) -> dict | None:
         """Apply the next committed entry; return its result (None for a no-op)."""
@@ -59,12 +52,12 @@ class ReplicatedStateMachine:
             result = None
             result_text = "null"
         else:
-            client, request, print_ = command["client"], command["request"], fingerprint(command_text)
-            result = self.sessions.check(client, request, print_)
+            print_ = fingerprint(command_text)
+            result = self.sessions.check(command, print_)
             if result is None:
                 result = self.exchange.apply(command)
                 result_text = canonical_json(result)
-                self.sessions.record(client, request, print_, result_text)
+                self.sessions.record(command["client"], command["request"], print_, result_text)
             else:
                 result_text = canonical_json(result)
         self.applied = index
