@@ -273,10 +273,9 @@ COMMANDS = JSONISH | st.builds(lambda base, changes: dict(base, **changes),
 
 class AdmissionPropertyTests(unittest.TestCase):
 
-    @classmethod
-    def setUpClass(cls):
-        cls.cluster = Cluster()
-        cls.replica = cls.cluster.replicas[cls.cluster.leader()]
+    def setUp(self):  # once per test, not per example: examples share the cluster
+        self.cluster = Cluster()
+        self.replica = self.cluster.replicas[self.cluster.leader()]
 
     @settings(max_examples=150, deadline=None)
     @given(COMMANDS)
