@@ -3,6 +3,7 @@
 // via the grape at GRAPE_URL, submits one limit order, then reads the book.
 // Prints one JSON line: {"submit": {err, data}, "book": {err, data}}.
 // Usage: node exchange_client.js GRAPE_URL PEER CLIENT SIDE PRICE QUANTITY
+const crypto = require('crypto')
 const Link = require('grenache-nodejs-link')
 const { PeerRPCClient } = require('grenache-nodejs-http')
 
@@ -14,13 +15,18 @@ link.start()
 const peer = new PeerRPCClient(link, {})
 peer.init()
 
+// Request ids must increase per client (the exactly-once contract): the
+// same form as twisted_exchange/ctl/ids.py, 20-digit nanoseconds + random hex.
+const requestId = () => `${(BigInt(Date.now()) * 1000000n).toString().padStart(20, '0')}-` +
+  crypto.randomBytes(2).toString('hex')
+
 const call = (payload) => new Promise(resolve => peer.request(
   `exchange:${peerId}`, payload, { timeout: 10000 },
   (err, data) => resolve({ err: err ? err.message : null, data })))
 
 async function main () {
   const submit = await call({
-    action: 'submit', client, request: `node-${Date.now()}`, symbol: 'BTCUSD',
+    action: 'submit', client, request: requestId(), symbol: 'BTCUSD',
     side, type: 'limit', price, quantity
   })
   const book = await call({ action: 'book', symbol: 'BTCUSD' })

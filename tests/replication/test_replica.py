@@ -1,11 +1,15 @@
 """Replica: client proposals, forwarding, dedupe, ERR_NO_LEADER, compaction."""
 from __future__ import annotations
 
+import json
 import random
 import unittest
 
+from hypothesis import given, settings, strategies as st
+
 from twisted_exchange.replication.raft import LEADER, RaftConfig
 from twisted_exchange.replication.replica import Replica, ReplicationError
+from twisted_exchange.replication.state_machine import ReplicatedStateMachine
 from twisted_exchange.replication.storage import MemoryStorage
 
 IDS = ["a", "b", "c"]
@@ -105,18 +109,68 @@ class ReplicaTests(unittest.TestCase):
         cluster = Cluster()
         with self.assertRaises(ReplicationError) as caught:
             cluster.replicas["a"].propose({"action": "submit"})
-        self.assertEqual(caught.exception.code, "ERR_INVALID_COMMAND")
+        self.assertEqual(caught.exception.code, "ERR_INVALID_ORDER")
 
-    def test_forwarded_command_without_string_client_and_request_is_dropped(self):
+    def test_non_canonical_command_is_refused_and_nothing_enters_the_log(self):
+        cluster = Cluster()
+        replica = cluster.replicas[cluster.leader()]
+        before = replica.node.last_index
+        for command in (dict(order("alice", "r1"), quantity=float("inf")),
+                        dict(order("alice", "r2"), extra={"a": [{"b": 1}]}),
+                        dict(order("alice", "r3"), price=100)):
+            with self.subTest(command=command), self.assertRaises(ReplicationError) as caught:
+                replica.propose(command)
+            self.assertEqual(caught.exception.code, "ERR_INVALID_ORDER")
+        cluster.tick(2)
+        self.assertEqual(replica.node.last_index, before)
+
+    def test_forwarded_command_that_fails_admission_is_dropped(self):
         cluster = Cluster()
         leader = cluster.leader()
         replica = cluster.replicas[leader]
         before = replica.node.last_index
         follower = next(i for i in IDS if i != leader)
-        for command in ({"client": 5, "request": "r1"}, {"client": "a"}, "garbage", None):
+        for command in ({"client": 5, "request": "r1"}, {"client": "a"}, "garbage", None,
+                        dict(order("alice", "r1"), quantity=float("nan"))):
             replica.step({"type": "raft.forward", "from": follower, "to": leader,
                           "term": replica.node.term, "command": command})
         self.assertEqual(replica.node.last_index, before)
+
+    def test_stale_or_reused_request_is_answered_at_once_without_entering_the_log(self):
+        cluster = Cluster()
+        leader = cluster.leader()
+        replica = cluster.replicas[leader]
+        for n in range(70):
+            replica.propose(order("alice", f"r{n}"))
+        cluster.tick(2)
+        before = replica.node.last_index
+        stale = replica.propose(order("alice", "r0"))
+        reused = replica.propose(order("alice", "r69", price="101"))
+        results = dict(replica.ready().results)
+        self.assertTrue(results[stale]["error"].startswith("ERR_STALE_REQUEST: "))
+        self.assertTrue(results[reused]["error"].startswith("ERR_REQUEST_REUSED: "))
+        self.assertEqual(replica.node.last_index, before)
+
+    def test_concurrent_reuse_of_a_request_id_gets_refused_not_the_other_result(self):
+        cluster = Cluster()
+        leader = cluster.leader()
+        replica = cluster.replicas[leader]
+        first = replica.propose(order("alice", "r1"))
+        second = replica.propose(order("alice", "r1", price="101"))
+        cluster.tick(2)
+        self.assertTrue(cluster.results[leader][first]["ok"])
+        self.assertTrue(cluster.results[leader][second]["error"].startswith("ERR_REQUEST_REUSED: "))
+
+    def test_status_is_o1_reporting_the_digest_not_a_hash_of_the_state(self):
+        cluster = Cluster()
+        replica = cluster.replicas[cluster.leader()]
+        replica.propose(order("alice", "r1"))
+        cluster.tick(2)
+        replica.state_machine.state_hash = None  # any walk of the state would now fail
+        replica.exchange.snapshot = None
+        status = replica.status()
+        self.assertEqual(status["digest"], replica.state_machine.digest)
+        self.assertNotIn("state_hash", status)
 
     def test_no_leader_is_reported_after_bounded_wait(self):
         config = RaftConfig(no_leader_ticks=15)
@@ -173,8 +227,8 @@ class ReplicaTests(unittest.TestCase):
         cluster.restart(lagging)
         cluster.tick(4)
         self.assertTrue(any(r.snapshot for r in cluster.readies[lagging]))
-        self.assertEqual(cluster.replicas[lagging].status()["state_hash"],
-                         cluster.replicas[leader].status()["state_hash"])
+        self.assertEqual(cluster.replicas[lagging].status()["digest"],
+                         cluster.replicas[leader].status()["digest"])
         self.assertEqual(len(cluster.replicas[lagging].exchange.book("BTCUSD", depth=20)["bids"]), 12)
 
     def test_restarted_replica_recovers_its_state_from_storage(self):
@@ -184,6 +238,7 @@ class ReplicaTests(unittest.TestCase):
             cluster.replicas[leader].propose(order("alice", f"r{n}"))
         cluster.tick(2)
         before = cluster.replicas[leader].status()
+        state = cluster.replicas[leader].state_machine.state_hash()
         cluster.restart(leader)
         cluster.replicas[leader].ready()
         recovered = cluster.replicas[leader].status()
@@ -192,7 +247,7 @@ class ReplicaTests(unittest.TestCase):
         cluster.tick(40)  # it learns the commit index from the leader and applies the rest
         after = cluster.replicas[leader].status()
         self.assertGreaterEqual(after["applied"], before["applied"])
-        self.assertEqual(after["state_hash"], before["state_hash"])
+        self.assertEqual(cluster.replicas[leader].state_machine.state_hash(), state)
 
     def test_status_reports_identity_role_and_progress(self):
         cluster = Cluster()
@@ -201,3 +256,44 @@ class ReplicaTests(unittest.TestCase):
         self.assertEqual((status["id"], status["role"], status["leader"], status["peers"]),
                          (leader, "leader", leader, [i for i in IDS if i != leader]))
         self.assertEqual(status["commit"], status["applied"])
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12)
+FIELDS = st.sampled_from(["action", "client", "request", "symbol", "side", "type", "price", "quantity",
+                          "tif", "post_only", "order_id", "extra"])
+COMMANDS = JSONISH | st.builds(lambda base, changes: dict(base, **changes),
+                               st.sampled_from([order("alice", "r1"),
+                                                {"action": "cancel", "client": "bob", "request": "r1",
+                                                 "order_id": "1"}]),
+                               st.dictionaries(FIELDS, JSONISH, max_size=2))
+
+
+class AdmissionPropertyTests(unittest.TestCase):
+
+    def setUp(self):  # once per test, not per example: examples share the cluster
+        self.cluster = Cluster()
+        self.replica = self.cluster.replicas[self.cluster.leader()]
+
+    @settings(max_examples=150, deadline=None)
+    @given(COMMANDS)
+    def test_whatever_a_client_sends_is_refused_or_enters_the_log_encodable_and_applies_alike(self, command):
+        before = self.replica.node.last_index
+        try:
+            self.replica.propose(command)
+        except ReplicationError as error:
+            self.assertEqual(error.code, "ERR_INVALID_ORDER")
+            return
+        self.cluster.tick(2)
+        for entry in self.replica.node.entries(before + 1, self.replica.node.last_index + 1):
+            logged = entry["command"]
+            wire = json.loads(json.dumps(logged, allow_nan=False))
+            self.assertEqual(wire, logged)
+            here, there = ReplicatedStateMachine(), ReplicatedStateMachine()
+            results = [machine.apply({"index": 1, "term": 1, "command": c})
+                       for machine, c in ((here, logged), (there, wire))]
+            self.assertEqual(results[0], results[1])
+            self.assertEqual(here.digest, there.digest)
+            self.assertEqual(here.state_hash(), there.state_hash())

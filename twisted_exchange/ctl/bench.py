@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import random
 import re
-import uuid
 from typing import Any, Callable, Sequence
 
 from hdrh.histogram import HdrHistogram
 from twisted.internet import defer, task
 
 from twisted_exchange.ctl.errors import CtlError
+from twisted_exchange.ctl.ids import new_request_id
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 MAX_LATENCY_US = 60_000_000
@@ -38,7 +38,7 @@ class Workload:
         side = self._random.choice(("buy", "sell"))
         offset = self._random.randint(0, 8)
         ticks = self._mid * 4 + (offset if side == "buy" else -offset)
-        return {"action": "submit", "client": self.client, "request": str(uuid.uuid4()),
+        return {"action": "submit", "client": self.client, "request": new_request_id(),
                 "symbol": self._symbol, "side": side, "type": "limit",
                 "price": _quarter(ticks), "quantity": str(self._random.randint(1, 5)),
                 "tif": "gtc", "post_only": False}

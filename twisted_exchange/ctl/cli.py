@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +20,7 @@ import click
 from twisted_exchange.ctl import output
 from twisted_exchange.ctl.consistency import Observer
 from twisted_exchange.ctl.errors import CtlError
+from twisted_exchange.ctl.ids import new_request_id
 from twisted_exchange.ctl.supervisor import ALIVE, Supervisor
 from twisted_exchange.ctl.topology import Topology, parse
 
@@ -73,7 +73,8 @@ peer_argument = click.argument("peer", required=False)
 client_option = click.option("--client", default="cli", show_default=True, envvar="EXCHANGECTL_CLIENT",
                              help="Client name owning the orders (env EXCHANGECTL_CLIENT).")
 request_option = click.option("--request", "request_id",
-                              help="Request id; resending one is safe (default: a fresh uuid4).")
+                              help="Request id, increasing per client; resending one is safe"
+                                   " (default: a fresh time-ordered id).")
 symbol_option = click.option("--symbol", default="BTCUSD", show_default=True, help="Market symbol.")
 
 
@@ -361,7 +362,7 @@ def submit(side: str, quantity: str, price: str | None, peer: str | None, symbol
     """
     payload = order_payload(side, quantity, price, symbol=symbol, kind=kind, tif=tif,
                             post_only=post_only, client=client,
-                            request=request_id or str(uuid.uuid4()))
+                            request=request_id or new_request_id())
     _command(payload, peer, as_json)
 
 
@@ -373,7 +374,7 @@ def submit(side: str, quantity: str, price: str | None, peer: str | None, symbol
 @json_option
 def cancel(order_id: str, peer: str | None, client: str, request_id: str | None, as_json: bool) -> None:
     """Cancel the open rest of order ORDER_ID."""
-    _command({"action": "cancel", "client": client, "request": request_id or str(uuid.uuid4()),
+    _command({"action": "cancel", "client": client, "request": request_id or new_request_id(),
               "order_id": order_id}, peer, as_json)
 
 
@@ -390,7 +391,7 @@ def amend(order_id: str, quantity: str | None, price: str | None, peer: str | No
     """Change the quantity and/or price of open order ORDER_ID."""
     if quantity is None and price is None:
         raise CtlError("amend needs --quantity and/or --price")
-    payload = {"action": "amend", "client": client, "request": request_id or str(uuid.uuid4()),
+    payload = {"action": "amend", "client": client, "request": request_id or new_request_id(),
                "order_id": order_id}
     if quantity is not None:
         payload["quantity"] = _decimal(quantity, "quantity")

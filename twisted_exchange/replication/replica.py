@@ -11,6 +11,10 @@ This is the pure object the peer shell (twisted_exchange.peer.service) drives:
   ``RaftConfig.forward_ticks`` (or at once when the leader changes) until its
   entry is applied here.  Duplicates this creates are harmless: the state
   machine executes a (client, request) once and remembers the result.
+- Every command, proposed here or forwarded, passes :meth:`Replica._admit`
+  (the core's ``canonical_command``) before it can enter the log, and one the
+  session table would refuse or answer (a retry, a stale or reused request id)
+  is answered at once without entering the log.
 - The caller gets its result only once the entry is committed *and applied
   on this replica*, so the answer is read from this replica's own book.
 - A proposal that waits ``RaftConfig.no_leader_ticks`` ticks with no known
@@ -28,6 +32,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from twisted_exchange.core import ExchangeError
+from twisted_exchange.core.commands import canonical_command
 from twisted_exchange.replication.raft import (
     LEADER, Entry, HardState, Message, RaftConfig, RaftNode, Snapshot,
 )
@@ -106,32 +112,39 @@ class Replica:
 
     # -- input --------------------------------------------------------------
 
-    def propose(self, command: dict) -> int:
-        """Submit a client command; its result comes back in a later ``Ready.results``."""
-        if not _is_command(command):
-            raise ReplicationError("ERR_INVALID_COMMAND", "a command needs string 'client' and 'request'")
+    def propose(self, command: object) -> int:
+        """Submit a client command; its result comes back in a later ``Ready.results``.
+
+        Raises ReplicationError (code ERR_INVALID_ORDER) for a command that
+        must not enter the log.
+        """
+        command = self._admit(command)
         token = next(self._tokens)
         known = self.state_machine.lookup(command)
         if known is not None:
             self._results.append((token, known))
             return token
         pending = self._pending[token] = _Pending(command)
-        key = _key(command)
-        waiting = self._waiting.get(key)
-        if waiting is None:
-            self._waiting[key] = [token]
-        else:
-            waiting.append(token)
+        self._waiting.setdefault(_key(command), []).append(token)
         self._route(pending)
         return token
+
+    def _admit(self, command: object) -> dict:
+        """The one check before the log: a canonical copy of ``command``, or ReplicationError."""
+        try:
+            return canonical_command(command)
+        except ExchangeError as error:
+            raise ReplicationError(error.code, error.reason) from None
 
     def step(self, message: Message) -> None:
         """A message from another replica."""
         if message["type"] == "raft.forward":
-            # A forwarded command enters the log like a local proposal, so it
-            # meets the same check (session keys must stay strings for JSON).
-            if self.node.role == LEADER and _is_command(message.get("command")):
-                self._propose_as_leader(message["command"])
+            if self.node.role == LEADER:
+                try:
+                    command = self._admit(message.get("command"))
+                except ReplicationError:
+                    return  # a follower of another version, or a bug there: never into the log
+                self._propose_as_leader(command)
         else:
             self.node.step(message)
 
@@ -150,7 +163,13 @@ class Replica:
             else:
                 pending.leaderless = 0
                 if pending.sent_to != leader or self._ticks - pending.sent_at >= self.config.forward_ticks:
-                    self._route(pending)
+                    # the leader drops a forward it would refuse; the answer
+                    # then comes from this replica's own state once it has it
+                    known = self.state_machine.lookup(pending.command)
+                    if known is None:
+                        self._route(pending)
+                    else:
+                        self._finish(token, known)
 
     def _route(self, pending: _Pending) -> None:
         leader = self.node.leader
@@ -178,10 +197,11 @@ class Replica:
 
     def _finish(self, token: int, result: dict) -> None:
         pending = self._pending.pop(token)
-        tokens = self._waiting[_key(pending.command)]
+        key = _key(pending.command)
+        tokens = self._waiting[key]
         tokens.remove(token)
         if not tokens:
-            del self._waiting[_key(pending.command)]
+            del self._waiting[key]
         self._results.append((token, result))
 
     # -- output -------------------------------------------------------------
@@ -192,9 +212,7 @@ class Replica:
         if raft.snapshot is not None:
             self.state_machine = ReplicatedStateMachine.restore(raft.snapshot["data"])
             for key in list(self._waiting):
-                known = self.state_machine.lookup({"client": key[0], "request": key[1]})
-                if known is not None:
-                    self._answer(key, known)
+                self._answer(key)
         for entry in raft.committed:
             result = self.state_machine.apply(entry)
             command = entry["command"]
@@ -203,16 +221,25 @@ class Replica:
             if command is not None:
                 key = _key(command)
                 self._proposed.pop(key, None)
-                self._answer(key, result)
+                self._answer(key, command, result)
         ready = Ready(hard_state=raft.hard_state, entries=raft.entries, snapshot=raft.snapshot,
                       compaction=self._maybe_compact(), messages=raft.messages + self._outbox,
                       results=self._results)
         self._outbox, self._results = [], []
         return ready
 
-    def _answer(self, key: Key, result: dict) -> None:
+    def _answer(self, key: Key, command: dict | None = None, result: dict | None = None) -> None:
+        """Answer the proposals of ``key`` that can now be answered.
+
+        A proposal of the ``command`` just applied gets its ``result``; any
+        other is looked up with its own payload, so one that reused the
+        request id gets ERR_REQUEST_REUSED.
+        """
         for token in list(self._waiting.get(key, ())):
-            self._finish(token, result)
+            proposed = self._pending[token].command
+            known = result if command is not None and proposed == command else self.state_machine.lookup(proposed)
+            if known is not None:
+                self._finish(token, known)
 
     def _maybe_compact(self) -> Snapshot | None:
         applied = self.state_machine.applied
@@ -225,20 +252,14 @@ class Replica:
         return snapshot
 
     def status(self) -> dict:
-        """A JSON-able summary for operators and tests."""
+        """A JSON-able summary for operators and tests, O(1) in the size of the state."""
         node = self.node
         return {"id": node.id, "role": node.role, "term": node.term, "leader": node.leader,
                 "commit": node.commit, "applied": self.state_machine.applied,
                 "last_index": node.last_index, "snapshot_index": node.snap_index,
-                "state_hash": self.state_machine.state_hash(), "peers": list(node.peers),
+                "digest": self.state_machine.digest, "peers": list(node.peers),
                 "pending": len(self._pending)}
 
 
 def _key(command: dict) -> Key:
     return (command["client"], command["request"])
-
-
-def _is_command(command: object) -> bool:
-    return (isinstance(command, dict) and isinstance(command.get("client"), str)
-            and isinstance(command.get("request"), str))
-
