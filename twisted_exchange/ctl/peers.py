@@ -18,14 +18,16 @@ from twisted.internet import defer, task
 from twisted_exchange.ctl.consistency import Observer, Verdict
 from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
-from twisted_exchange.grenache.errors import ERR_GRAPE_LOOKUP_EMPTY
+from twisted_exchange.grenache.errors import (
+    ERR_GRAPE_LOOKUP_EMPTY, ERR_REMOTE, ERR_REPLY_EMPTY, ERR_REPLY_ENCODING_COMPRESSION,
+    ERR_REQUEST_GENERIC, ERR_TIMEOUT,
+)
 from twisted_exchange.peer.protocol import service_name
 
 T = TypeVar("T")
 #: Codes the Grenache layer itself produces; any other ERR_ came from the peer.
-TRANSPORT_CODES = frozenset({"ERR_TIMEOUT", "ERR_REQUEST_GENERIC", "ERR_REPLY_EMPTY",
-                             "ERR_REPLY_ENCODING_COMPRESSION", "ERR_GRAPE_LOOKUP_EMPTY",
-                             "ERR_REMOTE"})
+TRANSPORT_CODES = frozenset({ERR_TIMEOUT, ERR_REQUEST_GENERIC, ERR_REPLY_EMPTY,
+                             ERR_REPLY_ENCODING_COMPRESSION, ERR_GRAPE_LOOKUP_EMPTY, ERR_REMOTE})
 
 
 class Peers:

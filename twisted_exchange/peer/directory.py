@@ -15,6 +15,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from twisted_exchange.grenache import GrenacheError, Link
+from twisted_exchange.grenache.errors import ERR_GRAPE_LOOKUP_EMPTY
 from twisted_exchange.peer.protocol import service_name
 
 
@@ -67,7 +68,7 @@ class PeerDirectory:
             try:
                 found = yield link.lookup(name)
             except GrenacheError as e:
-                if e.code != "ERR_GRAPE_LOOKUP_EMPTY":
+                if e.code != ERR_GRAPE_LOOKUP_EMPTY:
                     self.log.warn("lookup of {name} on {grape} failed: {error}",
                                   name=name, grape=link.grape_url, error=e)
                 continue

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from twisted_exchange.core.commands import MAX_CLIENT, MAX_ORDER_ID, canonical_command, is_symbol
-from twisted_exchange.core.errors import INVALID_ORDER, INVALID_QUERY, ExchangeError
+from twisted_exchange.core.errors import (
+    FOK_UNFILLABLE, INVALID_ORDER, INVALID_QUERY, NOT_OWNER, ORDER_CLOSED, POST_ONLY_WOULD_TAKE,
+    UNKNOWN_ORDER, ExchangeError,
+)
+from twisted_exchange.replication.messages import MessageError
+from twisted_exchange.replication.replica import NO_LEADER
+from twisted_exchange.replication.sessions import REQUEST_REUSED, STALE_REQUEST, TOO_MANY_CLIENTS
 
 # -- services ---------------------------------------------------------------
 
@@ -42,18 +48,24 @@ QUERIES = frozenset({"book", "orders", "order", "trades", "status"})
 RAFT_BATCH = "raft.batch"
 ACTIONS = COMMANDS | QUERIES | {RAFT_BATCH}
 
-# -- refusals (every one also reaches clients as "ERR_<CODE>: reason") --------
+# -- refusals: every one reaches clients as "ERR_<CODE>: reason" -------------
+# Defined where they are raised, named here: this list is the whole vocabulary.
 
 ERR_BAD_REQUEST = "ERR_BAD_REQUEST"          # not a JSON object with a string action
 ERR_UNKNOWN_ACTION = "ERR_UNKNOWN_ACTION"    # an action we do not serve
+ERR_WRONG_PEER = "ERR_WRONG_PEER"            # a raft.batch for another peer id
+ERR_BAD_MESSAGE = MessageError.code          # a raft.batch that does not parse
 ERR_INVALID_ORDER = INVALID_ORDER            # a command the core refuses to parse
 ERR_INVALID_QUERY = INVALID_QUERY            # a query with bad or unknown fields
-ERR_UNKNOWN_ORDER = "ERR_UNKNOWN_ORDER"      # order query for an id never seen
-ERR_WRONG_PEER = "ERR_WRONG_PEER"            # a raft.batch for another peer id
-ERR_BAD_MESSAGE = "ERR_BAD_MESSAGE"          # a raft.batch that does not parse
-ERR_NO_LEADER = "ERR_NO_LEADER"              # no leader long enough: retry later
-ERR_STALE_REQUEST = "ERR_STALE_REQUEST"      # a request id older than its result's memory
-ERR_REQUEST_REUSED = "ERR_REQUEST_REUSED"    # a request id reused for another command
+ERR_UNKNOWN_ORDER = UNKNOWN_ORDER            # an order id never seen (or forgotten)
+ERR_NOT_OWNER = NOT_OWNER                    # another client's order
+ERR_ORDER_CLOSED = ORDER_CLOSED              # a filled or cancelled order
+ERR_POST_ONLY_WOULD_TAKE = POST_ONLY_WOULD_TAKE
+ERR_FOK_UNFILLABLE = FOK_UNFILLABLE
+ERR_NO_LEADER = NO_LEADER                    # no leader long enough: retry, same request id
+ERR_STALE_REQUEST = STALE_REQUEST            # a request id below what its client's session keeps
+ERR_REQUEST_REUSED = REQUEST_REUSED          # a request id reused for another command
+ERR_TOO_MANY_CLIENTS = TOO_MANY_CLIENTS      # the session table is full: new clients refused
 
 # -- limits -----------------------------------------------------------------
 

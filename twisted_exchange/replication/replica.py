@@ -42,6 +42,9 @@ from twisted_exchange.replication.storage import Recovered
 
 Key = tuple[str, str]
 
+#: No leader known for RaftConfig.no_leader_ticks: outcome unknown, retry with the same id.
+NO_LEADER = "ERR_NO_LEADER"
+
 
 class ReplicationError(Exception):
     """A proposal the replication layer cannot carry out; ``code`` is stable."""
@@ -158,7 +161,7 @@ class Replica:
                 pending.leaderless += 1
                 if pending.leaderless >= self.config.no_leader_ticks:
                     error = ReplicationError(
-                        "ERR_NO_LEADER", f"no leader known for {pending.leaderless} ticks; retry later")
+                        NO_LEADER, f"no leader known for {pending.leaderless} ticks; retry later")
                     self._finish(token, error.reply())
             else:
                 pending.leaderless = 0
