@@ -12,6 +12,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import SkipTest
 from twisted.internet.threads import deferToThread
 
+from twisted_exchange.grenache import GrenacheError
 from tests.e2e.cluster import SYMBOL, statuses, wait_for_convergence
 from tests.e2e.test_cluster import ClusterTestCase
 from tests.support import LOOPBACK, eventually
@@ -191,3 +192,34 @@ class LargeStateTests(ClusterTestCase):
         after = yield statuses(self.client, self.peers)
         self.assertEqual({p: (s["term"], s["leader"]) for p, s in after.items()},
                          {p: (s["term"], s["leader"]) for p, s in before.items()})
+
+
+class ExactlyOnceTests(ClusterTestCase):
+    def order(self, request: str, price: str = "10", client: str = "retrier"):
+        return {"action": "submit", "client": client, "request": request, "symbol": SYMBOL,
+                "side": "buy", "type": "limit", "price": price, "quantity": "1"}
+
+    @defer.inlineCallbacks
+    def refused(self, peer: str, payload: dict) -> defer.Deferred:
+        try:
+            result = yield self.call(peer, payload)
+        except GrenacheError as error:
+            return error.code
+        self.fail(f"{payload} was accepted: {result}")
+
+    @defer.inlineCallbacks
+    def test_late_retries_and_reused_ids_never_execute_twice_on_any_peer(self):
+        first = yield self.call("peer1", self.order("r0000"))
+        for n in range(1, 100):
+            yield self.call(self.peers[n % 3], self.order(f"r{n:04d}"))
+            if n == 10:
+                again = yield self.call("peer3", self.order("r0000"))
+                self.assertEqual(again, first)  # a retry within the window: the original result
+        code = yield self.refused("peer2", self.order("r0000"))
+        self.assertEqual(code, "ERR_STALE_REQUEST")
+        code = yield self.refused("peer3", self.order("r0099", price="11"))
+        self.assertEqual(code, "ERR_REQUEST_REUSED")
+        yield wait_for_convergence(self.client, self.peers)
+        for peer in self.peers:
+            book = yield self.call(peer, {"action": "book"})
+            self.assertEqual(book["bids"], [["10", "100"]], peer)
