@@ -140,8 +140,8 @@ class PeerService(Service):
         for message in messages:
             try:
                 parsed = parse_message(message, sender, self.node_id)
-                if parsed["type"] == "raft.snapshot":
-                    _check_snapshot_data(parsed["snapshot"]["data"])
+                if parsed["type"] == "raft.snapshot" and parsed["snapshot"]["index"] > self.replica.node.commit:
+                    _check_snapshot_data(parsed["snapshot"]["data"])  # only one the node would install
             except MessageError as e:
                 self.log.warn("dropped raft message from {sender}: {error}", sender=sender, error=e)
                 continue
