@@ -28,16 +28,27 @@ class ClusterTestCase(TestCase):
         """The grape program of the topology (None: ours)."""
         return None
 
+    leader_timeout = 30.0
+
     @defer.inlineCallbacks
     def setUp(self):
         self.cluster = Cluster(self, grape_command=self.grape_command(), peer_args=self.peer_args)
+        self.prepare()
         self.cluster.start()
         self.peers = self.cluster.peer_ids
         self.client = self.cluster.client()
-        self.leader = yield wait_for_leader(self.client, self.peers)
+        self.leader = yield wait_for_leader(self.client, self.peers, self.leader_timeout)
+
+    def prepare(self) -> None:
+        """Runs before supervisord starts: the config is written, nothing runs yet."""
 
     def call(self, peer: str, payload: dict, timeout: float = 5.0):
         return self.client.request(f"exchange:{peer}", payload, timeout=timeout)
+
+    def exchangectl(self, *args: str):
+        """Run exchangectl in a thread (it runs its own reactor in a child process)."""
+        argv = [sys.executable, "-m", "twisted_exchange.ctl", "-c", str(self.cluster.config), *args]
+        return deferToThread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
 
     @defer.inlineCallbacks
     def assert_consistent(self, trader: Trader):
@@ -70,11 +81,6 @@ class ClusterTestCase(TestCase):
 
 
 class BasicClusterTests(ClusterTestCase):
-    def exchangectl(self, *args: str):
-        """Run exchangectl in a thread (it runs its own reactor in a child process)."""
-        argv = [sys.executable, "-m", "twisted_exchange.ctl", "-c", str(self.cluster.config), *args]
-        return deferToThread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
-
     @defer.inlineCallbacks
     def test_order_submitted_with_exchangectl_on_peer1_rests_in_every_book(self):
         done = yield self.exchangectl("submit", "buy", "2", "100.5", "--peer", "peer1",

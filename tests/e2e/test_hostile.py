@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 
 from twisted.internet import defer
-from twisted.trial.unittest import SkipTest
 from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SkipTest
 
 from twisted_exchange.grenache import GrenacheError
-from tests.e2e.cluster import SYMBOL, statuses, wait_for_convergence
+from tests.e2e.cluster import SYMBOL, prefill, statuses, wait_for_convergence
 from tests.e2e.test_cluster import ClusterTestCase
 from tests.support import LOOPBACK, eventually
 
@@ -37,10 +36,6 @@ def submit_body(peer: str, request: str, quantity: str, extra: str = "") -> byte
 
 
 class PoisonTests(ClusterTestCase):
-    def exchangectl(self, *args: str):
-        argv = [sys.executable, "-m", "twisted_exchange.ctl", "-c", str(self.cluster.config), *args]
-        return deferToThread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
-
     @defer.inlineCallbacks
     def test_poisoned_submits_are_refused_and_trading_goes_on_everywhere(self):
         nested = "," + '"x":' + "[" * 30 + "1" + "]" * 30
@@ -97,20 +92,13 @@ class DiskFailureTests(ClusterTestCase):
 
     victim = "peer3"
 
-    @defer.inlineCallbacks
-    def setUp(self):
-        from tests.e2e.cluster import Cluster, wait_for_leader
-        self.cluster = Cluster(self)
+    def prepare(self) -> None:
         self.mount = self.cluster.data_dir(self.victim)
         self.mount.mkdir()
         if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(self.mount)],
                           capture_output=True).returncode != 0:
             raise SkipTest("cannot mount a tmpfs here (needs root)")
         self.addCleanup(subprocess.run, ["umount", "-l", str(self.mount)], capture_output=True)
-        self.cluster.start()
-        self.peers = self.cluster.peer_ids
-        self.client = self.cluster.client()
-        self.leader = yield wait_for_leader(self.client, self.peers)
 
     def fill_disk(self) -> None:
         with open(self.mount / "filler", "wb") as filler:
@@ -128,10 +116,6 @@ class DiskFailureTests(ClusterTestCase):
         return self.call(peer, {"action": "submit", "client": "disk", "request": request,
                                 "symbol": SYMBOL, "side": "buy", "type": "limit",
                                 "price": "50", "quantity": "1"}, timeout=10)
-
-    def exchangectl(self, *args: str):
-        argv = [sys.executable, "-m", "twisted_exchange.ctl", "-c", str(self.cluster.config), *args]
-        return deferToThread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
 
     @defer.inlineCallbacks
     def test_a_peer_whose_disk_fills_stops_waits_and_rejoins_once_there_is_room(self):
@@ -164,19 +148,13 @@ class LargeStateTests(ClusterTestCase):
     """50,000 resting orders, installed as every peer's snapshot before start."""
 
     resting = 50_000
+    leader_timeout = 60.0
 
-    @defer.inlineCallbacks
-    def setUp(self):
-        from tests.e2e.cluster import Cluster, prefill, wait_for_leader
-        self.cluster = Cluster(self)
+    def prepare(self) -> None:
         commands = [{"action": "submit", "client": f"maker{n % 500}", "request": f"{n:08d}",
                      "symbol": SYMBOL, "side": "buy", "type": "limit",
                      "price": str(1000 + n % 5000), "quantity": "1"} for n in range(self.resting)]
         prefill([self.cluster.data_dir(p) for p in self.cluster.peer_ids], commands)
-        self.cluster.start()
-        self.peers = self.cluster.peer_ids
-        self.client = self.cluster.client()
-        self.leader = yield wait_for_leader(self.client, self.peers, timeout=60)
 
     @defer.inlineCallbacks
     def test_200_concurrent_status_calls_on_a_large_state_cause_no_election(self):
