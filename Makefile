@@ -20,8 +20,10 @@ test: install interop pytest trial sim-smoke
 pytest:
 	$(PYTHON) -m pytest -p no:cacheprovider -q tests
 
+# Unit tests run under both runners; the process-level suites (e2e, interop) under pytest only.
 trial:
-	$(PYTHON) -m twisted.trial --temp-directory=/tmp/twisted-exchange-trial tests
+	$(PYTHON) -m twisted.trial --temp-directory=/tmp/twisted-exchange-trial \
+		tests.core tests.replication tests.grenache tests.grape tests.peer tests.ctl
 
 sim-smoke:
 	@if [ -f twisted_exchange/replication/sim.py ]; then \
