@@ -7,6 +7,9 @@ Runtime dependencies and why each is here:
   supervisor       the cluster topology (conf/*.conf) and its XML-RPC control
   fastbencode      bencode for the grape's BEP5 KRPC messages
   hdrhistogram     latency percentiles in `exchangectl bench`
+  orjson           canonical JSON of every applied command and result (session
+                   fingerprints, the state digest): 6x faster than json, which
+                   was a third of the cost of applying an entry
 """
 from setuptools import find_packages, setup
 
@@ -25,6 +28,7 @@ setup(
         "supervisor>=4.2",
         "fastbencode>=0.3",
         "hdrhistogram>=0.10",
+        "orjson>=3.10",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100"],

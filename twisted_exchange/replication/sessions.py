@@ -44,6 +44,8 @@ import hashlib
 import json
 from typing import Any
 
+import orjson
+
 WINDOW = 64                   # results kept per client
 RESULT_BYTES = 64 * 1024      # a longer result is not kept (about 250 fills)
 KEPT_BYTES = 256 * 1024 ** 2  # all windows together, overheads included
@@ -58,12 +60,14 @@ TOO_MANY_CLIENTS = "ERR_TOO_MANY_CLIENTS"
 FINGERPRINT_CHARS = 32  # hex of a 16-byte blake2b
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
 def canonical_json(value: Any) -> str:
-    """The one JSON text of ``value``: sorted keys, no spaces, no NaN."""
-    return _CANONICAL.encode(value)
+    """The one JSON text of ``value``: sorted keys, no spaces, UTF-8 as is.
+
+    Only for values that are JSON by construction (admitted commands and the
+    core's results: strings, ints, bools, None), which every replica then
+    encodes byte for byte alike.
+    """
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def fingerprint(command_text: str) -> str:
