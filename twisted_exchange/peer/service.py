@@ -23,7 +23,7 @@ from twisted_exchange.peer.membership import claim
 from twisted_exchange.peer.transport import RaftTransport
 from twisted_exchange.replication.raft import RaftConfig
 from twisted_exchange.replication.replica import Replica
-from twisted_exchange.replication.storage import FileStorage
+from twisted_exchange.wal import FileStorage
 
 #: Seconds per Raft tick; election and heartbeat timeouts are counted in ticks.
 TICK_SECONDS = 0.05
