@@ -24,7 +24,7 @@ trial:
 	$(PYTHON) -m twisted.trial --temp-directory=/tmp/twisted-exchange-trial tests
 
 sim-smoke:
-	@if [ -f twisted_exchange/replication/sim.py ]; then \
+	@if [ -d twisted_exchange/replication/sim ]; then \
 		$(PYTHON) -m twisted_exchange.replication.sim --seeds $(SEEDS); fi
 
 sim: install

@@ -28,6 +28,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from twisted_exchange.core import ExchangeError
+from twisted_exchange.core.commands import canonical_command
 from twisted_exchange.replication.raft import (
     LEADER, Entry, HardState, Message, RaftConfig, RaftNode, Snapshot,
 )
@@ -108,8 +110,7 @@ class Replica:
 
     def propose(self, command: dict) -> int:
         """Submit a client command; its result comes back in a later ``Ready.results``."""
-        if not _is_command(command):
-            raise ReplicationError("ERR_INVALID_COMMAND", "a command needs string 'client' and 'request'")
+        command = self._admit(command)
         token = next(self._tokens)
         known = self.state_machine.lookup(command)
         if known is not None:
@@ -124,6 +125,13 @@ class Replica:
             waiting.append(token)
         self._route(pending)
         return token
+
+    def _admit(self, command: object) -> dict:
+        """The one check before the log: a canonical copy of ``command``, or ReplicationError."""
+        try:
+            return canonical_command(command)
+        except ExchangeError as error:
+            raise ReplicationError(error.code, error.reason) from None
 
     def step(self, message: Message) -> None:
         """A message from another replica."""

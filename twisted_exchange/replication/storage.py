@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from twisted_exchange.replication.records import Entry, HardState, Snapshot, abstaining, empty_hard_state
+from twisted_exchange.replication.records import Entry, HardState, Snapshot, empty_hard_state
 
 
 class StorageError(Exception):
@@ -149,14 +149,6 @@ class StorageRules:
         except OSError as error:
             self._failed = str(error) or type(error).__name__
             raise
-
-    def _abstain(self, hard_state: HardState) -> HardState:
-        """Store ``hard_state`` marked abstaining, before any damaged data is
-        dropped: a crash in between finds the damage again, never the loss
-        without the abstention."""
-        hard_state = abstaining(hard_state)
-        self._store_hard_state(hard_state)
-        return hard_state
 
     def _install(self, snapshot: Snapshot) -> None:
         index = snapshot["index"]

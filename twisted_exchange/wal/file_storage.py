@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from twisted_exchange.replication.records import (
-    Entry, HardState, Snapshot, empty_hard_state, is_hard_state, is_snapshot,
+    Entry, HardState, Snapshot, abstaining, empty_hard_state, is_hard_state, is_snapshot,
 )
 from twisted_exchange.replication.storage import Recovered, StorageError, StorageRules
 from twisted_exchange.wal import codec
@@ -129,8 +129,9 @@ class FileStorage(StorageRules):
             keep = len(entries)
         else:
             keep = _kept_after(entries, snapshot)
-        if lost:
-            hard_state = self._abstain(hard_state)
+        if lost:  # the abstention is durable before anything is dropped: a crash finds the damage again
+            hard_state = abstaining(hard_state)
+            self._store_hard_state(hard_state)
         if snapshot_damage is not None:
             os.replace(self._path(SNAPSHOT), self._path(SNAPSHOT + DAMAGED))
             self._sync_directory()
