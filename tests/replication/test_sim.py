@@ -146,3 +146,32 @@ class CommandLineTests(unittest.TestCase):
         self.assertIn("accepted a poison command", result.output)
         self.assertIn(f"python -m twisted_exchange.replication.sim --seeds 1 --seed 0 --nodes 3 "
                       f"--steps {sim.DEFAULT_STEPS}", result.output)
+
+
+class CorruptSnapshotRecoveryTests(unittest.TestCase):
+
+    def test_replica_with_a_corrupt_snapshot_rejoins_abstaining_and_converges(self):
+        simulation = sim.Simulation(11, steps=1500)
+        for _ in range(1500):
+            simulation._step()
+        victim = next(node_id for node_id in simulation.ids
+                      if "snapshot" in simulation.storage[node_id].damageable()
+                      and simulation._may_abstain(node_id))
+        if simulation.replicas[victim] is not None:
+            simulation._crash(victim)
+        simulation.storage[victim].corrupt("snapshot")
+        simulation._start(victim)
+        node = simulation.replicas[victim].node
+        self.assertEqual((node.snap_index, node.last_index), (0, 0))
+        self.assertEqual(node.abstain_until_term, node.term)
+        for _ in range(1500):
+            simulation._step()
+        simulation._heal_and_finish()
+        for _ in range(500):
+            simulation._step()
+        self.assertIsNone(simulation.outcome.violation)
+        applied = {node_id: replica.state_machine.applied for node_id, replica in simulation.replicas.items()}
+        hashes = {replica.state_machine.state_hash() for replica in simulation.replicas.values()}
+        self.assertEqual(len(set(applied.values())), 1, applied)
+        self.assertEqual(len(hashes), 1)
+        self.assertGreater(applied[victim], 0)
