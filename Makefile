@@ -26,7 +26,7 @@ trial:
 		tests.core tests.replication tests.grenache tests.grape tests.peer tests.ctl
 
 sim-smoke:
-	@if [ -f twisted_exchange/replication/sim.py ]; then \
+	@if [ -d twisted_exchange/replication/sim ]; then \
 		$(PYTHON) -m twisted_exchange.replication.sim --seeds $(SEEDS); fi
 
 sim: install

@@ -165,7 +165,7 @@ def prefill(data_dirs: list[Path], commands: list[dict]) -> int:
     (applied at indexes 1..n in term 1), as if the cluster had run them and
     compacted its log; the index of the snapshot."""
     from twisted_exchange.replication.state_machine import ReplicatedStateMachine
-    from twisted_exchange.replication.storage import FileStorage
+    from twisted_exchange.wal import FileStorage
     machine = ReplicatedStateMachine()
     for index, command in enumerate(commands, 1):
         machine.apply({"index": index, "term": 1, "command": command})

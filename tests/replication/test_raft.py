@@ -384,3 +384,76 @@ class SnapshotTests(unittest.TestCase):
         self.assertIsNone(ready.snapshot)
         self.assertEqual([m["match"] for m in ready.messages], [3])
         self.assertEqual(node.last_index, 3)
+
+
+def abstaining(terms: tuple[int, ...] = (1, 2), term: int = 3, until: int = 3) -> RaftNode:
+    """A node that discarded damaged data at ``term``: its hard state says so."""
+    return RaftNode("a", PEERS, random.Random(0), CONFIG,
+                    {"term": term, "vote": None, "commit": 0, "abstain_until_term": until},
+                    None, log(*terms))
+
+
+def idle(node: RaftNode) -> RaftNode:
+    """Let the node's election timeout pass (it then hears from no leader)."""
+    for _ in range(2 * CONFIG.election_ticks):
+        node.tick()
+    return node
+
+
+class AbstentionTests(unittest.TestCase):
+    """After discarding damaged data, no vote until caught up by a later leader."""
+
+    def test_abstaining_node_refuses_votes_and_pre_votes_to_an_up_to_date_candidate(self):
+        node = idle(abstaining())
+        node.step(vote_request(term=4, last_index=9, last_term=3, kind="raft.prevote"))
+        node.step(vote_request(term=4, last_index=9, last_term=3))
+        self.assertEqual([(m["type"], m["granted"]) for m in sent(node)],
+                         [("raft.prevote_reply", False), ("raft.vote_reply", False)])
+        self.assertEqual((node.term, node.vote), (4, None))
+
+    def test_abstaining_node_does_not_campaign_and_forgets_a_silent_leader(self):
+        node = abstaining()
+        node.step(append(term=3, prev_index=2, prev_term=2, entries=[]))
+        idle(node)
+        self.assertEqual((node.role, node.term, node.leader), (FOLLOWER, 3, None))
+        self.assertEqual([m for m in sent(node) if m["type"] != "raft.append_reply"], [])
+
+    def test_abstention_is_persisted_with_the_hard_state(self):
+        node = abstaining()
+        node.step(vote_request(term=4, last_index=9, last_term=3))
+        self.assertEqual(node.ready().hard_state,
+                         {"term": 4, "vote": None, "commit": 0, "abstain_until_term": 3})
+
+    def test_entries_of_the_abstention_term_do_not_end_it(self):
+        node = abstaining()
+        node.step(append(term=3, prev_index=2, prev_term=2, entries=log(3, start=3), commit=3))
+        idle(node)
+        node.step(vote_request(term=4, last_index=9, last_term=3))
+        self.assertEqual([m["granted"] for m in sent(node, "raft.vote_reply")], [False])
+
+    def test_an_entry_from_a_leader_of_a_later_term_ends_it_and_votes_resume(self):
+        node = abstaining()
+        node.step(append(term=4, prev_index=2, prev_term=2, entries=log(4, start=3), commit=2))
+        ready = node.ready()
+        self.assertEqual(ready.hard_state, {"term": 4, "vote": None, "commit": 2})
+        idle(node)
+        self.assertEqual(node.role, PRE_CANDIDATE)
+        node.step(vote_request(term=5, last_index=3, last_term=4, sender="c"))
+        self.assertEqual([m["granted"] for m in sent(node, "raft.vote_reply")], [True])
+
+    def test_a_heartbeat_from_a_later_leader_alone_does_not_end_it(self):
+        node = abstaining()
+        node.step(append(term=4, prev_index=2, prev_term=2, entries=[], commit=2))
+        self.assertEqual(node.abstain_until_term, 3)
+
+    def test_a_snapshot_of_a_later_term_ends_it(self):
+        node = abstaining()
+        node.step({"type": "raft.snapshot", "from": "b", "to": "a", "term": 5,
+                   "snapshot": {"index": 7, "term": 4, "data": "state"}})
+        self.assertIsNone(node.abstain_until_term)
+
+    def test_a_log_already_past_the_abstention_term_votes_at_once(self):
+        node = abstaining(terms=(1, 4), term=4, until=3)
+        self.assertEqual(node.ready().hard_state, {"term": 4, "vote": None, "commit": 0})
+        node.step(vote_request(term=5, last_index=2, last_term=4))
+        self.assertEqual([m["granted"] for m in sent(node)], [True])

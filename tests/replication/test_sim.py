@@ -1,8 +1,10 @@
 """The fault simulator: clean runs stay clean, and each injected bug is caught.
 
-Fault injection: a ``RaftNode`` subclass that breaks exactly one rule by
-overriding the small method that implements it, handed to the simulator as
-``node_factory``.  This hook exists only for these tests.
+Fault injection: a ``RaftNode`` (or ``Replica``) subclass that breaks exactly
+one rule by overriding the small method that implements it, handed to the
+simulator as ``node_factory`` (or ``replica_factory``), or a ``Simulation``
+subclass whose shell breaks one (fail-stop).  These hooks exist only for
+these tests.
 """
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ from click.testing import CliRunner
 
 from twisted_exchange.replication import sim
 from twisted_exchange.replication.raft import RaftNode
+from twisted_exchange.replication.replica import Replica
+from twisted_exchange.replication.sim import __main__ as command_line
+from twisted_exchange.replication.sim.faulty_storage import CORRUPT_READ, FAILED_WRITE, TORN_WRITE, DiskFault
+from twisted_exchange.replication.storage import StorageError
 
 BUG_SEEDS = 30   # the simulator must expose each bug within this many seeds
 
@@ -37,9 +43,34 @@ class SkipsLogUpToDateCheck(RaftNode):
         return True
 
 
-def first_violation(node_factory: type[RaftNode]) -> str | None:
-    for seed in range(BUG_SEEDS):
-        outcome = sim.simulate(seed, node_factory=node_factory)
+class VotesAfterDiscardingData(RaftNode):
+    def _abstains(self) -> bool:
+        return False
+
+
+class AdmitsAnyCommand(Replica):
+    def _admit(self, command: object) -> dict:
+        return command
+
+
+class IgnoresFailedWrites(sim.Simulation):
+    """A shell that logs a failed write and runs on, as the peer once did."""
+
+    def _persisted(self, node_id: str, ready) -> bool:
+        storage = self.storage[node_id]
+        try:
+            storage.save(ready.hard_state, ready.entries, ready.snapshot)
+            if ready.compaction is not None:
+                storage.compact(ready.compaction)
+        except (DiskFault, StorageError):
+            pass
+        return True
+
+
+def first_violation(seeds: int = BUG_SEEDS, simulation: type[sim.Simulation] = sim.Simulation,
+                    **options) -> str | None:
+    for seed in range(seeds):
+        outcome = simulation(seed, **options).run()
         if outcome.violation:
             return outcome.violation
     return None
@@ -48,11 +79,14 @@ def first_violation(node_factory: type[RaftNode]) -> str | None:
 class CleanRunTests(unittest.TestCase):
 
     def test_twenty_seeds_of_three_nodes_hold_every_invariant(self):
+        faults = sim.Outcome(0, 3, 0).faults
         for seed in range(20):
             outcome = sim.simulate(seed)
             self.assertIsNone(outcome.violation, outcome.reproduce())
             self.assertGreater(outcome.commits, 0)
-            self.assertGreater(sum(outcome.faults.values()), 0)
+            faults += outcome.faults
+        for kind in (FAILED_WRITE, TORN_WRITE, CORRUPT_READ, "poison command", "crash", "partition"):
+            self.assertGreater(faults[kind], 0, kind)
 
     def test_five_nodes_hold_every_invariant(self):
         for seed in range(5):
@@ -70,33 +104,74 @@ class CleanRunTests(unittest.TestCase):
 class InjectedBugTests(unittest.TestCase):
 
     def test_commit_without_majority_is_caught(self):
-        self.assertIsNotNone(first_violation(CommitsWithoutMajority))
+        self.assertIsNotNone(first_violation(node_factory=CommitsWithoutMajority))
 
     def test_voting_twice_in_a_term_is_caught_as_two_leaders(self):
-        self.assertIn("two leaders in term", first_violation(VotesTwiceInATerm) or "")
+        self.assertIn("two leaders in term", first_violation(node_factory=VotesTwiceInATerm) or "")
 
     def test_applying_before_commit_is_caught(self):
-        self.assertIsNotNone(first_violation(AppliesBeforeCommit))
+        self.assertIsNotNone(first_violation(node_factory=AppliesBeforeCommit))
 
     def test_skipping_the_log_up_to_date_check_is_caught(self):
-        self.assertIsNotNone(first_violation(SkipsLogUpToDateCheck))
+        self.assertIsNotNone(first_violation(node_factory=SkipsLogUpToDateCheck))
+
+    def test_admitting_a_poison_command_is_caught(self):
+        self.assertIn("accepted a poison command", first_violation(replica_factory=AdmitsAnyCommand) or "")
+
+    def test_running_on_after_a_failed_write_is_caught(self):
+        self.assertIn("but stored", first_violation(simulation=IgnoresFailedWrites) or "")
+
+    def test_voting_after_discarding_damaged_data_is_caught_as_a_lost_committed_entry(self):
+        # A rarer interleaving: the node must lose an entry that only it and a
+        # leader now gone held, then vote for a candidate without it.
+        violation = first_violation(seeds=60, node_factory=VotesAfterDiscardingData)
+        self.assertRegex(violation or "", "leader .* lacks committed entry")
 
 
 class CommandLineTests(unittest.TestCase):
 
     def test_clean_seeds_exit_zero_with_a_summary(self):
-        result = CliRunner().invoke(sim.main, ["--seeds", "2", "--steps", "800", "--jobs", "1"])
+        result = CliRunner().invoke(command_line.main, ["--seeds", "2", "--steps", "800", "--jobs", "1"])
         self.assertEqual(result.exit_code, 0, result.output)
         self.assertIn("seeds run: 2", result.output)
         self.assertIn("violations: 0", result.output)
 
     def test_violation_exits_one_and_prints_the_reproduce_command(self):
         def buggy(seed, nodes, steps):
-            return sim.Simulation(seed, nodes, steps, node_factory=VotesTwiceInATerm).run()
+            return sim.Simulation(seed, nodes, steps, replica_factory=AdmitsAnyCommand).run()
 
-        with mock.patch.object(sim, "simulate", buggy):
-            result = CliRunner().invoke(sim.main, ["--seeds", "1", "--seed", "0", "--jobs", "1"])
+        with mock.patch.object(command_line, "simulate", buggy):
+            result = CliRunner().invoke(command_line.main, ["--seeds", "1", "--seed", "0", "--jobs", "1"])
         self.assertEqual(result.exit_code, 1, result.output)
-        self.assertIn("two leaders in term", result.output)
+        self.assertIn("accepted a poison command", result.output)
         self.assertIn(f"python -m twisted_exchange.replication.sim --seeds 1 --seed 0 --nodes 3 "
                       f"--steps {sim.DEFAULT_STEPS}", result.output)
+
+
+class CorruptSnapshotRecoveryTests(unittest.TestCase):
+
+    def test_replica_with_a_corrupt_snapshot_rejoins_abstaining_and_converges(self):
+        simulation = sim.Simulation(11, steps=1500)
+        for _ in range(1500):
+            simulation._step()
+        victim = next(node_id for node_id in simulation.ids
+                      if "snapshot" in simulation.storage[node_id].damageable()
+                      and simulation._may_abstain(node_id))
+        if simulation.replicas[victim] is not None:
+            simulation._crash(victim)
+        simulation.storage[victim].corrupt("snapshot")
+        simulation._start(victim)
+        node = simulation.replicas[victim].node
+        self.assertEqual((node.snap_index, node.last_index), (0, 0))
+        self.assertEqual(node.abstain_until_term, node.term)
+        for _ in range(1500):
+            simulation._step()
+        simulation._heal_and_finish()
+        for _ in range(500):
+            simulation._step()
+        self.assertIsNone(simulation.outcome.violation)
+        applied = {node_id: replica.state_machine.applied for node_id, replica in simulation.replicas.items()}
+        hashes = {replica.state_machine.state_hash() for replica in simulation.replicas.values()}
+        self.assertEqual(len(set(applied.values())), 1, applied)
+        self.assertEqual(len(hashes), 1)
+        self.assertGreater(applied[victim], 0)

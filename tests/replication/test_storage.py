@@ -1,8 +1,8 @@
-"""Tests for twisted_exchange.replication.storage.
+"""Tests for twisted_exchange.replication.storage and twisted_exchange.wal.
 
 `StorageContract` holds the contract tests; it runs against MemoryStorage and
 FileStorage alike.  FileStorage has its own tests for what only files can
-suffer: restarts, torn writes, corrupt records and files.
+suffer: restarts, torn writes, corrupt records and files, failing disks.
 """
 from __future__ import annotations
 
@@ -14,17 +14,14 @@ import tempfile
 import unittest
 import zlib
 from pathlib import Path
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twisted_exchange.replication.storage import (
-    FileStorage,
-    MemoryStorage,
-    Recovered,
-    StorageError,
-    empty_hard_state,
-)
+from twisted_exchange.replication.records import empty_hard_state
+from twisted_exchange.replication.storage import MemoryStorage, Recovered, StorageError
+from twisted_exchange.wal import FileStorage
 
 
 def entry(index: int, term: int) -> dict:
@@ -194,6 +191,18 @@ class MemoryStorageTests(StorageContract, unittest.TestCase):
     def restart(self, storage: MemoryStorage) -> MemoryStorage:
         return storage
 
+    def test_failed_write_raises_and_nothing_more_is_written_until_load(self) -> None:
+        self.storage.save(None, run(1, 2, 1))
+        with mock.patch.object(self.storage, "_store_hard_state", side_effect=OSError("disk gone")):
+            with self.assertRaises(OSError):
+                self.storage.save({"term": 1, "vote": "p1", "commit": 0}, run(3, 3, 1))
+        with self.assertRaises(StorageError):
+            self.storage.save(None, run(4, 4, 1))
+        recovered = self.storage.load()
+        self.assertEqual((recovered.hard_state, recovered.entries), (empty_hard_state(), run(1, 3, 1)))
+        self.storage.save(None, run(4, 4, 1))
+        self.assertEqual(self.storage.load().entries, run(1, 4, 1))
+
 
 def temporary_directory(test: unittest.TestCase) -> Path:
     """A directory removed when ``test`` ends."""
@@ -281,12 +290,17 @@ class FileStorageTests(unittest.TestCase):
         self.damage(record(entry(4, 1))[:-3])
         self.assertCut(self.start(), "torn record body", run(1, 3, 1))
 
-    def test_corrupt_record_in_the_middle_is_cut_with_everything_after_it(self) -> None:
+    def test_corrupt_last_record_with_nothing_valid_after_it_is_cut_as_a_torn_tail(self) -> None:
         self.start()
-        self.storage.save(None, run(1, 6, 1))
-        third = len(record(entry(1, 1))) + len(record(entry(2, 1)))
-        self.damage(b"X", at=third + 20)
+        self.storage.save(None, run(1, 3, 1))
+        self.damage(b"X", at=self.log.stat().st_size - 5)
         self.assertCut(self.start(), "CRC32", run(1, 2, 1))
+
+    def test_zero_filled_tail_is_cut_as_a_torn_tail(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 2, 1))
+        self.damage(bytes(4096))
+        self.assertCut(self.start(), "not JSON", run(1, 2, 1))
 
     def test_garbage_after_the_last_record_is_cut(self) -> None:
         self.start()
@@ -306,23 +320,11 @@ class FileStorageTests(unittest.TestCase):
         self.damage(frame(b'{"index":3,"term":0,"command":null}'))
         self.assertCut(self.start(), "not an entry", run(1, 2, 1))
 
-    def test_entry_out_of_sequence_is_cut_with_everything_after_it(self) -> None:
-        self.start()
-        self.storage.save(None, run(1, 2, 1))
-        self.damage(record(entry(4, 1)) + record(entry(5, 1)))
-        self.assertCut(self.start(), "entry 4 follows entry 2", run(1, 2, 1))
-
-    def test_log_starting_after_a_gap_is_dropped(self) -> None:
-        self.start()
-        self.storage.save(None, run(1, 2, 1))
-        self.log.write_bytes(record(entry(3, 1)))
-        self.assertCut(self.start(), "gap", [])
-
     def test_repair_is_logged(self) -> None:
         self.start()
         self.storage.save(None, run(1, 2, 1))
         self.damage(b"\x00\x01")
-        with self.assertLogs("twisted_exchange.replication.storage", "WARNING") as logged:
+        with self.assertLogs("twisted_exchange.wal.file_storage", "WARNING") as logged:
             recovered = self.start()
         self.assertIn(recovered.repaired, logged.output[0])
 
@@ -392,25 +394,106 @@ class FileStorageTests(unittest.TestCase):
                 self.assertEqual((recovered.snapshot, recovered.entries, recovered.repaired), (snap, expected, None))
                 self.assertEqual(self.log.read_bytes(), b"".join(record(e) for e in expected))
 
-    def test_corrupt_hard_state_file_refuses_to_start(self) -> None:
+    def test_corrupt_hard_state_file_refuses_to_start_and_says_how_to_recover(self) -> None:
         self.start()
         self.storage.save({"term": 4, "vote": "p1", "commit": 0}, [])
         self.storage.close()
-        for damaged in (b'{"term": 4, "vo', b'{"term": -1, "vote": null, "commit": 0}', b"[]"):
+        for damaged in (b'{"term": 4, "vo', b'{"term": -1, "vote": null, "commit": 0}', b"[]",
+                        b'{"term": 4, "vote": null, "commit": 0, "abstain_until_term": "4"}'):
             with self.subTest(damaged=damaged):
                 (self.directory / "hardstate.json").write_bytes(damaged)
                 with self.assertRaises(StorageError) as caught:
                     self.start()
-                self.assertIn("hardstate.json", str(caught.exception))
+                message = str(caught.exception)
+                self.assertIn(f"{self.directory}/hardstate.json", message)
+                self.assertIn("vote twice", message)
+                self.assertIn(f"`mv {self.directory} {self.directory}.damaged`", message)
+                self.assertIn("quorum", message)
+                self.assertEqual((self.directory / "hardstate.json").read_bytes(), damaged)
 
-    def test_corrupt_snapshot_file_refuses_to_start(self) -> None:
+    def test_hard_state_without_the_abstention_field_loads_as_not_abstaining(self) -> None:
         self.start()
-        self.storage.compact(snapshot(0, 0))
         self.storage.close()
-        (self.directory / "snapshot.json").write_bytes(b'{"index": 3, "te')
-        with self.assertRaises(StorageError) as caught:
-            self.start()
-        self.assertIn("snapshot.json is not valid JSON", str(caught.exception))
+        (self.directory / "hardstate.json").write_bytes(b'{"term": 4, "vote": "p1", "commit": 2}')
+        self.assertEqual(self.start().hard_state, {"term": 4, "vote": "p1", "commit": 2})
+
+    def assertDiscarded(self, recovered: Recovered, reason: str, snap: dict | None, entries: list[dict]) -> None:
+        """The damaged data was dropped, the hard state kept and marked
+        abstaining at its term, and a restart finds a clean, abstaining store."""
+        hard_state = {"term": 4, "vote": "p1", "commit": 6, "abstain_until_term": 4}
+        self.assertEqual((recovered.snapshot, recovered.entries, recovered.hard_state), (snap, entries, hard_state))
+        self.assertIn(reason, recovered.discarded)
+        self.assertIn("abstains from votes", recovered.discarded)
+        self.assertIsNone(recovered.repaired)
+        self.assertEqual(self.log.read_bytes(), b"".join(record(e) for e in entries))
+        self.assertEqual(self.start(), Recovered(hard_state, snap, entries))
+
+    def test_corrupt_record_followed_by_valid_ones_discards_the_log_from_it_and_abstains(self) -> None:
+        self.start()
+        self.storage.save({"term": 4, "vote": "p1", "commit": 6}, run(1, 6, 1))
+        third = len(record(entry(1, 1))) + len(record(entry(2, 1)))
+        self.damage(b"X", at=third + 20)
+        with self.assertLogs("twisted_exchange.wal.file_storage", "ERROR"):
+            self.assertDiscarded(self.start(), "CRC32", None, run(1, 2, 1))
+
+    def test_entry_out_of_sequence_discards_the_log_from_it_and_abstains(self) -> None:
+        self.start()
+        self.storage.save({"term": 4, "vote": "p1", "commit": 6}, run(1, 2, 1))
+        self.damage(record(entry(4, 1)) + record(entry(5, 1)))
+        self.assertDiscarded(self.start(), "entry 4 follows entry 2", None, run(1, 2, 1))
+
+    def test_log_starting_after_a_gap_is_discarded_and_abstains(self) -> None:
+        self.start()
+        self.storage.save({"term": 4, "vote": "p1", "commit": 6}, run(1, 2, 1))
+        self.log.write_bytes(record(entry(3, 1)))
+        self.assertDiscarded(self.start(), "gap", None, [])
+
+    def test_corrupt_snapshot_file_is_discarded_with_the_log_and_kept_aside(self) -> None:
+        for damaged in (b'{"index": 3, "te', b'{"index": 3, "term": "1", "data": {}}', b"null"):
+            with self.subTest(damaged=damaged):
+                self.directory = temporary_directory(self)
+                self.log = self.directory / "log"
+                self.start()
+                self.storage.save({"term": 4, "vote": "p1", "commit": 6}, run(1, 6, 1), snapshot(3, 1))
+                (self.directory / "snapshot.json").write_bytes(damaged)
+                self.assertDiscarded(self.start(), "snapshot.json", None, [])
+                self.assertEqual((self.directory / "snapshot.json.damaged").read_bytes(), damaged)
+                self.assertFalse((self.directory / "snapshot.json").exists())
+
+    def test_storage_saves_normally_after_a_discard(self) -> None:
+        self.start()
+        self.storage.save({"term": 4, "vote": "p1", "commit": 6}, run(1, 6, 1), snapshot(3, 1))
+        (self.directory / "snapshot.json").write_bytes(b"{")
+        self.start()
+        self.storage.save({"term": 5, "vote": None, "commit": 9}, [], snapshot(8, 5))
+        self.storage.save(None, run(9, 10, 5))
+        self.assertEqual(self.start(), Recovered({"term": 5, "vote": None, "commit": 9}, snapshot(8, 5),
+                                                 run(9, 10, 5)))
+
+    def test_failed_fsync_raises_and_nothing_is_written_until_load(self) -> None:
+        self.start("batch")
+        self.storage.save({"term": 1, "vote": None, "commit": 0}, run(1, 2, 1))
+        with mock.patch("os.fsync", side_effect=OSError(5, "Input/output error")):
+            with self.assertRaises(OSError):
+                self.storage.save({"term": 2, "vote": None, "commit": 0}, run(3, 4, 2))
+        size = self.log.stat().st_size
+        for write in (lambda: self.storage.save(None, run(5, 5, 2)), lambda: self.storage.compact(snapshot(2, 1))):
+            with self.assertRaises(StorageError) as caught:
+                write()
+            self.assertIn("an earlier write failed ([Errno 5] Input/output error)", str(caught.exception))
+        self.assertEqual(self.log.stat().st_size, size)
+        self.storage.load()
+        self.storage.save(None, run(5, 5, 2))
+        self.assertEqual(self.start().entries, run(1, 2, 1) + run(3, 5, 2))
+
+    def test_failed_hard_state_replace_raises(self) -> None:
+        self.start()
+        with mock.patch("os.replace", side_effect=OSError(28, "No space left on device")):
+            with self.assertRaises(OSError):
+                self.storage.save({"term": 1, "vote": "p1", "commit": 0}, run(1, 1, 1))
+        with self.assertRaises(StorageError):
+            self.storage.save({"term": 1, "vote": "p1", "commit": 0}, [])
+        self.assertEqual(self.start(), Recovered(empty_hard_state(), None, run(1, 1, 1)))
 
     def test_directory_is_open_in_one_storage_at_a_time(self) -> None:
         self.start()

@@ -2,7 +2,7 @@
 
 It drives a :class:`~twisted_exchange.replication.replica.Replica` (Raft +
 matching core) from a tick timer and from Grenache RPC calls, persists every
-ready batch through :class:`~twisted_exchange.replication.storage.FileStorage`
+ready batch through :class:`~twisted_exchange.wal.FileStorage`
 before sending its messages, and answers clients from its own book.
 
 Modules: ``directory`` finds the other peers through the grape, ``transport``

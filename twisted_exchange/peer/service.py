@@ -36,7 +36,7 @@ from twisted_exchange.replication.messages import MessageError, parse_message
 from twisted_exchange.replication.raft import RaftConfig
 from twisted_exchange.replication.replica import Replica
 from twisted_exchange.replication.state_machine import ReplicatedStateMachine
-from twisted_exchange.replication.storage import FileStorage
+from twisted_exchange.wal import FileStorage
 
 #: Seconds per Raft tick; election and heartbeat timeouts are counted in ticks.
 TICK_SECONDS = 0.05

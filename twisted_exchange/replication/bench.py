@@ -42,7 +42,8 @@ from twisted_exchange.core import Exchange
 from twisted_exchange.core.bench import Workload, run
 from twisted_exchange.replication.raft import LEADER, RaftConfig
 from twisted_exchange.replication.replica import Replica
-from twisted_exchange.replication.storage import FileStorage, MemoryStorage
+from twisted_exchange.replication.storage import MemoryStorage
+from twisted_exchange.wal import FileStorage
 
 IDS = ["n1", "n2", "n3"]
 TARGET = 50_000

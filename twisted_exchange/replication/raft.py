@@ -48,9 +48,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-Entry = dict[str, Any]       # {"index": int, "term": int, "command": dict | None}
-HardState = dict[str, Any]   # {"term": int, "vote": str | None, "commit": int}
-Snapshot = dict[str, Any]    # {"index": int, "term": int, "data": ...}
+from twisted_exchange.replication.records import ABSTAIN, Entry, HardState, Snapshot, empty_hard_state
+
 Message = dict[str, Any]
 
 FOLLOWER = "follower"
@@ -99,9 +98,10 @@ class RaftNode:
         self.config = config
         self._rng = rng
         self._quorum = (len(self.peers) + 1) // 2 + 1
-        hard_state = hard_state or {"term": 0, "vote": None, "commit": 0}
+        hard_state = hard_state or empty_hard_state()
         self.term: int = hard_state["term"]
         self.vote: str | None = hard_state["vote"]
+        self.abstain_until_term: int | None = hard_state.get(ABSTAIN)
         self.snapshot: Snapshot | None = snapshot
         self.snap_index = snapshot["index"] if snapshot else 0
         self.snap_term = snapshot["term"] if snapshot else 0
@@ -111,7 +111,8 @@ class RaftNode:
         self.applied = self.snap_index        # last index handed out in ready().committed
         self.role = FOLLOWER
         self.leader: str | None = None
-        self._saved = (self.term, self.vote)
+        self._saved = self._hard()
+        self._end_abstention()
         self._unstable = self.last_index + 1  # first entry not yet handed out to persist
         self._received: Snapshot | None = None
         self._outbox: list[Message] = []
@@ -170,7 +171,11 @@ class RaftNode:
                     self._become_follower(self.term, None)
                 self._active = set()
         elif self._election_elapsed >= self._timeout:
-            self._campaign(pre_vote=self.config.pre_vote)
+            if self._abstains():
+                self._reset_timers()
+                self.leader = None  # heard from no leader for a timeout: stop routing to it
+            else:
+                self._campaign(pre_vote=self.config.pre_vote)
 
     def propose(self, command: dict | None) -> int | None:
         """Append ``command`` if leader; return its index, or None if not leader."""
@@ -261,8 +266,39 @@ class RaftNode:
             return message["term"] > self.term
         return self.vote == message["from"] or (self.vote is None and self.leader is None)
 
+    def _abstains(self) -> bool:
+        """No vote (for itself or others, pre-votes too) after losing stored data.
+
+        A node that discarded damaged data (``Recovered.discarded``) may have
+        lost entries it acknowledged, so the log comparison of 5.4.1 no
+        longer speaks for them: its vote could elect a leader that lacks a
+        committed entry.  Storage marks its hard state with T, its term at
+        the loss (``abstain_until_term``); the node abstains until its log
+        holds an entry of a term greater than T.  Why that is enough:
+
+        - every entry it acknowledged, it acknowledged in a term <= T (acks
+          leave only after the hard state of their term is durable), so if
+          committed with its help, it was committed in a term <= T;
+        - by Leader Completeness every leader of a term > T holds those
+          entries, and appends its own entries only after them;
+        - an entry of term U > T in this log came from the leader of U
+          through the consistency check (a node that abstains never leads),
+          so by Log Matching this log also holds everything before it, in
+          particular every entry committed in a term <= T.  From then on
+          its log speaks for what it acknowledged again.
+
+        While it abstains, every election is won by a majority of the other
+        nodes alone, so its vote cannot make a leader that lacks them.
+        """
+        return self.abstain_until_term is not None
+
+    def _end_abstention(self) -> None:
+        """Vote again once caught up past the abstention term (see ``_abstains``)."""
+        if self.abstain_until_term is not None and self.last_term > self.abstain_until_term:
+            self.abstain_until_term = None
+
     def _on_vote(self, message: Message) -> None:
-        granted = (self._can_vote(message)
+        granted = (not self._abstains() and self._can_vote(message)
                    and self._log_is_up_to_date(message["last_index"], message["last_term"]))
         if granted and message["type"] == "raft.vote":
             self.vote = message["from"]
@@ -331,6 +367,7 @@ class RaftNode:
                 break
         last_new = prev_index + len(entries)
         self._advance_commit(min(message["commit"], last_new))
+        self._end_abstention()
         self._send(message["from"], "raft.append_reply", success=True, match=max(last_new, self.commit))
 
     def _on_snapshot(self, message: Message) -> None:
@@ -347,6 +384,7 @@ class RaftNode:
             self.snapshot, self.snap_index, self.snap_term = snapshot, index, snapshot["term"]
             self.commit = self.applied = index
             self._received = snapshot
+            self._end_abstention()
         self._send(message["from"], "raft.snapshot_reply", match=self.commit)
 
     def _advance_commit(self, index: int) -> None:
@@ -427,13 +465,13 @@ class RaftNode:
         """The last index that may be handed out for applying: the commit index."""
         return self.commit
 
-    def _hard(self) -> tuple[int, str | None]:
+    def _hard(self) -> tuple[int, str | None, int | None]:
         """What must be durable before a message leaves (Figure 2's persistent
-        state besides the log).  The commit index is volatile in Raft: it rides
-        along whenever the hard state is written, but a commit advance alone
-        costs no write, which would otherwise be one atomic file replace per
-        batch."""
-        return (self.term, self.vote)
+        state besides the log, and the abstention).  The commit index is
+        volatile in Raft: it rides along whenever the hard state is written,
+        but a commit advance alone costs no write, which would otherwise be
+        one atomic file replace per batch."""
+        return (self.term, self.vote, self.abstain_until_term)
 
     def ready(self) -> RaftReady:
         """Collect and clear everything to persist, send and apply since the last call."""
@@ -447,6 +485,8 @@ class RaftNode:
         if self._saved != self._hard():
             self._saved = self._hard()
             ready.hard_state = {"term": self.term, "vote": self.vote, "commit": self.commit}
+            if self.abstain_until_term is not None:
+                ready.hard_state[ABSTAIN] = self.abstain_until_term
         if self._unstable <= self.last_index:
             ready.entries = self.entries(self._unstable, self.last_index + 1)
         self._unstable = self.last_index + 1

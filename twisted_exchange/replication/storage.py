@@ -1,52 +1,33 @@
-"""Stable storage for one Raft node: hard state, log entries and snapshot.
+"""Stable storage for one Raft node: the contract, its rules, and a memory copy.
 
-The Raft node (replica.py) is pure: it hands its shell a ready batch, and the
-shell persists it here *before* sending any message, which is what lets a
-node promise a vote or acknowledge an entry and keep that promise across a
-crash.  Two storages share one contract (``save``, ``compact``, ``load``,
-``close``) and one implementation of its rules, in `_Storage`:
+The Raft node is pure: it hands its shell a ready batch, and the shell
+persists it through a `Storage` *before* sending any message, which is what
+lets a node promise a vote or acknowledge an entry and keep that promise
+across a crash.  This module does no I/O: the contract (`Storage`,
+`Recovered`, `StorageError`), the rules every storage follows
+(`StorageRules`), and `MemoryStorage` for the simulator and tests.  The file
+storage lives in its own layer, ``twisted_exchange.wal``, as etcd keeps its
+WAL outside its raft package.
 
-- `MemoryStorage` holds deep copies in memory; the simulator keeps the object
-  across a simulated crash and rebuilds the node from ``load()``.
-- `FileStorage` keeps one data directory per peer (see its docstring).
-
-All values are plain JSON-able dicts (the contract between storage, replica and the peer shell)::
-
-    Entry     = {"index": int >= 1, "term": int >= 1, "command": dict | None}
-    HardState = {"term": int, "vote": str | None, "commit": int}
-    Snapshot  = {"index": int, "term": int, "data": <JSON-able>}
+Values are the TypedDicts of ``records``: Entry, HardState, Snapshot.
 """
 from __future__ import annotations
 
 import copy
-import fcntl
-import json
-import logging
-import os
-import struct
-import zlib
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Protocol
 
-Entry = dict[str, Any]
-HardState = dict[str, Any]
-Snapshot = dict[str, Any]
-
-
-def empty_hard_state() -> HardState:
-    """The hard state of a node that never saved one."""
-    return {"term": 0, "vote": None, "commit": 0}
+from twisted_exchange.replication.records import Entry, HardState, Snapshot, empty_hard_state
 
 
 class StorageError(Exception):
     """Storage refused an operation or cannot trust its files.
 
-    Raised for programming errors (a gap in the log, a stale snapshot) and for
-    damage that must not be repaired silently (a corrupt hard-state or
-    snapshot file).  ``code`` is stable for callers that report it.
+    Raised for programming errors (a gap in the log, a stale snapshot), for
+    a write after an earlier one failed, and for damage that must not be
+    repaired (a corrupt hard state).  ``code`` is stable for callers.
     """
 
     code = "ERR_STORAGE"
@@ -59,25 +40,57 @@ class StorageError(Exception):
 class Recovered:
     """What a node restarts from.
 
-    ``entries`` are contiguous and start right after the snapshot (or at 1);
-    ``repaired`` describes a torn or corrupt log tail that was cut, else None.
+    ``entries`` are contiguous and start right after the snapshot (or at 1).
+    ``repaired`` describes a torn log tail that was cut: a write that never
+    completed, so never acknowledged.  ``discarded`` describes damaged data
+    that was dropped although it may have been acknowledged (a corrupt
+    snapshot and the log after it, or the log from a corrupt record on); the
+    hard state then says the node abstains from votes (``records.abstaining``)
+    until a leader has caught it up.  Both are None when nothing happened.
     """
 
     hard_state: HardState
     snapshot: Snapshot | None
     entries: list[Entry]
     repaired: str | None = None
+    discarded: str | None = None
 
 
-class _Storage:
+class Storage(Protocol):
+    """The contract between a Raft node's shell and its stable storage.
+
+    ``load()`` first, then any number of ``save()`` and ``compact()``, then
+    ``close()``.  A write that fails raises OSError (or StorageError); the
+    storage may then hold part of the batch, and refuses every later
+    ``save()`` and ``compact()`` with StorageError until ``load()``: the
+    caller must stop (fail-stop) and restart from what ``load()`` returns,
+    never carry on as if the batch were durable.
+    """
+
+    def save(self, hard_state: HardState | None, entries: list[Entry],
+             snapshot: Snapshot | None = None) -> None:
+        """Persist one ready batch (see `StorageRules.save`)."""
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """Store a snapshot taken by the state machine; drop the entries it covers."""
+
+    def load(self) -> Recovered:
+        """What the node restarts from; repairs or discards damage first."""
+
+    def close(self) -> None:
+        """Release what the storage holds; idempotent."""
+
+
+class StorageRules:
     """The save/compact rules of the contract, over a few storage primitives.
 
     Subclasses keep the entries and implement the primitives; this class
-    decides what to drop, truncate and append, so both storages behave
-    identically by construction.
+    decides what to drop, truncate and append, and when to refuse, so every
+    storage behaves identically by construction.
     """
 
     _snapshot: Snapshot | None  # the stored snapshot, or at least its index and term
+    _failed: str | None = None  # why an earlier write failed; cleared by load()
 
     def save(
         self,
@@ -122,6 +135,21 @@ class _Storage:
         with self._writing():
             self._install(snapshot)
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One save() or compact(): after an OSError, refuse until load().
+
+        A failed write may have stored part of a batch; whatever the caller
+        does next, nothing more is written on top of it.
+        """
+        if self._failed is not None:
+            raise StorageError(f"an earlier write failed ({self._failed}); load() again")
+        try:
+            yield
+        except OSError as error:
+            self._failed = str(error) or type(error).__name__
+            raise
+
     def _install(self, snapshot: Snapshot) -> None:
         index = snapshot["index"]
         if self._snapshot is not None and index < self._snapshot["index"]:
@@ -151,10 +179,6 @@ class _Storage:
             )
         return entries
 
-    def _writing(self) -> AbstractContextManager[None]:
-        """Context of one save() or compact(): where a storage refuses or fails."""
-        return nullcontext()
-
     def _last_index(self) -> int:
         """Index of the last stored entry, else of the snapshot, else 0."""
         raise NotImplementedError
@@ -183,7 +207,7 @@ class _Storage:
         raise NotImplementedError
 
 
-class MemoryStorage(_Storage):
+class MemoryStorage(StorageRules):
     """Storage in memory, for the simulator and tests.
 
     What it holds is what "survives" a simulated crash.  It stores and
@@ -197,6 +221,7 @@ class MemoryStorage(_Storage):
         self._entries: list[Entry] = []
 
     def load(self) -> Recovered:
+        self._failed = None
         return Recovered(
             hard_state=copy.deepcopy(self._hard_state),
             snapshot=copy.deepcopy(self._snapshot),
@@ -235,321 +260,3 @@ class MemoryStorage(_Storage):
 
     def _store_hard_state(self, hard_state: HardState) -> None:
         self._hard_state = copy.deepcopy(hard_state)
-
-
-LOG = "log"
-HARD_STATE = "hardstate.json"
-SNAPSHOT = "snapshot.json"
-FSYNC_POLICIES = ("batch", "never")
-
-_HEADER = struct.Struct(">II")  # body length, CRC32 of the body
-
-logger = logging.getLogger(__name__)
-
-
-class FileStorage(_Storage):
-    """Storage in one data directory per peer.
-
-    Files:
-
-    ``log``
-        Append-only.  Each entry is one record: an 8-byte header (big-endian
-        body length, CRC32 of the body) then the entry as canonical JSON.
-        An in-memory index of entry index -> file offset makes overwriting
-        from an index one truncate, and a batch of entries is one write.
-    ``hardstate.json``, ``snapshot.json``
-        Replaced atomically: temp file, fsync, rename, fsync the directory.
-        Object keys keep their order, so a snapshot loads back exactly as
-        MemoryStorage would return it.
-        Compaction replaces ``log`` the same way, with only the entries
-        after the snapshot.
-
-    ``load()`` cuts a torn or corrupt log tail: a short header or body, a
-    CRC mismatch, an undecodable record or an index out of sequence, and
-    everything after it, since nothing after damage can be trusted.  It
-    reports the cut in ``Recovered.repaired`` and in the log.  A damaged
-    hard-state or snapshot file is different: atomic replacement never
-    leaves one half-written, so it raises StorageError rather than forget
-    a vote or committed state.
-
-    ``fsync`` is the durability policy:
-
-    - ``"batch"`` (default): one fsync of the log per save() that appends,
-      plus the fsyncs of every atomic replacement.  What save() returned from
-      survives a crash of the machine.
-    - ``"never"``: no fsync at all.  FOR TESTS AND BENCHMARKS ONLY: a crash
-      of the machine can lose acknowledged entries and votes, which breaks
-      Raft's safety.
-
-    The directory is locked (flock) while open: one FileStorage per
-    directory, until close().  Call load() before save() or compact().
-    """
-
-    def __init__(self, directory: str | os.PathLike, fsync: str = "batch") -> None:
-        if fsync not in FSYNC_POLICIES:
-            raise ValueError(f"fsync policy must be one of {FSYNC_POLICIES}, not {fsync!r}")
-        self._directory = Path(directory)
-        self._fsync = fsync == "batch"
-        self._log: BinaryIO | None = None
-        self._failed: str | None = None
-        self._snapshot = None
-        self._first = 1
-        self._terms: list[int] = []
-        self._offsets: list[int] = []
-        self._end = 0
-        self._directory.mkdir(parents=True, exist_ok=True)
-        self._directory_fd: int | None = os.open(self._directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(self._directory_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.close()
-            raise StorageError(f"{self._directory} is already open in another FileStorage") from None
-
-    def load(self) -> Recovered:
-        """Read the directory, cut a damaged log tail, and get ready to save."""
-        if self._directory_fd is None:
-            raise StorageError(f"{self._directory}: storage is closed")
-        hard_state = self._read_json(HARD_STATE, _is_hard_state) or empty_hard_state()
-        snapshot = self._read_json(SNAPSHOT, _is_snapshot)
-        for name in (LOG, HARD_STATE, SNAPSHOT):
-            self._path(name + ".tmp").unlink(missing_ok=True)
-        try:
-            data = self._path(LOG).read_bytes()
-        except FileNotFoundError:
-            data = b""
-        entries, offsets, end, damage = _scan(data)
-        problems = [f"{damage}: cut {len(data) - end} bytes"] if damage else []
-        floor = snapshot["index"] if snapshot is not None else 0
-        if entries and entries[0]["index"] > floor + 1:
-            problems.append(f"log starts at entry {entries[0]['index']}, after a gap from {floor}: dropped it")
-            keep = len(entries)
-        else:
-            keep = _kept_after(entries, snapshot)
-        start = offsets[keep] if keep < len(offsets) else end
-        if start > 0:
-            self._replace(LOG, data[start:end])
-        self._open_log()
-        if start == 0 and end < len(data):
-            self._log.truncate(end)
-            self._sync_log()
-        self._snapshot = None if snapshot is None else {"index": floor, "term": snapshot["term"]}
-        entries = entries[keep:]
-        self._first = entries[0]["index"] if entries else floor + 1
-        self._terms = [entry["term"] for entry in entries]
-        self._offsets = [offset - start for offset in offsets[keep:]]
-        self._end = end - start
-        self._failed = None
-        repaired = None
-        if problems:
-            repaired = f"{self._path(LOG)}: " + "; ".join(problems) + f"; kept entries up to {self._last_index()}"
-            logger.warning("repaired %s", repaired)
-        return Recovered(hard_state, snapshot, entries, repaired)
-
-    def close(self) -> None:
-        """Close the files and unlock the directory; idempotent."""
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self._directory_fd is not None:
-            os.close(self._directory_fd)
-            self._directory_fd = None
-
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Refuse to write unless loaded; after an I/O error, refuse until load().
-
-        A failed write may leave the file and the offset index apart; load()
-        brings them back together from what is on disk.
-        """
-        if self._log is None:
-            raise StorageError(f"{self._directory}: load() before saving (or storage is closed)")
-        if self._failed is not None:
-            raise StorageError(f"{self._directory}: an earlier write failed ({self._failed}); load() again")
-        try:
-            yield
-        except OSError as error:
-            self._failed = str(error)
-            raise
-
-    def _path(self, name: str) -> Path:
-        return self._directory / name
-
-    def _read_json(self, name: str, valid: Callable[[Any], bool]) -> Any:
-        """The value in file ``name``, None if missing; StorageError if damaged."""
-        path = self._path(name)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
-            value = json.loads(raw)
-        except ValueError as error:
-            raise StorageError(
-                f"{path} is not valid JSON ({error}); it is replaced atomically, so this is damage, "
-                "not a torn write: refusing to start rather than lose acknowledged state"
-            ) from None
-        if not valid(value):
-            raise StorageError(f"{path} does not hold what it should: {value!r:.200}")
-        return value
-
-    def _replace(self, name: str, data: bytes) -> None:
-        """Replace file ``name`` by ``data`` atomically (durably under "batch")."""
-        temporary = self._path(name + ".tmp")
-        with open(temporary, "wb") as file:
-            file.write(data)
-            if self._fsync:
-                file.flush()
-                os.fsync(file.fileno())
-        os.replace(temporary, self._path(name))
-        if self._fsync:
-            os.fsync(self._directory_fd)
-
-    def _open_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-        created = not self._path(LOG).exists()
-        self._log = open(self._path(LOG), "ab")
-        if created and self._fsync:
-            os.fsync(self._directory_fd)
-
-    def _last_index(self) -> int:
-        return self._first + len(self._terms) - 1
-
-    def _term_at(self, index: int) -> int | None:
-        position = index - self._first
-        return self._terms[position] if 0 <= position < len(self._terms) else None
-
-    def _store_snapshot(self, snapshot: Snapshot) -> None:
-        self._replace(SNAPSHOT, _compact_json(snapshot))
-        self._snapshot = {"index": snapshot["index"], "term": snapshot["term"]}
-
-    def _drop_through(self, index: int, keep_rest: bool) -> None:
-        drop = min(index + 1 - self._first, len(self._terms)) if keep_rest else len(self._terms)
-        if drop > 0:
-            start = self._offsets[drop] if drop < len(self._offsets) else self._end
-            with open(self._path(LOG), "rb") as file:
-                file.seek(start)
-                rest = file.read()
-            self._replace(LOG, rest)
-            self._open_log()
-            del self._terms[:drop]
-            self._offsets = [offset - start for offset in self._offsets[drop:]]
-            self._end -= start
-        self._first = max(self._first, index + 1)  # the log never starts before the snapshot
-
-    def _truncate_from(self, index: int) -> None:
-        position = index - self._first
-        self._log.truncate(self._offsets[position])
-        self._end = self._offsets[position]
-        del self._terms[position:], self._offsets[position:]
-
-    def _append(self, entries: list[Entry]) -> None:
-        records = [_record(entry) for entry in entries]
-        self._log.write(b"".join(records))
-        self._log.flush()
-        for entry, record in zip(entries, records):
-            self._terms.append(entry["term"])
-            self._offsets.append(self._end)
-            self._end += len(record)
-
-    def _sync_log(self) -> None:
-        if self._fsync:
-            os.fsync(self._log.fileno())
-
-    def _store_hard_state(self, hard_state: HardState) -> None:
-        self._replace(HARD_STATE, _compact_json(hard_state))
-
-
-class _Damaged(Exception):
-    """A log record that cannot be trusted; the message says why."""
-
-
-def _compact_json(value: Any, sort_keys: bool = False) -> bytes:
-    """JSON without spaces; keys kept in order unless ``sort_keys``."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=sort_keys).encode()
-
-
-def _record(entry: Entry) -> bytes:
-    body = _compact_json(entry, sort_keys=True)
-    return _HEADER.pack(len(body), zlib.crc32(body)) + body
-
-
-def _read_record(data: bytes, offset: int) -> tuple[Entry, int]:
-    """The entry in the record at ``offset`` and the offset after it."""
-    if len(data) - offset < _HEADER.size:
-        raise _Damaged(f"torn record header ({len(data) - offset} of {_HEADER.size} bytes)")
-    length, crc = _HEADER.unpack_from(data, offset)
-    start = offset + _HEADER.size
-    body = data[start:start + length]
-    if len(body) < length:
-        raise _Damaged(f"torn record body ({len(body)} of {length} bytes)")
-    if zlib.crc32(body) != crc:
-        raise _Damaged("record fails its CRC32")
-    try:
-        entry = json.loads(body)
-    except ValueError:
-        raise _Damaged("record is not JSON") from None
-    if not _is_entry(entry):
-        raise _Damaged("record is not an entry")
-    return entry, start + length
-
-
-def _scan(data: bytes) -> tuple[list[Entry], list[int], int, str | None]:
-    """Entries of the undamaged, contiguous prefix of a log file's ``data``,
-    their offsets, the offset where that prefix ends, and why it ends there
-    if that is not the end of ``data``."""
-    entries: list[Entry] = []
-    offsets: list[int] = []
-    offset = 0
-    try:
-        while offset < len(data):
-            entry, after = _read_record(data, offset)
-            if entries and entry["index"] != entries[-1]["index"] + 1:
-                raise _Damaged(f"entry {entry['index']} follows entry {entries[-1]['index']}")
-            entries.append(entry)
-            offsets.append(offset)
-            offset = after
-    except _Damaged as damage:
-        return entries, offsets, offset, f"{damage} at offset {offset}"
-    return entries, offsets, offset, None
-
-
-def _kept_after(entries: list[Entry], snapshot: Snapshot | None) -> int:
-    """How many leading ``entries`` the snapshot covers (all of them when it
-    does not match the log: a crash cut short the install that replaced it)."""
-    if snapshot is None or not entries:
-        return 0
-    position = snapshot["index"] - entries[0]["index"]
-    if position < 0:
-        return 0
-    if position < len(entries) and entries[position]["term"] == snapshot["term"]:
-        return position + 1
-    return len(entries)
-
-
-def _is_count(value: Any, least: int = 0) -> bool:
-    return type(value) is int and value >= least
-
-
-def _is_entry(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and _is_count(value.get("index"), 1)
-        and _is_count(value.get("term"), 1)
-        and "command" in value
-        and (value["command"] is None or isinstance(value["command"], dict))
-    )
-
-
-def _is_hard_state(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and _is_count(value.get("term"))
-        and _is_count(value.get("commit"))
-        and "vote" in value
-        and (value["vote"] is None or isinstance(value["vote"], str))
-    )
-
-
-def _is_snapshot(value: Any) -> bool:
-    return isinstance(value, dict) and _is_count(value.get("index")) and _is_count(value.get("term")) and "data" in value

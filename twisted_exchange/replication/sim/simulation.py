@@ -1,44 +1,45 @@
-"""Deterministic, seeded fault simulator for the replicated exchange.
+"""One seeded run of the fault simulator: ``Simulation`` and ``simulate``.
 
-One seed fixes everything: 3 or 5 ``Replica`` objects on ``MemoryStorage``, a
+One seed fixes everything: 3 or 5 ``Replica`` objects on ``FaultyStorage``, a
 simulated network that delays, drops, duplicates and reorders messages and
 partitions nodes, crashes (everything not persisted is lost; the node is
-rebuilt from its storage's ``load()``) and restarts, and clients that submit
-and cancel crossing orders at every node concurrently and retry.  Virtual time
-is an event queue; a step is one event.  Node input (tick, message) and the
-node's ``ready()`` are separate events, so a crash can fall between them.
+rebuilt from its storage's ``load()``) and restarts, storage faults (a
+failed or torn write makes the node fail-stop: it is crashed at once and
+restarted later; a corrupt read on restart discards data and leaves the
+node abstaining from votes), and clients that submit and cancel crossing
+orders at every node concurrently and retry, and now and then send a
+poison command that must be refused.  Virtual time is an event queue; a
+step is one event.  Node input (tick, message) and the node's ``ready()``
+are separate events, so a crash can fall between them.
 
 After every step the ``Checker`` verifies: at most one leader per term, and
 that leader holds every committed entry; log matching (same index and term
-means same entry and same previous term); committed entries never change;
-every node applies the same entries with the same results (so applied
-sequences are prefixes of one another); equal ``state_hash`` at equal applied
-index; exchange invariants (no order filled beyond its quantity, filled +
-remaining + cancelled == quantity).  At the end it heals everything and
-checks liveness (every client's last command completes within a bounded
-virtual time) and that every acknowledged command was executed exactly once:
-each of its copies in the committed log carries the acknowledged result.
-
-    python -m twisted_exchange.replication.sim --seeds 200 [--nodes 3|5] [--seed S] [--steps K]
+means same entry and same previous term); committed entries never change
+and hold only admissible commands; every node applies the same entries
+with the same results (so applied sequences are prefixes of one another);
+equal ``state_hash`` at equal applied index; exchange invariants (no order
+filled beyond its quantity, filled + remaining + cancelled == quantity).
+At the end it heals everything and checks liveness (every client's last
+command completes within a bounded virtual time) and that every
+acknowledged command was executed exactly once: each of its copies in the
+committed log carries the acknowledged result.
 """
 from __future__ import annotations
 
 import heapq
 import json
-import multiprocessing
-import os
 import random
-import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
-
-import click
 
 from twisted_exchange.replication.raft import LEADER, RaftConfig, RaftNode
-from twisted_exchange.replication.replica import Replica
-from twisted_exchange.replication.storage import MemoryStorage
+from twisted_exchange.replication.replica import Replica, ReplicationError
+from twisted_exchange.replication.sim.checker import Checker, Violation
+from twisted_exchange.replication.sim.clients import Client, poison_command
+from twisted_exchange.replication.sim.faulty_storage import (
+    CORRUPT_READ, FAILED_WRITE, TORN_WRITE, DiskFault, FaultyStorage,
+)
 
 TICK = 10                 # virtual time units per Raft tick
 MAX_DELAY = 3 * TICK      # a message arrives 1..MAX_DELAY units after it is sent
@@ -46,12 +47,10 @@ RETRY_BACKOFF = MAX_DELAY + 2 * TICK   # a client waits this long before retryin
 LIVENESS_TICKS = 400      # after healing, every client must finish within this many ticks
 DEFAULT_STEPS = 4000
 CLIENTS_PER_NODE = 2
+POISON_RATE = 0.03        # share of client sends that first try a poison command
+CORRUPT_READ_RATE = 0.3   # share of restarts that find damaged data (while few nodes abstain)
 SIM_CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=2, max_entries_per_message=64,
                         forward_ticks=4, no_leader_ticks=30, compact_every=40)
-
-
-class Violation(AssertionError):
-    """A safety or liveness property failed."""
 
 
 @dataclass
@@ -72,147 +71,23 @@ class Outcome:
                 f" --nodes {self.nodes} --steps {self.steps}")
 
 
-class Checker:
-    """The cluster-wide invariants, checked incrementally as nodes report."""
-
-    def __init__(self) -> None:
-        self.leaders: dict[int, str] = {}
-        self.committed: dict[int, tuple[int, dict | None]] = {}   # index -> (term, command)
-        self.links: dict[tuple[int, int], tuple[dict | None, int | None]] = {}  # (index, term) -> (command, prev term)
-        self.applied: dict[int, tuple[dict | None, dict | None]] = {}   # index -> (command, result)
-        self.hashes: dict[int, str] = {}
-        self.quantity: dict[str, Decimal] = {}
-        self.filled: Counter = Counter()
-        self.executed: set[tuple[str, str]] = set()
-        self.complete: set[int] = set()   # terms whose leader was checked for completeness
-
-    def leader(self, node: RaftNode) -> None:
-        """At most one leader per term; a new leader's log holds every committed entry."""
-        known = self.leaders.setdefault(node.term, node.id)
-        if known != node.id:
-            raise Violation(f"two leaders in term {node.term}: {known} and {node.id}")
-        if node.term in self.complete:
-            return
-        self.complete.add(node.term)
-        for index, (term, _) in self.committed.items():
-            if index > node.snap_index and node.term_at(index) != term:
-                raise Violation(f"leader {node.id} of term {node.term} lacks committed entry {index}")
-
-    def persisted(self, node: RaftNode, entries: list[dict]) -> None:
-        """Log matching: an (index, term) names one entry with one predecessor term."""
-        for entry in entries:
-            link = (entry["command"], node.term_at(entry["index"] - 1))
-            known = self.links.setdefault((entry["index"], entry["term"]), link)
-            if known[0] != link[0] or (None not in (known[1], link[1]) and known[1] != link[1]):
-                raise Violation(f"log matching: {node.id} has a different entry at "
-                                f"index {entry['index']} term {entry['term']}")
-
-    def commit(self, node: RaftNode, start: int) -> None:
-        """Entries committed at ``node`` from ``start`` on agree with every commit seen."""
-        for index in range(max(start, node.snap_index + 1), node.commit + 1):
-            entry = node.entries(index, index + 1)[0]
-            known = self.committed.setdefault(index, (entry["term"], entry["command"]))
-            if known != (entry["term"], entry["command"]):
-                raise Violation(f"committed entry {index} changed at {node.id}: "
-                                f"term {known[0]} became {entry['term']}")
-
-    def apply(self, node_id: str, index: int, command: dict | None, result: dict | None) -> None:
-        """Every node applies the same command with the same result at each index."""
-        known = self.applied.get(index)
-        if known is None:
-            self.applied[index] = (command, result)
-            if command is not None and (command["client"], command["request"]) not in self.executed:
-                self.executed.add((command["client"], command["request"]))
-                self._exchange_invariants(result)
-        elif known != (command, result):
-            raise Violation(f"{node_id} applied a different entry or result at index {index}")
-
-    def state(self, node_id: str, index: int, state_hash: str) -> None:
-        known = self.hashes.setdefault(index, state_hash)
-        if known != state_hash:
-            raise Violation(f"{node_id} has a different state_hash at applied index {index}")
-
-    def _exchange_invariants(self, result: dict | None) -> None:
-        if not result or not result.get("ok"):
-            return
-        order = result["order"]
-        quantity = Decimal(order["quantity"])
-        self.quantity.setdefault(order["id"], quantity)
-        if Decimal(order["filled"]) + Decimal(order["remaining"]) + Decimal(order["cancelled"]) != quantity:
-            raise Violation(f"order {order['id']}: filled + remaining + cancelled != quantity")
-        for fill in result["fills"]:
-            for order_id in (fill["maker_order"], fill["taker_order"]):
-                self.filled[order_id] += Decimal(fill["quantity"])
-                if self.filled[order_id] > self.quantity.get(order_id, self.filled[order_id]):
-                    raise Violation(f"order {order_id} filled beyond its quantity")
-
-    def exactly_once(self, acknowledged: dict[tuple[str, str], dict]) -> None:
-        """Every acknowledged command is in the log, and each copy carries its one result."""
-        copies: dict[tuple[str, str], list[dict]] = {}
-        for command, result in self.applied.values():
-            if command is not None:
-                copies.setdefault((command["client"], command["request"]), []).append(result)
-        for key, results in copies.items():
-            if any(result != results[0] for result in results):
-                raise Violation(f"command {key} was executed more than once")
-        for key, result in acknowledged.items():
-            if key not in copies:
-                raise Violation(f"acknowledged command {key} is not in the committed log")
-            if copies[key][0] != result:
-                raise Violation(f"acknowledged command {key} got a result other than its execution's")
-
-
-class Client:
-    """One exchange client: one outstanding command at a time, retried until answered."""
-
-    def __init__(self, name: str, rng: random.Random) -> None:
-        self.name = name
-        self.rng = rng
-        self.requests = 0
-        self.command: dict | None = None
-        self.open_orders: list[str] = []
-
-    def next_command(self) -> dict:
-        self.requests += 1
-        request = f"{self.name}-{self.requests}"
-        rng = self.rng
-        if self.open_orders and rng.random() < 0.25:
-            order_id = self.open_orders.pop(rng.randrange(len(self.open_orders)))
-            self.command = {"action": "cancel", "client": self.name, "request": request,
-                            "order_id": order_id}
-            return self.command
-        command = {"action": "submit", "client": self.name, "request": request, "symbol": "BTCUSD",
-                   "side": rng.choice(("buy", "sell")), "quantity": str(rng.randint(1, 5))}
-        kind = rng.random()
-        if kind < 0.1:
-            command.update(type="market")
-        else:
-            command.update(type="limit", price=str(100 + rng.randint(-3, 3)),
-                           tif="ioc" if kind < 0.2 else "gtc")
-        self.command = command
-        return command
-
-    def answered(self, result: dict) -> None:
-        if result.get("ok") and result["order"]["status"] in ("open", "partially_filled"):
-            self.open_orders.append(result["order"]["id"])
-        self.command = None
-
-
 class Simulation:
     """One seeded run; ``run()`` returns its Outcome."""
 
     def __init__(self, seed: int, nodes: int = 3, steps: int = DEFAULT_STEPS,
                  node_factory: Callable[..., RaftNode] = RaftNode,
+                 replica_factory: Callable[..., Replica] = Replica,
                  config: RaftConfig = SIM_CONFIG, wire: bool = False) -> None:
         self.outcome = Outcome(seed, nodes, steps)
         self.rng = random.Random(seed)
         self.steps = steps
         self.config = config
         self.node_factory = node_factory
+        self.replica_factory = replica_factory
         self.wire = wire
         self.ids = [f"n{i}" for i in range(1, nodes + 1)]
         self.check = Checker()
-        self.storage = {i: MemoryStorage() for i in self.ids}
+        self.storage = {i: FaultyStorage(random.Random(self.rng.random())) for i in self.ids}
         self.replicas: dict[str, Replica | None] = {}
         self.incarnation = Counter()
         self.checked_commit: dict[str, int] = {}
@@ -262,6 +137,7 @@ class Simulation:
         self.groups = {}
         self.drop = self.duplicate = 0.0
         for node_id in self.ids:
+            self.storage[node_id].armed = None
             if self.replicas[node_id] is None:
                 self._start(node_id)
         for client in self.clients:   # every client proves that commits resume
@@ -280,9 +156,10 @@ class Simulation:
     def _start(self, node_id: str) -> None:
         self.incarnation[node_id] += 1
         recovered = self.storage[node_id].load()
-        replica = Replica(node_id, self.ids, recovered, random.Random(self.rng.random()), self.config,
-                          node_factory=self.node_factory,
-                          on_apply=lambda index, command, result: self.check.apply(node_id, index, command, result))
+        replica = self.replica_factory(
+            node_id, self.ids, recovered, random.Random(self.rng.random()), self.config,
+            node_factory=self.node_factory,
+            on_apply=lambda index, command, result: self.check.apply(node_id, index, command, result))
         self.replicas[node_id] = replica
         self.checked_commit[node_id] = replica.node.snap_index + 1
         self._at(self.now + self.rng.randint(1, TICK), self._tick, node_id, self.incarnation[node_id])
@@ -335,11 +212,9 @@ class Simulation:
         self.ready_due.discard(node_id)
         applied = replica.state_machine.applied
         ready = replica.ready()
-        storage = self.storage[node_id]
         self.check.persisted(replica.node, ready.entries)
-        storage.save(ready.hard_state, ready.entries, ready.snapshot)
-        if ready.compaction is not None:
-            storage.compact(ready.compaction)
+        if not self._persisted(node_id, ready):
+            return
         if replica.state_machine.applied != applied:
             self.check.state(node_id, replica.state_machine.applied, replica.state_machine.state_hash())
         for message in ready.messages:
@@ -348,12 +223,29 @@ class Simulation:
             client, request = self.tokens.pop((node_id, token))
             self._client_answer(client, request, result)
 
+    def _persisted(self, node_id: str, ready) -> bool:
+        """Persist the batch; on a write failure fail-stop (crash now, restart
+        later from what was stored) and say so, as the peer shell does."""
+        storage = self.storage[node_id]
+        try:
+            storage.save(ready.hard_state, ready.entries, ready.snapshot)
+            if ready.compaction is not None:
+                storage.compact(ready.compaction)
+        except DiskFault as fault:
+            self.outcome.faults[fault.kind] += 1
+            self._crash(node_id)
+            self._at(self.now + self.rng.randint(5, 60) * TICK, self._restart, node_id)
+            return False
+        return True
+
     # -- network ------------------------------------------------------------
 
     def _connected(self, a: str, b: str) -> bool:
         return self.groups.get(a, 0) == self.groups.get(b, 0)
 
     def _send(self, message: dict) -> None:
+        storage = self.storage[message["from"]]
+        self.check.durable(message, storage.hard_state, storage.last_index)
         if self.wire:
             message = json.loads(json.dumps(message))
         if not self._connected(message["from"], message["to"]) or self.rng.random() < self.drop:
@@ -368,8 +260,11 @@ class Simulation:
         if not self.faulty:
             return
         rng = self.rng
-        kind = rng.choice(("crash", "crash", "partition", "isolate", "lossy"))
-        self.outcome.faults[kind] += 1
+        kind = rng.choice(("crash", "crash", "partition", "isolate", "lossy", FAILED_WRITE, TORN_WRITE))
+        if kind in (FAILED_WRITE, TORN_WRITE):
+            self.storage[rng.choice(self.ids)].armed = kind   # counted when it strikes
+        else:
+            self.outcome.faults[kind] += 1
         if kind == "crash":
             node_id = rng.choice(self.ids)
             if self.replicas[node_id] is not None:
@@ -387,7 +282,17 @@ class Simulation:
 
     def _restart(self, node_id: str) -> None:
         if self.replicas[node_id] is None:
+            parts = self.storage[node_id].damageable()
+            if parts and self.faulty and self.rng.random() < CORRUPT_READ_RATE and self._may_abstain(node_id):
+                self.storage[node_id].corrupt(self.rng.choice(parts))
+                self.outcome.faults[CORRUPT_READ] += 1
             self._start(node_id)
+
+    def _may_abstain(self, node_id: str) -> bool:
+        """Damage a node only while the nodes that vote can still elect a
+        leader without a minority: abstainers stay within (n - 1) // 2."""
+        others = sum(self.storage[other].abstaining for other in self.ids if other != node_id)
+        return others + 1 <= (len(self.ids) - 1) // 2
 
     def _heal_partition(self) -> None:
         self.groups = {}
@@ -407,9 +312,21 @@ class Simulation:
             return
         node_id = self.rng.choice(up)
         replica = self.replicas[node_id]
+        if self.faulty and self.rng.random() < POISON_RATE:
+            self._poison(client, replica)
         token = replica.propose(client.command)
         self.tokens[node_id, token] = (client, client.command["request"])
         self._wake(node_id)
+
+    def _poison(self, client: Client, replica: Replica) -> None:
+        """A malformed command must be refused before it reaches the log."""
+        kind, command = poison_command(client.name, self.rng)
+        try:
+            replica.propose(command)
+        except ReplicationError:
+            self.outcome.faults["poison command"] += 1
+            return
+        raise Violation(f"{replica.id} accepted a poison command ({kind})")
 
     def _client_answer(self, client: Client, request: str, result: dict) -> None:
         if result.get("error", "").startswith("ERR_NO_LEADER"):
@@ -429,51 +346,3 @@ class Simulation:
 def simulate(seed: int, nodes: int = 3, steps: int = DEFAULT_STEPS, **options) -> Outcome:
     """Run one seed and return its Outcome (``options`` go to Simulation)."""
     return Simulation(seed, nodes, steps, **options).run()
-
-
-def _run_seed(arguments: tuple[int, int, int]) -> Outcome:
-    return simulate(*arguments)
-
-
-@click.command()
-@click.option("--seeds", default=100, show_default=True, help="How many seeds to run.")
-@click.option("--seed", "first", default=0, show_default=True, help="The first seed.")
-@click.option("--nodes", type=click.Choice(["3", "5"]), default="3", show_default=True)
-@click.option("--steps", default=DEFAULT_STEPS, show_default=True, help="Events per seed before healing.")
-@click.option("--jobs", default=os.cpu_count() or 1, show_default=True, help="Worker processes.")
-def main(seeds: int, first: int, nodes: str, steps: int, jobs: int) -> None:
-    """Run the deterministic fault simulator over a range of seeds."""
-    work = [(seed, int(nodes), steps) for seed in range(first, first + seeds)]
-    outcomes: list[Outcome] = []
-    with multiprocessing.Pool(jobs) if jobs > 1 and seeds > 1 else _Serial() as pool:
-        results = pool.imap_unordered(_run_seed, work, chunksize=max(1, seeds // (jobs * 20)))
-        with click.progressbar(results, length=seeds, label=f"{nodes} nodes", file=sys.stderr) as bar:
-            outcomes.extend(bar)
-    outcomes.sort(key=lambda outcome: outcome.seed)
-    faults = sum((outcome.faults for outcome in outcomes), Counter())
-    failed = [outcome for outcome in outcomes if outcome.violation]
-    click.echo(f"seeds run: {len(outcomes)}, nodes: {nodes}, steps per seed: {steps}")
-    click.echo(f"faults injected: {sum(faults.values())} ({', '.join(f'{k} {v}' for k, v in sorted(faults.items()))})")
-    click.echo(f"commits: {sum(o.commits for o in outcomes)}, elections: {sum(o.elections for o in outcomes)}, "
-               f"acknowledged commands: {sum(o.acknowledged for o in outcomes)}")
-    click.echo(f"violations: {len(failed)}")
-    for outcome in failed:
-        click.echo(f"seed {outcome.seed}: {outcome.violation}\n  reproduce: {outcome.reproduce()}")
-    sys.exit(1 if failed else 0)
-
-
-class _Serial:
-    """The Pool interface, in this process (one job, or one seed)."""
-
-    def __enter__(self) -> _Serial:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        return None
-
-    def imap_unordered(self, function, iterable, chunksize: int = 1):
-        return map(function, iterable)
-
-
-if __name__ == "__main__":
-    main()
