@@ -8,6 +8,9 @@ from decimal import Decimal
 from twisted_exchange.core import ExchangeError
 from twisted_exchange.core.commands import canonical_command
 from twisted_exchange.replication.raft import RaftNode
+from twisted_exchange.replication.sessions import REQUEST_REUSED, STALE_REQUEST, TOO_MANY_CLIENTS
+
+SESSION_REFUSALS = (STALE_REQUEST, REQUEST_REUSED, TOO_MANY_CLIENTS)
 
 
 class Violation(AssertionError):
@@ -109,19 +112,28 @@ class Checker:
                     raise Violation(f"order {order_id} filled beyond its quantity")
 
     def exactly_once(self, acknowledged: dict[tuple[str, str], dict]) -> None:
-        """Every acknowledged command is in the log, and each copy carries its one result."""
-        copies: dict[tuple[str, str], list[dict]] = {}
+        """Every acknowledged command is in the log, executed once: each copy
+        carries that execution's result, or a session refusal (a copy so late
+        that its result is no longer kept is refused, never executed)."""
+        executions: dict[tuple[str, str], list[dict]] = {}
         for command, result in self.applied.values():
             if command is not None:
-                copies.setdefault((command["client"], command["request"]), []).append(result)
-        for key, results in copies.items():
+                key = (command["client"], command["request"])
+                kept = executions.setdefault(key, [])
+                if not _session_refusal(result):
+                    kept.append(result)
+        for key, results in executions.items():
             if any(result != results[0] for result in results):
                 raise Violation(f"command {key} was executed more than once")
         for key, result in acknowledged.items():
-            if key not in copies:
+            if key not in executions:
                 raise Violation(f"acknowledged command {key} is not in the committed log")
-            if copies[key][0] != result:
+            if executions[key][:1] != [result]:
                 raise Violation(f"acknowledged command {key} got a result other than its execution's")
+
+
+def _session_refusal(result: dict | None) -> bool:
+    return bool(result) and not result.get("ok") and str(result.get("error")).startswith(SESSION_REFUSALS)
 
 
 def _admissible(index: int, command: dict | None) -> None:

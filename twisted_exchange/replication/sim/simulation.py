@@ -33,6 +33,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from twisted_exchange.replication.messages import MessageError, parse_message
 from twisted_exchange.replication.raft import LEADER, RaftConfig, RaftNode
 from twisted_exchange.replication.replica import Replica, ReplicationError
 from twisted_exchange.replication.sim.checker import Checker, Violation
@@ -248,6 +249,10 @@ class Simulation:
         self.check.durable(message, storage.hard_state, storage.last_index)
         if self.wire:
             message = json.loads(json.dumps(message))
+        try:  # what a node sends must pass the peers' edge parser
+            parse_message(message, message["from"], message["to"])
+        except MessageError as error:
+            raise Violation(f"{message['from']} sent a message the edge refuses: {error}") from None
         if not self._connected(message["from"], message["to"]) or self.rng.random() < self.drop:
             return
         copies = 2 if self.rng.random() < self.duplicate else 1
