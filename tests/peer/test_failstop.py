@@ -120,3 +120,12 @@ class PeerEdgeTests(SynchronousTestCase):
         self.peer._loops[0].stop()
         self.clock.advance(STALL_SECONDS + TICK_SECONDS)
         self.assertEqual(self.peer.health()["problems"], ["tick loop stalled"])
+
+    def test_health_names_a_peer_that_abstains_from_votes_after_discarding_data(self):
+        self.peer._loop(self.peer._tick, TICK_SECONDS)
+        self.peer.replica.node.leader = "peer2"
+        self.peer.replica.node.abstain_until_term = 3
+        health = self.peer.health()
+        self.assertFalse(health["ok"])
+        self.assertEqual(health["problems"], ["not voting until a leader after term 3 catches it up "
+                                              "(damaged data discarded)"])

@@ -170,6 +170,9 @@ class PeerService(Service):
             problems.append("tick loop stalled")
         if self.replica.node.leader is None:
             problems.append("no leader known")
+        if self.replica.node.abstain_until_term is not None:
+            problems.append("not voting until a leader after term "
+                            f"{self.replica.node.abstain_until_term} catches it up (damaged data discarded)")
         return {"ok": not problems, "problems": problems}
 
     # -- lifecycle ------------------------------------------------------------
