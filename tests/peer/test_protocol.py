@@ -59,7 +59,8 @@ class ParseRequestTests(unittest.TestCase):
             return
         entry = {"index": 1, "term": 1, "command": request.command}
         append = {"type": "raft.append", "from": "a", "to": "b", "term": 1, "prev_index": 0,
-                  "prev_term": 0, "entries": [entry], "commit": 1}
+                  "prev_term": 0, "entries": [entry], "commit": 1, "last_index": 1,
+                  "epoch": None}
         sent = json.loads(wire.encode(append))
         self.assertEqual(parse_message(sent, "a", "b")["entries"][0]["command"], request.command)
         replies = {json.dumps(Exchange().apply(sent["entries"][0]["command"]), sort_keys=True)

@@ -13,7 +13,7 @@ from twisted_exchange.replication.messages import MAX_ENTRIES, MessageError, par
 
 def append(**overrides) -> dict:
     message = {"type": "raft.append", "from": "a", "to": "b", "term": 3, "prev_index": 4,
-               "prev_term": 2, "commit": 4,
+               "prev_term": 2, "commit": 4, "last_index": 6, "epoch": None,
                "entries": [{"index": 5, "term": 2, "command": None},
                            {"index": 6, "term": 3, "command": order("alice", "r1")}]}
     message.update(overrides)
@@ -68,6 +68,7 @@ class ParseMessageTests(unittest.TestCase):
         refusal(append(entries=[{"index": 5, "term": 4, "command": None}]))   # above message term
         refusal(append(entries=[{"index": 5, "term": 2}]))
         refusal(append(entries=[{"index": 5, "term": 2, "command": None}] * (MAX_ENTRIES + 1)))
+        self.assertIn("last_index is below", refusal(append(last_index=5)))
 
     def test_entries_carrying_a_command_that_is_not_canonical_are_refused(self):
         poisoned = dict(order("alice", "r1"), quantity=1e999)
@@ -77,14 +78,17 @@ class ParseMessageTests(unittest.TestCase):
         refusal({"type": "raft.forward", "from": "a", "to": "b", "term": 3, "command": nested})
 
     def test_append_reply_fields_depend_on_success(self):
-        ok = {"type": "raft.append_reply", "from": "a", "to": "b", "term": 1, "success": True, "match": 3}
+        ok = {"type": "raft.append_reply", "from": "a", "to": "b", "term": 1, "success": True, "match": 3,
+              "epoch": 9}
         self.assertEqual(parse_message(ok, "a", "b"), ok)
         refusal(dict(ok, success=False))
         refusal(dict(ok, success=1))
         failed = {"type": "raft.append_reply", "from": "a", "to": "b", "term": 1, "success": False,
-                  "reject_index": 3, "hint_index": 2, "hint_term": None}
+                  "reject_index": 3, "hint_index": 2, "hint_term": None, "epoch": None}
         self.assertEqual(parse_message(failed, "a", "b"), failed)
         refusal(dict(failed, hint_term="1"))
+        refusal(dict(failed, epoch=-1))
+        refusal(dict(ok, epoch="9"))
 
     def test_snapshot_must_carry_index_term_and_object_data(self):
         snapshot = {"type": "raft.snapshot", "from": "a", "to": "b", "term": 2,

@@ -38,13 +38,16 @@ def vote_request(term: int, last_index: int, last_term: int, sender: str = "b",
 
 
 def append(term: int, prev_index: int, prev_term: int, entries: list[dict], commit: int = 0,
-           sender: str = "b") -> dict:
+           sender: str = "b", last_index: int | None = None, epoch: int | None = None) -> dict:
+    """An AppendEntries; by default the leader's log ends with ``entries``."""
     return {"type": "raft.append", "from": sender, "to": "a", "term": term, "prev_index": prev_index,
-            "prev_term": prev_term, "entries": entries, "commit": commit}
+            "prev_term": prev_term, "entries": entries, "commit": commit,
+            "last_index": prev_index + len(entries) if last_index is None else last_index,
+            "epoch": epoch}
 
 
 def reply(sender: str, term: int, **fields) -> dict:
-    return {"type": "raft.append_reply", "from": sender, "to": "a", "term": term, **fields}
+    return {"type": "raft.append_reply", "from": sender, "to": "a", "term": term, "epoch": None, **fields}
 
 
 def elect(node: RaftNode) -> RaftNode:
@@ -315,6 +318,16 @@ class LeaderReplicationTests(unittest.TestCase):
         message = [m for m in sent(node, "raft.append") if m["to"] == "b"][0]
         self.assertEqual((message["prev_index"], [e["index"] for e in message["entries"]]), (0, [1, 2, 3]))
 
+    def test_a_refusal_of_an_older_terms_append_arriving_late_says_nothing_about_the_log(self):
+        # b refused an append of term 1 in its term 2; this node now leads term 2.
+        node = elect(make(terms=(1, 1), term=1))
+        node.ready()
+        node.step(reply("b", term=2, success=False, reject_index=2, hint_index=0, hint_term=None))
+        node.tick()
+        node.tick()
+        appends = [m for m in node.ready().messages if m["type"] == "raft.append" and m["to"] == "b"]
+        self.assertEqual([m["prev_index"] for m in appends], [3])
+
     def test_wiped_follower_behind_the_compacted_log_gets_the_snapshot(self):
         snapshot = {"index": 3, "term": 1, "data": "state"}
         node = elect(make(terms=(1,), term=1, commit=4, snapshot=snapshot))
@@ -413,7 +426,7 @@ class AbstentionTests(unittest.TestCase):
 
     def test_abstaining_node_does_not_campaign_and_forgets_a_silent_leader(self):
         node = abstaining()
-        node.step(append(term=3, prev_index=2, prev_term=2, entries=[]))
+        node.step(append(term=3, prev_index=2, prev_term=2, entries=[], last_index=5))
         idle(node)
         self.assertEqual((node.role, node.term, node.leader), (FOLLOWER, 3, None))
         self.assertEqual([m for m in sent(node) if m["type"] != "raft.append_reply"], [])
@@ -424,12 +437,49 @@ class AbstentionTests(unittest.TestCase):
         self.assertEqual(node.ready().hard_state,
                          {"term": 4, "vote": None, "commit": 0, "abstain_until_term": 3})
 
-    def test_entries_of_the_abstention_term_do_not_end_it(self):
+    def test_entries_of_the_abstention_term_do_not_end_it_while_the_leader_holds_more(self):
         node = abstaining()
-        node.step(append(term=3, prev_index=2, prev_term=2, entries=log(3, start=3), commit=3))
+        node.step(append(term=3, prev_index=2, prev_term=2, entries=log(3, start=3), commit=3,
+                         last_index=9))
         idle(node)
         node.step(vote_request(term=4, last_index=9, last_term=3))
         self.assertEqual([m["granted"] for m in sent(node, "raft.vote_reply")], [False])
+
+    def test_holding_all_of_the_leaders_log_as_sent_after_the_restart_ends_it_without_an_election(self):
+        node = abstaining()
+        node.step(append(term=3, prev_index=2, prev_term=2, entries=log(3, start=3), last_index=4))
+        epoch = sent(node, "raft.append_reply")[0]["epoch"]
+        self.assertIsInstance(epoch, int)
+        self.assertEqual(node.abstain_until_term, 3)
+        node.step(append(term=3, prev_index=3, prev_term=3, entries=log(3, start=4), commit=4, epoch=epoch))
+        self.assertIsNone(node.abstain_until_term)
+        ready = node.ready()
+        self.assertEqual(ready.hard_state, {"term": 3, "vote": None, "commit": 4})
+        self.assertEqual([m["epoch"] for m in ready.messages], [None])
+
+    def test_an_append_sent_before_the_restart_does_not_end_it_however_complete(self):
+        # Queued before the crash, it can end below entries acknowledged later.
+        node = abstaining()
+        node.step(append(term=3, prev_index=2, prev_term=2, entries=log(3, start=3)))
+        node.step(append(term=3, prev_index=2, prev_term=2, entries=log(3, start=3), epoch=12345))
+        self.assertEqual(node.abstain_until_term, 3)
+
+    def test_a_restart_while_abstaining_draws_a_new_epoch(self):
+        first, second = abstaining(), RaftNode("a", PEERS, random.Random(1), CONFIG,
+                                               {"term": 3, "vote": None, "commit": 0,
+                                                "abstain_until_term": 3}, None, log(1, 2))
+        self.assertNotEqual(first.epoch, second.epoch)
+        self.assertIsNone(elect(RaftNode("a", PEERS, random.Random(0), CONFIG)).epoch)
+
+    def test_the_leader_echoes_the_epoch_each_follower_last_sent(self):
+        node = elect(RaftNode("a", PEERS, random.Random(0), CONFIG))
+        node.step(reply("b", node.term, success=False, reject_index=1, hint_index=1, hint_term=None,
+                        epoch=77))
+        node.ready()
+        node.tick()
+        node.tick()
+        appends = {m["to"]: m["epoch"] for m in node.ready().messages if m["type"] == "raft.append"}
+        self.assertEqual(appends, {"b": 77, "c": None})
 
     def test_an_entry_from_a_leader_of_a_later_term_ends_it_and_votes_resume(self):
         node = abstaining()
@@ -443,7 +493,7 @@ class AbstentionTests(unittest.TestCase):
 
     def test_a_heartbeat_from_a_later_leader_alone_does_not_end_it(self):
         node = abstaining()
-        node.step(append(term=4, prev_index=2, prev_term=2, entries=[], commit=2))
+        node.step(append(term=4, prev_index=2, prev_term=2, entries=[], commit=2, last_index=3))
         self.assertEqual(node.abstain_until_term, 3)
 
     def test_a_snapshot_of_a_later_term_ends_it(self):

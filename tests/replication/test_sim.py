@@ -48,6 +48,11 @@ class VotesAfterDiscardingData(RaftNode):
         return False
 
 
+class EndsAbstentionOnAnyAppend(RaftNode):
+    def _end_abstention(self, holds_leader_log: bool = False) -> None:
+        self.abstain_until_term = None
+
+
 class AdmitsAnyCommand(Replica):
     def _admit(self, command: object) -> dict:
         return command
@@ -127,6 +132,10 @@ class InjectedBugTests(unittest.TestCase):
         violation = first_violation(seeds=60, node_factory=VotesAfterDiscardingData)
         self.assertRegex(violation or "", "leader .* lacks committed entry")
 
+    def test_ending_abstention_before_holding_the_leaders_whole_log_is_caught(self):
+        violation = first_violation(seeds=60, node_factory=EndsAbstentionOnAnyAppend)
+        self.assertRegex(violation or "", "leader .* lacks committed entry")
+
 
 class CommandLineTests(unittest.TestCase):
 
@@ -151,12 +160,15 @@ class CommandLineTests(unittest.TestCase):
 class CorruptSnapshotRecoveryTests(unittest.TestCase):
 
     def test_replica_with_a_corrupt_snapshot_rejoins_abstaining_and_converges(self):
-        simulation = sim.Simulation(11, steps=1500)
-        for _ in range(1500):
-            simulation._step()
-        victim = next(node_id for node_id in simulation.ids
-                      if "snapshot" in simulation.storage[node_id].damageable()
-                      and simulation._may_abstain(node_id))
+        for seed in range(11, 60):  # the first seed with a snapshot to damage after 1500 steps
+            simulation = sim.Simulation(seed, steps=1500)
+            for _ in range(1500):
+                simulation._step()
+            victim = next((node_id for node_id in simulation.ids
+                           if "snapshot" in simulation.storage[node_id].damageable()
+                           and simulation._may_abstain(node_id)), None)
+            if victim is not None:
+                break
         if simulation.replicas[victim] is not None:
             simulation._crash(victim)
         simulation.storage[victim].corrupt("snapshot")

@@ -69,6 +69,8 @@ class Append(TypedDict):
     prev_term: int
     entries: list[Entry]
     commit: int
+    last_index: int
+    epoch: int | None
 
 
 class AppendReply(TypedDict, total=False):
@@ -82,6 +84,7 @@ class AppendReply(TypedDict, total=False):
     reject_index: int
     hint_index: int
     hint_term: int | None
+    epoch: int | None
 
 
 class InstallSnapshot(TypedDict):
@@ -115,13 +118,13 @@ _FIELDS: dict[str, frozenset[str]] = {
     "raft.vote": frozenset({"last_index", "last_term"}),
     "raft.prevote_reply": frozenset({"granted"}),
     "raft.vote_reply": frozenset({"granted"}),
-    "raft.append": frozenset({"prev_index", "prev_term", "entries", "commit"}),
+    "raft.append": frozenset({"prev_index", "prev_term", "entries", "commit", "last_index", "epoch"}),
     "raft.snapshot": frozenset({"snapshot"}),
     "raft.snapshot_reply": frozenset({"match"}),
     "raft.forward": frozenset({"command"}),
 }
-_APPEND_REPLY_SUCCESS = frozenset({"success", "match"})
-_APPEND_REPLY_FAILURE = frozenset({"success", "reject_index", "hint_index", "hint_term"})
+_APPEND_REPLY_SUCCESS = frozenset({"success", "match", "epoch"})
+_APPEND_REPLY_FAILURE = frozenset({"success", "reject_index", "hint_index", "hint_term", "epoch"})
 TYPES = frozenset(_FIELDS) | {"raft.append_reply"}
 
 
@@ -178,6 +181,9 @@ def _append(message: dict) -> None:
     entries = message["entries"]
     if type(entries) is not list or len(entries) > MAX_ENTRIES:
         raise MessageError(f"entries must be a list of at most {MAX_ENTRIES}")
+    if _count(message, "last_index") < prev_index + len(entries):
+        raise MessageError("last_index is below the entries sent")
+    _epoch(message)
     ceiling = message["term"]
     for offset, entry in enumerate(entries):
         parse_entry(entry)
@@ -190,6 +196,7 @@ def _append(message: dict) -> None:
 
 def _append_reply(message: dict) -> None:
     _flag(message, "success")
+    _epoch(message)
     if message["success"]:
         _count(message, "match")
         return
@@ -239,6 +246,11 @@ def _count(value: dict, field: str, least: int = 0) -> int:
     if type(number) is not int or not least <= number <= MAX_INT:
         raise MessageError(f"{field} must be an integer in [{least}, 2**63)")
     return number
+
+
+def _epoch(value: dict) -> None:
+    if value["epoch"] is not None:
+        _count(value, "epoch")
 
 
 def _flag(value: dict, field: str) -> None:

@@ -19,8 +19,10 @@ with ``raft.`` (they travel as Grenache RPC actions)::
 
     raft.prevote / raft.vote           last_index, last_term
     raft.prevote_reply / vote_reply    granted
-    raft.append                        prev_index, prev_term, entries, commit
-    raft.append_reply                  success, match | reject_index, hint_index, hint_term
+    raft.append                        prev_index, prev_term, entries, commit,
+                                       last_index (the leader's), epoch (echoed)
+    raft.append_reply                  success, match | reject_index, hint_index, hint_term;
+                                       epoch (set while abstaining)
     raft.snapshot                      snapshot
     raft.snapshot_reply                match
 
@@ -126,6 +128,9 @@ class RaftNode:
         self._election_elapsed = 0
         self._ticks = 0
         self._timeout = self._random_timeout()
+        # Drawn per incarnation while abstaining; see _abstains.
+        self.epoch: int | None = self._rng.getrandbits(62) if self._abstains() else None
+        self._epochs: dict[str, int | None] = {}  # leader: the epoch each follower last sent
 
     # -- log ----------------------------------------------------------------
 
@@ -212,8 +217,8 @@ class RaftNode:
         elif term < self.term:
             if kind in ("raft.append", "raft.snapshot"):
                 # Tell a stale leader about the newer term so that it steps down.
-                self._send(message["from"], "raft.append_reply", success=False,
-                           reject_index=message.get("prev_index", 0), hint_index=0, hint_term=None)
+                self._reply_append(message["from"], success=False,
+                                   reject_index=message.get("prev_index", 0), hint_index=0, hint_term=None)
             elif kind in ("raft.prevote", "raft.vote"):
                 self._send(message["from"], kind + "_reply", granted=False)
             return
@@ -285,17 +290,32 @@ class RaftNode:
           through the consistency check (a node that abstains never leads),
           so by Log Matching this log also holds everything before it, in
           particular every entry committed in a term <= T.  From then on
-          its log speaks for what it acknowledged again.
+          its log speaks for what it acknowledged again;
+        - the same holds once its log matches the whole log of the leader of
+          its current term (a term >= T) as that leader sent it (an append
+          whose entries reach the leader's ``last_index``) after this
+          restart: that leader holds every entry committed before its term
+          (Leader Completeness) and every entry it had sent before the
+          restart, so every entry acknowledged to it (a leader never drops
+          its own entries).  "After this restart" is the ``epoch``: a random
+          number drawn per incarnation while abstaining, sent in append
+          replies and echoed by the leader in appends.  An append sent
+          before the restart (queued or delayed) echoes no epoch of this
+          incarnation, and could end before entries acknowledged later.  So
+          a stable cluster need not wait for an election to have the vote back.
 
         While it abstains, every election is won by a majority of the other
         nodes alone, so its vote cannot make a leader that lacks them.
         """
         return self.abstain_until_term is not None
 
-    def _end_abstention(self) -> None:
-        """Vote again once caught up past the abstention term (see ``_abstains``)."""
-        if self.abstain_until_term is not None and self.last_term > self.abstain_until_term:
-            self.abstain_until_term = None
+    def _end_abstention(self, holds_leader_log: bool = False) -> None:
+        """Vote again once caught up (see ``_abstains``): past the abstention
+        term, or holding all of the current leader's log as it was after
+        this restart."""
+        if self.abstain_until_term is not None and (holds_leader_log
+                                                    or self.last_term > self.abstain_until_term):
+            self.abstain_until_term = self.epoch = None
 
     def _on_vote(self, message: Message) -> None:
         granted = (not self._abstains() and self._can_vote(message)
@@ -331,6 +351,7 @@ class RaftNode:
         self._reset_timers()
         self._next = {p: self.last_index + 1 for p in self.peers}
         self._match = {p: 0 for p in self.peers}
+        self._epochs = {}
         self._snapshot_paused = {}
         self._active = set()
         self.propose(None)  # 5.4.2: commit earlier terms' entries through one of ours
@@ -354,8 +375,8 @@ class RaftNode:
                 hint_index, hint_term = prev_index, ours
                 while hint_index - 1 > self.snap_index and self.term_at(hint_index - 1) == ours:
                     hint_index -= 1
-            self._send(message["from"], "raft.append_reply", success=False,
-                       reject_index=message["prev_index"], hint_index=hint_index, hint_term=hint_term)
+            self._reply_append(message["from"], success=False,
+                               reject_index=message["prev_index"], hint_index=hint_index, hint_term=hint_term)
             return
         for offset, entry in enumerate(entries):
             index = entry["index"]
@@ -367,8 +388,17 @@ class RaftNode:
                 break
         last_new = prev_index + len(entries)
         self._advance_commit(min(message["commit"], last_new))
-        self._end_abstention()
-        self._send(message["from"], "raft.append_reply", success=True, match=max(last_new, self.commit))
+        self._end_abstention(holds_leader_log=self._holds_leader_log(message, last_new))
+        self._reply_append(message["from"], success=True, match=max(last_new, self.commit))
+
+    def _holds_leader_log(self, message: Message, last_new: int) -> bool:
+        """This log now ends no earlier than the leader's did when it sent
+        ``message``, sent after this restart (it echoes our epoch)."""
+        return message["epoch"] is not None and message["epoch"] == self.epoch and last_new >= message["last_index"]
+
+    def _reply_append(self, to: str, **fields: Any) -> None:
+        """An append reply; while abstaining it carries this incarnation's epoch."""
+        self._send(to, "raft.append_reply", epoch=self.epoch, **fields)
 
     def _on_snapshot(self, message: Message) -> None:
         self.role, self.leader = FOLLOWER, message["from"]
@@ -398,11 +428,18 @@ class RaftNode:
             return
         peer = message["from"]
         self._active.add(peer)
+        self._epochs[peer] = message["epoch"]
         if message["success"]:
             self._record_match(peer, message["match"])
             return
         if message["reject_index"] < self._match[peer]:
             return  # stale: that position is already known to match
+        if message["hint_index"] == 0:
+            # The refusal of an append from an older term (see step) that
+            # arrives once this node leads the refuser's term: it says
+            # nothing about the follower's log, and read as "log ends at 0"
+            # it would move next below 1.
+            return
         if message["hint_term"] is None and message["hint_index"] <= self._match[peer]:
             # The follower's log ends below what it acknowledged: it lost its
             # disk (a wiped data directory).  Forget its match so that it is
@@ -451,7 +488,8 @@ class RaftNode:
             return
         stop = min(self.last_index + 1, prev + 1 + self.config.max_entries_per_message)
         self._send(peer, "raft.append", prev_index=prev, prev_term=prev_term,
-                   entries=self.entries(prev + 1, stop), commit=self.commit)
+                   entries=self.entries(prev + 1, stop), commit=self.commit, last_index=self.last_index,
+                   epoch=self._epochs.get(peer))
         self._next[peer] = stop
 
     # -- output -------------------------------------------------------------

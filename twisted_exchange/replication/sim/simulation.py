@@ -50,6 +50,9 @@ DEFAULT_STEPS = 4000
 CLIENTS_PER_NODE = 2
 POISON_RATE = 0.03        # share of client sends that first try a poison command
 CORRUPT_READ_RATE = 0.3   # share of restarts that find damaged data (while few nodes abstain)
+HOLD_RATE = 0.5           # share of messages to a crashed node held and delivered after its restart
+MAX_HELD = 256            # per node, as the peer transport's queue (peer/transport.py MAX_QUEUED)
+HELD_FOR_RESTART = "held for restart"
 SIM_CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=2, max_entries_per_message=64,
                         forward_ticks=4, no_leader_ticks=30, compact_every=40)
 
@@ -103,6 +106,7 @@ class Simulation:
                         for j in range(CLIENTS_PER_NODE * nodes)]
         self.tokens: dict[tuple[str, int], tuple[Client, str]] = {}  # (node, token) -> client, request
         self.acknowledged: dict[tuple[str, str], dict] = {}
+        self.held: dict[str, list[dict]] = {i: [] for i in self.ids}
         for node_id in self.ids:
             self._start(node_id)
         for client in self.clients:
@@ -165,6 +169,9 @@ class Simulation:
         self.checked_commit[node_id] = replica.node.snap_index + 1
         self._at(self.now + self.rng.randint(1, TICK), self._tick, node_id, self.incarnation[node_id])
         self._wake(node_id)
+        held, self.held[node_id] = self.held[node_id], []
+        for message in held:
+            self._at(self.now + 1, self._deliver, message)
 
     def _crash(self, node_id: str) -> None:
         self.replicas[node_id] = None
@@ -187,9 +194,18 @@ class Simulation:
 
     def _deliver(self, message: dict) -> None:
         replica = self.replicas[message["to"]]
-        if replica is not None and self._connected(message["from"], message["to"]):
+        if not self._connected(message["from"], message["to"]):
+            return
+        if replica is not None:
             replica.step(message)
             self._after_input(message["to"], replica)
+        elif self.faulty and self.rng.random() < HOLD_RATE:
+            # As a sender's transport queues for a peer that is down: the
+            # restarted node gets messages its previous incarnation was sent.
+            held = self.held[message["to"]]
+            held.append(message)
+            del held[:-MAX_HELD]
+            self.outcome.faults[HELD_FOR_RESTART] += 1
 
     def _after_input(self, node_id: str, replica: Replica) -> None:
         node = replica.node
