@@ -12,7 +12,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest
 
 from twisted_exchange.grenache import GrenacheError
-from tests.e2e.cluster import SYMBOL, prefill, statuses, wait_for_convergence
+from tests.e2e.cluster import SYMBOL, Trader, prefill, statuses, wait_for_convergence
 from tests.e2e.test_cluster import ClusterTestCase
 from tests.support import LOOPBACK, eventually
 
@@ -201,3 +201,52 @@ class ExactlyOnceTests(ClusterTestCase):
         for peer in self.peers:
             book = yield self.call(peer, {"action": "book"})
             self.assertEqual(book["bids"], [["10", "100"]], peer)
+
+
+class DamagedDataTests(ClusterTestCase):
+    """A follower's files damaged while it is stopped (issue 9, bullet 6)."""
+
+    peer_args = "--snapshot-every 40"
+
+    @defer.inlineCallbacks
+    def trade_then_stop_a_follower(self):
+        yield Trader(self.client, self.peers, seed=21).run(clients=10, orders_each=10)
+        victim = next(p for p in self.peers if p != self.leader)
+        yield wait_for_convergence(self.client, self.peers)
+        self.cluster.supervisor.stop(victim)
+        return victim
+
+    @defer.inlineCallbacks
+    def test_a_peer_with_a_corrupt_snapshot_discards_it_and_catches_up_by_itself(self):
+        victim = yield self.trade_then_stop_a_follower()
+        snapshot = self.cluster.data_dir(victim) / "snapshot.json"
+        damaged = bytearray(snapshot.read_bytes())
+        damaged[len(damaged) // 2:len(damaged) // 2 + 16] = b"\x00garbage\xff{[\"}]"
+        snapshot.write_bytes(bytes(damaged))
+        self.cluster.supervisor.start(victim)
+        yield Trader(self.client, self.peers, seed=22, name="after").run(clients=4, orders_each=5)
+        found = yield wait_for_convergence(self.client, self.peers, timeout=60)
+        self.assertGreater(found[victim]["applied"], 100)
+        self.assertIn("discarded damaged data", self.cluster.log(victim))
+        self.assertTrue((self.cluster.data_dir(victim) / "snapshot.json.damaged").exists())
+        yield eventually(lambda: statuses(self.client, [victim]).addCallback(
+            lambda s: s[victim]["health"]["ok"]), what=f"{victim} voting again")
+        done = yield self.exchangectl("check", "--wait", "20")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+
+    @defer.inlineCallbacks
+    def test_a_peer_with_a_corrupt_hard_state_refuses_to_start_until_its_directory_is_moved_aside(self):
+        victim = yield self.trade_then_stop_a_follower()
+        data_dir = self.cluster.data_dir(victim)
+        (data_dir / "hardstate.json").write_bytes(b'{"term": 3, "vo')
+        self.cluster.supervisor.start(victim, wait=False)  # supervisord retries, then gives up
+        yield eventually(lambda: self.cluster.supervisor.process(victim)["statename"] == "FATAL",
+                         timeout=60, what=f"{victim} FATAL")
+        log = self.cluster.log(victim)
+        self.assertIn("refuses to start", log)
+        self.assertIn(f"mv {data_dir} {data_dir}.damaged", log)
+        self.assertNotIn("Traceback", log)
+        data_dir.rename(f"{data_dir}.damaged")
+        self.cluster.supervisor.start(victim)
+        found = yield wait_for_convergence(self.client, self.peers, timeout=60)
+        self.assertGreater(found[victim]["applied"], 100)
