@@ -11,7 +11,7 @@ import sys
 
 BENCHMARKS = [
     ("matching core", "twisted_exchange.core.bench"),
-    ("replication", "twisted_exchange.replication.bench"),
+    ("replication", "twisted_exchange.wal.bench"),
     ("grenache rpc", "twisted_exchange.grenache.bench"),
 ]
 

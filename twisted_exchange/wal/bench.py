@@ -1,6 +1,10 @@
 """Benchmark of Raft replication against the matching core alone.
 
-``python -m twisted_exchange.replication.bench [--commands N] [--seed S]``
+``python -m twisted_exchange.wal.bench [--commands N] [--seed S]``
+
+It lives here, above ``replication/``, because it runs replication over
+both storages, and the file one is this layer's (``replication/`` does no
+I/O, not even in a benchmark).
 
 Three ``Replica`` objects in one process on a perfect in-memory network (no
 serialisation, no sockets: this measures the protocol objects, storage and
