@@ -119,3 +119,26 @@ def eventually(check, timeout: float = 30.0, interval: float = 0.1, what: str = 
         if reactor.seconds() > deadline:
             raise AssertionError(f"{what} not met within {timeout}s (last error: {last_error!r})")
         yield task.deferLater(reactor, interval, lambda: None)
+
+
+def vm_kb(pid: int, field: str) -> int:
+    """A ``/proc/PID/status`` size field such as VmHWM (peak RSS), in kB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def stall_uploads(test: unittest.TestCase, port: int, count: int, announced: int, sent: int) -> None:
+    """Open ``count`` connections to ``port``, each announcing ``announced``
+    body bytes, sending ``sent`` of them, then stalling (closed at cleanup)."""
+    data = b"x" * sent
+    for _ in range(count):
+        sock = socket.create_connection((LOOPBACK, port), timeout=10)
+        test.addCleanup(sock.close)
+        try:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % announced)
+            sock.sendall(data)
+        except OSError:  # refused and closed by the server: what we want
+            pass

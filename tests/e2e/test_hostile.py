@@ -12,9 +12,10 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest
 
 from twisted_exchange.grenache import GrenacheError
+from twisted_exchange.peer.protocol import MAX_BODY
 from tests.e2e.cluster import SYMBOL, Trader, prefill, statuses, wait_for_convergence
 from tests.e2e.test_cluster import ClusterTestCase
-from tests.support import LOOPBACK, eventually
+from tests.support import LOOPBACK, eventually, stall_uploads, vm_kb
 
 
 def raw_call(port: int, body: bytes) -> list:
@@ -250,3 +251,17 @@ class DamagedDataTests(ClusterTestCase):
         self.cluster.supervisor.start(victim)
         found = yield wait_for_convergence(self.client, self.peers, timeout=60)
         self.assertGreater(found[victim]["applied"], 100)
+
+
+class UploadFloodTests(ClusterTestCase):
+    @defer.inlineCallbacks
+    def test_12_stalled_64_mib_uploads_keep_a_peer_under_400_mb_and_trading(self):
+        peer = "peer1"
+        port = self.cluster.peer_ports[self.peers.index(peer)]
+        yield deferToThread(stall_uploads, self, port, 12, MAX_BODY, MAX_BODY - 1)
+        trader = Trader(self.client, [peer], seed=31, name="beside")
+        yield trader.run(clients=4, orders_each=5)
+        self.assertEqual(len(trader.acked), 20)
+        pid = self.cluster.supervisor.process(peer)["pid"]
+        self.assertLess(vm_kb(pid, "VmHWM"), 400 * 1000)
+        yield wait_for_convergence(self.client, self.peers)
