@@ -26,6 +26,14 @@ Storages: MemoryStorage, FileStorage with fsync ``never`` (benchmarks only:
 not crash-safe) and with fsync per batch (the default) on this machine's
 disk.  Target: >= 50,000 commands/s replicated per peer.
 
+Latest figures (2026-11-29, 2 cores, per-peer cmd/s; "before" is the same
+bench at 2c5c258, run minutes apart on the same machine): file, fsync never,
+batch 10: 32,180 (before 42,237); batch 1000: 27,468 (31,926); gc off:
+36,245 (53,560); fsync per batch, batch 1000: 26,596 (32,447).  The cost is
+issue 9's: admission parses every command once more at propose, and every
+applied entry now feeds the session fingerprint and the state digest (two
+canonical JSON encodings with orjson and a blake2b).
+
 The three nodes share one heap, three times a peer's, so Python's cyclic
 garbage collector (whose full passes cost in proportion to the heap) charges
 each node about three times what a peer on its own would pay; the "gc off"
