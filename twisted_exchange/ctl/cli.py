@@ -227,7 +227,7 @@ def down() -> None:
 @command()
 @json_option
 def status(as_json: bool) -> None:
-    """Process states and every peer's role, term, leader, indexes and state hash."""
+    """Process states and every peer's role, term, leader, indexes, digest and health."""
     topology = _topology()
     processes = {p["name"]: p for p in Supervisor(topology.socket).processes()}
     alive = [p for p in topology.peers if processes.get(p, {}).get("statename") == "RUNNING"]

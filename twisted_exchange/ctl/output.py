@@ -134,5 +134,5 @@ def verdict(result: Verdict) -> str:
     rows += [(peer, "-", f"unreachable: {reason}") for peer, reason in sorted(result.unreachable.items())]
     diverged = {p for d in result.divergences for p in d.hashes}
     marked = [n for n, row in enumerate(rows) if row[0] in diverged]
-    text = table(("PEER", "APPLIED", "STATE_HASH"), rows, right=(1,), highlight=marked)
+    text = table(("PEER", "APPLIED", "DIGEST"), rows, right=(1,), highlight=marked)
     return f"{text}\n{'ok' if result.ok else 'FAILED'}: {result.summary()}"
