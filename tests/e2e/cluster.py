@@ -5,7 +5,9 @@ with it), and Grenache clients to talk to the peers."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import shutil
 import sys
 import tempfile
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from twisted.internet import defer, reactor, task
 
+from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.supervisor import Supervisor
 from twisted_exchange.ctl.topology import render
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
@@ -47,12 +50,25 @@ class Cluster:
         self._clients: list[RPCClient] = []
 
     def start(self) -> None:
-        """Start supervisord (blocking until it answers)."""
+        """Start supervisord (blocking until it answers).
+
+        At cleanup supervisord is stopped (it stops its programs), then any
+        program it left running is killed by the PID it last reported.
+        """
+        programs: list[int] = []
+        self.test.addCleanup(_kill_survivors, programs)
         proc = spawn(self.test, python_module("supervisor.supervisord", "-n", "-c", str(self.config)),
                      log=self.run_dir / "supervisord.out")
+        self.test.addCleanup(lambda: programs.extend(self._program_pids()))
         self.supervisor.wait_until(
             lambda: proc.poll() is None and self.supervisor.is_running()
             and self.supervisor.state() == "RUNNING", 20, "supervisord did not start")
+
+    def _program_pids(self) -> list[int]:
+        try:
+            return [p["pid"] for p in self.supervisor.processes() if p["pid"]]
+        except CtlError:  # supervisord already gone: nothing to learn
+            return []
 
     def client(self, grape: int = 0) -> RPCClient:
         link = Link(self.grape_urls[grape])
@@ -67,6 +83,14 @@ class Cluster:
     def log(self, name: str) -> str:
         path = self.run_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _kill_survivors(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @defer.inlineCallbacks
