@@ -19,6 +19,7 @@ from typing import Any, Literal, TypedDict, Union
 
 from twisted_exchange.core.commands import canonical_command
 from twisted_exchange.core.errors import ExchangeError
+from twisted_exchange.replication.records import Entry, Snapshot
 
 #: Largest integer a message may carry (JSON numbers beyond it lose precision elsewhere).
 MAX_INT = 2**63 - 1
@@ -30,18 +31,6 @@ class MessageError(ValueError):
     """A message that is not exactly one of ours; ``str()`` says why."""
 
     code = "ERR_BAD_MESSAGE"
-
-
-class Entry(TypedDict):
-    index: int
-    term: int
-    command: dict | None
-
-
-class Snapshot(TypedDict):
-    index: int
-    term: int
-    data: dict
 
 
 class Vote(TypedDict):

@@ -50,9 +50,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted_exchange.replication.messages import Message
 from twisted_exchange.replication.records import ABSTAIN, Entry, HardState, Snapshot, empty_hard_state
-
-Message = dict[str, Any]
 
 FOLLOWER = "follower"
 PRE_CANDIDATE = "pre-candidate"

@@ -23,9 +23,9 @@ class HardState(TypedDict):
 
     ``commit`` rides along (it is volatile in Raft).  ``abstain_until_term``
     is present only while the node abstains from votes after it discarded
-    damaged data (see ``RaftNode``): it abstains until its log holds an entry
-    of a term greater than this one.  Files written before the field existed
-    load as not abstaining.
+    damaged data (see ``RaftNode._abstains``): it abstains until caught up
+    past this term, or by this term's leader after the restart.  Files
+    written before the field existed load as not abstaining.
     """
 
     term: int
