@@ -23,6 +23,7 @@ from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.ids import new_request_id
 from twisted_exchange.ctl.supervisor import ALIVE, Supervisor
 from twisted_exchange.ctl.topology import Topology, parse
+from twisted_exchange.peer.protocol import DEFAULT_DEPTH, MAX_DEPTH, MAX_TRADES
 
 DEFAULT_CONFIG = Path("conf") / "cluster.conf"
 PACKAGED_CONFIG = Path(__file__).resolve().parents[2] / DEFAULT_CONFIG
@@ -405,7 +406,7 @@ def amend(order_id: str, quantity: str | None, price: str | None, peer: str | No
 @command()
 @peer_argument
 @symbol_option
-@click.option("--depth", type=click.IntRange(1, 1000), default=10, show_default=True,
+@click.option("--depth", type=click.IntRange(1, MAX_DEPTH), default=DEFAULT_DEPTH, show_default=True,
               help="Price levels per side.")
 @json_option
 def book(peer: str | None, symbol: str, depth: int, as_json: bool) -> None:
@@ -416,7 +417,7 @@ def book(peer: str | None, symbol: str, depth: int, as_json: bool) -> None:
 @command()
 @peer_argument
 @symbol_option
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+@click.option("--limit", type=click.IntRange(1, MAX_TRADES), default=20, show_default=True,
               help="How many of the latest trades.")
 @json_option
 def trades(peer: str | None, symbol: str, limit: int, as_json: bool) -> None:
