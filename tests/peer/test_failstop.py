@@ -13,6 +13,7 @@ from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_exchange.peer.service import PROBE_SECONDS, STALL_SECONDS, TICK_SECONDS, PeerService
+from twisted_exchange.replication.replica import ReplicationError
 
 PEERS = ["peer1", "peer2", "peer3"]
 
@@ -129,3 +130,14 @@ class PeerEdgeTests(SynchronousTestCase):
         self.assertFalse(health["ok"])
         self.assertEqual(health["problems"], ["not voting until a leader after term 3 catches it up "
                                               "(damaged data discarded)"])
+
+    def test_a_bug_in_propose_stops_the_peer_but_a_refusal_does_not(self):
+        with self.assertRaises(ReplicationError):
+            self.peer.propose({"action": "submit", "quantity": 1e999})
+        self.assertEqual(self.stops, [])
+        self.peer.replica.propose = lambda command: {}["missing"]
+        with self.assertRaises(KeyError):
+            self.peer.propose({"action": "cancel"})
+        self.assertEqual(len(self.stops), 1)
+        self.assertTrue(self.stops[0].startswith("fail-stop: peer1 propose failed"), self.stops)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)

@@ -34,7 +34,7 @@ from twisted_exchange.peer.protocol import MAX_BODY, SERVICE, service_name
 from twisted_exchange.peer.transport import RaftTransport
 from twisted_exchange.replication.messages import MessageError, parse_message
 from twisted_exchange.replication.raft import RaftConfig
-from twisted_exchange.replication.replica import Replica
+from twisted_exchange.replication.replica import Replica, ReplicationError
 from twisted_exchange.replication.state_machine import ReplicatedStateMachine
 from twisted_exchange.wal import FileStorage
 
@@ -120,8 +120,16 @@ class PeerService(Service):
 
     def propose(self, command: dict) -> defer.Deferred:
         """Replicate ``command`` (canonical, see peer.protocol); fires with its
-        result once applied here."""
-        token = self.replica.propose(command)
+        result once applied here.  A refusal (ReplicationError) is the
+        client's; any other exception is a bug that may have left the
+        replica half-changed: fail-stop."""
+        try:
+            token = self.replica.propose(command)
+        except ReplicationError:
+            raise
+        except Exception:
+            self._die("propose failed", Failure())
+            raise
         d = self._waiting[token] = defer.Deferred()
         self._schedule_flush()
         return d
