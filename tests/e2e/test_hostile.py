@@ -172,6 +172,21 @@ class LargeStateTests(ClusterTestCase):
         self.assertEqual({p: (s["term"], s["leader"]) for p, s in after.items()},
                          {p: (s["term"], s["leader"]) for p, s in before.items()})
 
+    @defer.inlineCallbacks
+    def test_a_burst_of_the_heaviest_queries_causes_no_election_and_trading_goes_on(self):
+        before = yield statuses(self.client, self.peers)
+        heavy = [self.client.request(f"exchange:{self.leader}", {"action": "orders", "limit": 10_000},
+                                     timeout=30) for n in range(60)]
+        order = yield self.call(self.peers[1], {"action": "submit", "client": "taker", "request": "t1",
+                                                "symbol": SYMBOL, "side": "sell", "type": "limit",
+                                                "price": "5999", "quantity": "3"}, timeout=30)
+        self.assertEqual(len(order["fills"]), 3)
+        replies = yield defer.gatherResults(heavy)
+        self.assertEqual({len(r["orders"]) for r in replies}, {10_000})
+        after = yield statuses(self.client, self.peers)
+        self.assertEqual({p: (s["term"], s["leader"]) for p, s in after.items()},
+                         {p: (s["term"], s["leader"]) for p, s in before.items()})
+
 
 class ExactlyOnceTests(ClusterTestCase):
     def order(self, request: str, price: str = "10", client: str = "retrier"):

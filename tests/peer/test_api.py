@@ -1,8 +1,9 @@
 """PeerAPI: payload validation and dispatch, against a fake node."""
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_exchange.core import Exchange, ExchangeError
+from twisted_exchange.peer import api as peer_api
 from twisted_exchange.peer.api import PeerAPI, RequestError
 
 
@@ -38,14 +39,18 @@ def submit(**overrides):
 class PeerAPITests(SynchronousTestCase):
     def setUp(self):
         self.node = FakeNode()
-        self.api = PeerAPI(self.node)
+        self.clock = task.Clock()
+        self.api = PeerAPI(self.node, self.clock)
 
     def call(self, payload):
-        return self.successResultOf(defer.maybeDeferred(self.api, "exchange", payload))
+        d = defer.maybeDeferred(self.api, "exchange", payload)
+        self.clock.advance(0)  # book queries run in a later reactor turn
+        return self.successResultOf(d)
 
     def refused(self, payload) -> Exception:
-        return self.failureResultOf(defer.maybeDeferred(self.api, "exchange", payload),
-                                    RequestError, ExchangeError).value
+        d = defer.maybeDeferred(self.api, "exchange", payload)
+        self.clock.advance(0)
+        return self.failureResultOf(d, RequestError, ExchangeError).value
 
     def test_submit_is_proposed_and_answered_with_the_core_result(self):
         result = self.call(submit())
@@ -130,3 +135,25 @@ class PeerAPITests(SynchronousTestCase):
                            "messages": [{"type": "raft.append"}]})
         self.assertEqual(reply, {"ok": True, "id": "peer1"})
         self.assertEqual(self.node.delivered, [("peer2", [{"type": "raft.append"}])])
+
+    def test_book_queries_are_answered_in_a_later_reactor_turn_in_arrival_order(self):
+        self.call(submit())
+        answers = []
+        for payload in ({"action": "book"}, {"action": "orders"}, {"action": "trades"}):
+            defer.maybeDeferred(self.api, "exchange", payload).addCallback(answers.append)
+        self.assertEqual(answers, [])
+        self.clock.advance(0)
+        self.assertEqual([("bids" in a, "orders" in a, "trades" in a) for a in answers],
+                         [(True, False, False), (False, True, False), (False, False, True)])
+
+    def test_status_is_answered_at_once_while_queries_wait(self):
+        defer.maybeDeferred(self.api, "exchange", {"action": "book"})
+        status = self.successResultOf(defer.maybeDeferred(self.api, "exchange", {"action": "status"}))
+        self.assertEqual(status["id"], "peer1")
+
+    def test_past_the_waiting_cap_a_query_is_refused_busy(self):
+        for _ in range(peer_api.MAX_WAITING_QUERIES + 1):  # the first one runs, the rest wait
+            defer.maybeDeferred(self.api, "exchange", {"action": "book"})
+        self.assertEqual(self.refused({"action": "book"}).code, "ERR_BUSY")
+        self.clock.advance(0)
+        self.successResultOf(defer.maybeDeferred(self.api, "exchange", {"action": "status"}))

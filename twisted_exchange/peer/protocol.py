@@ -26,6 +26,7 @@ from twisted_exchange.core.errors import (
     FOK_UNFILLABLE, INVALID_ORDER, INVALID_QUERY, NOT_OWNER, ORDER_CLOSED, POST_ONLY_WOULD_TAKE,
     UNKNOWN_ORDER, ExchangeError,
 )
+from twisted_exchange.grenache.errors import ERR_BUSY as BUSY
 from twisted_exchange.replication.messages import MessageError
 from twisted_exchange.replication.replica import NO_LEADER
 from twisted_exchange.replication.sessions import REQUEST_REUSED, STALE_REQUEST, TOO_MANY_CLIENTS
@@ -66,6 +67,7 @@ ERR_NO_LEADER = NO_LEADER                    # no leader long enough: retry, sam
 ERR_STALE_REQUEST = STALE_REQUEST            # a request id below what its client's session keeps
 ERR_REQUEST_REUSED = REQUEST_REUSED          # a request id reused for another command
 ERR_TOO_MANY_CLIENTS = TOO_MANY_CLIENTS      # the session table is full: new clients refused
+ERR_BUSY = BUSY                              # too many queries or bytes in flight: retry
 
 # -- limits -----------------------------------------------------------------
 

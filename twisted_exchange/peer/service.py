@@ -100,7 +100,7 @@ class PeerService(Service):
         self._client = RPCClient(self._links[0], reactor=reactor)
         self._directory = PeerDirectory(self._links, [p for p in self._peers if p != node_id])
         self._transport = RaftTransport(node_id, self._directory, self._client)
-        self._server = RPCServer(PeerAPI(self), host=host, port=port, max_body=MAX_BODY,
+        self._server = RPCServer(PeerAPI(self, reactor), host=host, port=port, max_body=MAX_BODY,
                                  utf8_only=True, reactor=reactor)
         self._waiting: dict[int, defer.Deferred] = {}
         self._flush_call = None
