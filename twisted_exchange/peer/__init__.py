@@ -5,9 +5,11 @@ matching core) from a tick timer and from Grenache RPC calls, persists every
 ready batch through :class:`~twisted_exchange.wal.FileStorage`
 before sending its messages, and answers clients from its own book.
 
-Modules: ``directory`` finds the other peers through the grape, ``transport``
-carries Raft messages to them, ``api`` turns RPC payloads into replica calls,
-``service`` owns the lifecycle and the ready loop, ``cli`` is the command line.
+Modules: ``protocol`` names everything a peer accepts and parses it once,
+``directory`` finds the other peers through the grape, ``transport``
+carries Raft messages to them, ``api`` turns parsed requests into replica
+calls, ``membership`` ties a data directory to its cluster, ``service`` owns
+the lifecycle, the ready loop and fail-stop, ``cli`` is the command line.
 """
 from twisted_exchange.peer.service import PeerService
 
