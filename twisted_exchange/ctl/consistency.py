@@ -59,7 +59,8 @@ class Verdict:
         if self.stuck:
             return "; ".join(f"{p}: {why}" for p, why in sorted(self.stuck.items()))
         if self.unreachable:
-            return "cannot compare: " + "; ".join(f"{p}: {r}" for p, r in sorted(self.unreachable.items()))
+            return "cannot compare: " + "; ".join(
+                r if r.startswith(f"{p}: ") else f"{p}: {r}" for p, r in sorted(self.unreachable.items()))
         if self.unhealthy:
             return "unhealthy: " + "; ".join(f"{p}: {', '.join(problems)}"
                                              for p, problems in sorted(self.unhealthy.items()))
