@@ -176,7 +176,7 @@ class LargeStateTests(ClusterTestCase):
     def test_a_burst_of_the_heaviest_queries_causes_no_election_and_trading_goes_on(self):
         before = yield statuses(self.client, self.peers)
         heavy = [self.client.request(f"exchange:{self.leader}", {"action": "orders", "limit": 10_000},
-                                     timeout=30) for n in range(60)]
+                                     timeout=30) for n in range(40)]
         order = yield self.call(self.peers[1], {"action": "submit", "client": "taker", "request": "t1",
                                                 "symbol": SYMBOL, "side": "sell", "type": "limit",
                                                 "price": "5999", "quantity": "3"}, timeout=30)
