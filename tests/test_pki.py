@@ -34,9 +34,7 @@ class IdentityTests(unittest.TestCase):
 
 
 class IssueTests(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.ca = CA.create()
+    ca = CA.create()  # one for the class (trial has no setUpClass)
 
     def test_a_peer_certificate_names_the_peer_and_verifies_against_the_ca(self) -> None:
         peer = certificate(self.ca.issue(PEER1, ["127.0.0.1", "peer1.example"]).cert)
