@@ -10,6 +10,10 @@ Runtime dependencies and why each is here:
   orjson           canonical JSON of every applied command and result (session
                    fingerprints, the state digest): 6x faster than json, which
                    was a third of the cost of applying an entry
+  cryptography     the cluster CA and the peer and client certificates (pki.py)
+  pyOpenSSL        TLS for Grenache RPC in secure mode (mutual TLS), through
+                   Twisted's twisted.internet.ssl (the twisted[tls] extra)
+  service_identity required by twisted[tls]; Twisted warns without it
 """
 from setuptools import find_packages, setup
 
@@ -29,6 +33,9 @@ setup(
         "fastbencode>=0.3",
         "hdrhistogram>=0.10",
         "orjson>=3.10",
+        "cryptography>=43",
+        "pyOpenSSL>=24",
+        "service_identity>=24",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100"],

@@ -6,7 +6,9 @@ flight and, when ``node`` and tests/interop/node_modules are present, Node's
 PeerRPCClient calling Node's PeerRPCServer in one Node process (bench.js),
 alternating rounds, then prints the best round of each and the ratio.  Both sides use a stub link that knows
 the server's address, so only RPC is measured.  Targets: ours >= Node at 32
-in flight; p99 <= 5 ms at 1 in flight.
+in flight; p99 <= 5 ms at 1 in flight.  The ``py-tls`` rows are ours in
+secure mode (mutual TLS, P-256 certificates from a fresh CA), measured in the
+same rounds, for what TLS costs on kept-alive connections.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from twisted.internet import defer, task
 
 from twisted_exchange.grenache.client import RPCClient
 from twisted_exchange.grenache.server import RPCServer
+from twisted_exchange.pki import CA, CLIENT, PEER, Identity
 
 INFLIGHT = (1, 32)
 NODE_MODULES = Path(__file__).resolve().parents[2] / "tests" / "interop" / "node_modules"
@@ -61,11 +64,14 @@ async def _run(client: RPCClient, count: int, inflight: int) -> dict[str, Any]:
     return _figures(latencies, time.perf_counter() - start, inflight)
 
 
-async def measure_ours(reactor: Any, requests: int) -> list[dict[str, Any]]:
-    """Our client -> our server, in this process."""
-    server = RPCServer(lambda key, payload: payload, reactor=reactor)
+async def measure_ours(reactor: Any, requests: int, tls: bool = False) -> list[dict[str, Any]]:
+    """Our client -> our server, in this process; over mutual TLS if ``tls``."""
+    ca = CA.create() if tls else None
+    server = RPCServer(lambda key, payload: payload, reactor=reactor,
+                       tls=ca.issue(Identity(PEER, "bench"), ["127.0.0.1"]) if ca else None)
     await server.start()
-    client = RPCClient(FixedLink([f"127.0.0.1:{server.port}"]), reactor=reactor)
+    client = RPCClient(FixedLink([f"127.0.0.1:{server.port}"]), reactor=reactor,
+                       tls=ca.issue(Identity(CLIENT, "bench")) if ca else None)
     try:
         results = []
         for inflight in INFLIGHT:
@@ -89,10 +95,11 @@ def measure_node(requests: int) -> list[dict[str, Any]] | None:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def report(ours: list[dict[str, Any]], node: list[dict[str, Any]] | None) -> str:
-    """The table, and ours/Node throughput per in-flight level."""
+def report(ours: list[dict[str, Any]], node: list[dict[str, Any]] | None,
+           tls: list[dict[str, Any]]) -> str:
+    """The table, ours/Node and TLS/plain throughput per in-flight level."""
     lines = [f"{'impl':<8}{'inflight':>9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"]
-    for name, rows in (("python", ours), ("node", node or [])):
+    for name, rows in (("python", ours), ("py-tls", tls), ("node", node or [])):
         for r in rows:
             lines.append(f"{name:<8}{r['inflight']:>9}{r['rps']:>10.0f}"
                          f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}")
@@ -101,6 +108,8 @@ def report(ours: list[dict[str, Any]], node: list[dict[str, Any]] | None) -> str
             lines.append(f"ratio python/node at {o['inflight']} in flight: {o['rps'] / n['rps']:.2f}")
     else:
         lines.append("node not found: no baseline")
+    for o, t in zip(ours, tls):
+        lines.append(f"ratio tls/plain at {o['inflight']} in flight: {t['rps'] / o['rps']:.2f}")
     return "\n".join(lines)
 
 
@@ -120,11 +129,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     async def run(reactor: Any) -> None:
-        ours, node = [], []
+        ours, tls, node = [], [], []
         for _ in range(args.rounds):
             ours.append(await measure_ours(reactor, args.requests))
+            tls.append(await measure_ours(reactor, args.requests, tls=True))
             node.append(measure_node(args.requests))
-        print(report(best(ours), best(node) if node[0] is not None else None))
+        print(report(best(ours), best(node) if node[0] is not None else None, best(tls)))
     task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
 
 

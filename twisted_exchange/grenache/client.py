@@ -6,6 +6,14 @@ tries another; an error answered by the service is final.  ``map`` calls
 every destination and reports each one's result or error instead of failing
 on the first.  Every call ends within its timeout (default 5 s) with the
 result or a GrenacheError.  Connections are kept alive in a pool.
+
+Secure mode (``tls=``, a ``pki.Credential``; see tls.py) calls over mutual
+TLS, so every server reached has a certificate from the cluster CA good for
+serving (a peer's).  ``expect=Identity(...)`` on a call goes further: only a
+server whose certificate names that identity gets the payload; any other
+fails with ``ERR_TLS_IDENTITY``, which ``request`` treats as a transport
+failure and retries elsewhere, so a fake address announced under the key
+costs a retry and never sees the payload.
 """
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ from twisted_exchange.grenache.errors import (
     GrenacheError)
 from twisted_exchange.grenache.pool import ConnectionPool
 from twisted_exchange.grenache.transport import Poster, deadline
+from twisted_exchange.pki import Credential, Identity
 
 Outcome = tuple[Literal["ok"], Any] | tuple[Literal["error"], GrenacheError]
 
@@ -35,12 +44,13 @@ class RPCClient:
 
     ``link`` needs only ``lookup(key) -> Deferred[list["host:port"]]``.
     ``rng`` picks destinations (inject a seeded one in tests); ``compress``
-    sends gzip bodies, as Node's ``{compress: true}``.
+    sends gzip bodies, as Node's ``{compress: true}``; ``tls`` calls over
+    mutual TLS with that credential (Node's ``secure: {key, cert, ca}``).
     """
 
     def __init__(self, link: Any, reactor: Any = None, timeout: float = 5.0,
                  pool: ConnectionPool | None = None, rng: random.Random | None = None,
-                 compress: bool = False) -> None:
+                 compress: bool = False, tls: Credential | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self._link = link
@@ -48,37 +58,40 @@ class RPCClient:
         self._timeout = timeout
         self._rng = rng if rng is not None else random.Random()
         self._compress = compress
-        self._poster = Poster(reactor, pool, per_host=64)
+        self._poster = Poster(reactor, pool, per_host=64, tls=tls)
 
     def request(self, key: str, payload: Any, timeout: float | None = None,
-                retry: int = 2) -> defer.Deferred[Any]:
+                retry: int = 2, expect: Identity | None = None) -> defer.Deferred[Any]:
         """The result of ``key`` on one destination, trying up to ``retry`` others.
 
-        ``timeout`` bounds the whole call, lookup and retries included.
+        ``timeout`` bounds the whole call, lookup and retries included;
+        ``expect`` (TLS only) is the identity the destination must prove.
         """
-        d = defer.ensureDeferred(self._request(key, payload, retry))
+        d = defer.ensureDeferred(self._request(key, payload, retry, expect))
         return self._within(d, timeout, f"request {key!r}")
 
-    async def _request(self, key: str, payload: Any, retry: int) -> Any:
+    async def _request(self, key: str, payload: Any, retry: int,
+                       expect: Identity | None) -> Any:
         dests = await self._link.lookup(key)
         tried: set[str] = set()
         for attempt in range(retry + 1):
             untried = [d for d in dests if d not in tried] or dests
             dest = self._rng.choice(untried)
             try:
-                return await self._call(dest, key, payload)
+                return await self._call(dest, key, payload, expect)
             except GrenacheError as e:
                 if e.code not in RETRYABLE or attempt == retry:
                     raise
                 tried.add(dest)
 
-    def request_to(self, dest: str, key: str, payload: Any,
-                   timeout: float | None = None) -> defer.Deferred[Any]:
+    def request_to(self, dest: str, key: str, payload: Any, timeout: float | None = None,
+                   expect: Identity | None = None) -> defer.Deferred[Any]:
         """The result of ``key`` on the known address ``dest`` ("host:port")."""
-        return self._within(self._call(dest, key, payload), timeout, f"{dest} {key!r}")
+        return self._within(self._call(dest, key, payload, expect), timeout, f"{dest} {key!r}")
 
     def map(self, key: str, payload: Any, limit: int | None = None,
-            timeout: float | None = None) -> defer.Deferred[dict[str, Outcome]]:
+            timeout: float | None = None,
+            expect: Identity | None = None) -> defer.Deferred[dict[str, Outcome]]:
         """Call every destination of ``key`` (or ``limit`` random ones).
 
         Fires with ``{dest: ("ok", result) | ("error", GrenacheError)}``;
@@ -87,7 +100,7 @@ class RPCClient:
         def call_all(dests: list[str]) -> defer.Deferred[dict[str, Outcome]]:
             if limit is not None and limit < len(dests):
                 dests = self._rng.sample(dests, limit)
-            calls = [self.request_to(dest, key, payload, timeout) for dest in dests]
+            calls = [self.request_to(dest, key, payload, timeout, expect) for dest in dests]
             return defer.DeferredList(calls, consumeErrors=True).addCallback(
                 lambda outcomes: {dest: ("ok", value) if ok else ("error", value.value)
                                   for dest, (ok, value) in zip(dests, outcomes)})
@@ -102,12 +115,14 @@ class RPCClient:
         seconds = self._timeout if timeout is None else timeout
         return deadline(d, seconds, self._reactor, what)
 
-    def _call(self, dest: str, key: str, payload: Any) -> defer.Deferred[Any]:
+    def _call(self, dest: str, key: str, payload: Any,
+              expect: Identity | None) -> defer.Deferred[Any]:
         rid = str(uuid.uuid4())
         body = wire.encode([rid, key, payload])
         if self._compress:
             body = wire.gzip(body)
-        d = self._poster.post(f"http://{dest}/", body, _GZIP if self._compress else _PLAIN)
+        d = self._poster.post(f"{self._poster.scheme}://{dest}/", body,
+                              _GZIP if self._compress else _PLAIN, expect)
         return d.addCallback(self._result_of, dest, rid)
 
     def _result_of(self, response: tuple[int, bytes], dest: str, rid: str) -> Any:

@@ -24,10 +24,15 @@ ERR_REQUEST_TOO_LARGE = "ERR_REQUEST_TOO_LARGE"
 ERR_BUSY = "ERR_BUSY"
 ERR_INTERNAL = "ERR_INTERNAL"
 ERR_REMOTE = "ERR_REMOTE"
+#: Secure mode (tls.py): a plain-HTTP request to a TLS server; a TLS server
+#: whose certificate is not the identity the caller expected.
+ERR_TLS_REQUIRED = "ERR_TLS_REQUIRED"
+ERR_TLS_IDENTITY = "ERR_TLS_IDENTITY"
 
-#: Transport failures: the request may not have reached a handler, so a
-#: client may try another destination.
-RETRYABLE = frozenset({ERR_REQUEST_GENERIC})
+#: The request did not reach a handler (transport failures; a server that
+#: is not who the caller expected, its payload unsent), so a client may try
+#: another destination.
+RETRYABLE = frozenset({ERR_REQUEST_GENERIC, ERR_TLS_IDENTITY})
 
 _CODE = re.compile(r"ERR_[A-Z0-9_]+")
 _CODED = re.compile(r"(ERR_[A-Z0-9_]+)(?::\s?(.*))?", re.DOTALL)

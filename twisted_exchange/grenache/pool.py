@@ -7,6 +7,11 @@ which costs more CPU per call than the whole twisted.web server does.  A
 request at a time on each; replies may be framed by Content-Length, chunked
 (Node's server) or by closing the connection.
 
+A pool made with a ``tls`` credential speaks HTTPS with mutual TLS (see
+tls.py): a connection is used once its handshake is done, and each keeps
+the identity its verified certificate names, so a request that ``expect``s
+another identity fails with ``WrongIdentity`` before any of it is sent.
+
 Contract: ``ConnectionPool.post`` fires with ``(status, body)`` or fails with
 a connection error; cancelling it aborts its connection.  Errors are mapped
 to GrenacheError by the caller (transport.py).
@@ -17,9 +22,14 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_exchange.grenache import tls as secure
+from twisted_exchange.pki import Credential, Identity, identity_of
 
 Address = tuple[str, int]
 
@@ -29,6 +39,10 @@ _MAX_BODY = 64 * 1024 * 1024
 
 class BadResponse(Exception):
     """The server's bytes are not an HTTP/1.x response we can read."""
+
+
+class WrongIdentity(Exception):
+    """The server is not the identity the request expected; nothing was sent."""
 
 
 class _Reply:
@@ -135,15 +149,36 @@ class _Reply:
         return not self._in_head and self._length is None
 
 
+@implementer(IHandshakeListener)
 class _Connection(Protocol):
-    """One keep-alive HTTP/1.1 connection, one request at a time."""
+    """One keep-alive HTTP/1.1 connection, one request at a time.
 
-    def __init__(self, pool: ConnectionPool, address: Address) -> None:
+    ``ready`` fires with it once it can carry requests: at once over plain
+    HTTP, after the handshake over TLS (then ``identity`` is what the
+    server's verified certificate names).
+    """
+
+    identity: Identity | None = None
+
+    def __init__(self, pool: ConnectionPool, address: Address, secure: bool) -> None:
         self._pool = pool
-        self._address = address
+        self.address = address
+        self._secure = secure
         self._waiting: defer.Deferred[tuple[int, bytes]] | None = None
         self._reply: _Reply | None = None
+        self.ready: defer.Deferred[_Connection] = defer.Deferred(
+            lambda _: self.transport.abortConnection())
         self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self._pool._open.add(self)
+        if not self._secure:
+            self.ready.callback(self)
+
+    def handshakeCompleted(self) -> None:
+        certificate = secure.certificate_of(self.transport)
+        self.identity = identity_of(certificate) if certificate is not None else None
+        self.ready.callback(self)
 
     def request(self, head: bytes, body: bytes) -> defer.Deferred[tuple[int, bytes]]:
         self._reply = _Reply()
@@ -168,7 +203,7 @@ class _Connection(Protocol):
         reply, waiting = self._reply, self._waiting
         self._reply = self._waiting = None
         if reply.keep_alive and not reply.buffer:
-            self._pool._idle_again(self._address, self)
+            self._pool._idle_again(self)
         else:
             self.transport.loseConnection()
         waiting.callback((reply.status, bytes(reply.body)))
@@ -179,8 +214,10 @@ class _Connection(Protocol):
             waiting.errback(failure)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._pool._forget(self._address, self)
-        if self._reply is not None and self._reply.finish_at_close():
+        self._pool._forget(self)
+        if not self.ready.called:
+            self.ready.errback(reason)
+        elif self._reply is not None and self._reply.finish_at_close():
             self._complete()
         else:
             self._fail(reason)
@@ -195,46 +232,66 @@ class _ConnectionFactory(Factory):
         self._address = address
 
     def buildProtocol(self, addr: Any) -> _Connection:
-        return _Connection(self._pool, self._address)
+        return _Connection(self._pool, self._address, self._pool.secure)
 
 
 class ConnectionPool:
-    """Idle keep-alive connections per (host, port), at most ``per_host`` each."""
+    """Idle keep-alive connections per (host, port), at most ``per_host`` each.
 
-    def __init__(self, reactor: Any, per_host: int = 32) -> None:
+    With ``tls`` (a ``pki.Credential``) every connection is mutual TLS.
+    """
+
+    def __init__(self, reactor: Any, per_host: int = 32, tls: Credential | None = None) -> None:
         self._reactor = reactor
         self.per_host = per_host
+        self._tls = secure.options(tls) if tls is not None else None
         self._idle: dict[Address, list[_Connection]] = {}
         self._open: set[_Connection] = set()
 
-    def post(self, address: Address, head: bytes, body: bytes) -> defer.Deferred[tuple[int, bytes]]:
-        """Send ``head`` (request line and headers) and ``body``; (status, body)."""
+    @property
+    def secure(self) -> bool:
+        return self._tls is not None
+
+    def post(self, address: Address, head: bytes, body: bytes,
+             expect: Identity | None = None) -> defer.Deferred[tuple[int, bytes]]:
+        """Send ``head`` (request line and headers) and ``body``; (status, body).
+
+        With ``expect``, only to a server whose certificate names it
+        (``WrongIdentity`` otherwise).
+        """
         idle = self._idle.get(address)
         if idle:
-            return idle.pop().request(head, body)
+            return defer.maybeDeferred(self._send, idle.pop(), head, body, expect)
         connecting = self._endpoint(address).connect(_ConnectionFactory(self, address))
+        return connecting.addCallback(lambda connection: connection.ready).addCallback(
+            self._send, head, body, expect)
 
-        def connected(connection: _Connection) -> defer.Deferred[tuple[int, bytes]]:
-            self._open.add(connection)
-            return connection.request(head, body)
-        return connecting.addCallback(connected)
+    def _send(self, connection: _Connection, head: bytes, body: bytes,
+              expect: Identity | None) -> defer.Deferred[tuple[int, bytes]]:
+        if expect is not None and connection.identity != expect:
+            self._idle_again(connection)
+            raise WrongIdentity(f"its certificate names {connection.identity or 'nobody'}, "
+                                f"not {expect}")
+        return connection.request(head, body)
 
     def _endpoint(self, address: Address) -> Any:
         host, port = address
         if isIPAddress(host):  # no resolver thread, refusals reported at once
-            return TCP4ClientEndpoint(self._reactor, host, port)
-        return HostnameEndpoint(self._reactor, host.encode("idna"), port)
+            endpoint = TCP4ClientEndpoint(self._reactor, host, port)
+        else:
+            endpoint = HostnameEndpoint(self._reactor, host.encode("idna"), port)
+        return wrapClientTLS(self._tls, endpoint) if self._tls is not None else endpoint
 
-    def _idle_again(self, address: Address, connection: _Connection) -> None:
-        idle = self._idle.setdefault(address, [])
+    def _idle_again(self, connection: _Connection) -> None:
+        idle = self._idle.setdefault(connection.address, [])
         if len(idle) < self.per_host:
             idle.append(connection)
         else:
             connection.transport.loseConnection()
 
-    def _forget(self, address: Address, connection: _Connection) -> None:
+    def _forget(self, connection: _Connection) -> None:
         self._open.discard(connection)
-        idle = self._idle.get(address, [])
+        idle = self._idle.get(connection.address, [])
         if connection in idle:
             idle.remove(connection)
 

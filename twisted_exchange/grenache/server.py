@@ -20,6 +20,12 @@ A body's bytes count until its reply is sent or its connection is lost, so
 they also stand for the payload the handler is still holding.  Idle
 keep-alive connections hold no body and are closed after the same
 ``body_timeout`` of silence (Node's server: 5 s).
+
+Secure mode (``tls=``, see tls.py) serves HTTPS with mutual TLS.  As Node
+hands ``meta.cert`` to its handlers, a server made ``with_caller=True``
+calls ``handler(key, payload, caller)`` with the ``Caller`` (verified
+certificate, identity, address) of the connection; handlers of
+``(key, payload)`` are unchanged.
 """
 from __future__ import annotations
 
@@ -31,21 +37,26 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from twisted_exchange.grenache import wire
 from twisted_exchange.grenache.errors import (
     ERR_BUSY, ERR_HEADER_PARSE_GR, ERR_INTERNAL, ERR_REQUEST_INVALID,
-    ERR_REQUEST_TOO_LARGE, ERR_TIMEOUT, GrenacheError, wire_of)
+    ERR_REQUEST_TOO_LARGE, ERR_TIMEOUT, ERR_TLS_REQUIRED, GrenacheError, wire_of)
+from twisted_exchange.grenache.tls import TLS_HANDSHAKE, Caller, caller_of, options as tls_options
+from twisted_exchange.pki import Credential
 
-Handler = Callable[[str, Any], Any]
+#: ``handler(key, payload)``, or ``handler(key, payload, caller)`` with_caller.
+Handler = Callable[..., Any]
 
 #: HTTP status of the refusals made before a handler runs; one place.
 _REFUSAL_STATUS = {
     ERR_BUSY: http.SERVICE_UNAVAILABLE,
     ERR_HEADER_PARSE_GR: http.INTERNAL_SERVER_ERROR,
     ERR_REQUEST_INVALID: http.BAD_REQUEST,
+    ERR_TLS_REQUIRED: http.BAD_REQUEST,
     ERR_REQUEST_TOO_LARGE: http.REQUEST_ENTITY_TOO_LARGE,
     ERR_TIMEOUT: http.REQUEST_TIMEOUT,
 }
@@ -54,6 +65,13 @@ _REFUSAL_STATUS = {
 def _refusal(refusal: GrenacheError) -> tuple[int, bytes]:
     """(HTTP status, body) of a refusal: ``[null, "ERR_...", null]``."""
     return _REFUSAL_STATUS[refusal.code], wire.encode([None, refusal.wire, None])
+
+
+def _closing(refusal: GrenacheError) -> bytes:
+    """A whole HTTP response refusing, for a connection about to be closed."""
+    status, body = _refusal(refusal)
+    return (b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, http.RESPONSES[status], len(body), body))
 
 
 def _given(value: Any) -> bool:
@@ -132,10 +150,7 @@ class _BoundedRequest(server.Request):
         """Answer ``refusal`` now, without reading the rest, and close the connection."""
         self.refused, self.receiving = True, False
         self._let_go()
-        status, body = _refusal(refusal)
-        self.channel.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, http.RESPONSES[status], len(body), body))
+        self.channel.transport.write(_closing(refusal))
         self.channel.loseConnection()
 
     def finish(self) -> None:
@@ -158,6 +173,17 @@ class _BoundedRequest(server.Request):
 class _Channel(http.HTTPChannel):
     """An HTTP connection that its site can close when the server stops."""
 
+    _caller: Caller | None = None
+    _first = True
+
+    @property
+    def caller(self) -> Caller:
+        """Who is at the other end: read once, on the first request (after
+        the TLS handshake in secure mode)."""
+        if self._caller is None:
+            self._caller = caller_of(self.transport)
+        return self._caller
+
     def connectionMade(self) -> None:
         super().connectionMade()
         self.site.channels.add(self)
@@ -177,6 +203,17 @@ class _Channel(http.HTTPChannel):
         else:
             super().timeoutConnection()
 
+    def dataReceived(self, data: bytes) -> None:
+        """Answer a TLS handshake on a plain-HTTP server at once (400), rather
+        than wait for a request line that never comes."""
+        if self._first and data[:1] == TLS_HANDSHAKE:
+            self.transport.write(_closing(GrenacheError(
+                ERR_REQUEST_INVALID, "this server speaks plain HTTP, not TLS")))
+            self.transport.loseConnection()
+            return
+        self._first = False
+        super().dataReceived(data)
+
     def allHeadersReceived(self) -> None:
         """Refuse a declared body over ``max_body`` before any of it arrives."""
         if self.length is not None and self.length > self.site.max_body:
@@ -184,6 +221,33 @@ class _Channel(http.HTTPChannel):
                 ERR_REQUEST_TOO_LARGE, f"Content-Length over {self.site.max_body} bytes"))
         else:
             super().allHeadersReceived()
+
+
+class _TLSOnly(TLSMemoryBIOProtocol):
+    """Server-side TLS that answers a client speaking plain HTTP in plain
+    HTTP (400 ERR_TLS_REQUIRED), rather than with a TLS alert it cannot read."""
+
+    _sniffed = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._sniffed:
+            self._sniffed = True
+            if data[:1] != TLS_HANDSHAKE:
+                self.transport.write(_closing(GrenacheError(
+                    ERR_TLS_REQUIRED, "this server speaks HTTPS and requires a client certificate")))
+                self.transport.loseConnection()
+                return
+        super().dataReceived(data)
+
+
+class _TLSFactory(TLSMemoryBIOFactory):
+    """A site's factory wrapped in server-side mutual TLS."""
+
+    protocol = _TLSOnly
+    noisy = False
+
+    def __init__(self, credential: Credential, site: server.Site) -> None:
+        super().__init__(tls_options(credential), False, site)
 
 
 class _Site(server.Site):
@@ -211,11 +275,13 @@ class RPCResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, handler: Handler, max_body: int, utf8_only: bool = False) -> None:
+    def __init__(self, handler: Handler, max_body: int, utf8_only: bool = False,
+                 with_caller: bool = False) -> None:
         super().__init__()
         self._handler = handler
         self._max_body = max_body
         self._utf8_only = utf8_only
+        self._with_caller = with_caller
 
     def render(self, request: server.Request) -> Any:
         compress = b"gzip" in (request.getHeader(b"grc-compress") or b"")
@@ -226,7 +292,8 @@ class RPCResource(Resource):
             request.setResponseCode(status)
             request.setHeader(b"content-length", b"%d" % len(body))
             return body
-        d = defer.maybeDeferred(self._handler, key, payload)
+        args = (key, payload, request.channel.caller) if self._with_caller else (key, payload)
+        d = defer.maybeDeferred(self._handler, *args)
         d.addCallbacks(lambda result: [rid, None, result],
                        self._error_reply, errbackArgs=(rid, key))
         d.addCallback(self._send, request, compress, rid, key)
@@ -298,7 +365,8 @@ class RPCResource(Resource):
 
 
 class RPCServer(Service):
-    """A Grenache RPC server calling ``handler(key, payload)`` for each request.
+    """A Grenache RPC server calling ``handler(key, payload)`` for each request
+    (``handler(key, payload, caller)`` if ``with_caller``, see the module).
 
     The handler returns the result or a Deferred of it; raising an error with
     an ``ERR_`` code sends that error string, anything else sends
@@ -316,22 +384,27 @@ class RPCServer(Service):
 
     ``utf8_only`` refuses a body that is not valid UTF-8 (400); by default,
     as Node, its bad bytes are read as U+FFFD.
+
+    ``tls``, a ``pki.Credential``, serves HTTPS only, requiring a client
+    certificate from its CA (Node's ``secure: {key, cert, ca}``).
     """
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
                  max_body: int = 1 << 20, max_buffered: int | None = None,
-                 body_timeout: float = 15.0, utf8_only: bool = False, reactor: Any = None) -> None:
+                 body_timeout: float = 15.0, utf8_only: bool = False, reactor: Any = None,
+                 tls: Credential | None = None, with_caller: bool = False) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
         self.host = host
         self.port = port
-        self._site = _Site(RPCResource(handler, max_body, utf8_only), max_body,
+        self._site = _Site(RPCResource(handler, max_body, utf8_only, with_caller), max_body,
                            2 * max_body if max_buffered is None else max_buffered,
                            body_timeout, reactor)
         if self._site.budget.for_one_body() < max_body:
             raise ValueError(f"max_buffered {max_buffered} leaves no room for one "
                              f"body of max_body {max_body} bytes")
+        self._factory = _TLSFactory(tls, self._site) if tls is not None else self._site
         self._listening: Any = None
 
     def start(self) -> defer.Deferred[None]:
@@ -345,7 +418,7 @@ class RPCServer(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._listening = self._reactor.listenTCP(self.port, self._site, interface=self.host)
+        self._listening = self._reactor.listenTCP(self.port, self._factory, interface=self.host)
         self.port = self._listening.getHost().port
 
     def stopService(self) -> defer.Deferred[None]:

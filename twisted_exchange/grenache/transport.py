@@ -3,7 +3,8 @@
 Link (to a grape) and RPCClient (to peers) both POST small bodies over the
 keep-alive connections of a ``ConnectionPool``; this module is the single
 place where connection failures become ``ERR_REQUEST_GENERIC`` and where
-deadlines become ``ERR_TIMEOUT``.
+deadlines become ``ERR_TIMEOUT``, and where a TLS server that is not the
+expected identity becomes ``ERR_TLS_IDENTITY``.
 """
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+from OpenSSL import SSL
 from twisted.internet import defer, error as netError
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from twisted_exchange.grenache.errors import ERR_REQUEST_GENERIC, ERR_TIMEOUT, GrenacheError
-from twisted_exchange.grenache.pool import BadResponse, ConnectionPool
+from twisted_exchange.grenache.errors import (
+    ERR_REQUEST_GENERIC, ERR_TIMEOUT, ERR_TLS_IDENTITY, GrenacheError)
+from twisted_exchange.grenache.pool import BadResponse, ConnectionPool, WrongIdentity
+from twisted_exchange.pki import Credential, Identity
 
 _REASONS = {
     netError.ConnectionRefusedError: "connection refused",
@@ -28,13 +32,14 @@ _REASONS = {
 
 @lru_cache(maxsize=1024)
 def _target(url: str) -> tuple[tuple[str, int], bytes]:
-    """((host, port), request line start) of an http:// URL."""
+    """((host, port), request line start) of an http:// or https:// URL."""
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"not an http:// URL: {url!r}")
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    if default is None or not parts.hostname:
+        raise ValueError(f"not an http:// or https:// URL: {url!r}")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    port = parts.port or 80
-    host = parts.hostname if port == 80 else f"{parts.hostname}:{port}"
+    port = parts.port or default
+    host = parts.hostname if port == default else f"{parts.hostname}:{port}"
     return (parts.hostname, port), f"POST {path} HTTP/1.1\r\nHost: {host}\r\n".encode()
 
 
@@ -44,6 +49,10 @@ def _reason(failure: Failure) -> str:
         if failure.check(kind):
             return reason
     value = failure.value
+    if isinstance(value, SSL.Error):  # args: [[(library, function, reason), ...]]
+        reasons = [entry[-1] for entry in (value.args[0] if value.args else [])
+                   if isinstance(entry, tuple)]
+        return "TLS: " + ("; ".join(reasons) or "handshake failed")
     text = str(value).strip()
     return f"{type(value).__name__}: {text}" if text else type(value).__name__
 
@@ -55,28 +64,40 @@ def _as_grenache_error(failure: Failure, url: str) -> Failure:
         return Failure(defer.CancelledError())
     if failure.check(BadResponse):
         return Failure(GrenacheError(ERR_REQUEST_GENERIC, f"{url}: {failure.value}"))
+    if failure.check(WrongIdentity):
+        return Failure(GrenacheError(ERR_TLS_IDENTITY, f"{url}: {failure.value}"))
     return Failure(GrenacheError(ERR_REQUEST_GENERIC, f"{url}: {_reason(failure)}"))
 
 
 class Poster:
-    """POSTs bodies to http:// URLs over a pool of keep-alive connections.
+    """POSTs bodies to http(s):// URLs over a pool of keep-alive connections.
 
-    The pool is created here (and closed by ``close``) unless one is given;
-    a given pool belongs to the caller.
+    The pool is created here (and closed by ``close``), with mutual TLS if
+    ``tls`` is given, unless one is given; a given pool belongs to the
+    caller and has its own TLS setting.
     """
 
-    def __init__(self, reactor: Any, pool: ConnectionPool | None, per_host: int) -> None:
+    def __init__(self, reactor: Any, pool: ConnectionPool | None, per_host: int,
+                 tls: Credential | None = None) -> None:
+        if pool is not None and tls is not None:
+            raise ValueError("give tls to the ConnectionPool, not beside it")
         self._owned = pool is None
-        self._pool = pool if pool is not None else ConnectionPool(reactor, per_host)
+        self._pool = pool if pool is not None else ConnectionPool(reactor, per_host, tls)
 
-    def post(self, url: str, body: bytes, headers: bytes) -> defer.Deferred[tuple[int, bytes]]:
+    @property
+    def scheme(self) -> str:
+        return "https" if self._pool.secure else "http"
+
+    def post(self, url: str, body: bytes, headers: bytes,
+             expect: Identity | None = None) -> defer.Deferred[tuple[int, bytes]]:
         """(HTTP status, body) of a POST; GrenacheError on connection failure.
 
-        ``headers`` are complete ``Name: value\\r\\n`` lines.
+        ``headers`` are complete ``Name: value\\r\\n`` lines.  With ``expect``,
+        only to a TLS server proving that identity (else ERR_TLS_IDENTITY).
         """
         address, start = _target(url)
         head = b"%s%sContent-Length: %d\r\n\r\n" % (start, headers, len(body))
-        return self._pool.post(address, head, body).addErrback(_as_grenache_error, url)
+        return self._pool.post(address, head, body, expect).addErrback(_as_grenache_error, url)
 
     def close(self) -> defer.Deferred[None]:
         """Close the connections of an owned pool."""
