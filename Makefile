@@ -23,7 +23,7 @@ pytest:
 # Unit tests run under both runners; the process-level suites (e2e, interop) under pytest only.
 trial:
 	$(PYTHON) -m twisted.trial --temp-directory=/tmp/twisted-exchange-trial \
-		tests.core tests.replication tests.grenache tests.grape tests.peer tests.ctl
+		tests.core tests.replication tests.grenache tests.grape tests.peer tests.ctl tests.test_pki
 
 sim-smoke:
 	@if [ -d twisted_exchange/replication/sim ]; then \
