@@ -3,8 +3,10 @@ from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_exchange.core import Exchange, ExchangeError
+from twisted_exchange.grenache.tls import Caller
 from twisted_exchange.peer import api as peer_api
 from twisted_exchange.peer.api import PeerAPI, RequestError
+from twisted_exchange.pki import Identity
 
 
 class FakeNode:
@@ -157,3 +159,46 @@ class PeerAPITests(SynchronousTestCase):
         self.assertEqual(self.refused({"action": "book"}).code, "ERR_BUSY")
         self.clock.advance(0)
         self.successResultOf(defer.maybeDeferred(self.api, "exchange", {"action": "status"}))
+
+
+class SecureModeTests(SynchronousTestCase):
+    """Authorization by the caller's certificate identity, never by payload fields."""
+
+    def setUp(self):
+        self.node = FakeNode()
+        self.clock = task.Clock()
+        self.api = PeerAPI(self.node, self.clock, authenticated=True)
+
+    def as_(self, kind, name, payload):
+        caller = Caller("127.0.0.1:1", None, Identity(kind, name) if kind else None)
+        d = defer.maybeDeferred(self.api, "exchange", payload, caller)
+        self.clock.advance(0)
+        return d
+
+    def forbidden(self, kind, name, payload) -> str:
+        return str(self.failureResultOf(self.as_(kind, name, payload), RequestError).value)
+
+    def test_only_the_named_peer_may_send_its_raft_batches(self):
+        batch = {"action": "raft.batch", "from": "peer2", "to": "peer1", "messages": []}
+        self.assertTrue(self.forbidden("client", "peer2", batch).startswith("ERR_FORBIDDEN: "))
+        self.assertTrue(self.forbidden("peer", "peer3", batch).startswith("ERR_FORBIDDEN: "))
+        self.assertEqual(self.node.delivered, [])
+        self.assertEqual(self.successResultOf(self.as_("peer", "peer2", batch)), {"ok": True, "id": "peer1"})
+
+    def test_a_client_acts_only_as_itself_and_its_name_comes_from_its_certificate(self):
+        self.assertTrue(self.forbidden("client", "mallory", submit()).startswith("ERR_FORBIDDEN: "))
+        self.assertTrue(self.forbidden("peer", "peer2", submit()).startswith("ERR_FORBIDDEN: "))
+        self.assertEqual(self.node.proposed, [])
+        unnamed = submit()
+        del unnamed["client"]
+        self.successResultOf(self.as_("client", "alice", unnamed))
+        self.assertEqual(self.node.proposed, [submit()])
+
+    def test_a_caller_without_an_identity_may_do_nothing(self):
+        for payload in (submit(), {"action": "book"}, {"action": "status"}):
+            self.assertTrue(self.forbidden(None, None, payload).startswith("ERR_FORBIDDEN: "))
+
+    def test_any_identity_may_query(self):
+        for kind, name in (("client", "bob"), ("peer", "peer3")):
+            self.assertIn("bids", self.successResultOf(self.as_(kind, name, {"action": "book"})))
+            self.assertEqual(self.successResultOf(self.as_(kind, name, {"action": "status"}))["id"], "peer1")

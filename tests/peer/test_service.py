@@ -10,6 +10,7 @@ from twisted.trial.unittest import TestCase
 from twisted_exchange.grape.service import GrapeConfig, GrapeService
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
 from twisted_exchange.peer.service import PeerService
+from twisted_exchange.pki import CA, Identity
 from tests.support import eventually, free_ports
 
 PEERS = ["peer1", "peer2", "peer3"]
@@ -116,3 +117,72 @@ class PeerClusterWithFsyncTests(PeerClusterTests):
     """The same behaviour with fsync per batch: writes run in a thread, in order."""
 
     fsync = "batch"
+
+
+class SecurePeerClusterTests(PeerClusterTests):
+    """The same behaviour in Grenache secure mode (mutual TLS, one cluster CA),
+    and what it refuses: plain HTTP, forged Raft batches, impersonation."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.ca = CA.create()
+        self.clients = {}
+        yield super().setUp()
+
+    def start_peer(self, peer_id: str, data_dir: str):
+        peer = PeerService(peer_id, PEERS, [self.grape_url], data_dir, fsync=self.fsync,
+                           seed=PEERS.index(peer_id),
+                           credential=self.ca.issue(Identity("peer", peer_id), ["127.0.0.1"]))
+        self.peers[peer_id] = peer
+        self.addCleanup(lambda: peer.stopService() if peer.running else None)
+        return peer.startService()
+
+    def client_for(self, kind: str, name: str) -> RPCClient:
+        if (kind, name) not in self.clients:
+            client = self.clients[kind, name] = RPCClient(self.link, tls=self.ca.issue(Identity(kind, name)))
+            self.addCleanup(client.close)
+        return self.clients[kind, name]
+
+    def call(self, peer_id: str, payload: dict, kind: str = "client", name: str | None = None):
+        name = name or payload.get("client", "viewer")
+        return self.client_for(kind, name).request(f"exchange:{peer_id}", payload,
+                                                   expect=Identity("peer", peer_id))
+
+    @defer.inlineCallbacks
+    def refusal(self, peer_id: str, payload: dict, **who) -> defer.Deferred:
+        with self.assertRaises(GrenacheError) as caught:
+            yield self.call(peer_id, payload, **who)
+        return caught.exception
+
+    @defer.inlineCallbacks
+    def test_a_plain_http_client_is_refused(self):
+        with self.assertRaises(GrenacheError) as caught:
+            yield self.client.request("exchange:peer1", {"action": "status"}, retry=0)
+        self.assertIn("ERR_TLS_REQUIRED", str(caught.exception))
+
+    @defer.inlineCallbacks
+    def test_a_forged_raft_batch_from_a_client_or_another_peer_changes_nothing(self):
+        leader = next(p for p in self.peers.values() if p.replica.node.role == "leader")
+        follower = next(p for p in PEERS if p != leader.node_id)
+        before = {p: s.replica.node.term for p, s in self.peers.items()}
+        forged = {"action": "raft.batch", "from": leader.node_id, "to": follower, "messages": [
+            {"type": "raft.vote", "from": leader.node_id, "to": follower, "term": 99,
+             "last_index": 99, "last_term": 99}]}
+        other = next(p for p in PEERS if p not in (leader.node_id, follower))
+        for kind, name in (("client", leader.node_id), ("peer", other)):
+            error = yield self.refusal(follower, forged, kind=kind, name=name)
+            self.assertEqual(error.code, "ERR_FORBIDDEN")
+        self.assertEqual({p: s.replica.node.term for p, s in self.peers.items()}, before)
+
+    @defer.inlineCallbacks
+    def test_a_client_cannot_cancel_or_take_over_another_clients_orders_or_request_ids(self):
+        placed = yield self.call("peer1", order("alice", "a0000001", "buy", "100", "1"))
+        cancel = {"action": "cancel", "client": "alice", "request": "m0000001", "order_id": placed["order"]["id"]}
+        error = yield self.refusal("peer2", cancel, name="mallory")
+        self.assertEqual(error.code, "ERR_FORBIDDEN")
+        error = yield self.refusal("peer3", order("alice", "a0000002", "sell", "1", "1"), name="mallory")
+        self.assertEqual(error.code, "ERR_FORBIDDEN")
+        book = yield self.call("peer1", {"action": "book"})
+        self.assertEqual(book["bids"], [["100", "1"]])
+        mine = yield self.call("peer3", order("alice", "a0000002", "sell", "101", "1"))
+        self.assertEqual(mine["order"]["client"], "alice")

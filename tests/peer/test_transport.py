@@ -5,6 +5,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_exchange.grenache import GrenacheError
 from twisted_exchange.peer.directory import PeerDirectory
 from twisted_exchange.peer.transport import MAX_QUEUED, RaftTransport
+from twisted_exchange.pki import Identity
 
 
 class FakeLink:
@@ -27,11 +28,13 @@ class FakeClient:
 
     def __init__(self):
         self.calls = []
+        self.expected = []
         self.cancelled = []
 
-    def request_to(self, dest, key, payload, timeout=None):
+    def request_to(self, dest, key, payload, timeout=None, expect=None):
         d = defer.Deferred(lambda d: self.cancelled.append(dest))
         self.calls.append((dest, key, payload, d))
+        self.expected.append(expect)
         return d
 
 
@@ -112,6 +115,15 @@ class RaftTransportTests(SynchronousTestCase):
         wrong = self.client.calls[0][0]
         self.client.calls[0][3].errback(GrenacheError("ERR_WRONG_PEER", "this is peer3"))
         self.assertNotIn(wrong, self.directory._candidates["peer2"])
+        self.assertEqual(self.client.expected, [None])
+
+    def test_in_secure_mode_a_batch_expects_the_destination_peer_and_a_fake_is_forgotten(self):
+        transport = RaftTransport("peer1", self.directory, self.client, verify=True)
+        transport.send([message("peer2", 1)])
+        self.assertEqual(self.client.expected, [Identity("peer", "peer2")])
+        fake = self.client.calls[0][0]
+        self.client.calls[0][3].errback(GrenacheError("ERR_TLS_IDENTITY", "the server is not peer2"))
+        self.assertNotIn(fake, self.directory._candidates["peer2"])
 
     def test_messages_for_an_unknown_peer_wait_and_are_capped(self):
         self.transport.send([message("peer3", n) for n in range(MAX_QUEUED + 10)])

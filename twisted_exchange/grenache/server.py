@@ -51,6 +51,9 @@ from twisted_exchange.pki import Credential
 #: ``handler(key, payload)``, or ``handler(key, payload, caller)`` with_caller.
 Handler = Callable[..., Any]
 
+#: Seconds a stopping server waits for a connection to close before aborting it.
+STOP_GRACE = 1.0
+
 #: HTTP status of the refusals made before a handler runs; one place.
 _REFUSAL_STATUS = {
     ERR_BUSY: http.SERVICE_UNAVAILABLE,
@@ -428,4 +431,8 @@ class RPCServer(Service):
         for channel in list(self._site.channels):
             stopped.append(channel.lost)
             channel.transport.loseConnection()
+            # A TLS close waits for the other side's close_notify, which an
+            # idle keep-alive client may never send: abort after a grace.
+            abort = self._reactor.callLater(STOP_GRACE, channel.transport.abortConnection)
+            channel.lost.addBoth(lambda result, call=abort: call.cancel() if call.active() else None)
         return defer.gatherResults(stopped).addCallback(lambda _: None)

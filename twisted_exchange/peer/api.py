@@ -11,6 +11,14 @@ tens of milliseconds on a large book (10,000 open orders), and a burst
 handled in one turn would starve the Raft tick long enough to depose the
 leader.  At most :data:`MAX_WAITING_QUERIES` wait; past that ERR_BUSY.
 ``status`` is O(1) and answered at once, so monitoring sees a busy peer.
+
+In secure mode (``authenticated``: the server is TLS-only, every caller
+presents a certificate from the cluster CA) who may do what follows from
+the caller's ``Identity``, never from a field of the payload: only peer
+``p`` may send a ``raft.batch`` from ``p``; only client ``c`` may submit,
+cancel or amend as ``c`` (a command without ``client`` is ``c``'s, one
+naming another client is refused); any identity may query.  Everything
+else is ERR_FORBIDDEN and changes nothing.
 """
 from __future__ import annotations
 
@@ -20,8 +28,10 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
 
+from twisted_exchange.grenache.tls import Caller
 from twisted_exchange.peer import protocol
 from twisted_exchange.peer.protocol import RequestError
+from twisted_exchange.pki import CLIENT, PEER, Identity
 
 
 class Node(Protocol):
@@ -45,13 +55,18 @@ MAX_WAITING_QUERIES = 1000
 class PeerAPI:
     """Dispatches RPC payloads to ``node``: ``api(key, payload)`` is the RPC handler."""
 
-    def __init__(self, node: Node, reactor: IReactorTime) -> None:
+    def __init__(self, node: Node, reactor: IReactorTime, authenticated: bool = False) -> None:
         self._node = node
         self._reactor = reactor
+        self._authenticated = authenticated
         self._turns = DeferredSemaphore(1)
 
-    def __call__(self, key: str, payload: Any) -> Any:
+    def __call__(self, key: str, payload: Any, caller: Caller | None = None) -> Any:
+        if self._authenticated:
+            payload = _as_caller(payload, caller)
         request = protocol.parse_request(payload)
+        if self._authenticated:
+            _authorize(request, caller.identity)
         handler = self._HANDLERS[type(request)]
         if type(request) not in self._ONE_PER_TURN:
             return handler(self, request)
@@ -99,6 +114,28 @@ class PeerAPI:
                  protocol.StatusQuery: _status}
     _ONE_PER_TURN = frozenset({protocol.BookQuery, protocol.OrdersQuery, protocol.OrderQuery,
                                protocol.TradesQuery})
+
+
+def _as_caller(payload: Any, caller: Caller | None) -> Any:
+    """The payload, with a command's missing ``client`` taken from the credential."""
+    identity = caller.identity if caller is not None else None
+    if identity is None:
+        raise RequestError(protocol.ERR_FORBIDDEN, "a certificate naming a peer or client of this cluster is required")
+    if (type(payload) is dict and payload.get("action") in protocol.COMMANDS
+            and identity.kind == CLIENT and "client" not in payload):
+        return {**payload, "client": identity.name}
+    return payload
+
+
+def _authorize(request: protocol.Request, identity: Identity) -> None:
+    """ERR_FORBIDDEN unless ``identity`` may make ``request`` (see the module)."""
+    if isinstance(request, protocol.RaftBatch):
+        if identity != Identity(PEER, request.sender):
+            raise RequestError(protocol.ERR_FORBIDDEN, f"{identity} may not send Raft messages as {request.sender!r}")
+    elif isinstance(request, protocol.Command):
+        if identity != Identity(CLIENT, request.command["client"]):
+            raise RequestError(protocol.ERR_FORBIDDEN,
+                               f"{identity} may not act as client {request.command['client']!r}")
 
 
 def _result_or_error(result: dict) -> dict:

@@ -55,6 +55,7 @@ ACTIONS = COMMANDS | QUERIES | {RAFT_BATCH}
 ERR_BAD_REQUEST = "ERR_BAD_REQUEST"          # not a JSON object with a string action
 ERR_UNKNOWN_ACTION = "ERR_UNKNOWN_ACTION"    # an action we do not serve
 ERR_WRONG_PEER = "ERR_WRONG_PEER"            # a raft.batch for another peer id
+ERR_FORBIDDEN = "ERR_FORBIDDEN"              # the caller's credential may not do this
 ERR_BAD_MESSAGE = MessageError.code          # a raft.batch that does not parse
 ERR_INVALID_ORDER = INVALID_ORDER            # a command the core refuses to parse
 ERR_INVALID_QUERY = INVALID_QUERY            # a query with bad or unknown fields

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_exchange.grenache import Link, RPCClient, RPCServer
+from twisted_exchange.pki import Credential
 from twisted_exchange.peer.api import PeerAPI
 from twisted_exchange.peer.directory import PeerDirectory
 from twisted_exchange.peer.membership import claim
@@ -67,14 +68,21 @@ def exit_now(line: str) -> None:
 
 
 class PeerService(Service):
-    """One exchange peer: replica + storage + Grenache RPC server and client."""
+    """One exchange peer: replica + storage + Grenache RPC server and client.
+
+    With a ``credential`` (its peer certificate, see ``twisted_exchange.pki``)
+    the peer runs in Grenache secure mode: its server is mutual TLS only and
+    authorizes by certificate (``PeerAPI``), and it sends Raft messages only
+    to servers that prove the destination peer's identity.
+    """
 
     log = Logger()
 
     def __init__(self, node_id: str, peers: list[str], grape_urls: list[str], data_dir: str,
                  host: str = "127.0.0.1", port: int = 0, fsync: str = "batch",
                  snapshot_every: int = SNAPSHOT_EVERY, reactor: IReactorTime | None = None,
-                 seed: int | None = None, fail_stop: Callable[[str], None] = exit_now) -> None:
+                 seed: int | None = None, fail_stop: Callable[[str], None] = exit_now,
+                 credential: Credential | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.node_id = node_id
@@ -97,11 +105,13 @@ class PeerService(Service):
         config = RaftConfig(compact_every=snapshot_every)
         self.replica = Replica(node_id, self._peers, recovered, random.Random(seed), config)
         self._links = [Link(url, reactor=reactor) for url in grape_urls]
-        self._client = RPCClient(self._links[0], reactor=reactor)
+        self._client = RPCClient(self._links[0], reactor=reactor, tls=credential)
         self._directory = PeerDirectory(self._links, [p for p in self._peers if p != node_id])
-        self._transport = RaftTransport(node_id, self._directory, self._client)
-        self._server = RPCServer(PeerAPI(self, reactor), host=host, port=port, max_body=MAX_BODY,
-                                 utf8_only=True, reactor=reactor)
+        secure = credential is not None
+        self._transport = RaftTransport(node_id, self._directory, self._client, verify=secure)
+        self._server = RPCServer(PeerAPI(self, reactor, authenticated=secure), host=host, port=port,
+                                 max_body=MAX_BODY, utf8_only=True, tls=credential, with_caller=True,
+                                 reactor=reactor)
         self._waiting: dict[int, defer.Deferred] = {}
         self._flush_call = None
         self._loops: list[task.LoopingCall] = []

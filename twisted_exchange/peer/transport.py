@@ -6,6 +6,10 @@ flight, and go out together as the next ``raft.batch`` call.  A peer that is
 down costs one short timeout per batch, never a growing backlog: the queue is
 capped and the oldest messages are dropped first (the leader re-sends what a
 follower still needs on its next heartbeat).
+
+With ``verify`` (secure mode) a batch goes only to a server whose TLS
+certificate names the destination peer; an address that cannot prove it is
+forgotten, so a fake announced on the grape costs one failed call.
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from twisted.logger import Logger
 
 from twisted_exchange.grenache import GrenacheError, RPCClient
 from twisted_exchange.peer.directory import PeerDirectory
+from twisted_exchange.grenache.errors import ERR_TLS_IDENTITY
 from twisted_exchange.peer.protocol import ERR_WRONG_PEER, RAFT_BATCH, service_name
+from twisted_exchange.pki import PEER, Identity
 
 #: Messages kept per destination while a batch is in flight.
 MAX_QUEUED = 256
@@ -26,11 +32,12 @@ class RaftTransport:
     log = Logger()
 
     def __init__(self, node_id: str, directory: PeerDirectory, client: RPCClient,
-                 timeout: float = 1.0) -> None:
+                 timeout: float = 1.0, verify: bool = False) -> None:
         self._node_id = node_id
         self._directory = directory
         self._client = client
         self._timeout = timeout
+        self._verify = verify
         self._queues: dict[str, list[dict]] = {}
         self._in_flight: dict[str, Deferred] = {}
 
@@ -52,8 +59,9 @@ class RaftTransport:
         batch = self._queues.pop(destination)
         payload = {"action": RAFT_BATCH, "from": self._node_id, "to": destination,
                    "messages": batch}
+        expect = Identity(PEER, destination) if self._verify else None
         d = self._client.request_to(address, service_name(destination), payload,
-                                    timeout=self._timeout)
+                                    timeout=self._timeout, expect=expect)
         self._in_flight[destination] = d
         d.addErrback(self._failed, destination, address)
         d.addBoth(self._done, destination)
@@ -68,8 +76,8 @@ class RaftTransport:
         if failure.check(CancelledError):
             return
         error = failure.value
-        if isinstance(error, GrenacheError) and error.code == ERR_WRONG_PEER:
-            self._directory.forget(destination, address)
+        if isinstance(error, GrenacheError) and error.code in (ERR_WRONG_PEER, ERR_TLS_IDENTITY):
+            self._directory.forget(destination, address)  # someone else answers there
         else:
             self._directory.failed(destination, address)
         self.log.debug("raft batch to {peer} at {address} failed: {error}",
