@@ -9,6 +9,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
+from twisted_exchange import pki
+from twisted_exchange.pki import Identity
 from tests.support import LOOPBACK, free_ports, python_module, spawn, wait_for_port
 
 
@@ -79,3 +81,26 @@ class PeerCommandLineTests(unittest.TestCase):
         self.assertEqual(done.returncode, 1)
         self.assertIn("belongs to peer 'peer1' of cluster ['peer1', 'peer2', 'peer3']", done.stderr)
 
+
+    def test_pki_without_a_credential_for_this_peer_is_one_error_line_and_exit_1(self):
+        pki_dir = Path(self.data_dir) / "pki"
+        ca = pki.CA.create()
+        pki.save(pki_dir, Identity("peer", "peer2"), ca.issue(Identity("peer", "peer2")))
+        done = self.run_peer("--id", "peer1", "--pki", str(pki_dir), "--grape", "http://127.0.0.1:1")
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("error: no usable credential for peer:peer1", done.stderr)
+        self.assertNotIn("Traceback", done.stderr)
+
+    def test_pki_serves_mutual_tls_only(self):
+        pki_dir = Path(self.data_dir) / "pki"
+        ca = pki.CA.create()
+        pki.save(pki_dir, Identity("peer", "peer1"), ca.issue(Identity("peer", "peer1"), [LOOPBACK]))
+        port, = free_ports(1)
+        proc = spawn(self, peer_argv(str(Path(self.data_dir) / "data"), "--id", "peer1", "--port", str(port),
+                                     "--pki", str(pki_dir), "--grape", "http://127.0.0.1:1"))
+        wait_for_port(port, proc=proc)
+        with socket.create_connection((LOOPBACK, port), timeout=10) as plain:
+            plain.sendall(b'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n["r","k",1]')
+            reply = plain.recv(65536)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 400"), reply)
+        self.assertIn(b"ERR_TLS_REQUIRED", reply)

@@ -9,12 +9,15 @@ import time
 from collections.abc import Callable
 
 import click
+from cryptography import x509
 from twisted.internet.error import CannotListenError
 from twisted.logger import (
     FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner, textFileLogObserver,
 )
 
+from twisted_exchange import pki
 from twisted_exchange.peer.membership import MembershipError
+from twisted_exchange.pki import PEER, Credential, Identity
 from twisted_exchange.peer.service import SNAPSHOT_EVERY, PeerService
 from twisted_exchange.replication.storage import StorageError
 
@@ -61,15 +64,20 @@ def _grape_list(ctx, param, value: str) -> list[str]:
               help="fsync every ready batch; 'never' is for tests and benchmarks only.")
 @click.option("--snapshot-every", default=SNAPSHOT_EVERY, show_default=True, type=click.IntRange(0),
               help="Snapshot the state and compact the Raft log every N applied entries (0: never).")
+@click.option("--pki", "pki_dir", type=click.Path(file_okay=False),
+              help="Directory with ca.crt and this peer's peer-ID.crt/.key (twisted_exchange.pki): "
+                   "serve and call in Grenache secure mode (mutual TLS).")
 def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int, data_dir: str,
-         fsync: str, snapshot_every: int) -> None:
+         fsync: str, snapshot_every: int, pki_dir: str | None) -> None:
     """Run one exchange peer: Raft-replicated order book over Grenache RPC."""
     if node_id not in peers:
         raise click.BadParameter(f"{node_id!r} is not in --peers", param_hint="--id")
+    credential = _credential(pki_dir, node_id) if pki_dir is not None else None
     from twisted.internet import reactor
 
     service = _open(lambda: PeerService(node_id, peers, grapes, data_dir, host=host, port=port,
-                                        fsync=fsync, snapshot_every=snapshot_every), data_dir)
+                                        fsync=fsync, snapshot_every=snapshot_every,
+                                        credential=credential), data_dir)
     info_and_above = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stdout), [info_and_above])],
@@ -91,6 +99,22 @@ def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int
                                   lambda: service.stopService() if service.running else None)
     reactor.run()
     sys.exit(exit_code[0] if exit_code else 0)
+
+
+def _credential(pki_dir: str, node_id: str) -> Credential:
+    """This peer's credential from ``pki_dir``, checked against its CA, or exit 1."""
+    identity = Identity(PEER, node_id)
+    try:
+        credential = pki.load(pki_dir, identity)
+        found = pki.verify(x509.load_pem_x509_certificate(credential.cert),
+                           x509.load_pem_x509_certificate(credential.ca))
+    except (OSError, ValueError) as e:
+        click.echo(f"error: no usable credential for {identity} in {pki_dir}: {e}", err=True)
+        sys.exit(1)
+    if found != identity:
+        click.echo(f"error: {pki.paths(pki_dir, identity)['cert']} names {found}, not {identity}", err=True)
+        sys.exit(1)
+    return credential
 
 
 def _open(make: Callable[[], PeerService], data_dir: str) -> PeerService:
