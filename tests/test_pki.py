@@ -11,7 +11,7 @@ from pathlib import Path
 from cryptography import x509
 
 from twisted_exchange.pki import (
-    CA, CLIENT, PEER, CertificateError, Identity, identity_of, load, paths, save, verify)
+    CA, CLIENT, PEER, CertificateError, Identity, ensure, identity_of, load, paths, save, verify)
 
 PEER1 = Identity(PEER, "peer1")
 ALICE = Identity(CLIENT, "alice")
@@ -116,3 +116,14 @@ class FilesTests(unittest.TestCase):
         again = CA.load(self.directory)
         self.assertEqual(again.certificate, ca.certificate)
         self.assertEqual(verify(certificate(again.issue(ALICE).cert), ca.certificate), ALICE)
+
+    def test_ensure_makes_the_ca_once_and_each_credential_once(self) -> None:
+        alice = ensure(self.directory, ALICE)
+        ca_before = (self.directory / "ca.crt").read_bytes()
+        cert_before = alice["cert"].read_bytes()
+        self.assertEqual(ensure(self.directory, ALICE), alice)
+        self.assertEqual(((self.directory / "ca.crt").read_bytes(), alice["cert"].read_bytes()),
+                         (ca_before, cert_before))
+        peer = ensure(self.directory, PEER1, ["127.0.0.1"])
+        for identity, files in ((ALICE, alice), (PEER1, peer)):
+            self.assertEqual(verify(certificate(files["cert"].read_bytes()), certificate(ca_before)), identity)

@@ -29,6 +29,7 @@ key files are written 0600, atomically.  No Twisted here.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import ipaddress
 import os
 import re
@@ -225,6 +226,25 @@ def save(directory: Path | str, identity: Identity, credential: Credential) -> d
     _write(files["key"], credential.key, 0o600)
     _write(files["cert"], credential.cert, 0o644)
     _write(files["ca"], credential.ca, 0o644)
+    return files
+
+
+def ensure(directory: Path | str, identity: Identity, addresses: Iterable[str] = ()) -> dict[str, Path]:
+    """``identity``'s files in ``directory``, made on first use; their paths.
+
+    The first call creates the cluster CA there, every call issues
+    ``identity`` a credential unless it has one.  Processes of one machine
+    may race (three peers starting at once): an exclusive lock on
+    ``directory/.lock`` makes it one CA and one credential each.
+    """
+    directory = _directory(directory)
+    files = paths(directory, identity)
+    with open(directory / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (directory / "ca.key").exists():
+            CA.create().save(directory)
+        if not (files["key"].exists() and files["cert"].exists()):
+            save(directory, identity, CA.load(directory).issue(identity, addresses))
     return files
 
 

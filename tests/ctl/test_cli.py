@@ -5,19 +5,22 @@ never a traceback.
 """
 from __future__ import annotations
 
+import json
 import tempfile
 import unittest
 from pathlib import Path
 
 from click.testing import CliRunner
+from cryptography import x509
 
 from tests.support import free_ports
+from twisted_exchange import pki
 from twisted_exchange.ctl.cli import main, order_payload, resolve_config
 from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.topology import render
 
 COMMANDS = ["up", "down", "status", "start", "stop", "restart", "kill", "logs", "submit", "cancel",
-            "amend", "book", "trades", "order", "orders", "check", "bench", "bench-cluster"]
+            "amend", "book", "trades", "order", "orders", "check", "bench", "bench-cluster", "client"]
 
 
 class CliTestCase(unittest.TestCase):
@@ -162,3 +165,26 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual(resolve_config("x.conf"), Path("x.conf"))
         self.assertTrue(resolve_config(None).is_file())
         self.assertEqual(resolve_config(None).name, "cluster.conf")
+
+
+class ClientAddTests(CliTestCase):
+    def test_a_client_credential_is_made_once_under_the_run_directory_and_verifies(self):
+        first = self.ctl("client", "add", "alice", "--json")
+        self.assertEqual(first.exit_code, 0, first.output)
+        files = {part: Path(path) for part, path in json.loads(first.stdout).items()}
+        self.assertEqual(set(files), {"key", "cert", "ca"})
+        self.assertEqual(files["key"].parent, self.config.parent / "run" / "pki")
+        self.assertEqual(files["key"].stat().st_mode & 0o777, 0o600)
+        cert = x509.load_pem_x509_certificate(files["cert"].read_bytes())
+        ca = x509.load_pem_x509_certificate(files["ca"].read_bytes())
+        self.assertEqual(pki.verify(cert, ca), pki.Identity("client", "alice"))
+        again = self.ctl("client", "add", "alice")
+        self.assertEqual(again.exit_code, 0, again.output)
+        self.assertIn(str(files["cert"]), again.stdout)
+        self.assertEqual(x509.load_pem_x509_certificate(files["cert"].read_bytes()), cert)
+
+    def test_a_name_that_is_not_an_identity_is_refused(self):
+        result = self.ctl("client", "add", "bad name")
+        self.assertEqual(result.exit_code, 1)
+        self.assertIn("Invalid value for NAME", result.stderr)
+        self.assertFalse((self.config.parent / "run" / "pki").exists())

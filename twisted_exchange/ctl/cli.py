@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import click
 
+from twisted_exchange import pki
 from twisted_exchange.ctl import output
 from twisted_exchange.ctl.consistency import Observer
 from twisted_exchange.ctl.errors import CtlError
@@ -24,6 +25,7 @@ from twisted_exchange.ctl.ids import new_request_id
 from twisted_exchange.ctl.supervisor import ALIVE, Supervisor
 from twisted_exchange.ctl.topology import Topology, parse
 from twisted_exchange.peer.protocol import DEFAULT_DEPTH, MAX_DEPTH, MAX_TRADES
+from twisted_exchange.pki import CLIENT, Identity
 
 DEFAULT_CONFIG = Path("conf") / "cluster.conf"
 PACKAGED_CONFIG = Path(__file__).resolve().parents[2] / DEFAULT_CONFIG
@@ -79,12 +81,13 @@ request_option = click.option("--request", "request_id",
 symbol_option = click.option("--symbol", default="BTCUSD", show_default=True, help="Market symbol.")
 
 
-def command(*args: Any, **kwargs: Any) -> Callable:
-    """A subcommand of ``main`` that also accepts ``-c/--config`` after its name."""
+def command(*args: Any, group: click.Group | None = None, **kwargs: Any) -> Callable:
+    """A subcommand of ``group`` (default ``main``) that also accepts
+    ``-c/--config`` after its name."""
     def decorate(f: Callable) -> click.Command:
         f = click.option("-c", "--config", type=click.Path(dir_okay=False), expose_value=False,
                          is_eager=True, callback=_remember("config"), help=CONFIG_HELP)(f)
-        return main.command(*args, **kwargs)(f)
+        return (group or main).command(*args, **kwargs)(f)
     return decorate
 
 
@@ -444,6 +447,30 @@ def orders(peer: str | None, client: str | None, symbol: str | None, as_json: bo
     payload = {"action": "orders"}
     payload.update({k: v for k, v in (("client", client), ("symbol", symbol)) if v is not None})
     _show(_ask(payload, peer), as_json, output.orders)
+
+
+@main.group()
+def client() -> None:
+    """Client credentials: certificates from the cluster CA, in the run directory's pki/."""
+
+
+@command("add", group=client)
+@click.argument("name")
+@json_option
+def client_add(name: str, as_json: bool) -> None:
+    """Issue client NAME a credential (made once; later calls say where it is)."""
+    try:
+        identity = Identity(CLIENT, name)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="NAME") from None
+    try:
+        files = pki.ensure(_topology().run_dir / "pki", identity)
+    except OSError as e:
+        raise CtlError(f"cannot write the credential of {identity}: {e.strerror or e}") from None
+    if as_json:
+        click.echo(json.dumps({part: str(path) for part, path in files.items()}, indent=2))
+    else:
+        click.echo(f"{identity}: " + ", ".join(f"{part} {path}" for part, path in files.items()))
 
 
 @command()
