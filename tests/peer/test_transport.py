@@ -1,4 +1,6 @@
 """PeerDirectory and RaftTransport: stale addresses, dead peers, batching."""
+import random
+
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -83,6 +85,17 @@ class PeerDirectoryTests(SynchronousTestCase):
         self.successResultOf(directory.refresh())
         directory.forget("peer2", "127.0.0.1:1111")
         self.assertEqual(directory.address("peer2"), "127.0.0.1:2222")
+
+    def test_new_candidates_are_not_ordered_by_their_string(self):
+        addresses = [f"127.0.0.{n}:1" for n in range(1, 9)]
+        firsts = set()
+        for seed in range(20):
+            directory = PeerDirectory([FakeLink({"exchange:peer2": addresses})], ["peer2"],
+                                      rng=random.Random(seed))
+            self.successResultOf(directory.refresh())
+            self.assertEqual(sorted(directory._candidates["peer2"]), addresses)
+            firsts.add(directory.address("peer2"))
+        self.assertGreater(len(firsts), 1)
 
 
 class RaftTransportTests(SynchronousTestCase):

@@ -4,12 +4,17 @@ Each peer is looked up on the first grape that knows it (the grapes share
 announcements through their DHT; a dead one is skipped).
 
 A grape may return several addresses for one peer (the Node grape never
-forgets an announcement, so a restarted peer leaves stale ones behind).  The
-directory keeps every candidate, prefers the one that last answered as that
-peer, and rotates to the next candidate when a call fails.  Nothing here
-blocks: lookups refresh in the background and callers read the current view.
+forgets an announcement, so a restarted peer leaves stale ones behind, and
+anyone may announce anything).  The directory keeps every candidate, prefers
+the one that last answered as that peer, and rotates to the next candidate
+when a call fails.  New candidates come in random order: an order an
+announcer could choose (by string, or the grape's) would let a fake always
+go first.  Nothing here blocks: lookups refresh in the background and
+callers read the current view.
 """
 from __future__ import annotations
+
+import random
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
@@ -24,9 +29,11 @@ class PeerDirectory:
 
     log = Logger()
 
-    def __init__(self, links: list[Link], peer_ids: list[str]) -> None:
+    def __init__(self, links: list[Link], peer_ids: list[str],
+                 rng: random.Random | None = None) -> None:
         self._links = links
         self._candidates: dict[str, list[str]] = {p: [] for p in peer_ids}
+        self._rng = rng or random.Random()
 
     def address(self, peer_id: str) -> str | None:
         """The preferred address of ``peer_id``, or None while unknown."""
@@ -56,7 +63,9 @@ class PeerDirectory:
             if not found:
                 continue
             preferred = [a for a in current if a in found][:1]
-            fresh = preferred + sorted(a for a in found if a not in preferred)
+            others = [a for a in found if a not in preferred]
+            self._rng.shuffle(others)
+            fresh = preferred + others
             if fresh[:1] != current[:1]:
                 self.log.info("{peer} at {addresses}", peer=peer_id, addresses=",".join(fresh))
             self._candidates[peer_id] = fresh
