@@ -127,3 +127,11 @@ class FilesTests(unittest.TestCase):
         peer = ensure(self.directory, PEER1, ["127.0.0.1"])
         for identity, files in ((ALICE, alice), (PEER1, peer)):
             self.assertEqual(verify(certificate(files["cert"].read_bytes()), certificate(ca_before)), identity)
+
+    def test_ensure_never_makes_a_second_ca_where_only_the_ca_certificate_is(self) -> None:
+        ca = CA.create()
+        save(self.directory, PEER1, ca.issue(PEER1))   # a machine that does not issue
+        self.assertEqual(ensure(self.directory, PEER1), paths(self.directory, PEER1))
+        with self.assertRaisesRegex(CertificateError, "no ca.key to issue one"):
+            ensure(self.directory, ALICE)
+        self.assertEqual(certificate((self.directory / "ca.crt").read_bytes()), ca.certificate)

@@ -230,21 +230,27 @@ def save(directory: Path | str, identity: Identity, credential: Credential) -> d
 
 
 def ensure(directory: Path | str, identity: Identity, addresses: Iterable[str] = ()) -> dict[str, Path]:
-    """``identity``'s files in ``directory``, made on first use; their paths.
+    """``identity``'s files in ``directory``, issued on first use; their paths.
 
-    The first call creates the cluster CA there, every call issues
-    ``identity`` a credential unless it has one.  Processes of one machine
-    may race (three peers starting at once): an exclusive lock on
-    ``directory/.lock`` makes it one CA and one credential each.
+    A directory with neither ``ca.crt`` nor ``ca.key`` gets a new cluster CA
+    first.  One that holds ``ca.crt`` without ``ca.key`` (a machine that does
+    not issue) must already hold the credential: CertificateError otherwise,
+    never a second CA.  Processes of one machine may race (three peers
+    starting at once): an exclusive lock on ``directory/.lock`` makes it one
+    CA and one credential each.
     """
     directory = _directory(directory)
     files = paths(directory, identity)
     with open(directory / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (directory / "ca.key").exists():
+        if files["key"].exists() and files["cert"].exists():
+            return files
+        if not (directory / "ca.crt").exists() and not (directory / "ca.key").exists():
             CA.create().save(directory)
-        if not (files["key"].exists() and files["cert"].exists()):
-            save(directory, identity, CA.load(directory).issue(identity, addresses))
+        elif not (directory / "ca.key").exists():
+            raise CertificateError(f"{directory} has no credential for {identity} and no ca.key to "
+                                   f"issue one: issue it where the CA key is and copy it here")
+        save(directory, identity, CA.load(directory).issue(identity, addresses))
     return files
 
 

@@ -9,6 +9,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
+from cryptography import x509
+
 from twisted_exchange import pki
 from twisted_exchange.pki import Identity
 from tests.support import LOOPBACK, free_ports, python_module, spawn, wait_for_port
@@ -82,19 +84,17 @@ class PeerCommandLineTests(unittest.TestCase):
         self.assertIn("belongs to peer 'peer1' of cluster ['peer1', 'peer2', 'peer3']", done.stderr)
 
 
-    def test_pki_without_a_credential_for_this_peer_is_one_error_line_and_exit_1(self):
+    def test_pki_without_a_credential_for_this_peer_or_the_ca_key_is_one_error_line_and_exit_1(self):
         pki_dir = Path(self.data_dir) / "pki"
         ca = pki.CA.create()
-        pki.save(pki_dir, Identity("peer", "peer2"), ca.issue(Identity("peer", "peer2")))
+        pki.save(pki_dir, Identity("peer", "peer2"), ca.issue(Identity("peer", "peer2")))  # ca.crt only
         done = self.run_peer("--id", "peer1", "--pki", str(pki_dir), "--grape", "http://127.0.0.1:1")
         self.assertEqual(done.returncode, 1)
         self.assertIn("error: no usable credential for peer:peer1", done.stderr)
         self.assertNotIn("Traceback", done.stderr)
 
-    def test_pki_serves_mutual_tls_only(self):
+    def test_pki_on_first_start_makes_the_ca_and_this_peers_credential_and_serves_mutual_tls_only(self):
         pki_dir = Path(self.data_dir) / "pki"
-        ca = pki.CA.create()
-        pki.save(pki_dir, Identity("peer", "peer1"), ca.issue(Identity("peer", "peer1"), [LOOPBACK]))
         port, = free_ports(1)
         proc = spawn(self, peer_argv(str(Path(self.data_dir) / "data"), "--id", "peer1", "--port", str(port),
                                      "--pki", str(pki_dir), "--grape", "http://127.0.0.1:1"))
@@ -104,3 +104,7 @@ class PeerCommandLineTests(unittest.TestCase):
             reply = plain.recv(65536)
         self.assertTrue(reply.startswith(b"HTTP/1.1 400"), reply)
         self.assertIn(b"ERR_TLS_REQUIRED", reply)
+        files = pki.paths(pki_dir, Identity("peer", "peer1"))
+        self.assertEqual(files["key"].stat().st_mode & 0o777, 0o600)
+        certificate = x509.load_pem_x509_certificate(files["cert"].read_bytes())
+        self.assertEqual(pki.verify(certificate, pki.CA.load(pki_dir).certificate), Identity("peer", "peer1"))

@@ -467,6 +467,8 @@ def client_add(name: str, as_json: bool) -> None:
         files = pki.ensure(_topology().run_dir / "pki", identity)
     except OSError as e:
         raise CtlError(f"cannot write the credential of {identity}: {e.strerror or e}") from None
+    except pki.CertificateError as e:
+        raise CtlError(str(e)) from None
     if as_json:
         click.echo(json.dumps({part: str(path) for part, path in files.items()}, indent=2))
     else:

@@ -65,14 +65,15 @@ def _grape_list(ctx, param, value: str) -> list[str]:
 @click.option("--snapshot-every", default=SNAPSHOT_EVERY, show_default=True, type=click.IntRange(0),
               help="Snapshot the state and compact the Raft log every N applied entries (0: never).")
 @click.option("--pki", "pki_dir", type=click.Path(file_okay=False),
-              help="Directory with ca.crt and this peer's peer-ID.crt/.key (twisted_exchange.pki): "
+              help="Directory with ca.crt and this peer's peer-ID.crt/.key (twisted_exchange.pki), "
+                   "issued there on first start if it also holds the CA key (or nothing yet): "
                    "serve and call in Grenache secure mode (mutual TLS).")
 def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int, data_dir: str,
          fsync: str, snapshot_every: int, pki_dir: str | None) -> None:
     """Run one exchange peer: Raft-replicated order book over Grenache RPC."""
     if node_id not in peers:
         raise click.BadParameter(f"{node_id!r} is not in --peers", param_hint="--id")
-    credential = _credential(pki_dir, node_id) if pki_dir is not None else None
+    credential = _credential(pki_dir, node_id, host) if pki_dir is not None else None
     from twisted.internet import reactor
 
     service = _open(lambda: PeerService(node_id, peers, grapes, data_dir, host=host, port=port,
@@ -101,10 +102,12 @@ def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int
     sys.exit(exit_code[0] if exit_code else 0)
 
 
-def _credential(pki_dir: str, node_id: str) -> Credential:
-    """This peer's credential from ``pki_dir``, checked against its CA, or exit 1."""
+def _credential(pki_dir: str, node_id: str, host: str) -> Credential:
+    """This peer's credential from ``pki_dir`` (issued for ``host`` on first
+    start where the CA key is), checked against its CA, or exit 1."""
     identity = Identity(PEER, node_id)
     try:
+        pki.ensure(pki_dir, identity, [host])
         credential = pki.load(pki_dir, identity)
         found = pki.verify(x509.load_pem_x509_certificate(credential.cert),
                            x509.load_pem_x509_certificate(credential.ca))
