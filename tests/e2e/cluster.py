@@ -15,10 +15,12 @@ from pathlib import Path
 
 from twisted.internet import defer, reactor, task
 
+from twisted_exchange import pki
 from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.supervisor import Supervisor
 from twisted_exchange.ctl.topology import render
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
+from twisted_exchange.pki import CLIENT
 from tests.support import eventually, free_ports, python_module, spawn
 
 SYMBOL = "BTCUSD"
@@ -28,7 +30,7 @@ class Cluster:
     """Two grapes and ``peers`` peers under a supervisord owned by ``test``."""
 
     def __init__(self, test, peers: int = 3, grape_command: str | None = None,
-                 peer_args: str = "") -> None:
+                 peer_args: str = "", secure: bool = False) -> None:
         self.test = test
         self.run_dir = Path(tempfile.mkdtemp(prefix="tx-e2e-"))
         test.addCleanup(shutil.rmtree, self.run_dir, True)
@@ -44,7 +46,8 @@ class Cluster:
             run_dir=str(self.run_dir),
             peer_command=f"{python} -m twisted_exchange.peer --fsync never {peer_args}".strip(),
             grape_command=grape_command or f"{python} -m twisted_exchange.grape",
-            stopwaitsecs=3))
+            stopwaitsecs=3, secure=secure))
+        self.pki = self.run_dir / "pki" if secure else None
         self.supervisor = Supervisor(self.run_dir / "supervisord.sock", timeout=10)
         self._links: list[Link] = []
         self._clients: list[RPCClient] = []
@@ -70,12 +73,19 @@ class Cluster:
         except CtlError:  # supervisord already gone: nothing to learn
             return []
 
-    def client(self, grape: int = 0) -> RPCClient:
+    def client(self, grape: int = 0, name: str = "tester") -> RPCClient:
+        """A client of the cluster (in secure mode, with client ``name``'s credential)."""
         link = Link(self.grape_urls[grape])
-        client = RPCClient(link, timeout=5.0)
+        client = RPCClient(link, timeout=5.0, tls=self.credential(CLIENT, name) if self.pki else None)
         self.test.addCleanup(link.close)
         self.test.addCleanup(client.close)
         return client
+
+    def credential(self, kind: str, name: str) -> pki.Credential:
+        """``kind`` ``name``'s credential from the cluster's pki directory (secure mode)."""
+        identity = pki.Identity(kind, name)
+        pki.ensure(self.pki, identity)
+        return pki.load(self.pki, identity)
 
     def data_dir(self, peer_id: str) -> Path:
         return self.run_dir / peer_id

@@ -29,10 +29,12 @@ class ClusterTestCase(TestCase):
         return None
 
     leader_timeout = 30.0
+    secure = False
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.cluster = Cluster(self, grape_command=self.grape_command(), peer_args=self.peer_args)
+        self.cluster = Cluster(self, grape_command=self.grape_command(), peer_args=self.peer_args,
+                               secure=self.secure)
         self.prepare()
         self.cluster.start()
         self.peers = self.cluster.peer_ids

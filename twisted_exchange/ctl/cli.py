@@ -73,8 +73,10 @@ CONFIG_HELP = "Cluster config [default: ./conf/cluster.conf, else the one next t
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 peer_option = click.option("--peer", help="Peer to send to (default: any peer).")
 peer_argument = click.argument("peer", required=False)
-client_option = click.option("--client", default="cli", show_default=True, envvar="EXCHANGECTL_CLIENT",
-                             help="Client name owning the orders (env EXCHANGECTL_CLIENT).")
+DEFAULT_CLIENT = "cli"
+client_option = click.option("--client", default=DEFAULT_CLIENT, show_default=True, envvar="EXCHANGECTL_CLIENT",
+                             help="Client name owning the orders (env EXCHANGECTL_CLIENT); in secure "
+                                  "mode the command is sent with that client's credential.")
 request_option = click.option("--request", "request_id",
                               help="Request id, increasing per client; resending one is safe"
                                    " (default: a fresh time-ordered id).")
@@ -132,15 +134,27 @@ def _check_peer(topology: Topology, peer: str | None) -> None:
         raise CtlError(f"unknown peer {peer!r} (peers: {', '.join(topology.peers)})")
 
 
-def _in_reactor(work: Callable, timeout: float | None = None) -> Any:
-    """``work(peers)`` run against the cluster's peers; its result."""
+def _in_reactor(work: Callable, timeout: float | None = None, client: str = DEFAULT_CLIENT) -> Any:
+    """``work(peers)`` run against the cluster's peers, as ``client`` in secure mode; its result."""
     from twisted_exchange.ctl.peers import run
-    return run(work, _topology().grapes, timeout or _options().get("timeout", 5.0))
+    topology = _topology()
+    credential = _credential(topology, client) if topology.pki is not None else None
+    return run(work, topology.grapes, timeout or _options().get("timeout", 5.0), credential)
 
 
-def _ask(payload: dict, peer: str | None) -> Any:
+def _credential(topology: Topology, client: str) -> pki.Credential:
+    """``client``'s credential in the cluster's pki directory, issued on first use."""
+    try:
+        identity = Identity(CLIENT, client)
+        pki.ensure(topology.pki, identity)
+        return pki.load(topology.pki, identity)
+    except (OSError, ValueError) as e:
+        raise CtlError(f"no credential for client {client!r} in {topology.pki}: {e}") from None
+
+
+def _ask(payload: dict, peer: str | None, client: str = DEFAULT_CLIENT) -> Any:
     _check_peer(_topology(), peer)
-    return _in_reactor(lambda peers: peers.call(payload, peer))
+    return _in_reactor(lambda peers: peers.call(payload, peer), client=client)
 
 
 def _show(reply: Any, as_json: bool, human: Callable[[Any], str]) -> None:
@@ -337,7 +351,7 @@ def order_payload(side: str, quantity: str, price: str | None, *, symbol: str, k
 def _command(payload: dict, peer: str | None, as_json: bool) -> None:
     from twisted_exchange.ctl.peers import TRANSPORT_CODES
     try:
-        reply = _ask(payload, peer)
+        reply = _ask(payload, peer, payload["client"])
     except CtlError as e:
         if e.code in TRANSPORT_CODES:  # it may have been applied: say how to retry safely
             raise CtlError(f"{e} (resending with --request {payload['request']} is safe)") from None

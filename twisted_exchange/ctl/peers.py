@@ -2,7 +2,9 @@
 
 A peer is reached by its service name, ``exchange:<peer_id>`` (or
 ``exchange`` for any peer), looked up on the first grape that answers, so
-one grape being down costs nothing.  Every failure becomes a ``CtlError``
+one grape being down costs nothing.  In secure mode (a client
+``credential``) every call is mutual TLS and ``exchange:<peer_id>`` must
+prove it is that peer, so a fake announced on a grape costs a retry.  Every failure becomes a ``CtlError``
 with the line the user sees: an ``ERR_...`` reply from a peer exactly as the
 peer sent it, a transport failure with the peer it concerns.
 
@@ -23,6 +25,7 @@ from twisted_exchange.grenache.errors import (
     ERR_REQUEST_GENERIC, ERR_TIMEOUT,
 )
 from twisted_exchange.peer.protocol import service_name
+from twisted_exchange.pki import PEER, Credential, Identity
 
 T = TypeVar("T")
 #: Codes the Grenache layer itself produces; any other ERR_ came from the peer.
@@ -33,14 +36,17 @@ TRANSPORT_CODES = frozenset({ERR_TIMEOUT, ERR_REQUEST_GENERIC, ERR_REPLY_EMPTY,
 class Peers:
     """Grenache RPC to the cluster's peers via ``grapes`` (tried in order)."""
 
-    def __init__(self, grapes: Sequence[str], reactor: Any = None, timeout: float = 5.0) -> None:
+    def __init__(self, grapes: Sequence[str], reactor: Any = None, timeout: float = 5.0,
+                 credential: Credential | None = None) -> None:
         if not grapes:
             raise ValueError("at least one grape")
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
+        self._secure = credential is not None
         self._links = [Link(url, reactor=reactor) for url in grapes]
-        self._clients = [RPCClient(link, reactor=reactor, timeout=timeout) for link in self._links]
+        self._clients = [RPCClient(link, reactor=reactor, timeout=timeout, tls=credential)
+                         for link in self._links]
 
     async def call(self, payload: dict, peer: str | None = None,
                    timeout: float | None = None) -> Any:
@@ -48,7 +54,8 @@ class Peers:
         key = service_name(peer)
         client = await self._client_for(key, peer)
         try:
-            return await client.request(key, payload, timeout=timeout)
+            expect = Identity(PEER, peer) if self._secure and peer is not None else None
+            return await client.request(key, payload, timeout=timeout, expect=expect)
         except GrenacheError as e:
             if e.code in TRANSPORT_CODES:
                 raise CtlError(f"{peer or 'any peer'}: {e}", e.code) from None
@@ -118,7 +125,8 @@ async def check(peers: Peers, names: Sequence[str], wait: float) -> Verdict:
     return verdicts[-1]
 
 
-def run(work: Callable[[Peers], Awaitable[T]], grapes: Sequence[str], timeout: float = 5.0) -> T:
+def run(work: Callable[[Peers], Awaitable[T]], grapes: Sequence[str], timeout: float = 5.0,
+        credential: Credential | None = None) -> T:
     """Run ``work(peers)`` in the reactor and return its result (or raise its error).
 
     ``task.react`` ends with ``SystemExit``; this keeps the outcome instead, so
@@ -128,7 +136,7 @@ def run(work: Callable[[Peers], Awaitable[T]], grapes: Sequence[str], timeout: f
     outcome: list[tuple[bool, Any]] = []
 
     async def main(reactor: Any) -> None:
-        peers = Peers(grapes, reactor, timeout)
+        peers = Peers(grapes, reactor, timeout, credential)
         try:
             outcome.append((True, await work(peers)))
         except Exception as e:

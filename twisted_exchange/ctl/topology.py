@@ -37,13 +37,14 @@ class Topology:
     grapes: tuple[str, ...]
     run_dir: Path
     socket: Path
+    pki: Path | None = None   # secure mode: the cluster's certificates (twisted_exchange.pki)
 
 
 def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_PORTS,
            peer_ports: Sequence[int] | None = None, run_dir: str | None = None,
            peer_command: str = "twisted-exchange-peer",
            grape_command: str = "twisted-exchange-grape",
-           stopwaitsecs: int = 10) -> str:
+           stopwaitsecs: int = 10, secure: bool = False) -> str:
     """A supervisord config for ``len(grape_ports)`` grapes and ``peers`` peers.
 
     Each grape bootstraps from all the others; peer ``i`` announces on every
@@ -52,7 +53,9 @@ def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_POR
     ``run`` beside the config for 3 peers and ``run<N>`` for N peers: a Raft
     data directory belongs to one membership, so topologies never share one.
     ``peer_command`` and ``grape_command`` are the programs' executables
-    (tests substitute dummies).
+    (tests substitute dummies).  ``secure`` runs the peers in Grenache secure
+    mode with certificates under ``run_dir/pki`` (made on first start) and
+    tells exchangectl where they are.
     """
     if peers < 1 or not grape_ports:
         raise ValueError("a cluster needs at least one peer and one grape")
@@ -89,6 +92,7 @@ def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_POR
         f"peers = {','.join(peer_ids)}",
         f"grapes = {','.join(grape_urls)}",
         f"run_dir = {run_dir}",
+        *([f"pki = {run_dir}/pki"] if secure else []),
         "",
     ]
     for i, (dht, api) in enumerate(grape_ports):
@@ -98,7 +102,7 @@ def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_POR
     for i, (peer_id, port) in enumerate(zip(peer_ids, ports)):
         command = (f"{peer_command} --id {peer_id} --peers {','.join(peer_ids)}"
                    f" --grape {_own_grape_first(grape_urls, i)} --host {HOST} --port {port}"
-                   f" --data-dir {run_dir}/{peer_id}")
+                   f" --data-dir {run_dir}/{peer_id}" + (f" --pki {run_dir}/pki" if secure else ""))
         out += _program(peer_id, command, run_dir, 200, stopwaitsecs)
     return "\n".join(out)
 
@@ -156,9 +160,11 @@ def parse(config_path: str | Path) -> Topology:
     grapes = tuple(g.strip() for g in get(SECTION, "grapes").split(",") if g.strip())
     if not peers or not grapes:
         raise CtlError(f"{config_path}: [{SECTION}] needs at least one peer and one grape")
+    pki = get(SECTION, "pki") if parser.has_option(SECTION, "pki") else None
     return Topology(config=path, peers=peers, grapes=grapes,
                     run_dir=Path(get(SECTION, "run_dir")),
-                    socket=Path(get("unix_http_server", "file")))
+                    socket=Path(get("unix_http_server", "file")),
+                    pki=Path(pki) if pki else None)
 
 
 def _first_line(error: Exception) -> str:
