@@ -2,17 +2,24 @@
 // A Node Grenache client trading on the exchange: looks up `exchange:PEER`
 // via the grape at GRAPE_URL, submits one limit order, then reads the book.
 // Prints one JSON line: {"submit": {err, data}, "book": {err, data}}.
-// Usage: node exchange_client.js GRAPE_URL PEER CLIENT SIDE PRICE QUANTITY
+// Usage: node exchange_client.js GRAPE_URL PEER CLIENT SIDE PRICE QUANTITY [CREDENTIAL_JSON]
+// CREDENTIAL_JSON (what `exchangectl client add NAME --json` prints: paths of
+// key, cert and ca) switches on Grenache secure mode (mutual TLS).
 const crypto = require('crypto')
+const fs = require('fs')
 const Link = require('grenache-nodejs-link')
 const { PeerRPCClient } = require('grenache-nodejs-http')
 
-const [grape, peerId, client, side, price, quantity] = process.argv.slice(2)
+const [grape, peerId, client, side, price, quantity, credential] = process.argv.slice(2)
 setTimeout(() => { console.error('exchange_client.js: no answer in 30 s'); process.exit(2) }, 30000).unref()
 
 const link = new Link({ grape })
 link.start()
-const peer = new PeerRPCClient(link, {})
+const files = credential ? JSON.parse(credential) : null
+const secure = files && {
+  key: fs.readFileSync(files.key), cert: fs.readFileSync(files.cert), ca: fs.readFileSync(files.ca)
+}
+const peer = new PeerRPCClient(link, secure ? { secure } : {})
 peer.init()
 
 // Request ids must increase per client (the exactly-once contract): the
