@@ -11,7 +11,8 @@ import subprocess
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
-from twisted_exchange.grenache import GrenacheError, Link, RPCClient
+from twisted_exchange.grenache import GrenacheError, Link, RPCClient, RPCServer
+from twisted_exchange.pki import CA, Identity
 from tests.e2e.cluster import SYMBOL, statuses, wait_for_convergence
 from tests.e2e.test_cluster import ClusterTestCase
 from tests.support import LOOPBACK, NODE_MODULES, node_or_skip
@@ -92,6 +93,56 @@ class SecureClusterTests(ClusterTestCase):
                              "251", "1", added.stdout],
             capture_output=True, text=True, timeout=60)
         self.assertIn("ERR_FORBIDDEN", json.loads(impostor.stdout)["submit"]["err"])
+
+
+class PoisonedDiscoveryTests(ClusterTestCase):
+    """Fakes announced for every peer, each claiming to be that peer with a
+    certificate from another CA, while clients submit and a peer restarts."""
+
+    secure = True
+
+    @defer.inlineCallbacks
+    def start_fakes(self):
+        impostor_ca = CA.create()
+        answered = []
+
+        def fake(key, payload, caller=None):
+            answered.append(payload)
+            return {"ok": True, "order": {"id": "fake"}, "fills": []}
+        for peer in self.peers:
+            server = RPCServer(fake, tls=impostor_ca.issue(Identity("peer", peer), [LOOPBACK]),
+                               with_caller=True)
+            yield server.start()
+            self.addCleanup(server.stop)
+            for url in self.cluster.grape_urls:
+                link = Link(url)
+                self.addCleanup(link.close)
+                for name in (f"exchange:{peer}", "exchange"):
+                    link.start_announcing(name, server.port, 1.0)
+        return answered
+
+    @defer.inlineCallbacks
+    def test_fakes_cost_retries_never_a_fake_acknowledgement_and_peers_rejoin_past_them(self):
+        answered = yield self.start_fakes()
+        victim = next(p for p in self.peers if p != self.leader)
+        survivors = [p for p in self.peers if p != victim]
+        placed = []
+        for n in range(6):
+            if n == 3:  # a routine restart while the fakes are announced
+                self.cluster.supervisor.stop(victim)
+                self.cluster.supervisor.start(victim)
+            done = yield self.exchangectl("submit", "buy", "1", str(100 + n), "--peer", survivors[n % 2],
+                                          "--client", "alice", "--json")
+            self.assertEqual(done.returncode, 0, done.stderr)
+            placed.append(json.loads(done.stdout)["order"]["id"])
+        self.assertNotIn("fake", placed)
+        self.assertEqual(answered, [])  # no fake ever got a payload: TLS failed first
+        found = yield wait_for_convergence(self.client, self.peers, timeout=60)
+        self.assertEqual(len({s["applied"] for s in found.values()}), 1)
+        book = yield self.call(victim, {"action": "book", "depth": 20})
+        self.assertEqual(sorted(price for price, _ in book["bids"]), [str(100 + n) for n in range(6)])
+        done = yield self.exchangectl("check", "--wait", "20")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
 
 
 def _plain_post(port: int) -> bytes:
