@@ -77,6 +77,13 @@ def _closing(refusal: GrenacheError) -> bytes:
             % (status, http.RESPONSES[status], len(body), body))
 
 
+def _wrong_protocol(transport: Any, refusal: GrenacheError) -> None:
+    """Answer a client speaking the other protocol (TLS to a plain server, or
+    plain HTTP to a TLS one) in plain HTTP, and close: it gets a reason, not a hang."""
+    transport.write(_closing(refusal))
+    transport.loseConnection()
+
+
 def _given(value: Any) -> bool:
     """JavaScript truthiness, which decides whether ``_gr`` overrides the body."""
     if isinstance(value, (list, dict)):
@@ -210,9 +217,8 @@ class _Channel(http.HTTPChannel):
         """Answer a TLS handshake on a plain-HTTP server at once (400), rather
         than wait for a request line that never comes."""
         if self._first and data[:1] == TLS_HANDSHAKE:
-            self.transport.write(_closing(GrenacheError(
-                ERR_REQUEST_INVALID, "this server speaks plain HTTP, not TLS")))
-            self.transport.loseConnection()
+            _wrong_protocol(self.transport, GrenacheError(
+                ERR_REQUEST_INVALID, "this server speaks plain HTTP, not TLS"))
             return
         self._first = False
         super().dataReceived(data)
@@ -236,9 +242,8 @@ class _TLSOnly(TLSMemoryBIOProtocol):
         if not self._sniffed:
             self._sniffed = True
             if data[:1] != TLS_HANDSHAKE:
-                self.transport.write(_closing(GrenacheError(
-                    ERR_TLS_REQUIRED, "this server speaks HTTPS and requires a client certificate")))
-                self.transport.loseConnection()
+                _wrong_protocol(self.transport, GrenacheError(
+                    ERR_TLS_REQUIRED, "this server speaks HTTPS and requires a client certificate"))
                 return
         super().dataReceived(data)
 
