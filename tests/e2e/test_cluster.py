@@ -47,6 +47,15 @@ class ClusterTestCase(TestCase):
     def call(self, peer: str, payload: dict, timeout: float = 5.0):
         return self.client.request(f"exchange:{peer}", payload, timeout=timeout)
 
+    def node_trade(self, client: str, price: str, quantity: str, *credential: str):
+        """Run the Node example client: one sell on peer2 via grape 2, then the book
+        (``credential``: what ``exchangectl client add --json`` printed)."""
+        script = str(NODE_MODULES.parent / "exchange_client.js")
+        return deferToThread(
+            subprocess.run, [node_or_skip(), script, self.cluster.grape_urls[1], "peer2", client, "sell",
+                             price, quantity, *credential],
+            capture_output=True, text=True, timeout=60)
+
     def exchangectl(self, *args: str):
         """Run exchangectl in a thread (it runs its own reactor in a child process)."""
         argv = [sys.executable, "-m", "twisted_exchange.ctl", "-c", str(self.cluster.config), *args]
@@ -216,11 +225,7 @@ class NodeGrapeClusterTests(ClusterTestCase):
         yield trader.run(clients=10, orders_each=5)
         self.assertEqual(len(trader.acked), 50)
         yield self.assert_consistent(trader)
-        script = str(NODE_MODULES.parent / "exchange_client.js")
-        done = yield deferToThread(
-            subprocess.run, [node_or_skip(), script, self.cluster.grape_urls[1], "peer2",
-                             "nodejs", "sell", "250.5", "1.25"],
-            capture_output=True, text=True, timeout=60)
+        done = yield self.node_trade("nodejs", "250.5", "1.25")
         self.assertEqual(done.returncode, 0, done.stderr)
         reply = json.loads(done.stdout)
         self.assertIsNone(reply["submit"]["err"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
@@ -15,7 +14,7 @@ from twisted_exchange.grenache import GrenacheError, Link, RPCClient, RPCServer
 from twisted_exchange.pki import CA, Identity
 from tests.e2e.cluster import SYMBOL, statuses, wait_for_convergence
 from tests.e2e.test_cluster import ClusterTestCase
-from tests.support import LOOPBACK, NODE_MODULES, node_or_skip
+from tests.support import LOOPBACK
 
 
 class SecureClusterTests(ClusterTestCase):
@@ -75,23 +74,15 @@ class SecureClusterTests(ClusterTestCase):
 
     @defer.inlineCallbacks
     def test_a_node_grenache_client_trades_in_secure_mode_with_a_credential_from_exchangectl(self):
-        node = node_or_skip()
         added = yield self.exchangectl("client", "add", "nodejs", "--json")
         self.assertEqual(added.returncode, 0, added.stderr)
-        script = str(NODE_MODULES.parent / "exchange_client.js")
-        done = yield deferToThread(
-            subprocess.run, [node, script, self.cluster.grape_urls[1], "peer2", "nodejs", "sell",
-                             "250.5", "1.25", added.stdout],
-            capture_output=True, text=True, timeout=60)
+        done = yield self.node_trade("nodejs", "250.5", "1.25", added.stdout)
         self.assertEqual(done.returncode, 0, done.stderr)
         reply = json.loads(done.stdout)
         self.assertIsNone(reply["submit"]["err"])
         self.assertEqual(reply["submit"]["data"]["order"]["client"], "nodejs")
         self.assertIn(["250.5", "1.25"], reply["book"]["data"]["asks"])
-        impostor = yield deferToThread(
-            subprocess.run, [node, script, self.cluster.grape_urls[1], "peer2", "alice", "sell",
-                             "251", "1", added.stdout],
-            capture_output=True, text=True, timeout=60)
+        impostor = yield self.node_trade("alice", "251", "1", added.stdout)
         self.assertIn("ERR_FORBIDDEN", json.loads(impostor.stdout)["submit"]["err"])
 
 
