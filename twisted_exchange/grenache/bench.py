@@ -9,6 +9,11 @@ the server's address, so only RPC is measured.  Targets: ours >= Node at 32
 in flight; p99 <= 5 ms at 1 in flight.  The ``py-tls`` rows are ours in
 secure mode (mutual TLS, P-256 certificates from a fresh CA), measured in the
 same rounds, for what TLS costs on kept-alive connections.
+
+Latest figures (2026-11-29, ``make bench``, 2 cores, req/s at 1 / 32 in
+flight): ours 6,211 / 8,055; ours with TLS 4,361 / 4,967 (0.70x / 0.62x
+plain); Node 3,761 / 5,363 (ours 1.65x / 1.50x Node).  p99 at 1 in flight:
+0.30 ms plain, 0.37 ms TLS.
 """
 from __future__ import annotations
 

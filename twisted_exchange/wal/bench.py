@@ -32,7 +32,8 @@ batch 10: 32,180 (before 42,237); batch 1000: 27,468 (31,926); gc off:
 36,245 (53,560); fsync per batch, batch 1000: 26,596 (32,447).  The cost is
 issue 9's: admission parses every command once more at propose, and every
 applied entry now feeds the session fingerprint and the state digest (two
-canonical JSON encodings with orjson and a blake2b).
+canonical JSON encodings with orjson and a blake2b).  In the full ``make
+bench`` run that followed (the machine busier), batch 10 gave 28,193.
 
 The three nodes share one heap, three times a peer's, so Python's cyclic
 garbage collector (whose full passes cost in proportion to the heap) charges
