@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -130,12 +131,28 @@ def vm_kb(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for process {pid}")
 
 
-def stall_uploads(test: unittest.TestCase, port: int, count: int, announced: int, sent: int) -> None:
-    """Open ``count`` connections to ``port``, each announcing ``announced``
-    body bytes, sending ``sent`` of them, then stalling (closed at cleanup)."""
+def connect(port: int, tls: dict[str, Path] | None = None, timeout: float = 10) -> socket.socket:
+    """A blocking socket to ``port`` on loopback, speaking TLS when ``tls``
+    (``pki.paths``: ca, and key and cert for mutual TLS) is given."""
+    sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+    if tls is None:
+        return sock
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False  # the identity is checked by the tests that care
+    context.load_verify_locations(tls["ca"])
+    if "cert" in tls:
+        context.load_cert_chain(tls["cert"], tls["key"])
+    return context.wrap_socket(sock)
+
+
+def stall_uploads(test: unittest.TestCase, port: int, count: int, announced: int, sent: int,
+                  tls: dict[str, Path] | None = None) -> None:
+    """Open ``count`` connections to ``port`` (in mutual TLS with ``tls``), each
+    announcing ``announced`` body bytes, sending ``sent`` of them, then
+    stalling (closed at cleanup)."""
     data = b"x" * sent
     for _ in range(count):
-        sock = socket.create_connection((LOOPBACK, port), timeout=10)
+        sock = connect(port, tls)
         test.addCleanup(sock.close)
         try:
             sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % announced)

@@ -98,7 +98,7 @@ class FilesTests(unittest.TestCase):
         save(self.directory / "pki", PEER1, credential)
         self.assertEqual(load(self.directory / "pki", PEER1), credential)
 
-    def test_keys_are_written_0600_and_certificates_0644_in_a_0700_directory(self) -> None:
+    def test_every_file_is_written_0600_in_a_0700_directory(self) -> None:
         ca = CA.create()
         ca.save(self.directory / "pki")
         files = save(self.directory / "pki", ALICE, ca.issue(ALICE))
@@ -107,7 +107,7 @@ class FilesTests(unittest.TestCase):
         self.assertEqual(mode(self.directory / "pki"), 0o700)
         self.assertEqual((mode(files["key"]), mode(self.directory / "pki" / "ca.key")),
                          (0o600, 0o600))
-        self.assertEqual((mode(files["cert"]), mode(files["ca"])), (0o644, 0o644))
+        self.assertEqual((mode(files["cert"]), mode(files["ca"])), (0o600, 0o600))
         self.assertEqual(files, paths(self.directory / "pki", ALICE))
 
     def test_a_saved_ca_loads_back_and_issues_certificates_that_verify(self) -> None:

@@ -180,7 +180,7 @@ class CA:
     def save(self, directory: Path | str) -> None:
         """Write ``ca.crt`` and ``ca.key`` (0600) into ``directory``."""
         directory = _directory(directory)
-        _write(directory / "ca.crt", _pem(self.certificate), 0o644)
+        _write(directory / "ca.crt", _pem(self.certificate), 0o600)
         _write(directory / "ca.key", _pem_key(self.key), 0o600)
 
     @classmethod
@@ -221,11 +221,11 @@ def paths(directory: Path | str, identity: Identity) -> dict[str, Path]:
 
 
 def save(directory: Path | str, identity: Identity, credential: Credential) -> dict[str, Path]:
-    """Write ``identity``'s key (0600), certificate and the CA certificate; their paths."""
+    """Write ``identity``'s key, certificate and the CA certificate, all 0600
+    (in a 0700 directory); their paths."""
     files = paths(_directory(directory), identity)
-    _write(files["key"], credential.key, 0o600)
-    _write(files["cert"], credential.cert, 0o644)
-    _write(files["ca"], credential.ca, 0o644)
+    for part in ("key", "cert", "ca"):
+        _write(files[part], getattr(credential, part), 0o600)
     return files
 
 
@@ -241,7 +241,7 @@ def ensure(directory: Path | str, identity: Identity, addresses: Iterable[str] =
     """
     directory = _directory(directory)
     files = paths(directory, identity)
-    with open(directory / ".lock", "a") as lock:
+    with os.fdopen(os.open(directory / ".lock", os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if files["key"].exists() and files["cert"].exists():
             return files
@@ -259,6 +259,12 @@ def load(directory: Path | str, identity: Identity) -> Credential:
     files = paths(directory, identity)
     return Credential(files["key"].read_bytes(), files["cert"].read_bytes(),
                       files["ca"].read_bytes())
+
+
+def obtain(directory: Path | str, identity: Identity, addresses: Iterable[str] = ()) -> Credential:
+    """``identity``'s credential from ``directory``, issued on first use (``ensure``, then ``load``)."""
+    ensure(directory, identity, addresses)
+    return load(directory, identity)
 
 
 def identity_of(certificate: x509.Certificate) -> Identity | None:

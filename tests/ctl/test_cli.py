@@ -20,7 +20,8 @@ from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.topology import render
 
 COMMANDS = ["up", "down", "status", "start", "stop", "restart", "kill", "logs", "submit", "cancel",
-            "amend", "book", "trades", "order", "orders", "check", "bench", "bench-cluster", "client"]
+            "amend", "book", "trades", "order", "orders", "check", "bench", "bench-cluster", "client",
+            "peer-credential"]
 
 
 class CliTestCase(unittest.TestCase):
@@ -188,3 +189,15 @@ class ClientAddTests(CliTestCase):
         self.assertEqual(result.exit_code, 1)
         self.assertIn("Invalid value for NAME", result.stderr)
         self.assertFalse((self.config.parent / "run" / "pki").exists())
+
+    def test_a_peer_credential_names_the_peer_and_its_addresses_for_another_machine(self):
+        result = self.ctl("peer-credential", "peer2", "--address", "10.0.0.2", "--address", "peer2.example",
+                          "--json")
+        self.assertEqual(result.exit_code, 0, result.output)
+        files = {part: Path(path) for part, path in json.loads(result.stdout).items()}
+        cert = x509.load_pem_x509_certificate(files["cert"].read_bytes())
+        ca = x509.load_pem_x509_certificate(files["ca"].read_bytes())
+        self.assertEqual(pki.verify(cert, ca), pki.Identity("peer", "peer2"))
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        self.assertEqual([str(a) for a in names.get_values_for_type(x509.IPAddress)], ["10.0.0.2"])
+        self.assertEqual(names.get_values_for_type(x509.DNSName), ["peer2.example"])

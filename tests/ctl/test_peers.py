@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from twisted.internet import defer, utils
+from twisted.internet import defer, task, utils
 from twisted.trial import unittest
 
 from tests.ctl.fakepeer import FakeCluster, FakePeer
@@ -151,6 +151,26 @@ class LoadTests(PeersTestCase):
         self.assertEqual(summary["committed"], 30)
         self.assertGreater(summary["latency_ms"]["p99"], 0)
 
+    def test_each_client_sends_with_its_own_credential(self):
+        sent = []
+
+        class Recording:
+            reactor = task.Clock()
+
+            async def call(self, payload, peer, **send_as):
+                sent.append((payload["client"], send_as))
+                await task.deferLater(self.reactor, 1, lambda: None)
+                return {"ok": True}
+        result = defer.ensureDeferred(bench.load(Recording(), ["peer1"], 3, duration=None, count=9,
+                                                 reactor=Recording.reactor,
+                                                 credential_of=lambda name: f"credential of {name}"))
+        while not result.called:
+            Recording.reactor.advance(1)
+        self.assertEqual(self.successResultOf(result).count, 9)
+        self.assertEqual({client for client, _ in sent}, {"bench0", "bench1", "bench2"})
+        for client, send_as in sent:
+            self.assertEqual(send_as, {"credential": f"credential of {client}"})
+
     @_async
     async def test_failures_are_counted_by_code(self):
         await self.cluster.add(FakePeer("peer1"))
@@ -170,7 +190,7 @@ class CommandLineTests(PeersTestCase):
         self.addCleanup(directory.cleanup)
         self.directory = Path(directory.name)
         self.config = self.directory / "cluster.conf"
-        self.config.write_text(render(3, grape_ports=[self.cluster.grape_ports]))
+        self.config.write_text(render(3, grape_ports=[self.cluster.grape_ports], secure=False))
         for n, digest in enumerate(hashes, 1):
             await self.cluster.add(FakePeer(f"peer{n}", applied=9, digest=digest))
 

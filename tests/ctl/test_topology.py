@@ -6,9 +6,11 @@ import tempfile
 import unittest
 from pathlib import Path
 
+from click.testing import CliRunner
+
 from tests.support import ROOT
 from twisted_exchange.ctl.errors import CtlError
-from twisted_exchange.ctl.topology import parse, render
+from twisted_exchange.ctl.topology import main as topology_main, parse, render
 
 
 def _written(test: unittest.TestCase, text: str, name: str = "cluster.conf") -> Path:
@@ -66,7 +68,7 @@ class RenderTests(unittest.TestCase):
         self.assertEqual(parser.get("program:peer2", "command"),
                          "twisted-exchange-peer --id peer2 --peers peer1,peer2,peer3"
                          " --grape http://127.0.0.1:40001,http://127.0.0.1:30001"
-                         " --host 127.0.0.1 --port 0 --data-dir %(here)s/run/peer2")
+                         " --host 127.0.0.1 --port 0 --data-dir %(here)s/run/peer2 --pki %(here)s/run/pki")
         self.assertIn("--grape http://127.0.0.1:30001,http://127.0.0.1:40001 ",
                       parser.get("program:peer3", "command"))
 
@@ -94,6 +96,70 @@ class RenderTests(unittest.TestCase):
     def test_mismatched_peer_ports_are_refused(self):
         with self.assertRaises(ValueError):
             render(3, peer_ports=[1, 2])
+
+    def test_secure_by_default_every_peer_and_exchangectl_use_the_run_directorys_pki(self):
+        text = render(3)
+        topology = parse(_written(self, text))
+        self.assertEqual(topology.pki, topology.run_dir / "pki")
+        parser = self.sections(text)
+        for peer in topology.peers:
+            self.assertTrue(parser.get(f"program:{peer}", "command").endswith(" --pki %(here)s/run/pki"))
+
+    def test_plain_rendering_is_only_for_tests_and_benchmarks_and_has_no_pki(self):
+        text = render(3, secure=False)
+        self.assertIsNone(parse(_written(self, text)).pki)
+        self.assertNotIn("--pki", text)
+
+
+class MachineTests(unittest.TestCase):
+    """Configs for peers and grapes on several machines."""
+
+    PEERS = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    GRAPES = ["10.0.0.1", "10.0.0.2"]
+
+    def machine(self, address: str) -> configparser.RawConfigParser:
+        parser = configparser.RawConfigParser()
+        parser.read_string(render(3, peer_hosts=self.PEERS, grape_hosts=self.GRAPES, machine=address))
+        return parser
+
+    def test_each_machine_starts_only_its_own_programs_but_knows_the_whole_cluster(self):
+        programs = {address: [s for s in self.machine(address).sections() if s.startswith("program:")]
+                    for address in self.PEERS}
+        self.assertEqual(programs, {"10.0.0.1": ["program:grape1", "program:peer1"],
+                                    "10.0.0.2": ["program:grape2", "program:peer2"],
+                                    "10.0.0.3": ["program:peer3"]})
+        for address in self.PEERS:
+            section = self.machine(address)["twisted-exchange"]
+            self.assertEqual(section["peers"], "peer1,peer2,peer3")
+            self.assertEqual(section["grapes"], "http://10.0.0.1:30001,http://10.0.0.2:40001")
+
+    def test_processes_bind_and_announce_their_own_address_and_grapes_bootstrap_across_machines(self):
+        second = self.machine("10.0.0.2")
+        self.assertEqual(second.get("program:grape2", "command"),
+                         "twisted-exchange-grape --dp 20002 --aph 40001 --bn 10.0.0.1:20001 -b 10.0.0.2")
+        self.assertIn(" --grape http://10.0.0.2:40001,http://10.0.0.1:30001 --host 10.0.0.2 --port 5002 ",
+                      second.get("program:peer2", "command"))
+        third = self.machine("10.0.0.3").get("program:peer3", "command")
+        self.assertIn(" --host 10.0.0.3 ", third)
+        self.assertTrue(third.endswith(" --pki %(here)s/run/pki"))
+
+    def test_an_address_with_no_process_or_a_missing_address_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "no peer or grape is on 10.0.0.9"):
+            render(3, peer_hosts=self.PEERS, grape_hosts=self.GRAPES, machine="10.0.0.9")
+        with self.assertRaisesRegex(ValueError, "one host address per peer"):
+            render(3, peer_hosts=self.PEERS[:2])
+
+    def test_the_command_line_renders_a_machine_and_refuses_what_is_not_an_address(self):
+        runner = CliRunner()
+        result = runner.invoke(topology_main, ["--peer-hosts", ",".join(self.PEERS),
+                                               "--grape-hosts", ",".join(self.GRAPES), "--machine", "10.0.0.3"])
+        self.assertEqual(result.exit_code, 0, result.output)
+        self.assertEqual(result.stdout, render(3, peer_hosts=self.PEERS, grape_hosts=self.GRAPES,
+                                               machine="10.0.0.3"))
+        bad = runner.invoke(topology_main, ["--peer-hosts", "10.0.0.1,peer2"])
+        self.assertEqual(bad.exit_code, 2)
+        self.assertIn("'peer2' is not an IP address", bad.output)
+        self.assertEqual(runner.invoke(topology_main, []).stdout, render(3))
 
 
 class ParseErrorTests(unittest.TestCase):

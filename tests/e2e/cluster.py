@@ -30,7 +30,7 @@ class Cluster:
     """Two grapes and ``peers`` peers under a supervisord owned by ``test``."""
 
     def __init__(self, test, peers: int = 3, grape_command: str | None = None,
-                 peer_args: str = "", secure: bool = False) -> None:
+                 peer_args: str = "", secure: bool = True) -> None:
         self.test = test
         self.run_dir = Path(tempfile.mkdtemp(prefix="tx-e2e-"))
         test.addCleanup(shutil.rmtree, self.run_dir, True)
@@ -49,8 +49,7 @@ class Cluster:
             stopwaitsecs=3, secure=secure))
         self.pki = self.run_dir / "pki" if secure else None
         self.supervisor = Supervisor(self.run_dir / "supervisord.sock", timeout=10)
-        self._links: list[Link] = []
-        self._clients: list[RPCClient] = []
+        self._clients: dict[tuple[int, str, str], RPCClient] = {}
 
     def start(self) -> None:
         """Start supervisord (blocking until it answers).
@@ -73,19 +72,28 @@ class Cluster:
         except CtlError:  # supervisord already gone: nothing to learn
             return []
 
-    def client(self, grape: int = 0, name: str = "tester") -> RPCClient:
-        """A client of the cluster (in secure mode, with client ``name``'s credential)."""
-        link = Link(self.grape_urls[grape])
-        client = RPCClient(link, timeout=5.0, tls=self.credential(CLIENT, name) if self.pki else None)
-        self.test.addCleanup(link.close)
-        self.test.addCleanup(client.close)
-        return client
+    def client(self, grape: int = 0, name: str = "tester", kind: str = CLIENT) -> RPCClient:
+        """An RPC client looking up on grape ``grape``, in secure mode with the
+        credential of ``kind`` ``name`` (a client; a peer to play a peer's
+        part); one per (grape, kind, name)."""
+        if (grape, kind, name) not in self._clients:
+            link = Link(self.grape_urls[grape])
+            client = RPCClient(link, timeout=5.0, tls=self.credential(kind, name) if self.pki else None)
+            self.test.addCleanup(link.close)
+            self.test.addCleanup(client.close)
+            self._clients[grape, kind, name] = client
+        return self._clients[grape, kind, name]
 
     def credential(self, kind: str, name: str) -> pki.Credential:
         """``kind`` ``name``'s credential from the cluster's pki directory (secure mode)."""
-        identity = pki.Identity(kind, name)
-        pki.ensure(self.pki, identity)
-        return pki.load(self.pki, identity)
+        return pki.obtain(self.pki, pki.Identity(kind, name))
+
+    def tls_files(self, name: str = "tester") -> dict[str, Path] | None:
+        """Client ``name``'s credential files for a raw socket (None: plain mode)."""
+        if self.pki is None:
+            return None
+        self.credential(CLIENT, name)
+        return pki.paths(self.pki, pki.Identity(CLIENT, name))
 
     def data_dir(self, peer_id: str) -> Path:
         return self.run_dir / peer_id
@@ -137,17 +145,18 @@ def wait_for_convergence(client: RPCClient, peer_ids: list[str], timeout: float 
 
 
 class Trader:
-    """Clients that trade concurrently on every peer, one order in flight each.
+    """Clients that trade concurrently on every peer, one order in flight each,
+    each with its own credential in secure mode.
 
     A submit that fails in transport (peer down, timeout, no leader) is
     retried on the next peer with the same request id, which the replicated
     session table makes safe: it is applied at most once.
     """
 
-    def __init__(self, client: RPCClient, peer_ids: list[str], seed: int = 7,
+    def __init__(self, cluster: Cluster, peer_ids: list[str], seed: int = 7,
                  name: str = "trader") -> None:
         self.name = name
-        self.client = client
+        self.cluster = cluster
         self.peer_ids = peer_ids
         self.rng = random.Random(seed)
         self.acked: dict[tuple[str, str], dict] = {}
@@ -163,6 +172,7 @@ class Trader:
     @defer.inlineCallbacks
     def run_client(self, index: int, orders: int, deadline: float = 60.0):
         name = f"{self.name}{index}"
+        client = self.cluster.client(name=name)
         for n in range(orders):
             payload = self.order(name, n)
             attempt = index
@@ -170,8 +180,7 @@ class Trader:
             while True:
                 peer = self.peer_ids[attempt % len(self.peer_ids)]
                 try:
-                    result = yield self.client.request(f"exchange:{peer}", payload, timeout=5.0,
-                                                       retry=0)
+                    result = yield client.request(f"exchange:{peer}", payload, timeout=5.0, retry=0)
                 except GrenacheError as e:
                     if e.code not in ("ERR_TIMEOUT", "ERR_REQUEST_GENERIC", "ERR_NO_LEADER",
                                       "ERR_GRAPE_LOOKUP_EMPTY", "ERR_REPLY_EMPTY"):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from collections import defaultdict
@@ -17,7 +16,7 @@ from twisted_exchange.grenache import GrenacheError
 from tests.e2e.cluster import (
     SYMBOL, Cluster, Trader, statuses, wait_for_convergence, wait_for_leader,
 )
-from tests.support import NODE_MODULES, eventually, node_or_skip
+from tests.support import NODE_MODULES, connect, eventually, node_or_skip
 
 
 class ClusterTestCase(TestCase):
@@ -29,7 +28,7 @@ class ClusterTestCase(TestCase):
         return None
 
     leader_timeout = 30.0
-    secure = False
+    secure = True  # as shipped; False only where a test is about plain HTTP
 
     @defer.inlineCallbacks
     def setUp(self):
@@ -45,7 +44,11 @@ class ClusterTestCase(TestCase):
         """Runs before supervisord starts: the config is written, nothing runs yet."""
 
     def call(self, peer: str, payload: dict, timeout: float = 5.0):
-        return self.client.request(f"exchange:{peer}", payload, timeout=timeout)
+        """``payload`` to ``peer``, sent as the client it names (if any: in
+        secure mode only that client's credential may), else as the tester."""
+        name = payload.get("client", "tester") if isinstance(payload, dict) else "tester"
+        client = self.cluster.client(name=name) if isinstance(name, str) and name else self.client
+        return client.request(f"exchange:{peer}", payload, timeout=timeout)
 
     def node_trade(self, client: str, price: str, quantity: str, *credential: str):
         """Run the Node example client: one sell on peer2 via grape 2, then the book
@@ -108,7 +111,7 @@ class BasicClusterTests(ClusterTestCase):
 
     @defer.inlineCallbacks
     def test_300_concurrent_crossing_orders_on_all_peers_leave_identical_books(self):
-        trader = Trader(self.client, self.peers)
+        trader = Trader(self.cluster, self.peers)
         yield trader.run(clients=30, orders_each=10)
         self.assertEqual(len(trader.acked), 300)
         self.assertEqual(trader.refused, [])
@@ -147,7 +150,7 @@ class BasicClusterTests(ClusterTestCase):
                     b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n[1,2",
                     b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n{}",
                     b"\x00\xff garbage \r\n\r\n"]:
-            status = yield deferToThread(_raw_http_status, port, raw)
+            status = yield deferToThread(_raw_http_status, port, raw, self.cluster.tls_files())
             self.assertIn(status, (b"400", b"413", b""), raw)
         yield wait_for_convergence(self.client, self.peers)
         for peer in self.peers:
@@ -157,13 +160,12 @@ class BasicClusterTests(ClusterTestCase):
             self.assertEqual([o["id"] for o in orders["orders"]], ["1"], peer)
 
 
-def _raw_http_status(port: int, raw: bytes) -> bytes:
+def _raw_http_status(port: int, raw: bytes, tls: dict | None) -> bytes:
     """The status code the peer answers to raw bytes (b"" if it just closes)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+    with connect(port, tls) as s:
         s.sendall(raw)
-        s.shutdown(socket.SHUT_WR)
         reply = b""
-        while chunk := s.recv(65536):
+        while b"\r\n" not in reply and (chunk := s.recv(65536)):
             reply += chunk
     return reply.split(b" ", 2)[1] if reply.startswith(b"HTTP/1.1 ") else b""
 
@@ -171,7 +173,7 @@ def _raw_http_status(port: int, raw: bytes) -> bytes:
 class LeaderCrashTests(ClusterTestCase):
     @defer.inlineCallbacks
     def test_leader_killed_under_load_loses_nothing_and_rejoins(self):
-        trader = Trader(self.client, self.peers, seed=11)
+        trader = Trader(self.cluster, self.peers, seed=11)
         load = trader.run(clients=30, orders_each=20)
         yield eventually(lambda: len(trader.acked) >= 60, what="load under way")
         victim = self.leader
@@ -197,12 +199,12 @@ class SnapshotCatchUpTests(ClusterTestCase):
 
     @defer.inlineCallbacks
     def test_peer_with_wiped_data_dir_catches_up_by_snapshot(self):
-        trader = Trader(self.client, self.peers, seed=5)
+        trader = Trader(self.cluster, self.peers, seed=5)
         yield trader.run(clients=10, orders_each=12)
         victim = next(p for p in self.peers if p != self.leader)
         self.cluster.supervisor.stop(victim)
         shutil.rmtree(self.cluster.data_dir(victim))
-        more = Trader(self.client, [p for p in self.peers if p != victim], seed=6, name="later")
+        more = Trader(self.cluster, [p for p in self.peers if p != victim], seed=6, name="later")
         yield more.run(clients=5, orders_each=10)
         self.cluster.supervisor.start(victim)
         found = yield wait_for_convergence(self.client, self.peers, timeout=60)
@@ -213,21 +215,27 @@ class SnapshotCatchUpTests(ClusterTestCase):
 
 
 class NodeGrapeClusterTests(ClusterTestCase):
-    """The real grenache-grape stands in for ours; a Node client trades."""
+    """The real grenache-grape stands in for ours; a Node grenache client in
+    secure mode trades with a credential from ``exchangectl client add``, and
+    that credential cannot act as another client."""
 
     def grape_command(self) -> str:
         node = node_or_skip()
         return f"{node} {NODE_MODULES / 'grenache-grape' / 'bin' / 'grape.js'}"
 
     @defer.inlineCallbacks
-    def test_cluster_on_node_grapes_replicates_and_serves_a_node_client(self):
-        trader = Trader(self.client, self.peers, seed=3)
+    def test_cluster_on_node_grapes_replicates_and_serves_a_secure_node_client(self):
+        trader = Trader(self.cluster, self.peers, seed=3)
         yield trader.run(clients=10, orders_each=5)
         self.assertEqual(len(trader.acked), 50)
         yield self.assert_consistent(trader)
-        done = yield self.node_trade("nodejs", "250.5", "1.25")
+        added = yield self.exchangectl("client", "add", "nodejs", "--json")
+        self.assertEqual(added.returncode, 0, added.stderr)
+        done = yield self.node_trade("nodejs", "250.5", "1.25", added.stdout)
         self.assertEqual(done.returncode, 0, done.stderr)
         reply = json.loads(done.stdout)
         self.assertIsNone(reply["submit"]["err"])
         self.assertEqual(reply["submit"]["data"]["order"]["client"], "nodejs")
         self.assertIn(["250.5", "1.25"], reply["book"]["data"]["asks"])
+        impostor = yield self.node_trade("alice", "251", "1", added.stdout)
+        self.assertIn("ERR_FORBIDDEN", json.loads(impostor.stdout)["submit"]["err"])

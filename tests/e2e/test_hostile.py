@@ -4,7 +4,6 @@ not say "ok" while something is wrong."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 
 from twisted.internet import defer
@@ -13,16 +12,17 @@ from twisted.trial.unittest import SkipTest
 
 from twisted_exchange.grenache import GrenacheError
 from twisted_exchange.peer.protocol import MAX_BODY
+from twisted_exchange.pki import PEER
 from tests.e2e.cluster import SYMBOL, Trader, prefill, statuses, wait_for_convergence
 from tests.e2e.test_cluster import ClusterTestCase
-from tests.support import LOOPBACK, eventually, stall_uploads, vm_kb
+from tests.support import connect, eventually, stall_uploads, vm_kb
 
 
-def raw_call(port: int, body: bytes) -> list:
+def raw_call(port: int, body: bytes, tls: dict | None) -> list:
     """One Grenache call with a hand-written body: ``[rid, err, result]``."""
     head = (f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n").encode()
-    with socket.create_connection((LOOPBACK, port), timeout=10) as s:
+    with connect(port, tls) as s:
         s.sendall(head + body)
         reply = b""
         while chunk := s.recv(65536):
@@ -44,7 +44,8 @@ class PoisonTests(ClusterTestCase):
                 ("peer1", "1e999", ""), (self.leader, "1e999", ""), ("peer2", "NaN", ""),
                 ("peer3", '"1"', nested), (self.leader, '"1"', nested)]):
             port = self.cluster.peer_ports[self.peers.index(peer)]
-            rid, error, result = yield deferToThread(raw_call, port, submit_body(peer, f"p{n}", quantity, extra))
+            rid, error, result = yield deferToThread(raw_call, port, submit_body(peer, f"p{n}", quantity, extra),
+                                                     self.cluster.tls_files("mallory"))
             self.assertIsNone(result)
             self.assertRegex(error, r"^ERR_(INVALID_ORDER|REQUEST_INVALID)", (quantity, extra))
         for n, peer in enumerate(self.peers):
@@ -61,13 +62,14 @@ class PoisonTests(ClusterTestCase):
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
 
     @defer.inlineCallbacks
-    def test_a_forged_malformed_raft_batch_changes_no_term(self):
+    def test_a_malformed_raft_batch_even_from_a_peer_credential_changes_no_term(self):
         before = yield statuses(self.client, self.peers)
         follower = next(p for p in self.peers if p != self.leader)
         forged = {"action": "raft.batch", "from": self.leader, "to": follower,
                   "messages": [{"type": "raft.append", "from": self.leader, "to": follower,
                                 "term": 10**6, "prev_term": 0, "entries": [], "commit": 0}]}
-        reply = yield self.call(follower, forged)
+        as_leader = self.cluster.client(name=self.leader, kind=PEER)  # a buggy peer, not an attacker
+        reply = yield as_leader.request(f"exchange:{follower}", forged)
         self.assertTrue(reply["ok"])  # accepted as a batch, its message dropped
         after = yield statuses(self.client, self.peers)
         self.assertEqual({p: s["term"] for p, s in after.items()},
@@ -226,7 +228,7 @@ class DamagedDataTests(ClusterTestCase):
 
     @defer.inlineCallbacks
     def trade_then_stop_a_follower(self):
-        yield Trader(self.client, self.peers, seed=21).run(clients=10, orders_each=10)
+        yield Trader(self.cluster, self.peers, seed=21).run(clients=10, orders_each=10)
         victim = next(p for p in self.peers if p != self.leader)
         yield wait_for_convergence(self.client, self.peers)
         self.cluster.supervisor.stop(victim)
@@ -240,7 +242,7 @@ class DamagedDataTests(ClusterTestCase):
         damaged[len(damaged) // 2:len(damaged) // 2 + 16] = b"\x00garbage\xff{[\"}]"
         snapshot.write_bytes(bytes(damaged))
         self.cluster.supervisor.start(victim)
-        yield Trader(self.client, self.peers, seed=22, name="after").run(clients=4, orders_each=5)
+        yield Trader(self.cluster, self.peers, seed=22, name="after").run(clients=4, orders_each=5)
         found = yield wait_for_convergence(self.client, self.peers, timeout=60)
         self.assertGreater(found[victim]["applied"], 100)
         self.assertIn("discarded damaged data", self.cluster.log(victim))
@@ -273,8 +275,8 @@ class UploadFloodTests(ClusterTestCase):
     def test_12_stalled_64_mib_uploads_keep_a_peer_under_400_mb_and_trading(self):
         peer = "peer1"
         port = self.cluster.peer_ports[self.peers.index(peer)]
-        yield deferToThread(stall_uploads, self, port, 12, MAX_BODY, MAX_BODY - 1)
-        trader = Trader(self.client, [peer], seed=31, name="beside")
+        yield deferToThread(stall_uploads, self, port, 12, MAX_BODY, MAX_BODY - 1, self.cluster.tls_files())
+        trader = Trader(self.cluster, [peer], seed=31, name="beside")
         yield trader.run(clients=4, orders_each=5)
         self.assertEqual(len(trader.acked), 20)
         pid = self.cluster.supervisor.process(peer)["pid"]

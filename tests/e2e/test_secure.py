@@ -1,24 +1,23 @@
-"""End-to-end in Grenache secure mode (issue 10, as far as it is built): the
-supervised cluster rendered with ``secure=True`` makes its certificates on
-first start, exchangectl trades with client credentials, and credentials,
-not payload fields, decide who may do what."""
+"""End-to-end attacks on the cluster as shipped (Grenache secure mode, issue
+10): the cluster makes its certificates on first start, exchangectl trades
+with client credentials, credentials, not payload fields, decide who may do
+what, and discovery cannot be poisoned."""
 from __future__ import annotations
 
 import json
-import socket
+import ssl
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient, RPCServer
-from twisted_exchange.pki import CA, Identity
+from twisted_exchange.pki import CA, Credential, Identity
 from tests.e2e.cluster import SYMBOL, statuses, wait_for_convergence
 from tests.e2e.test_cluster import ClusterTestCase
-from tests.support import LOOPBACK
+from tests.support import LOOPBACK, connect
 
 
 class SecureClusterTests(ClusterTestCase):
-    secure = True
 
     @defer.inlineCallbacks
     def test_exchangectl_trades_as_its_client_and_another_credential_cannot_cancel_it(self):
@@ -42,7 +41,10 @@ class SecureClusterTests(ClusterTestCase):
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
 
     @defer.inlineCallbacks
-    def test_a_forged_raft_batch_from_a_client_credential_changes_nothing(self):
+    def test_a_forged_raft_append_changes_nothing_whatever_credential_carries_it(self):
+        """From a client credential, from no credential (plain HTTP, or TLS
+        without a certificate), and from a certificate naming the leader but
+        issued by another CA."""
         before = yield statuses(self.client, self.peers)
         follower = next(p for p in self.peers if p != self.leader)
         forged = {"action": "raft.batch", "from": self.leader, "to": follower, "messages": [
@@ -51,19 +53,47 @@ class SecureClusterTests(ClusterTestCase):
              "entries": [{"index": 1, "term": 10**6, "command": {
                  "action": "submit", "client": "mallory", "request": "1", "symbol": SYMBOL,
                  "side": "buy", "type": "limit", "price": "1", "quantity": "1"}}]}]}
-        mallory = self.cluster.client(name="mallory")
+        body = json.dumps(["f1", f"exchange:{follower}", forged]).encode()
+        port = self.cluster.peer_ports[self.peers.index(follower)]
         with self.assertRaises(GrenacheError) as caught:
-            yield mallory.request(f"exchange:{follower}", forged, retry=0)
+            yield self.cluster.client(name="mallory").request(f"exchange:{follower}", forged, retry=0)
         self.assertEqual(caught.exception.code, "ERR_FORBIDDEN")
+        plain = yield deferToThread(_post, port, body, None)
+        self.assertTrue(plain.startswith(b"HTTP/1.1 400") and b"ERR_TLS_REQUIRED" in plain, plain)
+        anonymous = yield deferToThread(_post, port, body, {"ca": self.cluster.tls_files()["ca"]})
+        self.assertNotIn(b"HTTP/1.1 200", anonymous)
+        real_ca = self.cluster.credential("peer", self.leader).ca
+        foreign = CA.create().issue(Identity("peer", self.leader), [LOOPBACK])
+        impostor = RPCClient(Link(self.cluster.grape_urls[0]), timeout=5.0,
+                             tls=Credential(foreign.key, foreign.cert, real_ca))
+        self.addCleanup(impostor.close)
+        with self.assertRaises(GrenacheError):
+            yield impostor.request(f"exchange:{follower}", forged, retry=0)
         after = yield statuses(self.client, self.peers)
         self.assertEqual({p: s["term"] for p, s in after.items()}, {p: s["term"] for p, s in before.items()})
-        book = yield self.call(follower, {"action": "book"})
-        self.assertEqual(book["bids"], [])
+        for peer in self.peers:
+            book = yield self.call(peer, {"action": "book"})
+            self.assertEqual(book["bids"], [], peer)
+        self.assertNotIn("mallory", (yield self.exchangectl("orders", "--json")).stdout)
+
+    @defer.inlineCallbacks
+    def test_request_ids_cannot_be_taken_over_by_another_credential(self):
+        future = {"action": "submit", "client": "alice", "request": "9000000000000000000-1",
+                  "symbol": SYMBOL, "side": "buy", "type": "limit", "price": "3", "quantity": "1"}
+        with self.assertRaises(GrenacheError) as caught:
+            yield self.cluster.client(name="mallory").request("exchange:peer1", future, retry=0)
+        self.assertEqual(caught.exception.code, "ERR_FORBIDDEN")
+        mine = yield self.call("peer2", {**future, "price": "4"})   # as alice, with her credential
+        self.assertEqual((mine["order"]["client"], mine["order"]["price"]), ("alice", "4"))
+        yield wait_for_convergence(self.client, self.peers)
+        for peer in self.peers:
+            book = yield self.call(peer, {"action": "book"})
+            self.assertEqual(book["bids"], [["4", "1"]], peer)
 
     @defer.inlineCallbacks
     def test_plain_http_gets_a_clear_refusal_not_a_hang(self):
         port = self.cluster.peer_ports[0]
-        reply = yield deferToThread(_plain_post, port)
+        reply = yield deferToThread(_post, port, b'["r","k",1]', None)
         self.assertTrue(reply.startswith(b"HTTP/1.1 400"), reply)
         self.assertIn(b"ERR_TLS_REQUIRED", reply)
         plain = RPCClient(Link(self.cluster.grape_urls[0]), timeout=5.0)
@@ -72,25 +102,10 @@ class SecureClusterTests(ClusterTestCase):
             yield plain.request("exchange:peer1", {"action": "status"}, retry=0)
         self.assertIn("ERR_TLS_REQUIRED", str(caught.exception))
 
-    @defer.inlineCallbacks
-    def test_a_node_grenache_client_trades_in_secure_mode_with_a_credential_from_exchangectl(self):
-        added = yield self.exchangectl("client", "add", "nodejs", "--json")
-        self.assertEqual(added.returncode, 0, added.stderr)
-        done = yield self.node_trade("nodejs", "250.5", "1.25", added.stdout)
-        self.assertEqual(done.returncode, 0, done.stderr)
-        reply = json.loads(done.stdout)
-        self.assertIsNone(reply["submit"]["err"])
-        self.assertEqual(reply["submit"]["data"]["order"]["client"], "nodejs")
-        self.assertIn(["250.5", "1.25"], reply["book"]["data"]["asks"])
-        impostor = yield self.node_trade("alice", "251", "1", added.stdout)
-        self.assertIn("ERR_FORBIDDEN", json.loads(impostor.stdout)["submit"]["err"])
-
 
 class PoisonedDiscoveryTests(ClusterTestCase):
     """Fakes announced for every peer, each claiming to be that peer with a
     certificate from another CA, while clients submit and a peer restarts."""
-
-    secure = True
 
     @defer.inlineCallbacks
     def start_fakes(self):
@@ -136,7 +151,28 @@ class PoisonedDiscoveryTests(ClusterTestCase):
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
 
 
-def _plain_post(port: int) -> bytes:
-    with socket.create_connection((LOOPBACK, port), timeout=10) as s:
-        s.sendall(b'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n["r","k",1]')
-        return s.recv(65536)
+    @defer.inlineCallbacks
+    def test_a_node_client_checks_the_peers_identity_and_trades_past_the_fakes(self):
+        answered = yield self.start_fakes()
+        added = yield self.exchangectl("client", "add", "nodejs", "--json")
+        self.assertEqual(added.returncode, 0, added.stderr)
+        done = yield self.node_trade("nodejs", "300", "1", added.stdout)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        reply = json.loads(done.stdout)
+        self.assertIsNone(reply["submit"]["err"])
+        self.assertNotEqual(reply["submit"]["data"]["order"]["id"], "fake")
+        self.assertIn(["300", "1"], reply["book"]["data"]["asks"])
+        self.assertEqual(answered, [])
+        book = yield self.call("peer1", {"action": "book"})
+        self.assertEqual(book["asks"], [["300", "1"]])
+
+
+def _post(port: int, body: bytes, tls: dict | None) -> bytes:
+    """What the peer answers to one POST of ``body`` (b"" if it closes: a
+    refused handshake)."""
+    try:
+        with connect(port, tls) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            return s.recv(65536)
+    except (ssl.SSLError, ConnectionError):
+        return b""

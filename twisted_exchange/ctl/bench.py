@@ -124,9 +124,12 @@ def plot(recorder: Recorder, path: str) -> None:
 async def load(peers: Any, names: Sequence[str], clients: int, *, duration: float | None,
                count: int | None, reactor: Any, seed: int = 1, symbol: str = "BTCUSD",
                progress: Callable[[Recorder, float, bool], None] = lambda recorder, done, final: None,
-               interval: float = 0.5) -> Recorder:
+               interval: float = 0.5, credential_of: Callable[[str], Any] | None = None) -> Recorder:
     """Run ``clients`` clients, one order in flight each, until ``duration``
     seconds passed or ``count`` orders were sent; the finished Recorder.
+
+    ``credential_of(name)`` (secure mode) is client ``name``'s credential: each
+    client sends as itself, as only its own credential may.
 
     ``progress(recorder, fraction_done, final)`` is called every ``interval``
     seconds, and once with ``final`` true at the end.
@@ -147,6 +150,7 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
 
     async def client(number: int) -> None:
         workload = Workload(f"bench{number}", seed * 1_000_003 + number, symbol)
+        send_as = {"credential": credential_of(workload.client)} if credential_of else {}
         turn = number
         while more():
             sent[0] += 1
@@ -154,7 +158,7 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
             turn += 1
             started = reactor.seconds()
             try:
-                await peers.call(workload.next_order(), peer)
+                await peers.call(workload.next_order(), peer, **send_as)
             except CtlError as e:
                 recorder.failed(e, reactor.seconds())
             else:

@@ -1,8 +1,9 @@
 """``exchangectl bench-cluster`` (``make bench-cluster``): the cluster's figures.
 
-In one run, on loopback: a fresh cluster (rendered with free ports into a
-temporary directory, started under supervisord) loaded with crossing orders
-at 1 and at 64 in flight (committed orders/s, p50/p99 latency); the time from
+In one run, on loopback: a fresh cluster as shipped (mutual TLS, a
+credential per bench client; ``--plain`` drops TLS to show what it costs),
+rendered with free ports into a temporary directory and started under
+supervisord, loaded with crossing orders at 1 and at 64 in flight (committed orders/s, p50/p99 latency); the time from
 SIGKILL of the leader to the next committed order; a consistency check; and
 the naive baseline (``naive.py``: match locally, broadcast, no consensus)
 under the same 64-in-flight load, with how many of its books diverge.
@@ -21,13 +22,16 @@ from typing import Any, Callable, Sequence
 
 from twisted.internet import defer, task
 
+from twisted_exchange import pki
 from twisted_exchange.ctl import bench
 from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.peers import Peers, check, leaders_everywhere
 from twisted_exchange.ctl.supervisor import Supervisor
 from twisted_exchange.ctl.topology import HOST, free_ports, parse, render
 from twisted_exchange.grenache import GrenacheError, RPCClient
+from twisted_exchange.pki import CLIENT, Credential, Identity
 
+CredentialOf = Callable[[str], Credential] | None
 TARGETS = {"orders_per_second": 5000, "p99_ms": 20.0, "failover_s": 2.0}
 
 
@@ -51,7 +55,7 @@ class Direct:
 
 
 async def failover(peers: Peers, names: Sequence[str], supervisor: Supervisor, reactor: Any,
-                   limit: float = 30.0) -> tuple[str, float]:
+                   credential_of: CredentialOf = None, limit: float = 30.0) -> tuple[str, float]:
     """SIGKILL the leader; (its name, seconds until an order sent after the kill commits)."""
     statuses = await peers.statuses(names)
     leader = next((s["leader"] for s in statuses.values() if isinstance(s, dict) and s.get("leader")), None)
@@ -59,12 +63,14 @@ async def failover(peers: Peers, names: Sequence[str], supervisor: Supervisor, r
         raise CtlError("no leader to kill")
     survivors = [n for n in names if n != leader]
     workload = bench.Workload("failover", seed=7)
+    send_as = {"credential": credential_of(workload.client)} if credential_of else {}
     killed = reactor.seconds()
     supervisor.kill(leader)
     turn = 0
     while reactor.seconds() - killed < limit:
         try:
-            await peers.call(workload.next_order(), survivors[turn % len(survivors)], timeout=1.0)
+            await peers.call(workload.next_order(), survivors[turn % len(survivors)], timeout=1.0,
+                             **send_as)
         except CtlError:
             turn += 1
             await task.deferLater(reactor, 0.02, lambda: None)
@@ -74,16 +80,17 @@ async def failover(peers: Peers, names: Sequence[str], supervisor: Supervisor, r
 
 
 async def measure_cluster(peers: Peers, names: Sequence[str], supervisor: Supervisor,
-                          duration: float, say: Callable[[str], None]) -> dict[str, Any]:
+                          duration: float, say: Callable[[str], None],
+                          credential_of: CredentialOf = None) -> dict[str, Any]:
     """Load at 1 and 64 in flight, then failover, then check."""
     results: dict[str, Any] = {}
     for in_flight in (1, 64):
         say(f"cluster: {in_flight} in flight for {duration:g}s")
         recorder = await bench.load(peers, names, in_flight, duration=duration, count=None,
-                                    reactor=peers.reactor, seed=in_flight)
+                                    reactor=peers.reactor, seed=in_flight, credential_of=credential_of)
         results[f"in_flight_{in_flight}"] = recorder.summary()
     say("cluster: SIGKILL of the leader")
-    leader, seconds = await failover(peers, names, supervisor, peers.reactor)
+    leader, seconds = await failover(peers, names, supervisor, peers.reactor, credential_of)
     results["failover"] = {"killed": leader, "seconds": round(seconds, 3)}
     await peers.watch(names, leaders_everywhere, 30)
     results["check"] = (await check(peers, names, 30)).to_json()
@@ -149,8 +156,14 @@ async def _until(reactor: Any, condition: Callable, timeout: float, failure: str
         await task.deferLater(reactor, 0.1, lambda: None)
 
 
-def run(peer_count: int, duration: float, say: Callable[[str], None]) -> dict[str, Any]:
-    """The whole benchmark; the cluster and its directory are gone afterwards."""
+def run(peer_count: int, duration: float, say: Callable[[str], None],
+        secure: bool = True) -> dict[str, Any]:
+    """The whole benchmark; the cluster and its directory are gone afterwards.
+
+    ``secure`` (the default, as shipped) runs the cluster in mutual TLS, each
+    bench client with its own credential; without it, plain HTTP shows what
+    TLS costs.
+    """
     from twisted_exchange.ctl.peers import run as in_reactor
     directory = Path(tempfile.mkdtemp(prefix="tx-bench-"))
     supervisor = None
@@ -158,9 +171,13 @@ def run(peer_count: int, duration: float, say: Callable[[str], None]) -> dict[st
         ports = free_ports(4 + peer_count)
         config = directory / "cluster.conf"
         config.write_text(render(peer_count, grape_ports=[tuple(ports[0:2]), tuple(ports[2:4])],
-                                 peer_ports=ports[4:]))
+                                 peer_ports=ports[4:], secure=secure))
         topology = parse(config)
         topology.run_dir.mkdir()
+        pki_dir = topology.pki
+
+        def credential_of(name: str) -> Credential:
+            return pki.obtain(pki_dir, Identity(CLIENT, name))
         supervisor = Supervisor(topology.socket)
         say(f"starting a {peer_count}-peer cluster in {directory}")
         supervisor.launch(config)
@@ -168,11 +185,12 @@ def run(peer_count: int, duration: float, say: Callable[[str], None]) -> dict[st
         async def work(peers: Peers) -> dict[str, Any]:
             if not leaders_everywhere(await peers.watch(topology.peers, leaders_everywhere, 60)):
                 raise CtlError("the benchmark cluster elected no leader within 60s")
-            cluster = await measure_cluster(peers, topology.peers, supervisor, duration, say)
+            cluster = await measure_cluster(peers, topology.peers, supervisor, duration, say,
+                                            credential_of if pki_dir else None)
             baseline = await measure_baseline(peers.reactor, peer_count, duration, say)
-            return {"cluster": cluster, "baseline": baseline, "targets": TARGETS}
+            return {"cluster": {**cluster, "tls": secure}, "baseline": baseline, "targets": TARGETS}
 
-        return in_reactor(work, topology.grapes)
+        return in_reactor(work, topology.grapes, credential=credential_of("bench") if pki_dir else None)
     finally:
         if supervisor is not None and supervisor.is_running():
             supervisor.shutdown()
@@ -184,9 +202,10 @@ def report(results: dict[str, Any]) -> str:
     """Figures against the targets, then the baseline beside them."""
     cluster, baseline = results["cluster"], results["baseline"]
     lines = []
+    mode = "mutual TLS" if cluster.get("tls") else "plain HTTP"
     for in_flight in (1, 64):
         s = cluster[f"in_flight_{in_flight}"]
-        lines.append(f"cluster, {in_flight:>2} in flight: {s['orders_per_second']:>8.0f} orders/s"
+        lines.append(f"cluster ({mode}), {in_flight:>2} in flight: {s['orders_per_second']:>8.0f} orders/s"
                      f"  p50 {s['latency_ms']['p50']:.2f} ms  p99 {s['latency_ms']['p99']:.2f} ms"
                      f"  ({s['committed']} committed, {s['failed']} failed)")
     fast = cluster["in_flight_64"]

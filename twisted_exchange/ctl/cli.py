@@ -25,7 +25,7 @@ from twisted_exchange.ctl.ids import new_request_id
 from twisted_exchange.ctl.supervisor import ALIVE, Supervisor
 from twisted_exchange.ctl.topology import Topology, parse
 from twisted_exchange.peer.protocol import DEFAULT_DEPTH, MAX_DEPTH, MAX_TRADES
-from twisted_exchange.pki import CLIENT, Identity
+from twisted_exchange.pki import CLIENT, PEER, Identity
 
 DEFAULT_CONFIG = Path("conf") / "cluster.conf"
 PACKAGED_CONFIG = Path(__file__).resolve().parents[2] / DEFAULT_CONFIG
@@ -145,9 +145,7 @@ def _in_reactor(work: Callable, timeout: float | None = None, client: str = DEFA
 def _credential(topology: Topology, client: str) -> pki.Credential:
     """``client``'s credential in the cluster's pki directory, issued on first use."""
     try:
-        identity = Identity(CLIENT, client)
-        pki.ensure(topology.pki, identity)
-        return pki.load(topology.pki, identity)
+        return pki.obtain(topology.pki, Identity(CLIENT, client))
     except (OSError, ValueError) as e:
         raise CtlError(f"no credential for client {client!r} in {topology.pki}: {e}") from None
 
@@ -473,12 +471,32 @@ def client() -> None:
 @json_option
 def client_add(name: str, as_json: bool) -> None:
     """Issue client NAME a credential (made once; later calls say where it is)."""
+    _issue(CLIENT, name, (), as_json)
+
+
+@command("peer-credential")
+@click.argument("name")
+@click.option("--address", "addresses", multiple=True, metavar="ADDR",
+              help="IP address or host name the peer serves on, named in its certificate"
+                   " (repeatable; Node clients check it).")
+@json_option
+def peer_credential(name: str, addresses: tuple[str, ...], as_json: bool) -> None:
+    """Issue peer NAME a credential, to copy with ca.crt to the machine that runs it.
+
+    Run it where the CA key is (the first machine); a peer on the same
+    machine needs none: it issues its own on first start.
+    """
+    _issue(PEER, name, addresses, as_json)
+
+
+def _issue(kind: str, name: str, addresses: tuple[str, ...], as_json: bool) -> None:
+    """Issue ``kind`` ``name`` its credential in the run directory's pki/; print where it is."""
     try:
-        identity = Identity(CLIENT, name)
+        identity = Identity(kind, name)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="NAME") from None
     try:
-        files = pki.ensure(_topology().run_dir / "pki", identity)
+        files = pki.ensure(_topology().run_dir / "pki", identity, addresses)
     except OSError as e:
         raise CtlError(f"cannot write the credential of {identity}: {e.strerror or e}") from None
     except pki.CertificateError as e:
@@ -519,13 +537,15 @@ def bench(clients: int, duration: float, count: int | None, symbol: str, seed: i
     """Load every peer with crossing orders, report throughput and latency, then check."""
     from twisted_exchange.ctl import bench as benchmark
     from twisted_exchange.ctl.peers import check as poll_until_agreed
-    names = _topology().peers
+    topology = _topology()
+    names = topology.peers
     live = _Live(every=5.0, enabled=not as_json)
+    credential_of = (lambda name: _credential(topology, name)) if topology.pki is not None else None
 
     async def work(peers):
         recorder = await benchmark.load(peers, names, clients, duration=None if count else duration,
                                         count=count, reactor=peers.reactor, seed=seed,
-                                        symbol=symbol,
+                                        symbol=symbol, credential_of=credential_of,
                                         progress=lambda r, f, final: live.update(_bar(r, f), final))
         return recorder, await poll_until_agreed(peers, names, wait)
 
@@ -549,8 +569,10 @@ def bench(clients: int, duration: float, count: int | None, symbol: str, seed: i
               help="Peers in the benchmark cluster.")
 @click.option("--duration", type=click.FloatRange(0.5, 600), default=5.0, show_default=True,
               help="Seconds of load per measurement.")
+@click.option("--plain", is_flag=True,
+              help="Run the benchmark cluster over plain HTTP, to measure what TLS costs.")
 @json_option
-def bench_cluster(peer_count: int, duration: float, as_json: bool) -> None:
+def bench_cluster(peer_count: int, duration: float, plain: bool, as_json: bool) -> None:
     """Benchmark a fresh temporary cluster (free ports) against the naive baseline.
 
     Measures committed orders/s and p50/p99 latency at 1 and 64 in flight, the
@@ -559,7 +581,8 @@ def bench_cluster(peer_count: int, duration: float, as_json: bool) -> None:
     Needs no running cluster (-c is not used).
     """
     from twisted_exchange.ctl import benchcluster
-    results = benchcluster.run(peer_count, duration, say=lambda line: None if as_json else click.echo(line))
+    results = benchcluster.run(peer_count, duration, say=lambda line: None if as_json else click.echo(line),
+                               secure=not plain)
     click.echo(json.dumps(results, indent=2) if as_json else benchcluster.report(results))
     if not results["cluster"]["check"]["ok"]:
         raise CtlError(results["cluster"]["check"]["summary"])

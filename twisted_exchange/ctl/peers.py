@@ -43,28 +43,31 @@ class Peers:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
-        self._secure = credential is not None
+        self._timeout = timeout
+        self._credential = credential
         self._links = [Link(url, reactor=reactor) for url in grapes]
-        self._clients = [RPCClient(link, reactor=reactor, timeout=timeout, tls=credential)
-                         for link in self._links]
+        self._clients: dict[tuple[int, Credential | None], RPCClient] = {}
 
-    async def call(self, payload: dict, peer: str | None = None,
-                   timeout: float | None = None) -> Any:
-        """The reply of ``peer`` (None: any peer) to ``payload``."""
+    async def call(self, payload: dict, peer: str | None = None, timeout: float | None = None,
+                   credential: Credential | None = None) -> Any:
+        """The reply of ``peer`` (None: any peer) to ``payload``, sent with
+        ``credential`` (default: the one given at creation; several bench
+        clients each send with their own)."""
+        credential = credential or self._credential
         key = service_name(peer)
-        client = await self._client_for(key, peer)
+        client = await self._client_for(key, peer, credential)
         try:
-            expect = Identity(PEER, peer) if self._secure and peer is not None else None
+            expect = Identity(PEER, peer) if credential is not None and peer is not None else None
             return await client.request(key, payload, timeout=timeout, expect=expect)
         except GrenacheError as e:
             if e.code in TRANSPORT_CODES:
                 raise CtlError(f"{peer or 'any peer'}: {e}", e.code) from None
             raise CtlError(str(e), e.code) from None
 
-    async def _client_for(self, key: str, peer: str | None) -> RPCClient:
-        """The client of the first grape that knows someone announcing ``key``."""
+    async def _client_for(self, key: str, peer: str | None, credential: Credential | None) -> RPCClient:
+        """The ``credential``'s client of the first grape that knows someone announcing ``key``."""
         reasons = []
-        for link, client in zip(self._links, self._clients):
+        for index, link in enumerate(self._links):
             try:
                 await link.lookup(key)
             except GrenacheError as e:
@@ -73,11 +76,18 @@ class Peers:
                 else:
                     reasons.append(str(e))
             else:
-                return client
+                return self._client(index, credential)
         if None in reasons:
             who = f"{peer} is" if peer is not None else "no peer is"
             raise CtlError(f"{who} announced on no grape (is it running? see: exchangectl status)")
         raise CtlError(f"no grape reachable ({'; '.join(reasons)}); is the cluster up? (exchangectl up)")
+
+    def _client(self, index: int, credential: Credential | None) -> RPCClient:
+        client = self._clients.get((index, credential))
+        if client is None:
+            client = self._clients[index, credential] = RPCClient(
+                self._links[index], reactor=self.reactor, timeout=self._timeout, tls=credential)
+        return client
 
     async def statuses(self, peers: Sequence[str]) -> dict[str, dict | CtlError]:
         """Every peer's ``status`` reply, or the CtlError saying why there is none."""
@@ -102,8 +112,9 @@ class Peers:
 
     async def close(self) -> None:
         """Close every connection, so the reactor can stop cleanly."""
-        for link, client in zip(self._links, self._clients):
+        for client in self._clients.values():
             await client.close()
+        for link in self._links:
             await link.close()
 
 

@@ -107,8 +107,7 @@ def _credential(pki_dir: str, node_id: str, host: str) -> Credential:
     start where the CA key is), checked against its CA, or exit 1."""
     identity = Identity(PEER, node_id)
     try:
-        pki.ensure(pki_dir, identity, [host])
-        credential = pki.load(pki_dir, identity)
+        credential = pki.obtain(pki_dir, identity, [host])
         found = pki.verify(x509.load_pem_x509_certificate(credential.cert),
                            x509.load_pem_x509_certificate(credential.ca))
     except (OSError, ValueError) as e:
