@@ -1,0 +1,138 @@
+"""``make bench-peers``: our core against the order books of PyPI, on one workload.
+
+``python -m twisted_exchange.core.peers.bench [--depths 1000,100000,1000000]
+[--commands 100000] [--rounds 3] [--seed 1] [--venv DIR]``
+
+The peer engines are pinned in :data:`.engines.ENGINES` and installed into a
+virtual environment of their own (``--venv``, made on first use with
+``python -m venv`` and pip), never into the project's.  For each depth the
+:mod:`.workload` is written once to a file; every round then runs every
+engine on it in a fresh process (:mod:`.engines`), engines interleaved so
+that a noisy moment on the machine hits them all alike, and the best round
+counts.  Reported per engine and depth: commands per second (CPU time) and
+its ratio to ours, fills (and whether they equal ours: a different count on
+the same commands is a matching bug or an API that does not report them),
+commands the engine raised on, and bytes per resting order (growth of the
+resident set over the prefill, divided by the depth: meaningful at the
+largest depth only).  An engine that fails to install or to run is reported
+in one line and the others go on.
+
+Latest figures: see the end of this docstring (``make bench-peers``, this
+2-core machine, shared).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from . import engines
+from .workload import Workload
+
+OURS = "twisted_exchange core"
+ROOT = Path(__file__).resolve().parents[3]  # the checkout: what ``ours`` imports
+DEFAULT_VENV = ROOT / "build" / "bench-peers-venv"  # ``make clean`` removes it
+
+
+def install(venv: Path) -> dict[str, str]:
+    """Make ``venv`` hold every pinned peer engine; engine -> why not, for those that failed."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    failed = {}
+    for name, (_, requirement) in engines.ENGINES.items():
+        if requirement is None:
+            continue
+        done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                               requirement], capture_output=True, text=True)
+        if done.returncode:
+            lines = (done.stderr or done.stdout).strip().splitlines() or ["pip failed"]
+            failed[name] = lines[-1]
+    return failed
+
+
+def run_engine(name: str, workload: Path, venv: Path) -> dict:
+    """One engine on one workload in a fresh process: its JSON line, or ``{"error": ...}``."""
+    requirement = engines.ENGINES[name][1]
+    python = sys.executable if requirement is None else str(venv / "bin" / "python")
+    env = dict(os.environ, PYTHONPATH=str(ROOT)) if requirement is None else None
+    done = subprocess.run([python, engines.__file__, name, str(workload)],
+                          capture_output=True, text=True, env=env)
+    if done.returncode:
+        lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
+        return {"error": lines[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare(depth: int, args: argparse.Namespace, names: list[str], directory: Path) -> dict[str, dict]:
+    """Best of ``args.rounds`` interleaved rounds of every engine at one depth."""
+    workload = Workload(args.seed, depth, args.commands)
+    path = directory / f"workload-{depth}.json"
+    path.write_text(json.dumps({"prefill": workload.prefill, "commands": workload.commands}))
+    best: dict[str, dict] = {}
+    for _ in range(args.rounds):
+        for name in names:
+            result = run_engine(name, path, args.venv)
+            kept = best.get(name)
+            if kept is None or "error" in kept or result.get("seconds", float("inf")) < kept["seconds"]:
+                best[name] = result
+    path.unlink()
+    return best
+
+
+def report(depth: int, results: dict[str, dict]) -> None:
+    ours = results.get(OURS, {})
+    print(f"\ndepth {depth:,} resting orders, {ours.get('commands', 0):,} commands "
+          f"(best round, CPU time)")
+    print(f"  {'engine':<24} {'cmds/s':>10} {'vs ours':>8} {'fills':>8} {'errors':>7} {'bytes/order':>12}")
+    for name, result in results.items():
+        if "error" in result:
+            print(f"  {name:<24} failed: {result['error']}")
+            continue
+        rate = result["commands"] / result["seconds"]
+        ratio = rate / (ours["commands"] / ours["seconds"]) if "seconds" in ours else float("nan")
+        size = result["bytes_per_order"]
+        print(f"  {name:<24} {rate:>10,.0f} {ratio:>7.2f}x {_fills(result, ours):>8} {result['errors']:>7,}"
+              f" {'' if size is None else f'{size:,.0f}':>12}")
+    for name, result in results.items():
+        if name == OURS or "error" in result or result["fills"] == ours.get("fills"):
+            continue
+        if result["fills"] is None:
+            print(f"  ! {name}: fills not compared: {result['fill_note']}")
+        else:
+            why = result["fill_note"] or "a matching difference: same commands, other fills"
+            print(f"  ! {name}: {result['fills']:,} fills, ours {ours.get('fills', 0):,}: {why}")
+
+
+def _fills(result: dict, ours: dict) -> str:
+    fills: Optional[int] = result["fills"]
+    return "n/a" if fills is None else f"{fills:,}" + ("" if fills == ours.get("fills") else "!")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depths", default="1000,100000,1000000",
+                        help="resting orders before the timed commands, comma-separated")
+    parser.add_argument("--commands", type=int, default=100_000, help="timed commands per run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best counts")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV,
+                        help=f"virtual environment of the peer engines (default {DEFAULT_VENV})")
+    args = parser.parse_args(argv)
+    skipped = install(args.venv)
+    for name, why in skipped.items():
+        print(f"skipped {name}: {why}")
+    names = [name for name in engines.ENGINES if name not in skipped]
+    with tempfile.TemporaryDirectory(prefix="bench-peers-") as directory:
+        for depth in (int(text) for text in args.depths.split(",")):
+            report(depth, compare(depth, args, names, Path(directory)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
