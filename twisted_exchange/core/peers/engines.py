@@ -254,10 +254,8 @@ ENGINES: dict[str, tuple[type[Adapter], Optional[str]]] = {
 def measure(adapter: Adapter, prefill: list, commands: list) -> dict:
     """Apply ``prefill`` (untimed, for its memory) then time ``commands`` in CPU seconds.
 
-    The cyclic collector stays on, as in a long-running process; logging is
-    off, since engines that log per order would measure their log output.
+    The cyclic collector stays on, as in a long-running process.
     """
-    logging.disable(logging.CRITICAL)
     native_prefill = adapter.prepare(prefill)
     native_commands = adapter.prepare(commands)
     gc.collect()
@@ -281,6 +279,7 @@ def _resident_bytes() -> int:
 
 def main(argv: list[str]) -> int:
     engine, path = argv
+    logging.disable(logging.CRITICAL)  # engines that log per order would measure their log output
     with open(path) as file:
         workload = json.load(file)
     adapter = ENGINES[engine][0]()
