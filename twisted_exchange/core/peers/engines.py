@@ -13,8 +13,8 @@ reply dict); the peers get pre-typed arguments (ticks as ints).  An engine
 without market orders gets a limit order priced through the whole book, its
 remainder cancelled; a cancel of an order the engine no longer holds is
 skipped the way its API allows, and a command the engine raises on is
-counted as an error (a bug of that engine) and the run goes on.  Fills are what the engine itself reports;
-``None`` where its API reports none.
+counted as an error (a bug of that engine) and the run goes on.  Fills are
+what the engine itself reports; ``None`` where its API reports none.
 
 Only the standard library is imported at the top: each adapter imports its
 engine when it is chosen.
