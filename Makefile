@@ -4,7 +4,7 @@ PIP     = $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-us
 SEEDS  ?= 200
 INTEROP = tests/interop
 
-.PHONY: install interop test pytest trial sim-smoke sim bench bench-cluster demo clean
+.PHONY: install interop test pytest trial sim-smoke sim bench bench-peers bench-cluster demo clean
 
 install:
 	$(PIP) -e '.[test,plot]'
@@ -34,6 +34,10 @@ sim: install
 
 bench: install interop
 	$(PYTHON) -m twisted_exchange.bench
+
+# Our core against the PyPI order books, installed into build/bench-peers-venv (not the project's env).
+bench-peers: install
+	$(PYTHON) -m twisted_exchange.core.peers.bench
 
 bench-cluster: install
 	$(PYTHON) -m twisted_exchange.ctl.cli bench-cluster

@@ -13,7 +13,11 @@ front, with no per-entry container overhead and no tombstones.  So:
 
 Crossing is one comparison thanks to the keys: a taker with *bound* ``b``
 (its price for a buy, minus its price for a sell, "infinity" for a market
-order) crosses every opposite level whose key is ``<= b``.
+order) crosses every opposite level whose key is ``<= b``.  The best key is
+read through each side's keys view (``bid_keys[0]``), kept beside the side:
+that is two to three times cheaper than ``SortedDict.peekitem(0)``, which
+builds a view and an item on every call, and it is the first thing matching
+does for every order.
 
 The book knows nothing of ids, trades or retention; it moves quantities
 and links, and :class:`twisted_exchange.core.exchange.Exchange` does the
@@ -87,33 +91,29 @@ def bound(side: str, price: Optional[int]) -> int:
 class Book:
     """Bids and asks of one symbol."""
 
-    __slots__ = ("symbol", "bids", "asks")
+    __slots__ = ("symbol", "bids", "asks", "bid_keys", "ask_keys")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         self.bids = SortedDict()
         self.asks = SortedDict()
+        self.bid_keys = self.bids.keys()
+        self.ask_keys = self.asks.keys()
 
     def __bool__(self) -> bool:
         return bool(self.bids or self.asks)
 
     def rest(self, order: Order) -> None:
         """Queue a limit order last at its price on its own side."""
-        if order.side is BUY:
-            levels, key = self.bids, -order.price
-        else:
-            levels, key = self.asks, order.price
+        levels, key = self._place(order)
         level = levels.get(key)
         if level is None:
-            level = levels[key] = PriceLevel(order.price)
+            level = levels[key] = PriceLevel(key if key > 0 else -key)
         level.append(order)
 
     def take_out(self, order: Order) -> None:
         """Remove a resting order from the book."""
-        if order.side is BUY:
-            levels, key = self.bids, -order.price
-        else:
-            levels, key = self.asks, order.price
+        levels, key = self._place(order)
         level = levels[key]
         level.remove(order)
         if level.head is None:
@@ -121,14 +121,20 @@ class Book:
 
     def reduce(self, order: Order, quantity: int) -> None:
         """Lower a resting order's remainder in place, keeping its priority."""
-        levels = self.bids if order.side is BUY else self.asks
-        levels[-order.price if order.side is BUY else order.price].total -= order.remaining - quantity
+        levels, key = self._place(order)
+        levels[key].total -= order.remaining - quantity
         order.remaining = quantity
 
-    def crosses(self, side: str, price: int) -> bool:
+    def _place(self, order: Order) -> tuple[SortedDict, int]:
+        """The side and the key where a limit order rests."""
+        price = order.price
+        assert price is not None, "only limit orders rest"
+        return (self.bids, -price) if order.side is BUY else (self.asks, price)
+
+    def crosses(self, side: str, price: Optional[int]) -> bool:
         """Would a limit order of ``side`` at ``price`` trade on arrival?"""
-        levels = self.asks if side is BUY else self.bids
-        return bool(levels) and levels.peekitem(0)[0] <= bound(side, price)
+        keys = self.ask_keys if side is BUY else self.bid_keys
+        return bool(keys) and keys[0] <= bound(side, price)
 
     def fillable(self, taker: Order) -> bool:
         """Could ``taker`` fill completely now, counting only other clients' orders?"""
@@ -154,15 +160,19 @@ class Book:
         (the caller cancels it).  Quantities of both sides are updated and
         exhausted makers unlinked; statuses are the caller's.
         """
-        levels = self.asks if taker.side is BUY else self.bids
+        if taker.side is BUY:
+            levels, keys = self.asks, self.ask_keys
+        else:
+            levels, keys = self.bids, self.bid_keys
         limit = bound(taker.side, taker.price)
         client = taker.client
         remaining = taker.remaining
-        events = []
+        events: list[tuple[Order, Optional[int]]] = []
         while remaining and levels:
-            key, level = levels.peekitem(0)
+            key = keys[0]
             if key > limit:
                 break
+            level = levels[key]
             maker = level.head
             while maker is not None:
                 following = maker.next

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import sys
 from functools import lru_cache
-from typing import NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, NoReturn, Optional, Union
 
 from .errors import INVALID_ORDER, ExchangeError
 from .numbers import parse_ticks
@@ -61,7 +61,7 @@ def parse_command(command: object) -> Command:
     if type(command) is not dict:
         _invalid("command must be a JSON object")
     action = command.get("action")
-    parser = _PARSERS.get(action) if type(action) is str else None
+    parser: Optional[Callable[[dict], Command]] = _PARSERS.get(action) if type(action) is str else None
     if parser is None:
         _invalid("action must be one of submit, cancel, amend")
     return parser(command)
@@ -76,6 +76,7 @@ def canonical_command(command: object) -> dict:
     This is the one check a client command passes before it enters the log.
     """
     parse_command(command)
+    assert type(command) is dict  # parse_command refuses anything else
     return dict(command)
 
 
@@ -85,8 +86,8 @@ def _submit(command: dict) -> Order:
     symbol = command["symbol"]
     if not is_symbol(symbol):
         _invalid("symbol must match [A-Z0-9]{2,12}")
-    side = command["side"]
-    side = SIDES.get(side) if type(side) is str else None  # the constant: sides compare by identity
+    text = command["side"]
+    side = SIDES.get(text) if type(text) is str else None  # the constant: sides compare by identity
     if side is None:
         _invalid("side must be buy or sell")
     kind = command["type"]
@@ -115,7 +116,7 @@ def _submit(command: dict) -> Order:
         price = None
     else:
         _invalid("type must be limit or market")
-    return Order(None, sys.intern(client), symbol, side, price, quantity, tif, post_only)
+    return Order("", client, symbol, side, price, quantity, tif, post_only)
 
 
 def _cancel(command: dict) -> Cancel:
@@ -139,7 +140,7 @@ def _amend(command: dict) -> Amend:
     )
 
 
-_PARSERS = {"submit": _submit, "cancel": _cancel, "amend": _amend}
+_PARSERS: dict[str, Callable[[dict], Command]] = {"submit": _submit, "cancel": _cancel, "amend": _amend}
 
 
 def _check_fields(command: dict, required: frozenset, allowed: frozenset) -> None:
@@ -152,13 +153,20 @@ def _check_fields(command: dict, required: frozenset, allowed: frozenset) -> Non
 
 
 def _client(command: dict) -> str:
-    """The client, after checking it and the request id."""
+    """The client (interned), after checking it and the request id."""
     if _not_text(command["request"], MAX_REQUEST):
         _invalid(f"request must be a printable string of 1 to {MAX_REQUEST} characters")
     client = command["client"]
-    if _not_text(client, MAX_CLIENT):
+    name = _client_name(client) if type(client) is str else None
+    if name is None:
         _invalid(f"client must be a printable string of 1 to {MAX_CLIENT} characters")
-    return client
+    return name
+
+
+@lru_cache(maxsize=1 << 14)
+def _client_name(text: str) -> Optional[str]:
+    """``text`` interned if it is a valid client name, else None; cached: clients repeat."""
+    return None if _not_text(text, MAX_CLIENT) else sys.intern(text)
 
 
 def _order_id(command: dict) -> str:
@@ -189,5 +197,5 @@ def _choice(command: dict, field: str, choices: dict, default: object) -> str:
     return choices[value]
 
 
-def _invalid(reason: str) -> None:
+def _invalid(reason: str) -> NoReturn:
     raise ExchangeError(INVALID_ORDER, reason)

@@ -58,9 +58,9 @@ class Exchange:
         """
         try:
             parsed = parse_command(command)
-            if type(parsed) is Order:
+            if isinstance(parsed, Order):
                 return self._submit(parsed)
-            if type(parsed) is Cancel:
+            if isinstance(parsed, Cancel):
                 return self._cancel(parsed)
             return self._amend(parsed)
         except ExchangeError as error:

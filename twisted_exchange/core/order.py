@@ -34,14 +34,14 @@ _OPEN_STATES = (OPEN, PARTIALLY_FILLED)
 
 class Order:
     """A submitted order; ``price`` is ``None`` for a market order, ``id`` is
-    ``None`` until the exchange accepts it."""
+    empty until the exchange accepts it."""
 
     __slots__ = (
         "id", "client", "symbol", "side", "price", "quantity", "filled", "remaining",
         "status", "tif", "post_only", "prev", "next",
     )
 
-    def __init__(self, id: Optional[str], client: str, symbol: str, side: str,
+    def __init__(self, id: str, client: str, symbol: str, side: str,
                  price: Optional[int], quantity: int, tif: str, post_only: bool,
                  filled: int = 0, remaining: Optional[int] = None, status: str = OPEN) -> None:
         self.id = id
@@ -55,8 +55,8 @@ class Order:
         self.status = status
         self.tif = tif
         self.post_only = post_only
-        self.prev = None
-        self.next = None
+        self.prev: Optional[Order] = None
+        self.next: Optional[Order] = None
 
     @property
     def cancelled(self) -> int:
@@ -79,6 +79,7 @@ class Order:
     def to_dict(self) -> dict:
         """The public (wire) form of the order."""
         price = self.price
+        remaining = self.remaining
         return {
             "id": self.id,
             "client": self.client,
@@ -88,8 +89,8 @@ class Order:
             "price": None if price is None else format_ticks(price),
             "quantity": format_ticks(self.quantity),
             "filled": format_ticks(self.filled),
-            "remaining": format_ticks(self.remaining),
-            "cancelled": format_ticks(self.cancelled),
+            "remaining": format_ticks(remaining),
+            "cancelled": format_ticks(self.quantity - self.filled - remaining),
             "status": self.status,
             "tif": self.tif,
             "post_only": self.post_only,
