@@ -105,23 +105,48 @@ class ProcessControlTests(SupervisedTestCase):
         result = self.ctl("kill", "peer3")
         self.assertEqual((result.exit_code, result.stderr), (1, "error: peer3 is not running (STOPPED)\n"))
 
-    def test_logs_show_what_the_program_printed(self):
-        eventually(lambda: "dummy" in self.supervisor.tail("peer2", 0, 1000)[0])
-        result = self.ctl("logs", "peer2")
-        self.assertEqual(result.exit_code, 0)
-        self.assertIn("dummy --id peer2 --peers peer1,peer2,peer3", result.stdout)
+    def printed(self, name: str) -> str:
+        return eventually(lambda: self.supervisor.last_lines(name, 1000)[0])
 
-    def test_following_a_log_yields_what_is_appended(self):
-        eventually(lambda: "dummy" in self.supervisor.tail("peer2", 0, 1000)[0])
+    def restart(self, name: str, times: int) -> None:
+        for _ in range(times):
+            self.supervisor.stop(name)
+            self.supervisor.start(name)
+
+    def test_logs_show_the_last_whole_lines_the_program_printed(self):
+        self.printed("peer2")
+        self.restart("peer2", 3)
+        eventually(lambda: self.printed("peer2").count("\n") == 4)
+        lines = self.printed("peer2").splitlines()
+        self.assertTrue(all(line.startswith("dummy --id peer2 --peers peer1,peer2,peer3") for line in lines))
+        result = self.ctl("logs", "peer2")
+        self.assertEqual((result.exit_code, result.stdout.splitlines()), (0, lines))
+        result = self.ctl("logs", "peer2", "-n", "2")
+        self.assertEqual((result.exit_code, result.stdout.splitlines()), (0, lines[-2:]))
+
+    def test_the_last_lines_start_at_a_line_even_when_only_part_of_the_file_is_read(self):
+        self.printed("peer2")
+        self.restart("peer2", 2)
+        size = eventually(lambda: self.supervisor.log_size("peer2") if
+                          self.printed("peer2").count("\n") == 3 else 0)
+        text, offset = self.supervisor.last_lines("peer2", 1)
+        self.assertEqual((text.count("\n"), text.startswith("dummy"), offset), (1, True, size))
+
+    def test_following_a_log_yields_each_appended_line_once(self):
+        self.printed("peer2")
         follow = self.supervisor.follow("peer2", interval=0.05)
-        self.assertEqual(next(follow).count("dummy --id peer2"), 1)
-        self.supervisor.stop("peer2")
-        self.supervisor.start("peer2")
-        self.assertIn("dummy --id peer2", next(follow))
+        seen = next(follow)
+        self.assertEqual(seen.count("dummy --id peer2"), 1)
+        for restarts in (1, 2):
+            self.restart("peer2", 1)
+            seen += next(follow)
+            self.assertEqual(seen.count("dummy --id peer2"), 1 + restarts)
+        self.assertEqual(seen, self.printed("peer2"))
 
     def test_unknown_names_and_repeated_actions_are_one_line_errors(self):
         for args, message in ((["start", "peer9"], "no such process: peer9"),
                               (["logs", "peer9"], "no such process: peer9"),
+                              (["logs", "peer9", "-f"], "no such process: peer9"),
                               (["kill", "peer9"], "no such process: peer9"),
                               (["start", "peer1"], "peer1: already started")):
             result = self.ctl(*args)

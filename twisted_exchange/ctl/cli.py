@@ -297,16 +297,16 @@ def kill(name: str) -> None:
 @command()
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing what NAME logs (Ctrl-C to stop).")
-@click.option("-n", "--bytes", "length", type=click.IntRange(1), default=8192, show_default=True,
-              help="How much of the end of the log to show first.")
-def logs(name: str, follow: bool, length: int) -> None:
+@click.option("-n", "--lines", type=click.IntRange(1), default=20, show_default=True,
+              help="How many of the last lines to show first.")
+def logs(name: str, follow: bool, lines: int) -> None:
     """Print the end of program NAME's log (stdout and stderr)."""
     supervisor = _supervisor()
     if not follow:
-        click.echo(supervisor.tail(name, 0, length)[0], nl=False)
+        click.echo(supervisor.last_lines(name, lines)[0], nl=False)
         return
     try:
-        for text in supervisor.follow(name, length=length):
+        for text in supervisor.follow(name, lines=lines):
             click.echo(text, nl=False)
     except KeyboardInterrupt:
         pass

@@ -125,19 +125,43 @@ class Supervisor:
             raise CtlError(f"not allowed to kill {name} (pid {info['pid']})") from None
         return info["pid"]
 
-    def tail(self, name: str, offset: int, length: int) -> tuple[str, int, bool]:
-        """``tailProcessStdoutLog``: (text, next offset, overflow)."""
-        text, offset, overflow = self._call("tailProcessStdoutLog", name, offset, length, name=name)
-        return text, offset, overflow
+    def log_size(self, name: str) -> int:
+        """The size of ``name``'s log file in bytes."""
+        # tailProcessStdoutLog with length 0 reads nothing and returns the size.
+        return self._call("tailProcessStdoutLog", name, 0, 0, name=name)[1]
 
-    def follow(self, name: str, interval: float = 0.5, length: int = 16384) -> Iterator[str]:
-        """The last ``length`` bytes of ``name``'s log, then whatever it appends."""
-        text, offset, _ = self.tail(name, 0, length)
+    def read_log(self, name: str, offset: int, length: int) -> str:
+        """``length`` bytes of ``name``'s log from ``offset`` (exactly those:
+        tailProcessStdoutLog would return the whole file when asked for more
+        than there is)."""
+        return self._call("readProcessStdoutLog", name, offset, length, name=name) if length > 0 else ""
+
+    def last_lines(self, name: str, lines: int) -> tuple[str, int]:
+        """The last ``lines`` whole lines of ``name``'s log, and the offset after them."""
+        size = self.log_size(name)
+        length = min(size, max(8192, 160 * lines))
+        while True:
+            text = self.read_log(name, size - length, length)
+            found = text.splitlines(keepends=True)
+            partial_first = length < size
+            if len(found) > lines + partial_first or length == size:
+                return "".join(found[partial_first:][-lines:]), size
+            length = min(size, length * 4)
+
+    def follow(self, name: str, lines: int = 20, interval: float = 0.5) -> Iterator[str]:
+        """The last ``lines`` lines of ``name``'s log, then whatever it appends,
+        from the start of a new file when supervisord rotated the log."""
+        text, offset = self.last_lines(name, lines)
         yield text
         while True:
             time.sleep(interval)
-            text, offset, _ = self.tail(name, offset, 1 << 20)
-            if text:
+            size = self.log_size(name)
+            if size < offset:  # rotated or truncated: the new file from its start
+                offset = 0
+            while offset < size:
+                chunk = min(size - offset, 1 << 20)
+                text = self.read_log(name, offset, chunk)
+                offset += chunk
                 yield text
 
     def shutdown(self) -> None:
