@@ -20,7 +20,8 @@ from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.topology import render
 
 COMMANDS = ["up", "down", "status", "start", "stop", "restart", "kill", "logs", "submit", "cancel",
-            "amend", "book", "trades", "order", "orders", "check", "bench", "bench-cluster", "client"]
+            "amend", "book", "trades", "order", "orders", "check", "bench", "bench-cluster", "client",
+            "dashboard"]
 
 
 class CliTestCase(unittest.TestCase):

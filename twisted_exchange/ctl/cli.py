@@ -584,7 +584,8 @@ def dashboard(peer: str | None, no_open: bool, as_json: bool) -> None:
     url = reply.get("admin") if isinstance(reply, dict) else None
     name = reply.get("id") if isinstance(reply, dict) else peer
     if not isinstance(url, str) or not url.startswith("http://"):
-        raise CtlError(f"{name or 'the peer'} serves no dashboard: its program needs --admin-port (see: exchangectl status --json)")
+        raise CtlError(f"{name or 'the peer'} serves no dashboard: its program needs --admin-port"
+                       " (see: exchangectl status --json)")
     click.echo(json.dumps({"peer": name, "url": url}, indent=2) if as_json else url)
     if not (no_open or as_json) and (sys.platform in ("darwin", "win32")
                                      or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
