@@ -14,6 +14,8 @@ Runtime dependencies and why each is here:
   pyOpenSSL        TLS for Grenache RPC in secure mode (mutual TLS), through
                    Twisted's twisted.internet.ssl (the twisted[tls] extra)
   service_identity required by twisted[tls]; Twisted warns without it
+  prometheus_client the /metrics of every peer and grape (admin port), in the
+                   Prometheus text format its scrapers expect
 """
 from setuptools import find_packages, setup
 
@@ -25,6 +27,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["twisted_exchange", "twisted_exchange.*"]),
+    package_data={"twisted_exchange.peer": ["dashboard/*.html", "dashboard/*.js", "dashboard/*.css"]},
     install_requires=[
         "twisted>=25.5",
         "sortedcontainers>=2.4",
@@ -36,9 +39,10 @@ setup(
         "cryptography>=43",
         "pyOpenSSL>=24",
         "service_identity>=24",
+        "prometheus_client>=0.20",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "playwright>=1.40"],
         "plot": ["matplotlib>=3.8"],
     },
     entry_points={

@@ -18,6 +18,9 @@ import unittest
 from pathlib import Path
 
 from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import Protocol
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
 
 from twisted_exchange.ctl.topology import free_ports  # noqa: F401 (re-exported for the tests)
 
@@ -103,6 +106,35 @@ def node_grape_argv(dht_port: int, api_port: int, bootstrap: list[str] | None = 
             "--dp", str(dht_port), "--aph", str(api_port), "-b", LOOPBACK]
     argv += ["--bn", ",".join(bootstrap)] if bootstrap else ["--bn", ""]
     return argv
+
+
+class Collect(Protocol):
+    """Collects a response body (readBody without its abortConnection warning)."""
+
+    def __init__(self, done: defer.Deferred) -> None:
+        self._done = done
+        self._chunks: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def connectionLost(self, reason) -> None:
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._done.callback(b"".join(self._chunks))
+        else:
+            self._done.errback(reason)
+
+
+@defer.inlineCallbacks
+def http_get(url: str):
+    """GET ``url``; fires with (status, content type, body bytes). No connection is kept."""
+    agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+    response = yield agent.request(b"GET", url.encode())
+    body = defer.Deferred()
+    response.deliverBody(Collect(body))
+    body = yield body
+    content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode()
+    return response.code, content_type, body
 
 
 @defer.inlineCallbacks

@@ -355,6 +355,13 @@ class QueryTests(ExchangeTestCase):
             "resting_orders": 1, "known_orders": 3, "books": 2, "last_order_id": 3, "last_trade_id": 1,
         })
 
+    def test_resting_orders_are_counted_per_symbol_that_has_any(self):
+        self.ok(submit("a", "buy", "100", "1"))
+        self.ok(submit("a", "buy", "99", "1"))
+        self.ok(submit("a", "buy", "99", "1", symbol="ETHUSD"))
+        self.ok(submit("b", "sell", "99", "1", symbol="ETHUSD"))
+        self.assertEqual(self.exchange.resting_by_symbol(), {"BTCUSD": 2})
+
     def test_orders_that_never_rest_create_no_book(self):
         self.ok(submit("a", "buy", "100", "1", tif="ioc", symbol="XX1"))
         self.ok(submit("a", "buy", None, "1", symbol="XX2"))

@@ -21,7 +21,7 @@ from twisted_exchange.ctl.topology import render
 
 COMMANDS = ["up", "down", "status", "start", "stop", "restart", "kill", "logs", "submit", "cancel",
             "amend", "book", "trades", "order", "orders", "check", "bench", "bench-cluster", "client",
-            "peer-credential"]
+            "peer-credential", "dashboard"]
 
 
 class CliTestCase(unittest.TestCase):

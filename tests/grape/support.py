@@ -5,12 +5,11 @@ import json
 
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
-from twisted.internet.protocol import Protocol
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from twisted_exchange.grape.service import GrapeConfig, GrapeService
+from tests.support import Collect
 
 class _Body:
     """A fixed request body (IBodyProducer)."""
@@ -30,23 +29,6 @@ class _Body:
         pass
 
 
-class _Collect(Protocol):
-    """Collects a response body (readBody without its abortConnection warning)."""
-
-    def __init__(self, done: defer.Deferred) -> None:
-        self._done = done
-        self._chunks: list[bytes] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self._chunks.append(data)
-
-    def connectionLost(self, reason) -> None:
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self._done.callback(b"".join(self._chunks))
-        else:
-            self._done.errback(reason)
-
-
 def start_grape(test: unittest.TestCase, **options) -> GrapeService:
     """A grape on free loopback ports, stopped at test cleanup."""
     config = GrapeConfig(**{"dht_port": 0, "api_port": 0, **options})
@@ -63,7 +45,7 @@ def request(port: int, path: str, body: bytes, method: bytes = b"POST"):
     response = yield agent.request(method, f"http://127.0.0.1:{port}{path}".encode(),
                                    Headers({b"content-type": [b"application/json"]}), _Body(body))
     content = defer.Deferred()
-    response.deliverBody(_Collect(content))
+    response.deliverBody(Collect(content))
     content = yield content
     return response.code, content
 

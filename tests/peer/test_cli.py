@@ -52,6 +52,16 @@ class PeerCommandLineTests(unittest.TestCase):
         self.assertRegex(done.stderr, r"^error: cannot listen on 127\.0\.0\.1:\d+")
         self.assertNotIn("Traceback", done.stderr + done.stdout)
 
+    def test_admin_port_in_use_is_one_error_line_naming_it_and_exit_1(self):
+        with socket.socket() as taken:
+            taken.bind((LOOPBACK, 0))
+            taken.listen()
+            admin = taken.getsockname()[1]
+            done = self.run_peer("--id", "peer1", "--admin-port", str(admin), "--grape", "http://127.0.0.1:1")
+        self.assertEqual(done.returncode, 1)
+        self.assertRegex(done.stderr, rf"^error: cannot listen on 127\.0\.0\.1:{admin}: ")
+        self.assertNotIn("Traceback", done.stderr + done.stdout)
+
     def test_sigterm_stops_the_peer_cleanly_and_it_restarts_from_its_data_dir(self):
         port, = free_ports(1)
         log = Path(self.data_dir) / "peer.log"

@@ -266,6 +266,16 @@ class FileStorageTests(unittest.TestCase):
         self.assertEqual(recovered, Recovered({"term": 2, "vote": "p1", "commit": 3}, None,
                                               run(1, 2, 1) + run(3, 4, 2), None))
 
+    def test_every_fsync_is_timed_through_the_hook_and_none_happens_under_never(self) -> None:
+        for policy, expect_some in (("batch", True), ("never", False)):
+            timings: list[float] = []
+            storage = FileStorage(temporary_directory(self), policy, on_fsync=timings.append)
+            self.addCleanup(storage.close)
+            storage.load()
+            storage.save({"term": 1, "vote": "p1", "commit": 0}, run(1, 3, 1))
+            self.assertEqual(bool(timings), expect_some, policy)
+            self.assertTrue(all(seconds >= 0 for seconds in timings))
+
     def test_log_file_holds_length_crc_framed_canonical_json_records(self) -> None:
         self.start()
         self.storage.save(None, run(1, 2, 1))

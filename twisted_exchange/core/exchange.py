@@ -209,6 +209,14 @@ class Exchange:
             "last_trade_id": self._last_trade_id,
         }
 
+    def resting_by_symbol(self) -> dict:
+        """Resting orders per symbol that has any, for metrics (O(known orders))."""
+        counts: dict = {}
+        for order in self._orders.values():
+            if order.is_open:
+                counts[order.symbol] = counts.get(order.symbol, 0) + 1
+        return counts
+
     # -- state ------------------------------------------------------------
 
     def snapshot(self) -> dict:

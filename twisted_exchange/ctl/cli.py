@@ -10,8 +10,10 @@ peers' replies unchanged.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+import webbrowser
 from pathlib import Path
 from typing import Any, Callable
 
@@ -592,6 +594,28 @@ def _bar(recorder: Any, fraction: float, width: int = 30) -> str:
     filled = round(fraction * width)
     return (f"[{'#' * filled}{'-' * (width - filled)}] {fraction:4.0%}"
             f"  {recorder.count} committed  {sum(recorder.errors.values())} failed")
+
+
+@command()
+@peer_argument
+@click.option("--no-open", is_flag=True, help="Only print the URL, even where a browser could open it.")
+@json_option
+def dashboard(peer: str | None, no_open: bool, as_json: bool) -> None:
+    """Print the URL of PEER's (default: any peer's) live web dashboard, and open it in a
+    browser where the desktop has one; the peer serves it on its --admin-port."""
+    reply = _ask({"action": "status"}, peer)
+    url = reply.get("admin") if isinstance(reply, dict) else None
+    name = reply.get("id") if isinstance(reply, dict) else peer
+    if not isinstance(url, str) or not url.startswith("http://"):
+        raise CtlError(f"{name or 'the peer'} serves no dashboard: its program needs --admin-port"
+                       " (see: exchangectl status --json)")
+    click.echo(json.dumps({"peer": name, "url": url}, indent=2) if as_json else url)
+    if not (no_open or as_json) and (sys.platform in ("darwin", "win32")
+                                     or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        try:  # a graphical browser starts in the background; none found is not an error
+            webbrowser.open(url, new=2)
+        except webbrowser.Error:
+            pass
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ A grape serves the Grape HTTP API (``/announce``, ``/lookup``, ``/put``,
 grapes. Modules, bottom up: ``compact`` (BEP5 byte encodings), ``routing``
 (k-buckets), ``krpc`` (bencoded transactions over UDP), ``store`` (announced
 peers and immutable values), ``traversal`` (iterative lookups), ``dht`` (the
-node), ``api`` (HTTP), ``service`` and ``cli``.
+node), ``api`` (HTTP), ``metrics`` (Prometheus and health for the admin
+port), ``service`` and ``cli``.
 """
 from twisted_exchange.grape.errors import GrapeError
 

@@ -83,10 +83,14 @@ class GrapeAPI(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, dht: DHTNode, max_payload_size: int | None = None) -> None:
+    def __init__(self, dht: DHTNode, max_payload_size: int | None = None,
+                 count: Callable[[str, bool], None] | None = None) -> None:
+        """``count(endpoint, ok)``, if given, hears of every answered request
+        (``endpoint``: the handler's lower-case name, whatever the path)."""
         super().__init__()
         self._dht = dht
         self._max_payload_size = max_payload_size
+        self._count = count
         self._handlers: dict[str, Callable[[object], object]] = {
             "Announce": self.announce, "Lookup": self.lookup, "Put": self.put, "Get": self.get,
         }
@@ -95,6 +99,7 @@ class GrapeAPI(Resource):
         request.defaultContentType = None
         body = request.content.read()
         if self._max_payload_size is not None and len(body) > self._max_payload_size:
+            self._counted(request, False)
             self._reply(request, 413, b"ERR_GRAPE_PAYLOAD_SIZE")
             return NOT_DONE_YET
         d = defer.maybeDeferred(self.dispatch, request.uri.decode("latin-1"), body)
@@ -112,11 +117,17 @@ class GrapeAPI(Resource):
             raise GrapeError("ERR_REQ_NOTFOUND")
         return handler(data)
 
+    def _counted(self, request: Request, ok: bool) -> None:
+        if self._count is not None:
+            self._count(handler_name(request.uri.decode("latin-1")[1:]).lower(), ok)
+
     def _answered(self, result: object, request: Request) -> None:
+        self._counted(request, True)
         body = b"" if result is None else json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
         self._reply(request, 200, body)
 
     def _failed(self, failure: Failure, request: Request) -> None:
+        self._counted(request, False)
         if failure.check(GrapeError):
             error = failure.value
         else:

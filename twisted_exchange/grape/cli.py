@@ -50,13 +50,17 @@ def parse_bootstrap(ctx: click.Context, param: click.Parameter, value: str) -> l
 @click.option("--check_maxPayloadSize", "max_payload_size", type=click.IntRange(min=0), default=None,
               help="Largest API request body in bytes; bigger ones get 413 ERR_GRAPE_PAYLOAD_SIZE. "
                    "Unlimited when not given, as in Node.")
+@click.option("--admin-port", "admin_port", type=PORT, default=None,
+              help="Serve Prometheus /metrics and /healthz over HTTP on this port of --bind "
+                   "(0 picks a free one). Off when not given; not in Node's grape.")
 def main(dht_port: int, api_port: int, bootstrap: list[Address], bind: str, peer_max_age: int,
-         max_payload_size: int | None) -> None:
+         max_payload_size: int | None, admin_port: int | None) -> None:
     """A Grenache grape: Grape HTTP API plus BEP5/BEP44 DHT, wire-compatible with grenache-grape."""
     from twisted.internet import reactor
 
     config = GrapeConfig(dht_port=dht_port, api_port=api_port, bind=bind, bootstrap=bootstrap,
-                         peer_max_age=peer_max_age / 1000, max_payload_size=max_payload_size)
+                         peer_max_age=peer_max_age / 1000, max_payload_size=max_payload_size,
+                         admin_port=admin_port)
     grape = GrapeService(config, reactor)
     try:
         grape.startService()

@@ -8,8 +8,11 @@ before sending its messages, and answers clients from its own book.
 Modules: ``protocol`` names everything a peer accepts and parses it once,
 ``directory`` finds the other peers through the grape, ``transport``
 carries Raft messages to them, ``api`` turns parsed requests into replica
-calls, ``membership`` ties a data directory to its cluster, ``service`` owns
-the lifecycle, the ready loop and fail-stop, ``cli`` is the command line.
+calls, ``membership`` ties a data directory to its cluster, ``history``
+remembers recent throughput and digests, ``metrics`` counts for Prometheus,
+``admin`` serves metrics, health and the dashboard (static files in
+``dashboard/``) on the admin port, ``service`` owns the lifecycle, the ready
+loop and fail-stop, ``cli`` is the command line.
 """
 from twisted_exchange.peer.service import PeerService
 

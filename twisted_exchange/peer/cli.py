@@ -55,7 +55,7 @@ def _grape_list(ctx, param, value: str) -> list[str]:
               help="HTTP API URL of a grape, or a comma list: the peer announces on every "
                    "one and looks peers up on the first that answers.")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind and announce the RPC server on.")
+              help="Address to bind and announce the RPC server on (the admin port binds it too).")
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535),
               help="RPC port; 0 picks a free one.")
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False),
@@ -68,8 +68,11 @@ def _grape_list(ctx, param, value: str) -> list[str]:
               help="Directory with ca.crt and this peer's peer-ID.crt/.key (twisted_exchange.pki), "
                    "issued there on first start if it also holds the CA key (or nothing yet): "
                    "serve and call in Grenache secure mode (mutual TLS).")
+@click.option("--admin-port", type=click.IntRange(0, 65535),
+              help="Serve Prometheus /metrics, /healthz and the web dashboard over plain HTTP on this "
+                   "port of --host (0 picks a free one; `status` names the URL). Off when not given.")
 def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int, data_dir: str,
-         fsync: str, snapshot_every: int, pki_dir: str | None) -> None:
+         fsync: str, snapshot_every: int, pki_dir: str | None, admin_port: int | None) -> None:
     """Run one exchange peer: Raft-replicated order book over Grenache RPC."""
     if node_id not in peers:
         raise click.BadParameter(f"{node_id!r} is not in --peers", param_hint="--id")
@@ -78,7 +81,7 @@ def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int
 
     service = _open(lambda: PeerService(node_id, peers, grapes, data_dir, host=host, port=port,
                                         fsync=fsync, snapshot_every=snapshot_every,
-                                        credential=credential), data_dir)
+                                        credential=credential, admin_port=admin_port), data_dir)
     info_and_above = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stdout), [info_and_above])],
@@ -88,7 +91,8 @@ def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int
     def started_or_failed(d):
         def failed(failure):
             if failure.check(CannotListenError):
-                click.echo(f"error: cannot listen on {host}:{port}: {failure.value}", err=True)
+                error = failure.value
+                click.echo(f"error: cannot listen on {error.interface}:{error.port}: {error.socketError}", err=True)
             else:
                 click.echo(f"error: {failure.getErrorMessage()}", err=True)
             exit_code.append(1)

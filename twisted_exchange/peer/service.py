@@ -26,11 +26,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_exchange.adminport import AdminPort
 from twisted_exchange.grenache import Link, RPCClient, RPCServer
-from twisted_exchange.pki import Credential
+from twisted_exchange.pki import PEER, Credential, Identity
+from twisted_exchange.peer.admin import admin_resource
 from twisted_exchange.peer.api import PeerAPI
 from twisted_exchange.peer.directory import PeerDirectory
+from twisted_exchange.peer.history import SAMPLE_SECONDS, Digests, Throughput
 from twisted_exchange.peer.membership import claim
+from twisted_exchange.peer.metrics import PeerMetrics
 from twisted_exchange.peer.protocol import MAX_BODY, SERVICE, service_name
 from twisted_exchange.peer.transport import RaftTransport
 from twisted_exchange.replication.messages import MessageError, parse_message
@@ -51,6 +55,8 @@ SNAPSHOT_EVERY = 10_000
 STALL_SECONDS = 1.0
 #: Seconds between checks that the data directory still takes a durable write.
 PROBE_SECONDS = 5.0
+#: Seconds the admin port waits for another peer's status before showing it unreachable.
+CLUSTER_STATUS_TIMEOUT = 1.0
 #: Exit status of a fail-stop (see the module docstring).
 EXIT_FAIL_STOP = 70
 
@@ -82,7 +88,7 @@ class PeerService(Service):
                  host: str = "127.0.0.1", port: int = 0, fsync: str = "batch",
                  snapshot_every: int = SNAPSHOT_EVERY, reactor: IReactorTime | None = None,
                  seed: int | None = None, fail_stop: Callable[[str], None] = exit_now,
-                 credential: Credential | None = None) -> None:
+                 credential: Credential | None = None, admin_port: int | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.node_id = node_id
@@ -93,7 +99,10 @@ class PeerService(Service):
         self._fail_stop = fail_stop
         self._stopped_by: str | None = None
         claim(data_dir, node_id, self._peers)
-        self._storage = FileStorage(data_dir, fsync=fsync)
+        self.metrics = PeerMetrics(self)
+        self.digests = Digests()
+        self._throughput = Throughput()
+        self._storage = FileStorage(data_dir, fsync=fsync, on_fsync=self.metrics.fsynced)
         try:
             recovered = self._storage.load()
             self._probe_storage()  # a full or read-only disk is found before serving, not after
@@ -103,15 +112,18 @@ class PeerService(Service):
         if recovered.repaired:
             self.log.warn("storage repaired: {what}", what=recovered.repaired)
         config = RaftConfig(compact_every=snapshot_every)
-        self.replica = Replica(node_id, self._peers, recovered, random.Random(seed), config)
+        self.replica = Replica(node_id, self._peers, recovered, random.Random(seed), config,
+                               on_apply=self._applied)
         self._links = [Link(url, reactor=reactor) for url in grape_urls]
         self._client = RPCClient(self._links[0], reactor=reactor, tls=credential)
         self._directory = PeerDirectory(self._links, [p for p in self._peers if p != node_id])
-        secure = credential is not None
-        self._transport = RaftTransport(node_id, self._directory, self._client, verify=secure)
-        self._server = RPCServer(PeerAPI(self, reactor, authenticated=secure), host=host, port=port,
-                                 max_body=MAX_BODY, utf8_only=True, tls=credential, with_caller=True,
-                                 reactor=reactor)
+        self._secure = credential is not None
+        self._transport = RaftTransport(node_id, self._directory, self._client, verify=self._secure)
+        api = self.metrics.metered(PeerAPI(self, reactor, authenticated=self._secure))
+        self._server = RPCServer(api, host=host, port=port, max_body=MAX_BODY, utf8_only=True,
+                                 tls=credential, with_caller=True, reactor=reactor)
+        self._admin = (AdminPort(admin_resource(self), host, admin_port, reactor)
+                       if admin_port is not None else None)
         self._waiting: dict[int, defer.Deferred] = {}
         self._flush_call = None
         self._loops: list[task.LoopingCall] = []
@@ -175,7 +187,25 @@ class PeerService(Service):
         status["peers"] = self._directory.known()
         status["address"] = f"{self._host}:{self.port}" if self.running else None
         status["health"] = self.health()
+        status["applied_per_second"] = round(self._throughput.per_second(), 1)
+        status["admin"] = self._admin.url if self._admin is not None else None
         return status
+
+    def cluster_status(self) -> defer.Deferred:
+        """Every peer's status: this one's, and each other's asked over Grenache
+        (in secure mode only from the address that proves to be that peer);
+        for a peer that does not answer, the reason, one line."""
+        def ask(peer_id: str) -> defer.Deferred:
+            address = self._directory.address(peer_id)
+            if address is None:
+                return defer.succeed("not found on the grapes yet")
+            expect = Identity(PEER, peer_id) if self._secure else None
+            d = self._client.request_to(address, service_name(peer_id), {"action": "status"},
+                                        timeout=CLUSTER_STATUS_TIMEOUT, expect=expect)
+            return d.addErrback(lambda failure: failure.getErrorMessage())
+        others = [p for p in self._peers if p != self.node_id]
+        replies = defer.gatherResults([ask(p) for p in others])
+        return replies.addCallback(lambda found: {self.node_id: self.status(), **dict(zip(others, found))})
 
     def health(self) -> dict:
         """``ok`` unless something stops this peer from taking part; ``problems`` say what.
@@ -205,12 +235,21 @@ class PeerService(Service):
         yield self._server.start()
         self.log.info("{peer} serving Grenache RPC on {host}:{port}",
                       peer=self.node_id, host=self._host, port=self.port)
+        if self._admin is not None:
+            try:
+                self._admin.start()
+            except BaseException:
+                yield self._server.stop()
+                raise
+            self.log.info("{peer} serving metrics and the dashboard on {url}", peer=self.node_id,
+                          url=self._admin.url)
         for link in self._links:  # on every grape: one dying does not hide this peer
             for name in (SERVICE, service_name(self.node_id)):
                 link.start_announcing(name, self.port, ANNOUNCE_SECONDS)
         self._loop(self._tick, TICK_SECONDS)
         self._loop(self._directory.refresh, DIRECTORY_REFRESH_SECONDS)
         self._loop(self._probe_storage, PROBE_SECONDS)
+        self._loop(self._sample, SAMPLE_SECONDS)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -221,6 +260,8 @@ class PeerService(Service):
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._transport.stop()
+        if self._admin is not None:
+            yield self._admin.stop()
         yield self._server.stop()
         yield self._client.close()
         for link in self._links:
@@ -261,6 +302,16 @@ class PeerService(Service):
             file.flush()
             os.fsync(file.fileno())
         os.unlink(probe)
+
+    # -- history and metrics ----------------------------------------------------
+
+    def _applied(self, index: int, command: dict | None, result: dict | None) -> None:
+        """Replica's ``on_apply``: remember the digest, count the trades."""
+        self.digests.record(index, self.replica.state_machine.digest)
+        self.metrics.applied(index, command, result)
+
+    def _sample(self) -> None:
+        self._throughput.sample(self._reactor.seconds(), self.applied)
 
     # -- the ready loop -------------------------------------------------------
 

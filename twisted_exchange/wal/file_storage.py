@@ -11,6 +11,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,15 +76,20 @@ class FileStorage(StorageRules):
       of the machine can lose acknowledged entries and votes, which breaks
       Raft's safety.
 
+    ``on_fsync(seconds)``, if given, is told how long each fsync took, so
+    the peer can export it (the storage itself knows nothing of metrics).
+
     The directory is locked (flock) while open: one FileStorage per
     directory, until close().  Call load() before save() or compact().
     """
 
-    def __init__(self, directory: str | os.PathLike, fsync: str = "batch") -> None:
+    def __init__(self, directory: str | os.PathLike, fsync: str = "batch",
+                 on_fsync: Callable[[float], None] | None = None) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync policy must be one of {FSYNC_POLICIES}, not {fsync!r}")
         self._directory = Path(directory)
         self._fsync = fsync == "batch"
+        self._on_fsync = on_fsync
         self._log: BinaryIO | None = None
         self._snapshot = None
         self._first = 1
@@ -224,13 +230,19 @@ class FileStorage(StorageRules):
             file.write(data)
             if self._fsync:
                 file.flush()
-                os.fsync(file.fileno())
+                self._sync(file.fileno())
         os.replace(temporary, self._path(name))
         self._sync_directory()
 
     def _sync_directory(self) -> None:
         if self._fsync:
-            os.fsync(self._directory_fd)
+            self._sync(self._directory_fd)
+
+    def _sync(self, fd: int) -> None:
+        started = time.perf_counter()
+        os.fsync(fd)
+        if self._on_fsync is not None:
+            self._on_fsync(time.perf_counter() - started)
 
     def _open_log(self) -> None:
         if self._log is not None:
@@ -282,7 +294,7 @@ class FileStorage(StorageRules):
 
     def _sync_log(self) -> None:
         if self._fsync:
-            os.fsync(self._log.fileno())
+            self._sync(self._log.fileno())
 
     def _store_hard_state(self, hard_state: HardState) -> None:
         self._replace(HARD_STATE, codec.compact_json(hard_state))

@@ -1,0 +1,67 @@
+"""A grape's Prometheus metrics and health, for its admin port.
+
+API requests are counted as they are answered (one counter increment on a
+child bound once); the DHT's state (nodes in the routing table,
+announcements stored) is read at scrape time.  ``endpoint`` is one of the
+four Grape API endpoints or ``unknown``, so no request can add a label.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from twisted_exchange.grape.dht import DHTNode
+
+PREFIX = "twisted_exchange_grape"
+ENDPOINTS = frozenset({"announce", "lookup", "put", "get"})
+
+
+class GrapeMetrics:
+    """The registry of one grape, the API's request hook, and its health."""
+
+    def __init__(self, dht: DHTNode) -> None:
+        self.registry = CollectorRegistry()
+        self._dht = dht
+        self._requests = Counter(f"{PREFIX}_requests", "Grape HTTP API requests answered, by endpoint and outcome.",
+                                 ["endpoint", "outcome"], registry=self.registry)
+        self._children: dict[tuple[str, str], Any] = {}
+        self.registry.register(_DHTCollector(dht))
+
+    def count(self, endpoint: str, ok: bool) -> None:
+        """GrapeAPI's hook: one request to ``endpoint`` was answered."""
+        key = (endpoint if endpoint in ENDPOINTS else "unknown", "ok" if ok else "error")
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._requests.labels(*key)
+        child.inc()
+
+    def health(self) -> dict:
+        """``ok`` unless a grape told to bootstrap knows no other DHT node (it
+        then serves only what is announced on itself)."""
+        problems = []
+        if self._dht.bootstrap and not len(self._dht.routing):
+            problems.append("no other DHT node known (bootstrap nodes unreachable?)")
+        return {"ok": not problems, "problems": problems}
+
+
+class _DHTCollector:
+    """Gauges read from the DHT node at scrape time."""
+
+    def __init__(self, dht: DHTNode) -> None:
+        self._dht = dht
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families(None, None)
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(len(self._dht.routing), len(self._dht.peers))
+
+    @staticmethod
+    def _families(nodes: int | None, announcements: int | None) -> Iterator[Metric]:
+        yield GaugeMetricFamily(f"{PREFIX}_routing_nodes", "Other DHT nodes in this grape's routing table.",
+                                value=nodes)
+        yield GaugeMetricFamily(f"{PREFIX}_announcements", "Announced (service, address) pairs this grape "
+                                "stores, expired ones until they are swept.", value=announcements)
