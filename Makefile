@@ -23,7 +23,7 @@ pytest:
 # Unit tests run under both runners; the process-level suites (e2e, interop) under pytest only.
 trial:
 	$(PYTHON) -m twisted.trial --temp-directory=/tmp/twisted-exchange-trial \
-		tests.core tests.replication tests.grenache tests.grape tests.peer tests.ctl tests.test_pki
+		tests.core tests.replication tests.grenache tests.grape tests.peer tests.ctl tests.test_pki tests.test_logs
 
 sim-smoke:
 	@if [ -d twisted_exchange/replication/sim ]; then \
@@ -45,5 +45,8 @@ bench-cluster: install
 demo: install
 	$(PYTHON) -m twisted_exchange.demo
 
+# Stops the clusters of conf/ and deletes their data (credentials kept), then the build products.
 clean:
-	rm -rf build dist *.egg-info .hypothesis run $(INTEROP)/node_modules
+	-$(PYTHON) -m twisted_exchange.ctl -c conf/cluster.conf reset --yes
+	-$(PYTHON) -m twisted_exchange.ctl -c conf/cluster5.conf reset --yes
+	rm -rf build dist *.egg-info .hypothesis $(INTEROP)/node_modules

@@ -17,11 +17,11 @@ from tests.support import free_ports
 from twisted_exchange import pki
 from twisted_exchange.ctl.cli import main, order_payload, resolve_config
 from twisted_exchange.ctl.errors import CtlError
-from twisted_exchange.ctl.topology import render
+from twisted_exchange.ctl.topology import parse, render
 
 COMMANDS = ["up", "down", "status", "start", "stop", "restart", "kill", "logs", "submit", "cancel",
             "amend", "book", "trades", "order", "orders", "check", "bench", "bench-cluster", "client",
-            "peer-credential", "dashboard"]
+            "peer-credential", "dashboard", "init", "reset"]
 
 
 class CliTestCase(unittest.TestCase):
@@ -37,8 +37,8 @@ class CliTestCase(unittest.TestCase):
     def ctl(self, *args: str):
         return CliRunner().invoke(main, ["-c", str(self.config), *args], prog_name="exchangectl")
 
-    def assertFails(self, result, message: str) -> None:
-        self.assertEqual(result.exit_code, 1, result.output)
+    def assertFails(self, result, message: str, status: int = 1) -> None:
+        self.assertEqual(result.exit_code, status, result.output)
         self.assertEqual(result.stderr, f"error: {message}\n")
         self.assertEqual(result.stdout, "")
 
@@ -64,20 +64,21 @@ class HelpTests(CliTestCase):
 
 
 class UsageErrorTests(CliTestCase):
+    """Usage errors exit 2, as click's own do; every other failure exits 1."""
 
     def test_missing_argument_is_one_line_with_a_hint(self):
         self.assertFails(self.ctl("submit"),
-                         "Missing argument 'SIDE'. (see: exchangectl submit --help)")
+                         "Missing argument 'SIDE'. (see: exchangectl submit --help)", status=2)
 
     def test_unknown_command(self):
         result = self.ctl("explode")
-        self.assertEqual(result.exit_code, 1)
+        self.assertEqual(result.exit_code, 2)
         self.assertTrue(result.stderr.startswith("error: No such command 'explode'"))
         self.assertEqual(result.stderr.count("\n"), 1)
 
     def test_bad_choice(self):
         result = self.ctl("submit", "buy", "1", "100", "--tif", "forever")
-        self.assertEqual(result.exit_code, 1)
+        self.assertEqual(result.exit_code, 2)
         self.assertIn("'forever' is not one of 'gtc', 'ioc', 'fok'", result.stderr)
         self.assertNotIn("Traceback", result.output)
 
@@ -136,9 +137,14 @@ class SupervisordDownTests(CliTestCase):
     NOT_RUNNING = "supervisord is not running (start it with: exchangectl up)"
 
     def test_process_commands_say_supervisord_is_not_running(self):
-        for args in (["status"], ["start", "peer1"], ["stop", "peer1"], ["restart", "peer1"],
-                     ["kill", "peer1"], ["logs", "peer1"], ["status", "--json"]):
+        for args in (["status"], ["start", "peer1"], ["stop", "peer1", "peer2"], ["restart", "all"],
+                     ["kill", "peer1"], ["logs", "peer1"]):
             self.assertFails(self.ctl(*args), self.NOT_RUNNING)
+
+    def test_under_json_an_error_is_a_json_object_on_standard_output(self):
+        result = self.ctl("status", "--json")
+        self.assertEqual((result.exit_code, result.stderr), (1, ""))
+        self.assertEqual(json.loads(result.stdout), {"error": {"message": self.NOT_RUNNING, "code": None}})
 
     def test_down_is_idempotent(self):
         result = self.ctl("down")
@@ -151,7 +157,8 @@ class ConfigTests(unittest.TestCase):
     def test_missing_config_is_reported(self):
         result = CliRunner().invoke(main, ["-c", "/nonexistent/c.conf", "status"], prog_name="exchangectl")
         self.assertEqual(result.exit_code, 1)
-        self.assertEqual(result.stderr, "error: config file not found: /nonexistent/c.conf (use -c PATH)\n")
+        self.assertEqual(result.stderr, "error: config file not found: /nonexistent/c.conf"
+                                        " (use -c PATH, or write one with: exchangectl init DIR)\n")
 
     def test_config_option_is_accepted_after_the_command_too(self):
         result = CliRunner().invoke(main, ["status", "-c", "/nonexistent/d.conf"], prog_name="exchangectl")
@@ -186,7 +193,7 @@ class ClientAddTests(CliTestCase):
 
     def test_a_name_that_is_not_an_identity_is_refused(self):
         result = self.ctl("client", "add", "bad name")
-        self.assertEqual(result.exit_code, 1)
+        self.assertEqual(result.exit_code, 2)
         self.assertIn("Invalid value for NAME", result.stderr)
         self.assertFalse((self.config.parent / "run" / "pki").exists())
 
@@ -201,3 +208,78 @@ class ClientAddTests(CliTestCase):
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         self.assertEqual([str(a) for a in names.get_values_for_type(x509.IPAddress)], ["10.0.0.2"])
         self.assertEqual(names.get_values_for_type(x509.DNSName), ["peer2.example"])
+
+
+class InitTests(unittest.TestCase):
+    """``exchangectl init DIR``: a ready config outside the checkout."""
+
+    def setUp(self):
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        self.directory = Path(directory.name) / "exchange"
+
+    def init(self, *args: str):
+        return CliRunner().invoke(main, ["init", str(self.directory), *args], prog_name="exchangectl")
+
+    def test_writes_a_config_with_its_run_directory_beside_it(self):
+        result = self.init("5")
+        self.assertEqual(result.exit_code, 0, result.output)
+        config = self.directory / "cluster.conf"
+        self.assertIn(f"exchangectl -c {config} up", result.stdout)
+        self.assertEqual(config.read_text(), render(5, run_dir="%(here)s/run"))
+        self.assertTrue((self.directory / "run").is_dir())
+        self.assertEqual(parse(config).run_dir, self.directory.absolute() / "run")
+
+    def test_the_node_grape_and_other_machines_are_options(self):
+        result = self.init("--grape-command", "grape", "--peer-hosts", "10.0.0.1,10.0.0.2,10.0.0.3",
+                           "--grape-hosts", "10.0.0.1,10.0.0.2", "--machine", "10.0.0.2")
+        self.assertEqual(result.exit_code, 0, result.output)
+        text = (self.directory / "cluster.conf").read_text()
+        self.assertIn("command=grape --dp 20002 --aph 40001 --bn 10.0.0.1:20001 -b 10.0.0.2", text)
+        self.assertNotIn("[program:peer1]", text)
+
+    def test_an_existing_config_is_kept_unless_forced(self):
+        self.assertEqual(self.init().exit_code, 0)
+        again = self.init("1")
+        self.assertEqual((again.exit_code, again.stderr),
+                         (1, f"error: {self.directory / 'cluster.conf'} exists (use --force to overwrite it)\n"))
+        self.assertEqual(self.init("1", "--force").exit_code, 0)
+        self.assertEqual(parse(self.directory / "cluster.conf").peers, ("peer1",))
+
+    def test_bad_addresses_are_usage_errors(self):
+        result = self.init("--peer-hosts", "10.0.0.1")
+        self.assertEqual((result.exit_code, result.stderr.startswith("error: one host address per peer")),
+                         (2, True))
+        self.assertFalse((self.directory / "cluster.conf").exists())
+
+
+class ResetTests(CliTestCase):
+
+    def test_reset_deletes_data_and_logs_but_keeps_credentials(self):
+        run = self.config.parent / "run"
+        (run / "peer1").mkdir(parents=True)
+        (run / "peer1" / "log.000001").write_text("entries")
+        (run / "peer1.log").write_text("log")
+        self.assertEqual(self.ctl("client", "add", "alice").exit_code, 0)
+        result = self.ctl("reset", "--yes")
+        self.assertEqual(result.exit_code, 0, result.output)
+        self.assertEqual(sorted(p.name for p in run.iterdir()), ["pki"])
+        self.assertTrue((run / "pki" / "client-alice.key").exists())
+
+    def test_without_yes_and_without_a_terminal_to_ask_on_it_refuses(self):
+        run = self.config.parent / "run"
+        (run / "peer1").mkdir(parents=True)
+        self.assertFails(self.ctl("reset"), "reset deletes every peer's data: confirm with --yes")
+        self.assertTrue((run / "peer1").exists())
+
+
+class VersionTests(unittest.TestCase):
+
+    def test_every_command_line_tool_has_version(self):
+        from twisted_exchange.ctl.topology import main as topology
+        from twisted_exchange.grape.cli import main as grape
+        from twisted_exchange.peer.cli import main as peer
+        for tool in (main, grape, peer, topology):
+            result = CliRunner().invoke(tool, ["--version"], prog_name="tool")
+            self.assertEqual(result.exit_code, 0, result.output)
+            self.assertRegex(result.stdout, r"version \d+\.\d+\.\d+")

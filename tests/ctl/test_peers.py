@@ -69,6 +69,18 @@ class CallTests(PeersTestCase):
         self.assertEqual(error.code, "ERR_UNKNOWN_ORDER")
 
     @_async
+    async def test_a_dead_grape_costs_one_failed_lookup_then_is_asked_last(self):
+        await self.cluster.add(FakePeer("peer1"))
+        peers = self.connect([f"http://127.0.0.1:{free_port()}", self.cluster.grape_url])
+        dead = peers._links[0]
+        asked = []
+        lookup = dead.lookup
+        dead.lookup = lambda key: (asked.append(key), lookup(key))[1]
+        for _ in range(3):
+            self.assertEqual((await peers.call({"action": "status"}, "peer1"))["id"], "peer1")
+        self.assertEqual(asked, ["exchange:peer1"])
+
+    @_async
     async def test_a_peer_nobody_announces_is_reported_as_such(self):
         error = await self.failure(self.peers.call({"action": "status"}, "peer3"))
         self.assertEqual(str(error), "peer3 is announced on no grape (is it running? see: exchangectl status)")

@@ -12,18 +12,21 @@ import shlex
 import signal
 import socket
 import subprocess
+import json
 import sys
+import sysconfig
 import tempfile
 import time
 import unittest
 from pathlib import Path
+from unittest import mock
 
 from click.testing import CliRunner
 
 from tests.support import free_ports, python_module, spawn
 from twisted_exchange.ctl.cli import main
 from twisted_exchange.ctl.errors import CtlError
-from twisted_exchange.ctl.supervisor import Supervisor
+from twisted_exchange.ctl.supervisor import Supervisor, programs_environment
 from twisted_exchange.ctl.topology import parse, render
 
 DUMMY = shlex.join([sys.executable, "-c",
@@ -143,8 +146,24 @@ class ProcessControlTests(SupervisedTestCase):
             self.assertEqual(seen.count("dummy --id peer2"), 1 + restarts)
         self.assertEqual(seen, self.printed("peer2"))
 
+    def test_start_stop_and_restart_take_several_names_or_all(self):
+        result = self.ctl("stop", "peer1", "peer3")
+        self.assertEqual((result.exit_code, result.stdout), (0, "peer1: stopped\npeer3: stopped\n"))
+        self.assertEqual([self.state(n) for n in ("peer1", "peer2", "peer3")], ["STOPPED", "RUNNING", "STOPPED"])
+        result = self.ctl("start", "all")
+        self.assertEqual((result.exit_code, result.stdout), (0, "peer1: started\npeer3: started\n"))
+        before = {p["name"]: p["pid"] for p in self.supervisor.processes()}
+        result = self.ctl("restart", "all")
+        self.assertEqual(result.stdout.count("restarted"), 5)
+        after = {p["name"]: p["pid"] for p in self.supervisor.processes()}
+        self.assertTrue(all(after[name] != pid for name, pid in before.items()))
+        self.assertEqual(self.ctl("stop", "all").stdout.count("stopped"), 5)
+        self.assertFalse(any(self.state(n) == "RUNNING" for n in before))
+
     def test_unknown_names_and_repeated_actions_are_one_line_errors(self):
-        for args, message in ((["start", "peer9"], "no such process: peer9"),
+        programs = "(programs: grape1, grape2, peer1, peer2, peer3)"
+        for args, message in ((["start", "peer9"], f"no such process: peer9 {programs}"),
+                              (["stop", "peer1", "peer8", "peer9"], f"no such process: peer8, peer9 {programs}"),
                               (["logs", "peer9"], "no such process: peer9"),
                               (["logs", "peer9", "-f"], "no such process: peer9"),
                               (["kill", "peer9"], "no such process: peer9"),
@@ -232,12 +251,33 @@ class UpTests(SupervisedTestCase):
                         result.stderr)
         self.assertFalse(self.supervisor.is_running())
 
+    def test_up_fails_at_once_naming_what_supervisord_cannot_start_and_status_says_why(self):
+        self.config.write_text(self.config.read_text().replace(DUMMY, "no-such-program-here", 1))
+        result = self.exchangectl("up", "--wait", "60")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("supervisord could not start grape1: can't find command 'no-such-program-here'",
+                      result.stderr)
+        result = self.exchangectl("status", "--json")
+        self.assertEqual(result.returncode, 3)
+        grape1 = json.loads(result.stdout)["processes"]["grape1"]
+        self.assertEqual((grape1["state"], grape1["error"]), ("FATAL", "can't find command 'no-such-program-here'"))
+        self.assertIn("grape1: FATAL: can't find command 'no-such-program-here'",
+                      self.exchangectl("status").stdout)
+
+    def test_programs_are_found_through_this_pythons_scripts_even_outside_its_venv(self):
+        scripts = sysconfig.get_path("scripts")
+        with mock.patch.dict(os.environ, {"PATH": "/usr/bin:/bin"}):
+            path = programs_environment()["PATH"].split(os.pathsep)
+        self.assertEqual(path[0], scripts)
+        self.assertEqual(path[-2:], ["/usr/bin", "/bin"])
+        self.assertTrue(os.access(os.path.join(scripts, "twisted-exchange-peer"), os.X_OK))
+
     def test_status_shows_process_states_and_unreachable_peers(self):
         self.exchangectl("up", "--wait", "0")
         eventually(self.all_running)
         self.supervisor.stop("peer2")
         result = self.exchangectl("status")
-        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.returncode, 3, result.stderr)  # as supervisorctl: a program is not RUNNING
         lines = result.stdout.splitlines()
         rows = {line.split()[0]: line for line in lines[1:6]}
         self.assertEqual(set(rows), {"grape1", "grape2", "peer1", "peer2", "peer3"})

@@ -59,16 +59,19 @@ class RenderTests(unittest.TestCase):
     def test_grapes_bootstrap_to_each_other(self):
         parser = self.sections(render(3))
         self.assertEqual(parser.get("program:grape1", "command"),
-                         "twisted-exchange-grape --dp 20001 --aph 30001 --bn 127.0.0.1:20002 -b 127.0.0.1")
+                         "twisted-exchange-grape --dp 20001 --aph 30001 --bn 127.0.0.1:20002 -b 127.0.0.1"
+                         " --admin-port 7001")
         self.assertEqual(parser.get("program:grape2", "command"),
-                         "twisted-exchange-grape --dp 20002 --aph 40001 --bn 127.0.0.1:20001 -b 127.0.0.1")
+                         "twisted-exchange-grape --dp 20002 --aph 40001 --bn 127.0.0.1:20001 -b 127.0.0.1"
+                         " --admin-port 7002")
 
     def test_peer_command_line_follows_the_protocol_and_spreads_peers_over_grapes(self):
         parser = self.sections(render(3, peer_ports=[0, 0, 0]))
         self.assertEqual(parser.get("program:peer2", "command"),
                          "twisted-exchange-peer --id peer2 --peers peer1,peer2,peer3"
                          " --grape http://127.0.0.1:40001,http://127.0.0.1:30001"
-                         " --host 127.0.0.1 --port 0 --data-dir %(here)s/run/peer2 --pki %(here)s/run/pki")
+                         " --host 127.0.0.1 --port 0 --admin-port 6002 --data-dir %(here)s/run/peer2"
+                         " --pki %(here)s/run/pki")
         self.assertIn("--grape http://127.0.0.1:30001,http://127.0.0.1:40001 ",
                       parser.get("program:peer3", "command"))
 
@@ -136,8 +139,10 @@ class MachineTests(unittest.TestCase):
     def test_processes_bind_and_announce_their_own_address_and_grapes_bootstrap_across_machines(self):
         second = self.machine("10.0.0.2")
         self.assertEqual(second.get("program:grape2", "command"),
-                         "twisted-exchange-grape --dp 20002 --aph 40001 --bn 10.0.0.1:20001 -b 10.0.0.2")
-        self.assertIn(" --grape http://10.0.0.2:40001,http://10.0.0.1:30001 --host 10.0.0.2 --port 5002 ",
+                         "twisted-exchange-grape --dp 20002 --aph 40001 --bn 10.0.0.1:20001 -b 10.0.0.2"
+                         " --admin-port 7002")
+        self.assertIn(" --grape http://10.0.0.2:40001,http://10.0.0.1:30001 --host 10.0.0.2 --port 5002"
+                      " --admin-port 6002 ",
                       second.get("program:peer2", "command"))
         third = self.machine("10.0.0.3").get("program:peer3", "command")
         self.assertIn(" --host 10.0.0.3 ", third)
@@ -165,7 +170,8 @@ class MachineTests(unittest.TestCase):
 class ParseErrorTests(unittest.TestCase):
 
     def test_missing_file_names_the_path_and_the_option(self):
-        with self.assertRaisesRegex(CtlError, r"config file not found: /nonexistent/x.conf \(use -c PATH\)"):
+        with self.assertRaisesRegex(CtlError, r"config file not found: /nonexistent/x.conf"
+                                              r" \(use -c PATH, or write one with: exchangectl init DIR\)"):
             parse("/nonexistent/x.conf")
 
     def test_missing_exchange_section_is_reported(self):

@@ -46,7 +46,7 @@ class Cluster:
             run_dir=str(self.run_dir),
             peer_command=f"{python} -m twisted_exchange.peer --fsync never {peer_args}".strip(),
             grape_command=grape_command or f"{python} -m twisted_exchange.grape",
-            stopwaitsecs=3, secure=secure))
+            stopwaitsecs=3, secure=secure, admin_ports=[0] * (2 + peers)))
         self.pki = self.run_dir / "pki" if secure else None
         self.supervisor = Supervisor(self.run_dir / "supervisord.sock", timeout=10)
         self._clients: dict[tuple[int, str, str], RPCClient] = {}

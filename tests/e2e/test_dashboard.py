@@ -71,7 +71,6 @@ def watch(chromium: str, url: str, opened: threading.Event) -> dict:
 
 
 class DashboardTests(ClusterTestCase):
-    peer_args = "--admin-port 0"
 
     def submit(self, client: str, side: str, quantity: str):
         """A limit order at PRICE on peer1, as ``client`` (two clients: one's orders never cross its own)."""

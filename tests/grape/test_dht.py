@@ -4,7 +4,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from twisted_exchange.grape.compact import decode_nodes, encode_peer
-from twisted_exchange.grape.dht import DHTNode
+from twisted_exchange.grape.dht import SILENCE, DHTNode
 from twisted_exchange.grape.errors import GrapeError
 from twisted_exchange.grape.krpc import KRPCError
 from twisted_exchange.grape.routing import Contact
@@ -156,6 +156,48 @@ class LoneNodeTests(TestCase):
         yield node.lookup(b"svc")
         self.assertIsNone(node.routing.get(stale.id))
         self.assertIsNotNone(node.routing.get(restarted.id))
+
+    def test_a_silent_bootstrap_costs_one_timeout_per_silence_not_one_per_lookup(self):
+        clock = Clock()
+        silent = ("127.0.0.1", free_port())
+        node = make_node(self, bootstrap=[silent], clock=clock, query_timeout=1.0)
+        asked = self.record_queries(node)
+        first = node.lookup(b"svc")
+        self.assertNoResult(first)
+        clock.advance(1.0)
+        self.assertEqual(self.successResultOf(first), [])
+        self.assertEqual(self.successResultOf(node.lookup(b"svc")), [])  # at once: not asked
+        self.assertEqual(asked, [silent])
+        clock.advance(SILENCE)
+        self.assertNoResult(node.lookup(b"svc"))  # the silence is over: asked again
+        self.assertEqual(asked, [silent, silent])
+        clock.advance(1.0)
+
+    @defer.inlineCallbacks
+    def test_a_silent_node_that_speaks_again_is_asked_again_at_once(self):
+        port = free_port()
+        node = make_node(self, bootstrap=[("127.0.0.1", port)], query_timeout=0.2)
+        asked = self.record_queries(node)
+        yield node.lookup(b"svc")
+        yield node.lookup(b"svc")
+        self.assertEqual(len(asked), 1)
+        back = DHTNode()
+        listening = reactor.listenUDP(port, back.protocol, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        yield back.protocol.query(address(node), b"ping", {b"id": back.id})
+        yield node.lookup(b"svc")
+        self.assertEqual(len(asked), 2)
+        self.assertIsNotNone(node.routing.get(back.id))
+
+    def record_queries(self, node: DHTNode) -> list:
+        asked = []
+        query = node.protocol.query
+
+        def recorded(address, method, args):
+            asked.append(address)
+            return query(address, method, args)
+        node.protocol.query = recorded
+        return asked
 
     @defer.inlineCallbacks
     def test_isolated_node_rejoins_through_its_bootstrap_on_refresh(self):

@@ -98,21 +98,39 @@ def report(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(recorder: Recorder, path: str) -> None:
-    """Latency over time as a PNG (matplotlib, Agg backend: no display needed)."""
+def require_plotting() -> None:
+    """CtlError unless matplotlib can be imported: checked before a run, not after it."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
         raise CtlError("--plot needs matplotlib (pip install 'twisted-exchange[plot]')") from None
-    figure, axes = plt.subplots(figsize=(10, 4))
+
+
+def plot(recorder: Recorder, path: str, parameters: str) -> None:
+    """Latency over time with its percentile lines, and throughput per second,
+    as a PNG titled with the run's ``parameters`` (Agg backend: no display needed)."""
+    require_plotting()
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, (latency, throughput) = plt.subplots(2, 1, figsize=(10, 7), sharex=True,
+                                                 gridspec_kw={"height_ratios": [3, 1]})
     if recorder.points:
         times, latencies = zip(*recorder.points)
-        axes.scatter(times, latencies, s=2, alpha=0.5)
-    axes.set_xlabel("seconds since start")
-    axes.set_ylabel("latency (ms)")
-    axes.set_title(f"exchangectl bench: {recorder.count} committed orders")
+        latency.scatter(times, latencies, s=2, alpha=0.4, color="tab:blue")
+        for percentile, color in zip(PERCENTILES, ("tab:green", "tab:orange", "tab:red", "tab:purple")):
+            value = recorder.histogram.get_value_at_percentile(percentile) / 1000
+            latency.axhline(value, color=color, linewidth=1, label=f"p{percentile:g} {value:.2f} ms")
+        latency.legend(loc="upper right")
+        seconds = [int(t) for t in times]
+        counts = [seconds.count(second) for second in range(max(seconds) + 1)]
+        throughput.bar(range(len(counts)), counts, width=1.0, align="edge", color="tab:gray")
+    latency.set_ylabel("latency (ms)")
+    throughput.set_ylabel("orders/s")
+    throughput.set_xlabel("seconds since start")
+    summary = recorder.summary()
+    latency.set_title(f"exchangectl bench: {parameters}\n{summary['committed']} committed,"
+                      f" {summary['failed']} failed, {summary['orders_per_second']:.0f} orders/s")
     try:
         figure.savefig(path, dpi=100, bbox_inches="tight")
     except OSError as e:

@@ -184,7 +184,7 @@ def run(peer_count: int, duration: float, say: Callable[[str], None],
         ports = free_ports(4 + peer_count)
         config = directory / "cluster.conf"
         config.write_text(render(peer_count, grape_ports=[tuple(ports[0:2]), tuple(ports[2:4])],
-                                 peer_ports=ports[4:], secure=secure))
+                                 peer_ports=ports[4:], admin_ports=[0] * (2 + peer_count), secure=secure))
         topology = parse(config)
         topology.run_dir.mkdir()
         pki_dir = topology.pki

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 import webbrowser
@@ -25,7 +26,7 @@ from twisted_exchange.ctl.consistency import Observer
 from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.ids import new_request_id
 from twisted_exchange.ctl.supervisor import ALIVE, Supervisor
-from twisted_exchange.ctl.topology import Topology, parse
+from twisted_exchange.ctl.topology import HERE, Topology, parse, render_checked, topology_options
 from twisted_exchange.peer.protocol import DEFAULT_DEPTH, MAX_DEPTH, MAX_TRADES
 from twisted_exchange.pki import CLIENT, PEER, Identity
 
@@ -34,33 +35,44 @@ PACKAGED_CONFIG = Path(__file__).resolve().parents[2] / DEFAULT_CONFIG
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+#: Exit statuses: a failure, a usage error (as click), and `status` with a program not RUNNING
+#: (as supervisorctl).
+EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_RUNNING = 1, 2, 3
+
+
 class CtlGroup(click.Group):
-    """A click group whose every failure is one ``error: ...`` line and exit 1."""
+    """A click group whose every failure is one ``error: ...`` line (a JSON
+    object on standard output under ``--json``) and exit 1, or 2 for usage."""
 
     def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> None:
         extra.pop("standalone_mode", None)
+        argv = list(sys.argv[1:] if args is None else args)
+        as_json = "--json" in argv
         try:
-            code = super().main(args, prog_name, standalone_mode=False, **extra)
+            code = super().main(argv, prog_name, standalone_mode=False, **extra)
         except CtlError as e:
-            _fail(str(e))
+            _fail(str(e), as_json, code=e.code)
         except click.exceptions.NoArgsIsHelpError as e:
             click.echo(e.ctx.get_help() if e.ctx else str(e))
             sys.exit(0)
         except click.UsageError as e:
             hint = f" (see: {e.ctx.command_path} --help)" if e.ctx else ""
-            _fail(e.format_message() + hint)
+            _fail(e.format_message() + hint, as_json, EXIT_USAGE)
         except click.ClickException as e:
-            _fail(e.format_message())
+            _fail(e.format_message(), as_json, e.exit_code)
         except click.Abort:
-            _fail("interrupted")
+            _fail("interrupted", as_json)
         except Exception as e:  # a bug: still one line, never a traceback
-            _fail(f"internal error: {type(e).__name__}: {e}")
+            _fail(f"internal error: {type(e).__name__}: {e}", as_json)
         sys.exit(code if isinstance(code, int) else 0)
 
 
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+def _fail(message: str, as_json: bool = False, status: int = EXIT_FAILURE, code: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps({"error": {"message": message, "code": code}}, indent=2))
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(status)
 
 
 def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -101,10 +113,15 @@ def command(*args: Any, group: click.Group | None = None, **kwargs: Any) -> Call
               help=CONFIG_HELP + " Env: EXCHANGECTL_CONFIG.")
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=5.0, show_default=True,
               expose_value=False, callback=_remember("timeout"), help="Seconds per peer request.")
+@click.version_option(package_name="twisted-exchange", prog_name="exchangectl")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Control a twisted-exchange cluster: processes (via supervisord) and the
-    exchange itself (via Grenache).  Start with `exchangectl up`."""
+    exchange itself (via Grenache).  Start with `exchangectl up`.
+
+    Shell completion (bash; zsh and fish likewise):
+    eval "$(_EXCHANGECTL_COMPLETE=bash_source exchangectl)"
+    """
     ctx.ensure_object(dict)
 
 
@@ -188,6 +205,8 @@ def up(wait: float) -> None:
     def ready(statuses: dict) -> bool:
         done = leaders_everywhere(statuses)
         live.update(_progress_line(statuses), final=done)
+        if not done:
+            _raise_if_fatal(supervisor)
         return done
 
     statuses = _in_reactor(lambda peers: peers.watch(topology.peers, ready, wait))
@@ -197,6 +216,14 @@ def up(wait: float) -> None:
                        " (see: exchangectl status, exchangectl logs NAME)")
     leader = next(s["leader"] for s in statuses.values())
     click.echo(f"cluster up: {len(statuses)} peers, leader {leader}")
+
+
+def _raise_if_fatal(supervisor: Supervisor) -> None:
+    """CtlError naming every program supervisord gave up starting, and why."""
+    fatal = [f"{p['name']}: {p.get('spawnerr') or 'exited too quickly'}"
+             for p in supervisor.processes() if p["statename"] == "FATAL"]
+    if fatal:
+        raise CtlError("supervisord could not start " + "; ".join(fatal) + " (see: exchangectl logs NAME)")
 
 
 def _progress_line(statuses: dict) -> str:
@@ -242,10 +269,64 @@ def down() -> None:
     click.echo("cluster down")
 
 
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@topology_options
+@click.option("--force", is_flag=True, help="Overwrite DIRECTORY/cluster.conf if it exists.")
+def init(directory: str, render_kwargs: dict[str, Any], force: bool) -> None:
+    """Write a ready cluster config, DIRECTORY/cluster.conf, with its run directory beside it.
+
+    Then: exchangectl -c DIRECTORY/cluster.conf up (or export EXCHANGECTL_CONFIG).
+    """
+    config = Path(directory) / "cluster.conf"
+    if config.exists() and not force:
+        raise CtlError(f"{config} exists (use --force to overwrite it)")
+    text = render_checked(**render_kwargs, run_dir=f"{HERE}/run")
+    try:
+        (Path(directory) / "run").mkdir(parents=True, exist_ok=True)
+        config.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise CtlError(f"cannot write {config}: {e.strerror or e}") from None
+    click.echo(f"wrote {config}; start it with: exchangectl -c {config} up")
+
+
+@command()
+@click.option("--yes", is_flag=True, help="Do not ask first.")
+def reset(yes: bool) -> None:
+    """Stop the cluster and delete its data and logs: the next `up` starts an empty exchange.
+
+    The credentials in the run directory's pki/ are kept, so clients keep working.
+    """
+    topology = _topology()
+    doomed = sorted(p for p in topology.run_dir.glob("*") if p.name not in ("pki", ".gitignore"))
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CtlError("reset deletes every peer's data: confirm with --yes")
+        click.confirm(f"Stop the cluster and delete {len(doomed)} files and directories in "
+                      f"{topology.run_dir} (every order and trade)?", abort=True)
+    supervisor = Supervisor(topology.socket)
+    if supervisor.is_running():
+        supervisor.shutdown()
+        supervisor.wait_until(lambda: not supervisor.is_running(), 120,
+                              "supervisord is still running 120s after shutdown")
+        click.echo("cluster down")
+    for path in doomed:
+        try:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise CtlError(f"cannot delete {path}: {e.strerror or e}") from None
+    click.echo(f"reset: {topology.run_dir} holds no data (credentials kept in pki/)")
+
+
 @command()
 @json_option
 def status(as_json: bool) -> None:
-    """Process states and every peer's role, term, leader, indexes, digest and health."""
+    """Process states and every peer's role, term, leader, indexes, digest and health.
+
+    Exit status 3 when a program is not RUNNING (as supervisorctl status).
+    """
     topology = _topology()
     processes = {p["name"]: p for p in Supervisor(topology.socket).processes()}
     alive = [p for p in topology.peers if processes.get(p, {}).get("statename") == "RUNNING"]
@@ -254,38 +335,62 @@ def status(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({
             "processes": {name: {"state": p["statename"], "pid": p["pid"] or None,
-                                 "description": p["description"]} for name, p in processes.items()},
+                                 "description": p["description"], "error": p.get("spawnerr") or None}
+                          for name, p in processes.items()},
             "peers": {peer: s if isinstance(s, dict) else {"error": str(s)} for peer, s in statuses.items()},
             "divergences": verdict.to_json()["divergences"]}, indent=2))
     else:
         click.echo(output.status(processes, statuses, verdict))
+    if any(p["statename"] != "RUNNING" for p in processes.values()):
+        sys.exit(EXIT_NOT_RUNNING)
 
 
-@command()
-@click.argument("name")
-def start(name: str) -> None:
-    """Start program NAME (a peer or a grape)."""
-    _supervisor().start(name)
-    click.echo(f"{name}: started")
-
-
-@command()
-@click.argument("name")
-def stop(name: str) -> None:
-    """Stop program NAME (SIGTERM, then SIGKILL after its stopwaitsecs)."""
-    _supervisor().stop(name)
-    click.echo(f"{name}: stopped")
-
-
-@command()
-@click.argument("name")
-def restart(name: str) -> None:
-    """Stop (if running) and start program NAME."""
+def _programs(names: tuple[str, ...]) -> tuple[Supervisor, list[str]]:
+    """supervisord and the programs NAMES name (``all``: every one), checked."""
     supervisor = _supervisor()
-    if supervisor.process(name)["statename"] in ALIVE:
+    known = [p["name"] for p in supervisor.processes()]
+    if "all" in names:
+        return supervisor, known
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise CtlError(f"no such process: {', '.join(unknown)} (programs: {', '.join(known)})")
+    return supervisor, list(dict.fromkeys(names))
+
+
+@command()
+@click.argument("names", metavar="NAME...|all", nargs=-1, required=True)
+def start(names: tuple[str, ...]) -> None:
+    """Start programs (peers or grapes; all: every stopped one)."""
+    supervisor, programs = _programs(names)
+    for name in programs:
+        if "all" in names and supervisor.process(name)["statename"] in ALIVE:
+            continue
+        supervisor.start(name)
+        click.echo(f"{name}: started")
+
+
+@command()
+@click.argument("names", metavar="NAME...|all", nargs=-1, required=True)
+def stop(names: tuple[str, ...]) -> None:
+    """Stop programs (SIGTERM, then SIGKILL after their stopwaitsecs; all: every running one)."""
+    supervisor, programs = _programs(names)
+    for name in programs:
+        if "all" in names and supervisor.process(name)["statename"] not in ALIVE:
+            continue
         supervisor.stop(name)
-    supervisor.start(name)
-    click.echo(f"{name}: restarted")
+        click.echo(f"{name}: stopped")
+
+
+@command()
+@click.argument("names", metavar="NAME...|all", nargs=-1, required=True)
+def restart(names: tuple[str, ...]) -> None:
+    """Stop (if running) and start programs, one after the other (all: every one)."""
+    supervisor, programs = _programs(names)
+    for name in programs:
+        if supervisor.process(name)["statename"] in ALIVE:
+            supervisor.stop(name)
+        supervisor.start(name)
+        click.echo(f"{name}: restarted")
 
 
 @command()
@@ -518,8 +623,7 @@ def check(wait: float, as_json: bool) -> None:
     from twisted_exchange.ctl.peers import check as poll_until_agreed
     verdict = _in_reactor(lambda peers: poll_until_agreed(peers, _topology().peers, wait))
     click.echo(json.dumps(verdict.to_json(), indent=2) if as_json else output.verdict(verdict))
-    if not verdict.ok:
-        raise CtlError(verdict.summary())
+    _exit_unless_ok(verdict)
 
 
 @command()
@@ -539,6 +643,8 @@ def bench(clients: int, duration: float, count: int | None, symbol: str, seed: i
     """Load every peer with crossing orders, report throughput and latency, then check."""
     from twisted_exchange.ctl import bench as benchmark
     from twisted_exchange.ctl.peers import check as poll_until_agreed
+    if plot:
+        benchmark.require_plotting()
     topology = _topology()
     names = topology.peers
     live = _Live(every=5.0, enabled=not as_json)
@@ -553,7 +659,8 @@ def bench(clients: int, duration: float, count: int | None, symbol: str, seed: i
 
     recorder, verdict = _in_reactor(work)
     if plot:
-        benchmark.plot(recorder, plot)
+        run = f"{count} orders" if count else f"{duration:g} s"
+        benchmark.plot(recorder, plot, f"{clients} clients, {run}, {len(names)} peers, {symbol}, seed {seed}")
     summary = recorder.summary()
     if as_json:
         click.echo(json.dumps({**summary, "check": verdict.to_json()}, indent=2))
@@ -562,8 +669,7 @@ def bench(clients: int, duration: float, count: int | None, symbol: str, seed: i
         if plot:
             click.echo(f"latency plot: {plot}")
         click.echo(output.verdict(verdict))
-    if not verdict.ok:
-        raise CtlError(verdict.summary())
+    _exit_unless_ok(verdict)
 
 
 @main.command("bench-cluster")
@@ -587,7 +693,14 @@ def bench_cluster(peer_count: int, duration: float, plain: bool, as_json: bool) 
                                secure=not plain)
     click.echo(json.dumps(results, indent=2) if as_json else benchcluster.report(results))
     if not results["cluster"]["check"]["ok"]:
-        raise CtlError(results["cluster"]["check"]["summary"])
+        _fail(results["cluster"]["check"]["summary"])
+
+
+def _exit_unless_ok(verdict: Any) -> None:
+    """Exit 1 with an error line on stderr when ``verdict`` failed (under
+    ``--json`` too: the verdict already printed is the JSON answer)."""
+    if not verdict.ok:
+        _fail(verdict.summary())
 
 
 def _bar(recorder: Any, fraction: float, width: int = 30) -> str:

@@ -100,7 +100,8 @@ def status(processes: Mapping[str, Mapping[str, Any]], peers: Mapping[str, Any],
     """One row per supervisord program, with the peer's own status when it is a peer.
 
     Rows of peers caught in a divergence are highlighted and explained below,
-    as are peers that did not answer or report themselves unhealthy.
+    as are programs supervisord could not start, and peers that did not
+    answer or report themselves unhealthy.
     """
     diverged = {p for d in verdict.divergences for p in d.hashes}
     names = list(processes) + [p for p in peers if p not in processes]
@@ -110,6 +111,8 @@ def status(processes: Mapping[str, Mapping[str, Any]], peers: Mapping[str, Any],
         process = info.get("statename", "-")
         if info.get("statename") == "RUNNING":
             process += f" pid {info.get('pid')}"
+        elif info.get("spawnerr"):  # why supervisord could not start it (FATAL, BACKOFF)
+            notes.append(f"{name}: {process}: {info['spawnerr']}")
         reply = peers.get(name)
         if isinstance(reply, dict):
             digest = str(reply.get("digest", ""))[:HASH_WIDTH]

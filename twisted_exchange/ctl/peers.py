@@ -33,6 +33,10 @@ TRANSPORT_CODES = frozenset({ERR_TIMEOUT, ERR_REQUEST_GENERIC, ERR_REPLY_EMPTY,
                              ERR_REPLY_ENCODING_COMPRESSION, ERR_GRAPE_LOOKUP_EMPTY, ERR_REMOTE})
 
 
+#: Seconds a grape that failed is asked after the others.
+GRAPE_DOWN_SECONDS = 10.0
+
+
 class Peers:
     """Grenache RPC to the cluster's peers via ``grapes`` (tried in order)."""
 
@@ -47,6 +51,7 @@ class Peers:
         self._credential = credential
         self._links = [Link(url, reactor=reactor) for url in grapes]
         self._clients: dict[tuple[int, Credential | None], RPCClient] = {}
+        self._down_until: dict[int, float] = {}
 
     async def call(self, payload: dict, peer: str | None = None, timeout: float | None = None,
                    credential: Credential | None = None) -> Any:
@@ -65,17 +70,22 @@ class Peers:
             raise CtlError(str(e), e.code) from None
 
     async def _client_for(self, key: str, peer: str | None, credential: Credential | None) -> RPCClient:
-        """The ``credential``'s client of the first grape that knows someone announcing ``key``."""
+        """The ``credential``'s client of the first grape that knows someone
+        announcing ``key``; a grape that failed is asked last for a while."""
         reasons = []
-        for index, link in enumerate(self._links):
+        now = self.reactor.seconds()
+        order = sorted(range(len(self._links)), key=lambda i: self._down_until.get(i, 0) > now)
+        for index in order:
             try:
-                await link.lookup(key)
+                await self._links[index].lookup(key)
             except GrenacheError as e:
                 if e.code == ERR_GRAPE_LOOKUP_EMPTY:
                     reasons.append(None)
                 else:
+                    self._down_until[index] = self.reactor.seconds() + GRAPE_DOWN_SECONDS
                     reasons.append(str(e))
             else:
+                self._down_until.pop(index, None)
                 return self._client(index, credential)
         if None in reasons:
             who = f"{peer} is" if peer is not None else "no peer is"

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import xmlrpc.client
@@ -172,11 +173,14 @@ class Supervisor:
         """Start supervisord on ``config`` (it daemonizes) and wait until it answers.
 
         The run directory must exist; supervisord's own startup errors (port or
-        socket in use, bad config) are reported with its message.
+        socket in use, bad config) are reported with its message.  Its PATH
+        starts with this Python's scripts directory, so the programs are found
+        however exchangectl was invoked (a venv that is not activated, say).
         """
         with tempfile.TemporaryFile("w+") as said:
             process = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(config)],
-                                       stdin=subprocess.DEVNULL, stdout=said, stderr=subprocess.STDOUT)
+                                       stdin=subprocess.DEVNULL, stdout=said, stderr=subprocess.STDOUT,
+                                       env=programs_environment())
             try:
                 code = process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -201,6 +205,14 @@ class Supervisor:
             if time.monotonic() >= deadline:
                 raise CtlError(message)
             time.sleep(interval)
+
+
+def programs_environment() -> dict[str, str]:
+    """This process's environment, with the directories of this Python's
+    console scripts (``twisted-exchange-peer`` and the others) first in PATH."""
+    scripts = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent)]
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PATH": os.pathsep.join(dict.fromkeys(scripts + path))}
 
 
 def _fault_message(fault: xmlrpc.client.Fault, name: str | None) -> str:

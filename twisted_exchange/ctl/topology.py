@@ -11,12 +11,13 @@ supervisord's ``%(here)s``, so a fresh clone works from any directory.
 from __future__ import annotations
 
 import configparser
+import functools
 import ipaddress
 import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import click
 from twisted_exchange.ctl.errors import CtlError
@@ -25,6 +26,9 @@ HOST = "127.0.0.1"
 #: (DHT port, API port) per grape, as in Grenache's own examples.
 GRAPE_PORTS: tuple[tuple[int, int], ...] = ((20001, 30001), (20002, 40001))
 FIRST_PEER_PORT = 5001
+#: Admin ports (plain HTTP: metrics, /healthz, the dashboard), peers' and grapes' first.
+FIRST_PEER_ADMIN_PORT = 6001
+FIRST_GRAPE_ADMIN_PORT = 7001
 SECTION = "twisted-exchange"
 HERE = "%(here)s"
 EMPTY = '""'  # an empty argument in a supervisord command line
@@ -48,7 +52,7 @@ def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_POR
            grape_command: str = "twisted-exchange-grape",
            stopwaitsecs: int = 10, secure: bool = True,
            peer_hosts: Sequence[str] | None = None, grape_hosts: Sequence[str] | None = None,
-           machine: str | None = None) -> str:
+           machine: str | None = None, admin_ports: Sequence[int] | None = None) -> str:
     """A supervisord config for ``len(grape_ports)`` grapes and ``peers`` peers.
 
     Each grape bootstraps from all the others; peer ``i`` announces on every
@@ -66,6 +70,10 @@ def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_POR
     process binds and announces (default 127.0.0.1), and ``machine`` keeps only
     the programs bound to that address, so each machine gets its own config
     describing the whole cluster but starting only its own processes.
+
+    ``admin_ports`` are the admin HTTP ports (metrics, health, dashboard) of
+    the grapes, then the peers; default 7001, 7002, ... and 6001, 6002, ...
+    (0: pick a free one).
     """
     if peers < 1 or not grape_ports:
         raise ValueError("a cluster needs at least one peer and one grape")
@@ -80,6 +88,12 @@ def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_POR
         raise ValueError("one host address per peer and per grape")
     if machine is not None and machine not in peer_hosts + grape_hosts:
         raise ValueError(f"no peer or grape is on {machine}")
+    if admin_ports is None:
+        admin_ports = ([FIRST_GRAPE_ADMIN_PORT + i for i in range(len(grape_ports))]
+                       + [FIRST_PEER_ADMIN_PORT + i for i in range(peers)])
+    if len(admin_ports) != len(grape_ports) + peers:
+        raise ValueError("one admin port per grape and per peer")
+    grape_admin, peer_admin = admin_ports[:len(grape_ports)], admin_ports[len(grape_ports):]
     peer_ids = [f"peer{i + 1}" for i in range(peers)]
     grape_urls = [f"http://{host}:{api}" for host, (_, api) in zip(grape_hosts, grape_ports)]
     hosts = sorted(set(peer_hosts + grape_hosts))
@@ -117,14 +131,15 @@ def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_POR
         if machine not in (None, host):
             continue
         bootstrap = ",".join(f"{h}:{d}" for j, ((d, _), h) in enumerate(zip(grape_ports, grape_hosts)) if j != i)
-        command = f"{grape_command} --dp {dht} --aph {api} --bn {bootstrap or EMPTY} -b {host}"
+        command = (f"{grape_command} --dp {dht} --aph {api} --bn {bootstrap or EMPTY} -b {host}"
+                   f" --admin-port {grape_admin[i]}")
         out += _program(f"grape{i + 1}", command, run_dir, 100, stopwaitsecs)
     for i, (peer_id, port, host) in enumerate(zip(peer_ids, ports, peer_hosts)):
         if machine not in (None, host):
             continue
         command = (f"{peer_command} --id {peer_id} --peers {','.join(peer_ids)}"
                    f" --grape {_nearest_grape_first(grape_urls, grape_hosts, host, i)}"
-                   f" --host {host} --port {port}"
+                   f" --host {host} --port {port} --admin-port {peer_admin[i]}"
                    f" --data-dir {run_dir}/{peer_id}" + (f" --pki {run_dir}/pki" if secure else ""))
         out += _program(peer_id, command, run_dir, 200, stopwaitsecs)
     return "\n".join(out)
@@ -170,7 +185,8 @@ def parse(config_path: str | Path) -> Topology:
         with open(path, encoding="utf-8") as f:
             parser.read_file(f)
     except FileNotFoundError:
-        raise CtlError(f"config file not found: {config_path} (use -c PATH)") from None
+        raise CtlError(f"config file not found: {config_path}"
+                       " (use -c PATH, or write one with: exchangectl init DIR)") from None
     except (OSError, configparser.Error) as e:
         raise CtlError(f"cannot read config {config_path}: {_first_line(e)}") from None
     here = str(path.parent)
@@ -228,16 +244,48 @@ def _addresses(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return found
 
 
+def topology_options(f: Callable) -> Callable:
+    """The options that shape a rendered topology (this module's command line
+    and ``exchangectl init``); the command receives ``render_kwargs``."""
+    options = [
+        click.argument("peers", type=click.IntRange(1, 99), default=3),
+        click.option("--peer-hosts", callback=_addresses, metavar="ADDR,...",
+                     help="Address of each peer, in order (default: 127.0.0.1 for all)."),
+        click.option("--grape-hosts", callback=_addresses, metavar="ADDR,...",
+                     help="Address of each grape, in order (default: two grapes on 127.0.0.1)."),
+        click.option("--machine", metavar="ADDR",
+                     help="Only start the programs bound to ADDR: the config of one machine."),
+        click.option("--grape-command", metavar="CMD", default="twisted-exchange-grape", show_default=True,
+                     help="The grape program: `grape` runs Node's grenache-grape instead"
+                          " (npm install -g grenache-grape)."),
+    ]
+
+    @functools.wraps(f)
+    def command(peers: int, peer_hosts: list[str] | None, grape_hosts: list[str] | None,
+                machine: str | None, grape_command: str, **rest: Any) -> Any:
+        grape_ports = GRAPE_PORTS
+        if grape_hosts is not None and len(grape_hosts) != len(GRAPE_PORTS):
+            grape_ports = tuple((GRAPE_PORTS[0][0] + i, GRAPE_PORTS[0][1] + i) for i in range(len(grape_hosts)))
+        kwargs = {"peers": peers, "grape_ports": grape_ports, "peer_hosts": peer_hosts,
+                  "grape_hosts": grape_hosts, "machine": machine, "grape_command": grape_command}
+        return f(render_kwargs=kwargs, **rest)
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def render_checked(**kwargs: Any) -> str:
+    """``render(**kwargs)``, a ValueError turned into the usage error it is."""
+    try:
+        return render(**kwargs)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("peers", type=click.IntRange(1, 99), default=3)
-@click.option("--peer-hosts", callback=_addresses, metavar="ADDR,...",
-              help="Address of each peer, in order (default: 127.0.0.1 for all).")
-@click.option("--grape-hosts", callback=_addresses, metavar="ADDR,...",
-              help="Address of each grape, in order (default: two grapes on 127.0.0.1).")
-@click.option("--machine", metavar="ADDR",
-              help="Only start the programs bound to ADDR: the config of one machine.")
-def main(peers: int, peer_hosts: list[str] | None, grape_hosts: list[str] | None,
-         machine: str | None) -> None:
+@topology_options
+@click.version_option(package_name="twisted-exchange")
+def main(render_kwargs: dict[str, Any]) -> None:
     """Print a cluster config of PEERS peers (default 3) to standard output.
 
     \b
@@ -246,14 +294,7 @@ def main(peers: int, peer_hosts: list[str] | None, grape_hosts: list[str] | None
                       --peer-hosts 10.0.0.1,10.0.0.2,10.0.0.3 --grape-hosts 10.0.0.1,10.0.0.2 \\
                       --machine 10.0.0.1 > conf/cluster.conf     (and so on for each machine)
     """
-    grape_ports = GRAPE_PORTS
-    if grape_hosts is not None and len(grape_hosts) != len(GRAPE_PORTS):
-        grape_ports = tuple((GRAPE_PORTS[0][0] + i, GRAPE_PORTS[0][1] + i) for i in range(len(grape_hosts)))
-    try:
-        sys.stdout.write(render(peers, grape_ports=grape_ports, peer_hosts=peer_hosts,
-                                grape_hosts=grape_hosts, machine=machine))
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
+    sys.stdout.write(render_checked(**render_kwargs))
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ import sys
 
 import click
 from twisted.internet.error import CannotListenError
-from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from twisted_exchange.grape.krpc import Address
+from twisted_exchange.grape.dht import CONCURRENCY
 from twisted_exchange.grape.service import GrapeConfig, GrapeService
+from twisted_exchange.logs import begin_logging, log_options
 
 PORT = click.IntRange(0, 65535)
 
@@ -43,6 +44,8 @@ def parse_bootstrap(ctx: click.Context, param: click.Parameter, value: str) -> l
 @click.option("-b", "--bind", "bind", default="127.0.0.1", show_default=True,
               help="Listening address for both ports. Unlike Node's grape (all interfaces), "
                    "the default is loopback only.")
+@click.option("--dc", "--dht_concurrency", "concurrency", type=click.IntRange(1, 256), default=CONCURRENCY,
+              show_default=True, help="DHT queries in flight per lookup (as Node's --dc).")
 @click.option("--dpa", "--dht_peer_maxAge", "peer_max_age", type=click.IntRange(min=1), default=120000,
               show_default=True,
               help="Milliseconds an announcement lives after its last announce. Unlike Node's CLI, "
@@ -53,21 +56,24 @@ def parse_bootstrap(ctx: click.Context, param: click.Parameter, value: str) -> l
 @click.option("--admin-port", "admin_port", type=PORT, default=None,
               help="Serve Prometheus /metrics and /healthz over HTTP on this port of --bind "
                    "(0 picks a free one). Off when not given; not in Node's grape.")
+@log_options
+@click.version_option(package_name="twisted-exchange")
 def main(dht_port: int, api_port: int, bootstrap: list[Address], bind: str, peer_max_age: int,
-         max_payload_size: int | None, admin_port: int | None) -> None:
+         max_payload_size: int | None, admin_port: int | None, concurrency: int,
+         log_level: str, log_format: str) -> None:
     """A Grenache grape: Grape HTTP API plus BEP5/BEP44 DHT, wire-compatible with grenache-grape."""
     from twisted.internet import reactor
 
     config = GrapeConfig(dht_port=dht_port, api_port=api_port, bind=bind, bootstrap=bootstrap,
                          peer_max_age=peer_max_age / 1000, max_payload_size=max_payload_size,
-                         admin_port=admin_port)
+                         admin_port=admin_port, concurrency=concurrency)
     grape = GrapeService(config, reactor)
     try:
         grape.startService()
     except (CannotListenError, OSError) as e:
         click.echo(f"error: cannot listen: {_reason(e)}", err=True)
         sys.exit(1)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    begin_logging(sys.stdout, log_level, log_format)
     reactor.addSystemEventTrigger("before", "shutdown", grape.stopService)
     reactor.run()
 

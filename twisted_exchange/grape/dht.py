@@ -35,13 +35,16 @@ from twisted.python.failure import Failure
 from twisted_exchange.grape.compact import decode_peers, encode_nodes, encode_peer
 from twisted_exchange.grape.errors import GrapeError
 from twisted_exchange.grape.krpc import (
-    DEFAULT_TIMEOUT, METHOD_UNKNOWN, PROTOCOL_ERROR, Address, KRPCError, KRPCProtocol, Message)
+    DEFAULT_TIMEOUT, METHOD_UNKNOWN, PROTOCOL_ERROR, Address, KRPCError, KRPCProtocol, Message,
+    QueryTimeout)
 from twisted_exchange.grape.routing import ID_LENGTH, K, Contact, RoutingTable, distance, is_node_id
 from twisted_exchange.grape.store import PeerStore, Value, ValueStore, immutable_key
 from twisted_exchange.grape.traversal import Responder, Traversal
 
 CONCURRENCY = 16
 LOOKUP_LIMIT = 100
+#: Seconds an address that let a query time out is not asked (unless it writes to us first).
+SILENCE = 30.0
 MAX_VALUE_BYTES = 1000
 
 
@@ -107,6 +110,9 @@ class DHTNode:
         self.values = ValueStore()
         self.tokens = Tokens()
         self.protocol = KRPCProtocol(self._on_query, clock, query_timeout)
+        self._clock = clock
+        #: Addresses that let a query time out, and until when they are not asked again.
+        self._silent: dict[Address, float] = {}
         self._lookups: dict[bytes, list[defer.Deferred]] = {}
         self._handlers: dict[bytes, Callable[[Message, Address], Message]] = {
             b"ping": self._on_ping, b"find_node": self._on_find_node,
@@ -123,12 +129,26 @@ class DHTNode:
 
     def _query(self, address: Address, method: bytes, args: Message) -> defer.Deferred:
         d = self.protocol.query(address, method, {**args, b"id": self.id})
-        d.addCallback(self._heard_from, address)
+        d.addCallbacks(self._heard_from, self._not_heard_from, callbackArgs=(address,), errbackArgs=(address,))
         return d
 
     def _heard_from(self, reply: Message, address: Address) -> Message:
         self._learn(reply.get(b"id"), address)
         return reply
+
+    def _not_heard_from(self, failure: Failure, address: Address) -> Failure:
+        """Remember an address that let a query time out: a dead grape costs
+        one timeout per :data:`SILENCE` seconds, not one per lookup."""
+        if failure.check(QueryTimeout):
+            self._silent[address] = self._clock.seconds() + SILENCE
+        return failure
+
+    def _is_silent(self, address: Address) -> bool:
+        until = self._silent.get(address)
+        if until is not None and until <= self._clock.seconds():
+            del self._silent[address]
+            return False
+        return until is not None
 
     def _learn(self, node_id: object, address: Address) -> None:
         if not is_node_id(node_id) or node_id == self.id:
@@ -148,7 +168,8 @@ class DHTNode:
                  visit: Callable[[Message], bool] | None = None) -> defer.Deferred:
         """Iterative lookup of ``target``; fires with the (node, reply) pairs."""
         return Traversal(self._query, self.id, target, method, args, self.routing.closest(target),
-                         self.bootstrap, self.routing.k, self.concurrency, visit, self._drop).run()
+                         self.bootstrap, self.routing.k, self.concurrency, visit, self._drop,
+                         self._is_silent).run()
 
     def join(self) -> defer.Deferred:
         """Look up our own id via the bootstrap nodes; fires with the table size."""
@@ -240,6 +261,7 @@ class DHTNode:
     # -- answering other nodes -------------------------------------------------------
 
     def _on_query(self, method: bytes, args: Message, sender: Address) -> Message:
+        self._silent.pop(sender, None)  # back (a restarted grape bootstraps from us): ask it again
         self._learn(args.get(b"id"), sender)
         handler = self._handlers.get(method)
         if handler is None:

@@ -18,7 +18,7 @@ from twisted.web.server import Site
 
 from twisted_exchange.adminport import AdminPort, admin_root
 from twisted_exchange.grape.api import GrapeAPI
-from twisted_exchange.grape.dht import DHTNode
+from twisted_exchange.grape.dht import CONCURRENCY, DHTNode
 from twisted_exchange.grape.krpc import DEFAULT_TIMEOUT, Address
 from twisted_exchange.grape.metrics import GrapeMetrics
 
@@ -38,6 +38,7 @@ class GrapeConfig:
     max_payload_size: int | None = None
     query_timeout: float = DEFAULT_TIMEOUT
     admin_port: int | None = None
+    concurrency: int = CONCURRENCY
 
 
 class _QuietSite(Site):
@@ -61,7 +62,7 @@ class GrapeService(Service):
         self._reactor = reactor
         self.dht = DHTNode(host=config.bind, bootstrap=config.bootstrap,
                            peer_max_age=config.peer_max_age, clock=reactor,
-                           query_timeout=config.query_timeout)
+                           query_timeout=config.query_timeout, concurrency=config.concurrency)
         self.metrics = GrapeMetrics(self.dht)
         self._admin = (AdminPort(admin_root(self.metrics.registry, self.metrics.health), config.bind,
                                  config.admin_port, reactor)

@@ -6,7 +6,8 @@ Ask the k known nodes closest to the target, learn closer ones from the
 know fewer nodes than bootstrap addresses, the bootstrap addresses are asked
 too, once. At most ``concurrency`` queries are in flight; a known node that
 times out, or answers with another id (it restarted), is reported to
-``on_dead`` so the routing table can drop it.
+``on_dead`` so the routing table can drop it; addresses for which ``skip``
+holds (recently silent) are not asked at all.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ class Traversal:
     def __init__(self, query: Query, own_id: bytes, target: bytes, method: bytes, args: Message,
                  start: list[Contact], bootstrap: list[Address], k: int, concurrency: int,
                  visit: Callable[[Message], bool] | None = None,
-                 on_dead: Callable[[Contact], None] | None = None) -> None:
+                 on_dead: Callable[[Contact], None] | None = None,
+                 skip: Callable[[Address], bool] = lambda address: False) -> None:
         self._query = query
         self._own_id = own_id
         self._target = target
@@ -42,6 +44,7 @@ class Traversal:
         self._concurrency = concurrency
         self._visit = visit
         self._on_dead = on_dead
+        self._skip = skip
         self._asked: set[Address] = set()
         self._in_flight = 0
         self._stopped = False
@@ -73,6 +76,8 @@ class Traversal:
         if address in self._asked:
             return
         self._asked.add(address)
+        if self._skip(address):
+            return
         self._in_flight += 1
         d = self._query(address, self._method, self._args)
         d.addCallbacks(self._replied, self._failed, callbackArgs=(address, contact), errbackArgs=(contact,))

@@ -11,11 +11,9 @@ from collections.abc import Callable
 import click
 from cryptography import x509
 from twisted.internet.error import CannotListenError
-from twisted.logger import (
-    FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner, textFileLogObserver,
-)
 
 from twisted_exchange import pki
+from twisted_exchange.logs import begin_logging, log_options
 from twisted_exchange.peer.membership import MembershipError
 from twisted_exchange.pki import PEER, Credential, Identity
 from twisted_exchange.peer.service import SNAPSHOT_EVERY, PeerService
@@ -71,8 +69,11 @@ def _grape_list(ctx, param, value: str) -> list[str]:
 @click.option("--admin-port", type=click.IntRange(0, 65535),
               help="Serve Prometheus /metrics, /healthz and the web dashboard over plain HTTP on this "
                    "port of --host (0 picks a free one; `status` names the URL). Off when not given.")
+@log_options
+@click.version_option(package_name="twisted-exchange")
 def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int, data_dir: str,
-         fsync: str, snapshot_every: int, pki_dir: str | None, admin_port: int | None) -> None:
+         fsync: str, snapshot_every: int, pki_dir: str | None, admin_port: int | None,
+         log_level: str, log_format: str) -> None:
     """Run one exchange peer: Raft-replicated order book over Grenache RPC."""
     if node_id not in peers:
         raise click.BadParameter(f"{node_id!r} is not in --peers", param_hint="--id")
@@ -82,10 +83,7 @@ def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int
     service = _open(lambda: PeerService(node_id, peers, grapes, data_dir, host=host, port=port,
                                         fsync=fsync, snapshot_every=snapshot_every,
                                         credential=credential, admin_port=admin_port), data_dir)
-    info_and_above = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-    globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(textFileLogObserver(sys.stdout), [info_and_above])],
-        redirectStandardIO=False)
+    begin_logging(sys.stdout, log_level, log_format)
     exit_code = []
 
     def started_or_failed(d):

@@ -1,0 +1,47 @@
+"""exchangectl bench's recorder and plot (the load itself is in test_peers)."""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+from twisted.trial import unittest
+
+from twisted_exchange.ctl import bench
+from twisted_exchange.ctl.errors import CtlError
+
+
+class PlotTests(unittest.SynchronousTestCase):
+
+    def recorder(self) -> bench.Recorder:
+        recorder = bench.Recorder(started=100.0)
+        for n in range(300):
+            sent = 100.0 + n / 100
+            recorder.committed(sent, sent + 0.001 * (1 + n % 7))
+        return recorder
+
+    def test_a_png_with_percentiles_and_throughput_is_written(self):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise unittest.SkipTest("matplotlib is not installed (pip install 'twisted-exchange[plot]')")
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "latency.png"
+            bench.plot(self.recorder(), str(path), "3 clients, 300 orders")
+            self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+
+    def test_without_matplotlib_the_run_is_refused_before_it_starts(self):
+        with mock.patch.dict(sys.modules, {"matplotlib": None}):
+            with self.assertRaises(CtlError) as caught:
+                bench.require_plotting()
+        self.assertIn("pip install 'twisted-exchange[plot]'", str(caught.exception))
+
+    def test_an_unwritable_path_is_a_one_line_error(self):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise unittest.SkipTest("matplotlib is not installed")
+        with self.assertRaises(CtlError) as caught:
+            bench.plot(self.recorder(), "/nonexistent/dir/x.png", "run")
+        self.assertTrue(str(caught.exception).startswith("cannot write /nonexistent/dir/x.png"))
