@@ -22,10 +22,7 @@ class PlotTests(unittest.SynchronousTestCase):
         return recorder
 
     def test_a_png_with_percentiles_and_throughput_is_written(self):
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise unittest.SkipTest("matplotlib is not installed (pip install 'twisted-exchange[plot]')")
+        _needs_matplotlib()
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / "latency.png"
             bench.plot(self.recorder(), str(path), "3 clients, 300 orders")
@@ -38,10 +35,14 @@ class PlotTests(unittest.SynchronousTestCase):
         self.assertIn("pip install 'twisted-exchange[plot]'", str(caught.exception))
 
     def test_an_unwritable_path_is_a_one_line_error(self):
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise unittest.SkipTest("matplotlib is not installed")
+        _needs_matplotlib()
         with self.assertRaises(CtlError) as caught:
             bench.plot(self.recorder(), "/nonexistent/dir/x.png", "run")
         self.assertTrue(str(caught.exception).startswith("cannot write /nonexistent/dir/x.png"))
+
+
+def _needs_matplotlib() -> None:
+    try:
+        bench.require_plotting()
+    except CtlError:
+        raise unittest.SkipTest("matplotlib is not installed (pip install 'twisted-exchange[plot]')") from None

@@ -261,6 +261,7 @@ class UpTests(SupervisedTestCase):
         self.assertEqual(result.returncode, 3)
         grape1 = json.loads(result.stdout)["processes"]["grape1"]
         self.assertEqual((grape1["state"], grape1["error"]), ("FATAL", "can't find command 'no-such-program-here'"))
+        self.assertEqual(grape1["admin"], "http://127.0.0.1:7001")
         self.assertIn("grape1: FATAL: can't find command 'no-such-program-here'",
                       self.exchangectl("status").stdout)
 

@@ -108,6 +108,15 @@ class RenderTests(unittest.TestCase):
         for peer in topology.peers:
             self.assertTrue(parser.get(f"program:{peer}", "command").endswith(" --pki %(here)s/run/pki"))
 
+    def test_every_programs_admin_url_is_read_back_and_port_0_has_none(self):
+        self.assertEqual(parse(_written(self, render(3))).admin,
+                         {"grape1": "http://127.0.0.1:7001", "grape2": "http://127.0.0.1:7002",
+                          "peer1": "http://127.0.0.1:6001", "peer2": "http://127.0.0.1:6002",
+                          "peer3": "http://127.0.0.1:6003"})
+        free = render(3, admin_ports=[0, 7100, 0, 0, 6200], peer_hosts=["10.0.0.1"] * 3)
+        self.assertEqual(parse(_written(self, free)).admin,
+                         {"grape2": "http://127.0.0.1:7100", "peer3": "http://10.0.0.1:6200"})
+
     def test_plain_rendering_is_only_for_tests_and_benchmarks_and_has_no_pki(self):
         text = render(3, secure=False)
         self.assertIsNone(parse(_written(self, text)).pki)

@@ -335,7 +335,8 @@ def status(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({
             "processes": {name: {"state": p["statename"], "pid": p["pid"] or None,
-                                 "description": p["description"], "error": p.get("spawnerr") or None}
+                                 "description": p["description"], "error": p.get("spawnerr") or None,
+                                 "admin": topology.admin.get(name)}
                           for name, p in processes.items()},
             "peers": {peer: s if isinstance(s, dict) else {"error": str(s)} for peer, s in statuses.items()},
             "divergences": verdict.to_json()["divergences"]}, indent=2))

@@ -49,7 +49,7 @@ class Peers:
         self.reactor = reactor
         self._timeout = timeout
         self._credential = credential
-        self._links = [Link(url, reactor=reactor) for url in grapes]
+        self._links = [Link(url, reactor=reactor, timeout=timeout) for url in grapes]
         self._clients: dict[tuple[int, Credential | None], RPCClient] = {}
         self._down_until: dict[int, float] = {}
 

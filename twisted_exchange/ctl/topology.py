@@ -13,9 +13,10 @@ from __future__ import annotations
 import configparser
 import functools
 import ipaddress
+import shlex
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -44,6 +45,7 @@ class Topology:
     run_dir: Path
     socket: Path
     pki: Path | None = None   # secure mode: the cluster's certificates (twisted_exchange.pki)
+    admin: dict[str, str] = field(default_factory=dict)  # program name -> its admin URL, where it has one
 
 
 def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_PORTS,
@@ -202,10 +204,25 @@ def parse(config_path: str | Path) -> Topology:
     if not peers or not grapes:
         raise CtlError(f"{config_path}: [{SECTION}] needs at least one peer and one grape")
     pki = get(SECTION, "pki") if parser.has_option(SECTION, "pki") else None
-    return Topology(config=path, peers=peers, grapes=grapes,
+    admin = {section.split(":", 1)[1]: url for section in parser.sections() if section.startswith("program:")
+             for url in [_admin_url(parser.get(section, "command", fallback=""))] if url}
+    return Topology(config=path, peers=peers, grapes=grapes, admin=admin,
                     run_dir=Path(get(SECTION, "run_dir")),
                     socket=Path(get("unix_http_server", "file")),
                     pki=Path(pki) if pki else None)
+
+
+def _admin_url(command: str) -> str | None:
+    """The admin URL a program's command line gives it (``--admin-port`` on its
+    ``-b``/``--bind``/``--host`` address), None without one or with port 0."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    options = dict(zip(words, words[1:]))
+    port = options.get("--admin-port", "0")
+    host = options.get("--host") or options.get("-b") or options.get("--bind") or HOST
+    return f"http://{host}:{port}" if port.isdigit() and int(port) else None
 
 
 def _first_line(error: Exception) -> str:
