@@ -15,7 +15,7 @@ leader.  At most :data:`MAX_WAITING_QUERIES` wait; past that ERR_BUSY.
 In secure mode (``authenticated``: the server is TLS-only, every caller
 presents a certificate from the cluster CA) who may do what follows from
 the caller's ``Identity``, never from a field of the payload: only peer
-``p`` may send a ``raft.batch`` from ``p``; only client ``c`` may submit,
+``p`` may send a ``raft.batch`` (or a snapshot chunk) from ``p``; only client ``c`` may submit,
 cancel or amend as ``c`` (a command without ``client`` is ``c``'s, one
 naming another client is refused); any identity may query.  Everything
 else is ERR_FORBIDDEN and changes nothing.
@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted_exchange.grenache.tls import Caller
 from twisted_exchange.peer import protocol
 from twisted_exchange.peer.protocol import RequestError
+from twisted_exchange.peer.snapshots import SnapshotAssembler
 from twisted_exchange.pki import CLIENT, PEER, Identity
 
 
@@ -60,6 +61,7 @@ class PeerAPI:
         self._reactor = reactor
         self._authenticated = authenticated
         self._turns = DeferredSemaphore(1)
+        self._snapshots = SnapshotAssembler()
 
     def __call__(self, key: str, payload: Any, caller: Caller | None = None) -> Any:
         if self._authenticated:
@@ -82,6 +84,14 @@ class PeerAPI:
             raise RequestError(protocol.ERR_WRONG_PEER, f"this is {self._node.node_id}, not {request.to!r}")
         self._node.deliver(request.sender, request.messages)
         return {"ok": True, "id": self._node.node_id}
+
+    def _snapshot_chunk(self, request: protocol.SnapshotChunk) -> dict:
+        if request.to != self._node.node_id:
+            raise RequestError(protocol.ERR_WRONG_PEER, f"this is {self._node.node_id}, not {request.to!r}")
+        wanted, message = self._snapshots.receive(request)
+        if message is not None:
+            self._node.deliver(request.sender, [message])
+        return {"ok": True, "id": self._node.node_id, "next": wanted}
 
     def _book(self, request: protocol.BookQuery) -> dict:
         book = self._node.exchange.book(request.symbol, depth=request.depth)
@@ -109,6 +119,7 @@ class PeerAPI:
         return {"peer": self._node.node_id, "applied": self._node.applied}
 
     _HANDLERS = {protocol.Command: _command, protocol.RaftBatch: _raft_batch,
+                 protocol.SnapshotChunk: _snapshot_chunk,
                  protocol.BookQuery: _book, protocol.OrdersQuery: _orders,
                  protocol.OrderQuery: _order, protocol.TradesQuery: _trades,
                  protocol.StatusQuery: _status}
@@ -129,7 +140,7 @@ def _as_caller(payload: Any, caller: Caller | None) -> Any:
 
 def _authorize(request: protocol.Request, identity: Identity) -> None:
     """ERR_FORBIDDEN unless ``identity`` may make ``request`` (see the module)."""
-    if isinstance(request, protocol.RaftBatch):
+    if isinstance(request, (protocol.RaftBatch, protocol.SnapshotChunk)):
         if identity != Identity(PEER, request.sender):
             raise RequestError(protocol.ERR_FORBIDDEN, f"{identity} may not send Raft messages as {request.sender!r}")
     elif isinstance(request, protocol.Command):

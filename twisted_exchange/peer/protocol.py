@@ -18,6 +18,7 @@ encode, send and apply.  Raft batches are parsed message by message by
 """
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -47,7 +48,8 @@ def service_name(peer_id: str | None) -> str:
 COMMANDS = frozenset({"submit", "cancel", "amend"})
 QUERIES = frozenset({"book", "orders", "order", "trades", "status"})
 RAFT_BATCH = "raft.batch"
-ACTIONS = COMMANDS | QUERIES | {RAFT_BATCH}
+SNAPSHOT_CHUNK = "raft.snapshot_chunk"   # a Raft snapshot in pieces (peer/snapshots.py)
+ACTIONS = COMMANDS | QUERIES | {RAFT_BATCH, SNAPSHOT_CHUNK}
 
 # -- refusals: every one reaches clients as "ERR_<CODE>: reason" -------------
 # Defined where they are raised, named here: this list is the whole vocabulary.
@@ -81,11 +83,17 @@ DEFAULT_ORDERS = 1000
 MAX_ORDERS = 10_000
 #: Messages one raft.batch may carry (the sender's queue holds 256 per peer).
 MAX_BATCH = 1024
-#: Largest RPC body a peer accepts: a Raft snapshot of the whole exchange
-#: travels in one message (chunked InstallSnapshot is not built).
+#: Largest RPC body a peer accepts: a raft.batch of catch-up appends (up to
+#: 4096 entries each) must fit; snapshots travel in chunks (peer/snapshots.py).
 MAX_BODY = 64 << 20
 #: Peer ids, as the command line accepts them.
 MAX_PEER_ID = 32
+#: A snapshot's encoded size, assembled from its chunks (the state must fit in memory anyway).
+MAX_SNAPSHOT_BYTES = 1 << 30
+#: Bytes of snapshot one raft.snapshot_chunk may carry (base64 in the payload).
+MAX_CHUNK_BYTES = 4 << 20
+#: A snapshot transfer's id.
+MAX_TRANSFER_ID = 64
 
 
 class RequestError(Exception):
@@ -143,7 +151,21 @@ class RaftBatch:
     messages: list
 
 
-Request = Union[Command, BookQuery, OrdersQuery, OrderQuery, TradesQuery, StatusQuery, RaftBatch]
+@dataclass(frozen=True)
+class SnapshotChunk:
+    """Bytes ``offset``.. of transfer ``transfer``: a ``raft.snapshot`` message of
+    ``size`` bytes from peer ``sender`` to peer ``to``, encoded and cut in pieces."""
+
+    sender: str
+    to: str
+    transfer: str
+    offset: int
+    size: int
+    data: bytes
+
+
+Request = Union[Command, BookQuery, OrdersQuery, OrderQuery, TradesQuery, StatusQuery, RaftBatch,
+                SnapshotChunk]
 
 
 def parse_request(payload: Any) -> Request:
@@ -208,8 +230,28 @@ def _raft_batch(payload: dict) -> RaftBatch:
     return RaftBatch(sender, to, messages)
 
 
+def _snapshot_chunk(payload: dict) -> SnapshotChunk:
+    if payload.keys() != {"action", "from", "to", "transfer", "offset", "size", "data"}:
+        raise RequestError(ERR_BAD_MESSAGE, "raft.snapshot_chunk takes exactly from, to, transfer,"
+                                            " offset, size and data")
+    sender, to, transfer = payload["from"], payload["to"], payload["transfer"]
+    offset, size, data = payload["offset"], payload["size"], payload["data"]
+    if not (_is_text(sender, MAX_PEER_ID) and _is_text(to, MAX_PEER_ID)
+            and _is_text(transfer, MAX_TRANSFER_ID)):
+        raise RequestError(ERR_BAD_MESSAGE, "from, to and transfer must be short printable strings")
+    if not (type(size) is int and 0 < size <= MAX_SNAPSHOT_BYTES and type(offset) is int and 0 <= offset < size):
+        raise RequestError(ERR_BAD_MESSAGE, f"need 0 <= offset < size <= {MAX_SNAPSHOT_BYTES}")
+    if type(data) is not str or not 0 < len(data) <= (MAX_CHUNK_BYTES + 2) // 3 * 4:
+        raise RequestError(ERR_BAD_MESSAGE, f"data must be base64 of 1 to {MAX_CHUNK_BYTES} bytes")
+    try:
+        chunk = base64.b64decode(data, validate=True)
+    except ValueError:
+        raise RequestError(ERR_BAD_MESSAGE, "data must be base64") from None
+    return SnapshotChunk(sender, to, transfer, offset, size, chunk)
+
+
 _PARSERS = {"book": _book, "orders": _orders, "order": _order, "trades": _trades,
-            "status": _status, RAFT_BATCH: _raft_batch}
+            "status": _status, RAFT_BATCH: _raft_batch, SNAPSHOT_CHUNK: _snapshot_chunk}
 
 
 def _fields(payload: dict, fields: set[str], required: bool = False) -> None:

@@ -20,6 +20,7 @@ from twisted_exchange.grenache import GrenacheError, RPCClient
 from twisted_exchange.peer.directory import PeerDirectory
 from twisted_exchange.grenache.errors import ERR_TLS_IDENTITY
 from twisted_exchange.peer.protocol import ERR_WRONG_PEER, RAFT_BATCH, service_name
+from twisted_exchange.peer.snapshots import SnapshotSender
 from twisted_exchange.pki import PEER, Identity
 
 #: Messages kept per destination while a batch is in flight.
@@ -40,10 +41,15 @@ class RaftTransport:
         self._verify = verify
         self._queues: dict[str, list[dict]] = {}
         self._in_flight: dict[str, Deferred] = {}
+        self._snapshots = SnapshotSender(node_id, directory, client, verify=verify)
 
     def send(self, messages: list[dict]) -> None:
-        """Queue ``messages`` (each with a "to") and send what can go now."""
+        """Queue ``messages`` (each with a "to") and send what can go now;
+        a snapshot streams in chunks beside them (peer/snapshots.py)."""
         for message in messages:
+            if message["type"] == "raft.snapshot":
+                self._snapshots.send(message)
+                continue
             queue = self._queues.setdefault(message["to"], [])
             queue.append(message)
             del queue[:-MAX_QUEUED]
@@ -67,7 +73,8 @@ class RaftTransport:
         d.addBoth(self._done, destination)
 
     def stop(self) -> None:
-        """Drop queued messages and cancel the batches in flight."""
+        """Drop queued messages and cancel the batches and snapshots in flight."""
+        self._snapshots.stop()
         self._queues.clear()
         for d in list(self._in_flight.values()):
             d.cancel()

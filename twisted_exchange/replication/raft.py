@@ -7,7 +7,8 @@ rejoining node does not depose a healthy leader, check-quorum so that a
 leader cut off from a majority steps down, fast conflict backtracking with
 (term, index) hints (5.3), a no-op entry appended by every new leader (so that
 entries of earlier terms commit, 5.4.2), and InstallSnapshot for followers
-behind the compacted log (chapter 5, sent whole, not in chunks).
+behind the compacted log (chapter 5; one message here, streamed in chunks by
+the peer's transport, peer/snapshots.py).
 
 The node does no I/O and reads no clock: time is ``tick()``, input is
 ``step(message)`` and ``propose(command)``, and everything the caller must do
