@@ -191,3 +191,13 @@ def stall_uploads(test: unittest.TestCase, port: int, count: int, announced: int
             sock.sendall(data)
         except OSError:  # refused and closed by the server: what we want
             pass
+
+
+def start_grape(test: unittest.TestCase) -> str:
+    """A grape in this reactor on free loopback ports, stopped at cleanup; its API URL."""
+    from twisted_exchange.grape.service import GrapeConfig, GrapeService
+    dht, api = free_ports(2)
+    grape = GrapeService(GrapeConfig(dht_port=dht, api_port=api))
+    grape.startService()
+    test.addCleanup(grape.stopService)
+    return f"http://{LOOPBACK}:{api}"

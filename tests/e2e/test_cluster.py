@@ -50,14 +50,29 @@ class ClusterTestCase(TestCase):
         client = self.cluster.client(name=name) if isinstance(name, str) and name else self.client
         return client.request(f"exchange:{peer}", payload, timeout=timeout)
 
-    def node_trade(self, client: str, price: str, quantity: str, *credential: str):
+    def node_trade(self, client: str, price: str, quantity: str, credential: str):
         """Run the Node example client: one sell on peer2 via grape 2, then the book
         (``credential``: what ``exchangectl client add --json`` printed)."""
         script = str(NODE_MODULES.parent / "exchange_client.js")
         return deferToThread(
             subprocess.run, [node_or_skip(), script, self.cluster.grape_urls[1], "peer2", client, "sell",
-                             price, quantity, *credential],
+                             price, quantity, credential],
             capture_output=True, text=True, timeout=60)
+
+    @defer.inlineCallbacks
+    def node_sells(self, price: str, quantity: str):
+        """The Node example client's reply after it sold as client ``nodejs``
+        (credential from ``exchangectl client add``): its own, not a fake's."""
+        node_or_skip()
+        added = yield self.exchangectl("client", "add", "nodejs", "--json")
+        self.assertEqual(added.returncode, 0, added.stderr)
+        done = yield self.node_trade("nodejs", price, quantity, added.stdout)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        reply = json.loads(done.stdout)
+        self.assertIsNone(reply["submit"]["err"])
+        self.assertEqual(reply["submit"]["data"]["order"]["client"], "nodejs")
+        self.assertIn([price, quantity], reply["book"]["data"]["asks"])
+        return reply, added.stdout
 
     def exchangectl(self, *args: str):
         """Run exchangectl in a thread (it runs its own reactor in a child process)."""
@@ -229,13 +244,6 @@ class NodeGrapeClusterTests(ClusterTestCase):
         yield trader.run(clients=10, orders_each=5)
         self.assertEqual(len(trader.acked), 50)
         yield self.assert_consistent(trader)
-        added = yield self.exchangectl("client", "add", "nodejs", "--json")
-        self.assertEqual(added.returncode, 0, added.stderr)
-        done = yield self.node_trade("nodejs", "250.5", "1.25", added.stdout)
-        self.assertEqual(done.returncode, 0, done.stderr)
-        reply = json.loads(done.stdout)
-        self.assertIsNone(reply["submit"]["err"])
-        self.assertEqual(reply["submit"]["data"]["order"]["client"], "nodejs")
-        self.assertIn(["250.5", "1.25"], reply["book"]["data"]["asks"])
-        impostor = yield self.node_trade("alice", "251", "1", added.stdout)
+        _, credential = yield self.node_sells("250.5", "1.25")
+        impostor = yield self.node_trade("alice", "251", "1", credential)
         self.assertIn("ERR_FORBIDDEN", json.loads(impostor.stdout)["submit"]["err"])

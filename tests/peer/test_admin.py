@@ -18,7 +18,6 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from twisted_exchange.adminport import AdminPort, JSONResource, admin_root
 from twisted_exchange.core.commands import canonical_command
-from twisted_exchange.grape.service import GrapeConfig, GrapeService
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
 from twisted_exchange.peer import metrics as peer_metrics
 from twisted_exchange.peer.admin import AGREES, CLUSTER_FIELDS, DASHBOARD, DIVERGED, SELF, UNCONFIRMED, Agreement
@@ -30,7 +29,7 @@ from twisted_exchange.replication.records import empty_hard_state
 from twisted_exchange.replication.replica import Replica
 from twisted_exchange.replication.storage import Recovered
 from tests.peer.test_service import PEERS, order
-from tests.support import ROOT, eventually, free_ports, http_get
+from tests.support import ROOT, eventually, http_get, start_grape
 
 
 def samples(text: str) -> dict[tuple, float]:
@@ -199,15 +198,12 @@ class PeerAdminTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        dht, api = free_ports(2)
-        self.grape = GrapeService(GrapeConfig(dht_port=dht, api_port=api))
-        self.grape.startService()
-        self.addCleanup(self.grape.stopService)
+        self.grape_url = grape_url = start_grape(self)
         self.peers = {}
         for seed, peer_id in enumerate(PEERS):
             data_dir = tempfile.mkdtemp(prefix=f"tx-{peer_id}-")
             self.addCleanup(shutil.rmtree, data_dir, True)
-            peer = PeerService(peer_id, PEERS, [f"http://127.0.0.1:{api}"], data_dir, fsync="batch",
+            peer = PeerService(peer_id, PEERS, [grape_url], data_dir, fsync="batch",
                                seed=seed, admin_port=0)
             self.peers[peer_id] = peer
             yield peer.startService()
@@ -260,7 +256,7 @@ class PeerAdminTests(TestCase):
 
     @defer.inlineCallbacks
     def test_client_requests_are_counted_by_action_and_outcome(self):
-        link = Link(f"http://127.0.0.1:{self.grape.api_port}")
+        link = Link(self.grape_url)
         client = RPCClient(link)
         self.addCleanup(link.close)
         self.addCleanup(client.close)
@@ -340,13 +336,10 @@ class LonePeerHealthTests(TestCase):
 
     @defer.inlineCallbacks
     def test_healthz_is_503_with_the_problems_while_no_leader_is_known(self):
-        dht, api = free_ports(2)
-        grape = GrapeService(GrapeConfig(dht_port=dht, api_port=api))
-        grape.startService()
-        self.addCleanup(grape.stopService)
+        grape_url = start_grape(self)
         data_dir = tempfile.mkdtemp(prefix="tx-lone-")
         self.addCleanup(shutil.rmtree, data_dir, True)
-        peer = PeerService("peer1", PEERS, [f"http://127.0.0.1:{api}"], data_dir, fsync="never", admin_port=0)
+        peer = PeerService("peer1", PEERS, [grape_url], data_dir, fsync="never", admin_port=0)
         yield peer.startService()
         self.addCleanup(peer.stopService)
         status, _, body = yield http_get(peer.status()["admin"] + "/healthz")

@@ -7,11 +7,10 @@ import tempfile
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from twisted_exchange.grape.service import GrapeConfig, GrapeService
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
 from twisted_exchange.peer.service import PeerService
 from twisted_exchange.pki import CA, Identity
-from tests.support import eventually, free_ports
+from tests.support import eventually, start_grape
 
 PEERS = ["peer1", "peer2", "peer3"]
 
@@ -27,11 +26,7 @@ class PeerClusterTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        dht, api = free_ports(2)
-        self.grape = GrapeService(GrapeConfig(dht_port=dht, api_port=api))
-        self.grape.startService()
-        self.addCleanup(self.grape.stopService)
-        self.grape_url = f"http://127.0.0.1:{api}"
+        self.grape_url = start_grape(self)
         self.peers = {}
         for peer_id in PEERS:
             yield self.start_peer(peer_id, self.data_dir(peer_id))
