@@ -15,7 +15,7 @@ from twisted.logger import (
     FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogBeginner, textFileLogObserver,
 )
 
-from twisted_exchange import pki
+from twisted_exchange import gctuning, pki
 from twisted_exchange.peer.membership import MembershipError
 from twisted_exchange.pki import PEER, Credential, Identity
 from twisted_exchange.peer.service import SNAPSHOT_EVERY, PeerService
@@ -98,6 +98,8 @@ def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int
     reactor.callWhenRunning(lambda: started_or_failed(service.startService()))
     reactor.addSystemEventTrigger("before", "shutdown",
                                   lambda: service.stopService() if service.running else None)
+    gctuning.tune()
+    reactor.callWhenRunning(gctuning.started)
     reactor.run()
     sys.exit(exit_code[0] if exit_code else 0)
 
