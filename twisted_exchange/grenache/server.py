@@ -119,19 +119,32 @@ class _Budget:
         self.used -= size
 
 
-class _BoundedRequest(server.Request):
+class _BoundedRequest(http.Request):
     """A request whose body counts against its site's budget while it is held.
 
     Refused (see the module docstring) as soon as the body is known not to
     fit; its bytes go back to the budget when it is refused, answered, or its
     connection is lost, whichever comes first.
+
+    An ``http.Request``, not a ``server.Request``: every method and path is
+    the same call, so it goes straight to the site's RPCResource, without a
+    resource tree to walk, a path to unquote, or Server and Date headers to
+    format; replies carry no Content-Type, as Node's.
     """
 
     held = 0
     receiving = False
     refused = False
-    defaultContentType = None  # as Node's server: replies carry no Content-Type
     _budget: _Budget | None = None
+
+    def __init__(self, channel: http.HTTPChannel, *args: Any) -> None:
+        # No form parsing: besides being useless here, it parses every
+        # Content-Type (Node sends text/plain) with the email package, which
+        # halves the server's throughput.  (Twisted >= 25.5.)
+        super().__init__(channel, *args, parsePOSTFormSubmission=False)
+
+    def process(self) -> None:
+        self.channel.site.resource.render(self)
 
     def gotLength(self, length: int | None) -> None:
         self.content = BytesIO()
@@ -264,16 +277,13 @@ class _Site(server.Site):
 
     def __init__(self, resource: Resource, max_body: int, max_buffered: int,
                  body_timeout: float, reactor: Any) -> None:
-        # No form parsing: besides being useless here, it parses every
-        # Content-Type (Node sends text/plain) with the email package, which
-        # halves the server's throughput.  (Twisted >= 25.5.)
         super().__init__(resource, requestFactory=_BoundedRequest, reactor=reactor,
-                         timeout=body_timeout, parsePOSTFormSubmission=False)
+                         timeout=body_timeout)
         self.max_body = max_body
         self.budget = _Budget(max_buffered)
         self.channels: set[_Channel] = set()
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: http.Request) -> None:
         """No access log: one line per RPC would cost more than the RPC."""
 
 
@@ -291,7 +301,8 @@ class RPCResource(Resource):
         self._utf8_only = utf8_only
         self._with_caller = with_caller
 
-    def render(self, request: server.Request) -> Any:
+    def render(self, request: http.Request) -> None:
+        """Answer ``request``: now for a refusal, once the handler's result is there otherwise."""
         compress = b"gzip" in (request.getHeader(b"grc-compress") or b"")
         try:
             rid, key, payload = self._call_of(request, compress)
@@ -299,15 +310,25 @@ class RPCResource(Resource):
             status, body = _refusal(refusal)
             request.setResponseCode(status)
             request.setHeader(b"content-length", b"%d" % len(body))
-            return body
+            request.write(body)
+            request.finish()
+            return
         args = (key, payload, request.channel.caller) if self._with_caller else (key, payload)
-        d = defer.maybeDeferred(self._handler, *args)
-        d.addCallbacks(lambda result: [rid, None, result],
-                       self._error_reply, errbackArgs=(rid, key))
-        d.addCallback(self._send, request, compress, rid, key)
-        return server.NOT_DONE_YET
+        try:
+            result = self._handler(*args)
+        except Exception:
+            reply = self._error_reply(Failure(), rid, key)
+        else:
+            if not isinstance(result, defer.Deferred):
+                reply = [rid, None, result]
+            else:
+                result.addCallbacks(lambda value: [rid, None, value],
+                                    self._error_reply, errbackArgs=(rid, key))
+                result.addCallback(self._send, request, compress, rid, key)
+                return
+        self._send(reply, request, compress, rid, key)
 
-    def _call_of(self, request: server.Request, compress: bool) -> tuple[Any, str, Any]:
+    def _call_of(self, request: http.Request, compress: bool) -> tuple[Any, str, Any]:
         """(rid, key, payload) of a request, or the GrenacheError refusing it."""
         header = request.getHeader(b"_gr")
         info: list = []
@@ -349,7 +370,7 @@ class RPCResource(Resource):
             message = f"{ERR_INTERNAL}: {failure.type.__name__}"
         return [rid, message, None]
 
-    def _send(self, reply: list, request: server.Request, compress: bool,
+    def _send(self, reply: list, request: http.Request, compress: bool,
               rid: Any, key: str) -> None:
         if request._disconnected:  # the caller left; as twisted.web.server checks
             return
@@ -364,7 +385,7 @@ class RPCResource(Resource):
         request.finish()
 
     @staticmethod
-    def _body(request: server.Request, reply: list, compress: bool) -> bytes:
+    def _body(request: http.Request, reply: list, compress: bool) -> bytes:
         body = wire.encode(reply)
         if compress:
             body = wire.gzip(body)
