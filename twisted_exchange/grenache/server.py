@@ -70,6 +70,12 @@ _REFUSAL_STATUS = {
 }
 
 
+#: Reason phrases, read once: attributes of twisted.web.http go through a
+#: deprecation proxy, slow enough to show in a call's profile.
+_REASONS: dict[int, bytes] = dict(http.RESPONSES)
+_OK = http.OK
+
+
 def _refusal(refusal: GrenacheError) -> tuple[int, bytes]:
     """(HTTP status, body) of a refusal: ``[null, "ERR_...", null]``."""
     return _REFUSAL_STATUS[refusal.code], wire.encode([None, refusal.wire, None])
@@ -79,7 +85,7 @@ def _closing(refusal: GrenacheError) -> bytes:
     """A whole HTTP response refusing, for a connection about to be closed."""
     status, body = _refusal(refusal)
     return (b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, http.RESPONSES[status], len(body), body))
+            % (status, _REASONS[status], len(body), body))
 
 
 def _wrong_protocol(transport: Any, refusal: GrenacheError) -> None:
@@ -262,7 +268,7 @@ class _Channel(Protocol, TimeoutMixin):
         self.requests.remove(request)
         self._let_go(request)
         head = b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\n" % (
-            status, http.RESPONSES.get(status, b"Unknown"), len(body))
+            status, _REASONS.get(status, b"Unknown"), len(body))
         if not request.keep_alive:
             head += b"Connection: close\r\n"
         self.transport.write(head + b"\r\n" + (b"" if request.method == b"HEAD" else body))
@@ -295,7 +301,9 @@ class _Channel(Protocol, TimeoutMixin):
     def _read_head(self) -> bool:
         """Start the next request if its whole head has arrived."""
         buffer = self._buffer
-        while buffer[:2] == b"\r\n":  # blank lines before a request line are allowed
+        if not buffer:
+            return False
+        while buffer.startswith(b"\r\n"):  # blank lines before a request line are allowed
             del buffer[:2]
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
@@ -554,7 +562,7 @@ class RPCResource:
             self.log.failure("RPC handler for {key!r} returned a value that is not JSON",
                              key=key)
             body = self._body([rid, f"{ERR_INTERNAL}: result is not JSON", None], compress)
-        request.channel.respond(request, http.OK, body)
+        request.channel.respond(request, _OK, body)
 
     @staticmethod
     def _body(reply: list, compress: bool) -> bytes:
