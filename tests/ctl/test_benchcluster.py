@@ -80,10 +80,14 @@ class ReportTests(unittest.SynchronousTestCase):
                                    "failover": {"killed": "peer2", "seconds": 2.5},
                                    "check": {"ok": True, "summary": "3 peers agree"}},
                        "baseline": {**self.summary(3000, 9.0), "peers": 3, "diverged_peers": 2,
-                                    "distinct_books": 3}})
+                                    "distinct_books": 3},
+                       "rpc_baseline": {"impl": "node", "in_flight": 64, "requests_per_second": 10000.0},
+                       "ratio_to_rpc": 0.6})
         self.assertIn("2 of 3 peers diverged", text)
         self.assertIn("cluster / baseline throughput: 2.00", text)
-        self.assertTrue(text.endswith("targets: orders/s (64 in flight) >= 5000 met, p99 (1 in flight) <= 20 ms met,"
+        self.assertIn("plain Grenache RPC (node), 64 in flight: 10000 requests/s; cluster / RPC: 0.60", text)
+        self.assertTrue(text.endswith("targets: orders/s (64 in flight) >= 5000 met, p99 (64 in flight) <= 20 ms"
+                                      " MISSED, p99 (1 in flight) <= 5 ms met, cluster / RPC >= 0.5 met,"
                                       " failover <= 2 s MISSED, 0 divergence met"), text)
 
     def test_free_ports_are_distinct(self):

@@ -135,3 +135,40 @@ class ServerLimitTests(unittest.TestCase):
     def test_default_budget_holds_two_max_bodies_less_the_eighth_for_calls(self) -> None:
         server = RPCServer(echo, max_body=64 << 20, reactor=self.clock)
         self.assertEqual(server._site.budget.limit, 128 << 20)
+
+
+class ServerFramingTests(unittest.TestCase):
+    """The lean HTTP/1.1 reader: the same answers however the bytes arrive."""
+
+    BODY = b'["r","k",[1,2,3]]'
+    REQUESTS = [
+        head(len(BODY)) + BODY,
+        head(None) + b'5\r\n["r",\r\n%x\r\n%s\r\n0\r\n\r\n' % (len(BODY) - 5, BODY[5:]),
+        head(None) + b"%x;ext=1\r\n%s\r\n0\r\nX-Trailer: 1\r\n\r\n" % (len(BODY), BODY),
+    ]
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.server = RPCServer(echo, max_body=MAX_BODY, reactor=self.clock)
+        self.server.startService()
+
+    def answers(self, *parts: bytes) -> bytes:
+        channel = self.server._site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        for part in parts:
+            channel.dataReceived(part)
+        return transport.value()
+
+    def test_a_request_split_anywhere_and_pipelined_gets_the_same_answers(self) -> None:
+        for request in self.REQUESTS:
+            whole = self.answers(request * 2)
+            self.assertEqual(whole.count(b"HTTP/1.1 200 OK\r\n"), 2)
+            for cut in range(1, len(request)):
+                self.assertEqual(self.answers(request[:cut], request[cut:] + request), whole, cut)
+
+    def test_a_head_that_is_not_http_is_400_and_closed(self) -> None:
+        for bad in (b"GET /\r\n\r\n", b"POST / HTTP/2.0\r\n\r\n", b"POST / HTTP/1.1\r\nno colon\r\n\r\n",
+                    b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"):
+            status_line = self.answers(bad).partition(b"\r\n")[0]
+            self.assertEqual(status_line, b"HTTP/1.1 400 Bad Request", bad)

@@ -69,7 +69,8 @@ async def _run(client: RPCClient, count: int, inflight: int) -> dict[str, Any]:
     return _figures(latencies, time.perf_counter() - start, inflight)
 
 
-async def measure_ours(reactor: Any, requests: int, tls: bool = False) -> list[dict[str, Any]]:
+async def measure_ours(reactor: Any, requests: int, tls: bool = False,
+                       inflight: tuple[int, ...] = INFLIGHT) -> list[dict[str, Any]]:
     """Our client -> our server, in this process; over mutual TLS if ``tls``."""
     ca = CA.create() if tls else None
     server = RPCServer(lambda key, payload: payload, reactor=reactor,
@@ -79,25 +80,35 @@ async def measure_ours(reactor: Any, requests: int, tls: bool = False) -> list[d
                        tls=ca.issue(Identity(CLIENT, "bench")) if ca else None)
     try:
         results = []
-        for inflight in INFLIGHT:
-            await _run(client, min(requests, 500), inflight)  # warm up
-            results.append(await _run(client, requests, inflight))
+        for level in inflight:
+            await _run(client, min(requests, 500), level)  # warm up
+            results.append(await _run(client, requests, level))
         return results
     finally:
         await client.close()
         await server.stop()
 
 
-def measure_node(requests: int) -> list[dict[str, Any]] | None:
+def measure_node(requests: int, inflight: tuple[int, ...] = INFLIGHT) -> list[dict[str, Any]] | None:
     """Node client -> Node server (bench.js), or None without node."""
     node = shutil.which("node")
     if node is None or not (NODE_MODULES / "grenache-nodejs-http").is_dir():
         return None
     script = Path(__file__).with_name("bench.js")
-    out = subprocess.run([node, str(script), str(requests), *map(str, INFLIGHT)],
+    out = subprocess.run([node, str(script), str(requests), *map(str, inflight)],
                          env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
                          capture_output=True, text=True, check=True, timeout=300)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+async def baseline(reactor: Any, inflight: int, requests: int = 10_000) -> dict[str, Any]:
+    """Plain Grenache RPC at ``inflight``, the yardstick of ``exchangectl
+    bench-cluster``: Node's client and server when node and
+    tests/interop/node_modules are there, else ours."""
+    node = measure_node(requests, (inflight,))
+    impl, row = ("node", node[0]) if node else (
+        "python", (await measure_ours(reactor, requests, inflight=(inflight,)))[0])
+    return {"impl": impl, "in_flight": inflight, "requests_per_second": round(row["rps"], 1)}
 
 
 def report(ours: list[dict[str, Any]], node: list[dict[str, Any]] | None,

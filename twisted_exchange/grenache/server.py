@@ -26,20 +26,25 @@ hands ``meta.cert`` to its handlers, a server made ``with_caller=True``
 calls ``handler(key, payload, caller)`` with the ``Caller`` (verified
 certificate, identity, address) of the connection; handlers of
 ``(key, payload)`` are unchanged.
+
+HTTP/1.1 is read by ``_Channel``, made for Grenache's one shape (a POST in,
+one reply out) rather than by ``twisted.web``: a third less CPU per call,
+which is most of what a peer does (figures in grenache/bench.py).
 """
 from __future__ import annotations
 
+import re
 import zlib
-from io import BytesIO
 from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.protocols.policies import TimeoutMixin
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
-from twisted.web import http, server
-from twisted.web.resource import Resource
+from twisted.web import http
 
 from twisted_exchange.grenache import wire
 from twisted_exchange.grenache.errors import (
@@ -65,6 +70,12 @@ _REFUSAL_STATUS = {
 }
 
 
+#: Reason phrases, read once: attributes of twisted.web.http go through a
+#: deprecation proxy, slow enough to show in a call's profile.
+_REASONS: dict[int, bytes] = dict(http.RESPONSES)
+_OK = http.OK
+
+
 def _refusal(refusal: GrenacheError) -> tuple[int, bytes]:
     """(HTTP status, body) of a refusal: ``[null, "ERR_...", null]``."""
     return _REFUSAL_STATUS[refusal.code], wire.encode([None, refusal.wire, None])
@@ -74,7 +85,7 @@ def _closing(refusal: GrenacheError) -> bytes:
     """A whole HTTP response refusing, for a connection about to be closed."""
     status, body = _refusal(refusal)
     return (b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, http.RESPONSES[status], len(body), body))
+            % (status, _REASONS[status], len(body), body))
 
 
 def _wrong_protocol(transport: Any, refusal: GrenacheError) -> None:
@@ -119,72 +130,80 @@ class _Budget:
         self.used -= size
 
 
-class _BoundedRequest(server.Request):
-    """A request whose body counts against its site's budget while it is held.
+class _Request:
+    """One request read whole: what the RPC resource needs to answer it.
 
-    Refused (see the module docstring) as soon as the body is known not to
-    fit; its bytes go back to the budget when it is refused, answered, or its
-    connection is lost, whichever comes first.
+    ``headers`` maps lower-case names to values (repeated headers joined by
+    ", ").  ``held`` is the number of body bytes it counts in the budget
+    until it is answered or its connection is lost.
     """
 
-    held = 0
-    receiving = False
-    refused = False
-    defaultContentType = None  # as Node's server: replies carry no Content-Type
-    _budget: _Budget | None = None
+    __slots__ = ("channel", "method", "headers", "body", "keep_alive", "held")
 
-    def gotLength(self, length: int | None) -> None:
-        self.content = BytesIO()
-        self.receiving = True
-        self._budget = self.channel.site.budget
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if self.refused:  # the rest of a chunk read before the refusal
-            return
-        max_body = self.channel.site.max_body
-        if self.held + len(data) > max_body:
-            self.refuse(GrenacheError(ERR_REQUEST_TOO_LARGE, f"body over {max_body} bytes"))
-        elif not self._budget.take(self.held, len(data)):
-            self.refuse(GrenacheError(ERR_BUSY, "too many bytes in flight, try later"))
-        else:
-            self.held += len(data)
-            self.content.write(data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self.refused:
-            return
-        self.receiving = False
-        super().requestReceived(command, path, version)
-
-    def refuse(self, refusal: GrenacheError) -> None:
-        """Answer ``refusal`` now, without reading the rest, and close the connection."""
-        self.refused, self.receiving = True, False
-        self._let_go()
-        self.channel.transport.write(_closing(refusal))
-        self.channel.loseConnection()
-
-    def finish(self) -> None:
-        super().finish()
-        self._let_go()
-
-    def connectionLost(self, reason: Failure) -> None:
-        self._let_go()
-        super().connectionLost(reason)
-
-    def _let_go(self) -> None:
-        """Return the body's bytes to the budget (once) and drop them."""
-        if self._budget is not None:
-            self._budget.give(self.held)
-            self.held = 0
-        if self.content is not None:
-            self.content.close()
+    def __init__(self, channel: _Channel, method: bytes, headers: dict[bytes, bytes],
+                 body: bytes, keep_alive: bool, held: int) -> None:
+        self.channel = channel
+        self.method = method
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.held = held
 
 
-class _Channel(http.HTTPChannel):
-    """An HTTP connection that its site can close when the server stops."""
+class _Body:
+    """The request whose body is arriving: its head, and its bytes so far."""
+
+    __slots__ = ("method", "headers", "keep_alive", "chunked", "left", "chunks", "held")
+
+    def __init__(self, method: bytes, headers: dict[bytes, bytes], keep_alive: bool,
+                 length: int | None) -> None:
+        self.method = method
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.chunked = length is None
+        self.left: int = _CHUNK_SIZE if length is None else length  # see _Channel._read_chunked
+        self.chunks: list[bytes] = []
+        self.held = 0
+
+
+#: Longest request head (request line and headers) read.
+MAX_HEAD = 64 * 1024
+#: States of a chunked body besides "bytes of data left in this chunk" (> 0).
+_CHUNK_SIZE, _CHUNK_END, _TRAILER = -1, -2, -3
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+class _BadRequest(Exception):
+    """The bytes are not an HTTP/1.x request we read; answered 400, then closed."""
+
+
+class _Channel(Protocol, TimeoutMixin):
+    """One HTTP/1.1 connection, read as Grenache uses it: a POST, its reply.
+
+    Instead of ``twisted.web.http.HTTPChannel``, which parses line by line
+    and builds a general request object: the head is split once, only the
+    framing headers are read (Content-Length, chunked Transfer-Encoding,
+    Connection, Expect), and the reply is one write.  Requests are answered
+    in order, one at a time: bytes of a pipelined next request wait until
+    the current one is answered (and reading pauses while they pass
+    ``max_body``).  Refusals: see the module docstring; a head that is not
+    HTTP/1.x is 400 ``ERR_REQUEST_INVALID``, as is a body framed both ways
+    or with a Transfer-Encoding other than chunked.
+    """
 
     _caller: Caller | None = None
     _first = True
+
+    def __init__(self, site: _Site) -> None:
+        self.site = site
+        self.callLater = site.reactor.callLater  # TimeoutMixin's clock
+        self._buffer = bytearray()
+        self._body: _Body | None = None
+        self.requests: list[_Request] = []  # the one being answered, if any
+        self._closed = False
+        self._reading = False  # in _advance: an answer sent meanwhile does not re-enter it
+        self._paused = False
 
     @property
     def caller(self) -> Caller:
@@ -195,41 +214,226 @@ class _Channel(http.HTTPChannel):
         return self._caller
 
     def connectionMade(self) -> None:
-        super().connectionMade()
         self.site.channels.add(self)
         self.lost: defer.Deferred[None] = defer.Deferred()
+        self.setTimeout(self.site.timeout)
 
-    def connectionLost(self, reason: Failure) -> None:
-        super().connectionLost(reason)
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._closed = True
+        self.setTimeout(None)
+        if self._body is not None:
+            self._let_go(self._body)
+            self._body = None
+        for request in self.requests:
+            self._let_go(request)
+        self.requests = []
         self.site.channels.discard(self)
         self.lost.callback(None)
 
-    def timeoutConnection(self) -> None:
-        """Nothing arrived for ``timeOut`` (the site's ``body_timeout``) seconds:
-        refuse a body that stopped arriving, or close an idle connection."""
-        if self.requests and self.requests[-1].receiving:
-            self.requests[-1].refuse(GrenacheError(
-                ERR_TIMEOUT, f"no body bytes for {self.timeOut:g} s"))
-        else:
-            super().timeoutConnection()
-
     def dataReceived(self, data: bytes) -> None:
-        """Answer a TLS handshake on a plain-HTTP server at once (400), rather
-        than wait for a request line that never comes."""
-        if self._first and data[:1] == TLS_HANDSHAKE:
-            _wrong_protocol(self.transport, GrenacheError(
-                ERR_REQUEST_INVALID, "this server speaks plain HTTP, not TLS"))
+        if self._first:
+            self._first = False
+            if data[:1] == TLS_HANDSHAKE:
+                # answer a TLS handshake on a plain-HTTP server at once (400),
+                # rather than wait for a request line that never comes
+                self._closed = True
+                _wrong_protocol(self.transport, GrenacheError(
+                    ERR_REQUEST_INVALID, "this server speaks plain HTTP, not TLS"))
+                return
+        if self._closed:
+            return  # the rest of what was in flight when a refusal closed it
+        self.resetTimeout()
+        self._buffer += data
+        if self.requests:
+            if len(self._buffer) > self.site.max_body + MAX_HEAD and not self._paused:
+                self._paused = True
+                self.transport.pauseProducing()
             return
-        self._first = False
-        super().dataReceived(data)
+        self._advance()
 
-    def allHeadersReceived(self) -> None:
-        """Refuse a declared body over ``max_body`` before any of it arrives."""
-        if self.length is not None and self.length > self.site.max_body:
-            self.requests[-1].refuse(GrenacheError(
-                ERR_REQUEST_TOO_LARGE, f"Content-Length over {self.site.max_body} bytes"))
+    def timeoutConnection(self) -> None:
+        """Nothing arrived for the site's ``body_timeout`` seconds: refuse a
+        body that stopped arriving, or close an idle connection."""
+        if self._body is not None:
+            self._refuse(GrenacheError(ERR_TIMEOUT, f"no body bytes for {self.site.timeout:g} s"))
         else:
-            super().allHeadersReceived()
+            self._closed = True
+            self.transport.loseConnection()
+
+    def respond(self, request: _Request, status: int, body: bytes) -> None:
+        """Send the reply to ``request`` (nothing if its connection is gone), then
+        read the next request, if one is waiting."""
+        if request not in self.requests:
+            return
+        self.requests.remove(request)
+        self._let_go(request)
+        head = b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\n" % (
+            status, _REASONS.get(status, b"Unknown"), len(body))
+        if not request.keep_alive:
+            head += b"Connection: close\r\n"
+        self.transport.write(head + b"\r\n" + (b"" if request.method == b"HEAD" else body))
+        if not request.keep_alive:
+            self._closed = True
+            self.transport.loseConnection()
+            return
+        self.setTimeout(self.site.timeout)
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+        if not self._reading:
+            self._advance()
+
+    def _advance(self) -> None:
+        """Read requests from the buffer, answering each before the next."""
+        self._reading = True
+        try:
+            while not self._closed and not self.requests:
+                if self._body is None and not self._read_head():
+                    return
+                if not (self._read_chunked() if self._body.chunked else self._read_length()):
+                    return
+                self._dispatch()
+        except _BadRequest as e:
+            self._refuse(GrenacheError(ERR_REQUEST_INVALID, str(e)))
+        finally:
+            self._reading = False
+
+    def _read_head(self) -> bool:
+        """Start the next request if its whole head has arrived."""
+        buffer = self._buffer
+        if not buffer:
+            return False
+        while buffer.startswith(b"\r\n"):  # blank lines before a request line are allowed
+            del buffer[:2]
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > MAX_HEAD:
+                raise _BadRequest(f"request head over {MAX_HEAD} bytes")
+            return False
+        lines = bytes(buffer[:end]).split(b"\r\n")
+        del buffer[:end + 4]
+        parts = lines[0].split(b" ")
+        if len(parts) != 3 or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0") or not _TOKEN.fullmatch(parts[0]):
+            raise _BadRequest("not an HTTP/1.x request line")
+        headers: dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not _TOKEN.fullmatch(name):
+                raise _BadRequest("malformed header line")
+            name, value = name.lower(), value.strip(b" \t")
+            headers[name] = headers[name] + b", " + value if name in headers else value
+        version = parts[2]
+        connection = headers.get(b"connection", b"").lower()
+        keep_alive = (b"close" not in connection if version == b"HTTP/1.1"
+                      else b"keep-alive" in connection)
+        self._body = body = _Body(parts[0], headers, keep_alive, self._length_of(headers))
+        if body.left > self.site.max_body:
+            self._refuse(GrenacheError(ERR_REQUEST_TOO_LARGE,
+                                       f"Content-Length over {self.site.max_body} bytes"))
+            return False
+        if body.left and version == b"HTTP/1.1" and headers.get(b"expect", b"").lower() == b"100-continue":
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return True
+
+    @staticmethod
+    def _length_of(headers: dict[bytes, bytes]) -> int | None:
+        """The declared body length, None for chunked, 0 for no body."""
+        coding = headers.get(b"transfer-encoding")
+        length = headers.get(b"content-length")
+        if coding is not None:
+            if length is not None or coding.lower() != b"chunked":
+                raise _BadRequest("only a chunked Transfer-Encoding, without Content-Length, is read")
+            return None
+        if length is None:
+            return 0
+        if not length.isdigit():
+            raise _BadRequest("bad Content-Length")
+        return int(length)
+
+    def _read_length(self) -> bool:
+        """Take body bytes up to the declared length; True once all are here."""
+        body = self._body
+        if body.left:
+            data = bytes(self._buffer[:body.left])
+            del self._buffer[:body.left]
+            if data and not self._take(data):
+                return False
+        return body.left == 0
+
+    def _read_chunked(self) -> bool:
+        """Take chunked body bytes; True once the last chunk and trailers are here.
+
+        ``_Body.left``: bytes of data left in the current chunk, or one of
+        _CHUNK_SIZE (a size line is next), _CHUNK_END (its CRLF), _TRAILER.
+        """
+        body, buffer = self._body, self._buffer
+        while True:
+            if body.left > 0:
+                data = bytes(buffer[:body.left])
+                del buffer[:body.left]
+                if not data:
+                    return False
+                if not self._take(data):
+                    return False
+                if body.left == 0:
+                    body.left = _CHUNK_END
+                continue
+            end = buffer.find(b"\r\n")
+            if end < 0:
+                if len(buffer) > MAX_HEAD:
+                    raise _BadRequest("chunk framing line too long")
+                return False
+            line = bytes(buffer[:end])
+            del buffer[:end + 2]
+            if body.left == _CHUNK_END:
+                if line:
+                    raise _BadRequest("chunk data longer than its size")
+                body.left = _CHUNK_SIZE
+            elif body.left == _CHUNK_SIZE:
+                size = line.split(b";", 1)[0].strip()
+                if not _HEX.fullmatch(size):
+                    raise _BadRequest("bad chunk size")
+                body.left = int(size, 16) or _TRAILER
+            elif not line:  # the empty line that ends the trailers
+                body.left = 0
+                return True
+
+    def _take(self, data: bytes) -> bool:
+        """Count ``data`` against the limits, or refuse the request."""
+        body, max_body = self._body, self.site.max_body
+        if body.held + len(data) > max_body:
+            self._refuse(GrenacheError(ERR_REQUEST_TOO_LARGE, f"body over {max_body} bytes"))
+            return False
+        if not self.site.budget.take(body.held, len(data)):
+            self._refuse(GrenacheError(ERR_BUSY, "too many bytes in flight, try later"))
+            return False
+        body.held += len(data)
+        body.chunks.append(data)
+        body.left -= len(data)
+        return True
+
+    def _dispatch(self) -> None:
+        body, self._body = self._body, None
+        request = _Request(self, body.method, body.headers, b"".join(body.chunks),
+                           body.keep_alive, body.held)
+        body.chunks = []
+        self.requests.append(request)
+        self.setTimeout(None)  # a handler may take its time; silence counts from the reply
+        self.site.resource.call(request)
+
+    def _refuse(self, refusal: GrenacheError) -> None:
+        """Answer ``refusal`` now, without reading the rest, and close the connection."""
+        if self._body is not None:
+            self._let_go(self._body)
+            self._body = None
+        self._closed = True
+        self.transport.write(_closing(refusal))
+        self.transport.loseConnection()
+
+    def _let_go(self, held: _Body | _Request) -> None:
+        """Return a body's bytes to the budget (once)."""
+        self.site.budget.give(held.held)
+        held.held = 0
 
 
 class _TLSOnly(TLSMemoryBIOProtocol):
@@ -254,62 +458,65 @@ class _TLSFactory(TLSMemoryBIOFactory):
     protocol = _TLSOnly
     noisy = False
 
-    def __init__(self, credential: Credential, site: server.Site) -> None:
+    def __init__(self, credential: Credential, site: _Site) -> None:
         super().__init__(tls_options(credential), False, site)
 
 
-class _Site(server.Site):
-    protocol = _Channel
+class _Site(Factory):
+    """The server's connections, its limits and its budget."""
+
     noisy = False
 
-    def __init__(self, resource: Resource, max_body: int, max_buffered: int,
+    def __init__(self, resource: RPCResource, max_body: int, max_buffered: int,
                  body_timeout: float, reactor: Any) -> None:
-        # No form parsing: besides being useless here, it parses every
-        # Content-Type (Node sends text/plain) with the email package, which
-        # halves the server's throughput.  (Twisted >= 25.5.)
-        super().__init__(resource, requestFactory=_BoundedRequest, reactor=reactor,
-                         timeout=body_timeout, parsePOSTFormSubmission=False)
+        self.resource = resource
         self.max_body = max_body
         self.budget = _Budget(max_buffered)
+        self.timeout = body_timeout
+        self.reactor = reactor
         self.channels: set[_Channel] = set()
 
-    def log(self, request: server.Request) -> None:
-        """No access log: one line per RPC would cost more than the RPC."""
+    def buildProtocol(self, addr: Any) -> _Channel:
+        return _Channel(self)
 
 
-class RPCResource(Resource):
-    """Every path of the server: parse the call, run the handler, reply."""
+class RPCResource:
+    """Every request of the server: parse the call, run the handler, reply."""
 
-    isLeaf = True
     log = Logger()
 
     def __init__(self, handler: Handler, max_body: int, utf8_only: bool = False,
                  with_caller: bool = False) -> None:
-        super().__init__()
         self._handler = handler
         self._max_body = max_body
         self._utf8_only = utf8_only
         self._with_caller = with_caller
 
-    def render(self, request: server.Request) -> Any:
-        compress = b"gzip" in (request.getHeader(b"grc-compress") or b"")
+    def call(self, request: _Request) -> None:
+        """Answer ``request``: now for a refusal, once the handler's result is there otherwise."""
+        compress = b"gzip" in request.headers.get(b"grc-compress", b"")
         try:
             rid, key, payload = self._call_of(request, compress)
         except GrenacheError as refusal:
-            status, body = _refusal(refusal)
-            request.setResponseCode(status)
-            request.setHeader(b"content-length", b"%d" % len(body))
-            return body
+            request.channel.respond(request, *_refusal(refusal))
+            return
         args = (key, payload, request.channel.caller) if self._with_caller else (key, payload)
-        d = defer.maybeDeferred(self._handler, *args)
-        d.addCallbacks(lambda result: [rid, None, result],
-                       self._error_reply, errbackArgs=(rid, key))
-        d.addCallback(self._send, request, compress, rid, key)
-        return server.NOT_DONE_YET
+        try:
+            result = self._handler(*args)
+        except Exception:
+            reply = self._error_reply(Failure(), rid, key)
+        else:
+            if isinstance(result, defer.Deferred):
+                result.addCallbacks(lambda value: [rid, None, value],
+                                    self._error_reply, errbackArgs=(rid, key))
+                result.addCallback(self._send, request, compress, rid, key)
+                return
+            reply = [rid, None, result]
+        self._send(reply, request, compress, rid, key)
 
-    def _call_of(self, request: server.Request, compress: bool) -> tuple[Any, str, Any]:
+    def _call_of(self, request: _Request, compress: bool) -> tuple[Any, str, Any]:
         """(rid, key, payload) of a request, or the GrenacheError refusing it."""
-        header = request.getHeader(b"_gr")
+        header = request.headers.get(b"_gr")
         info: list = []
         if header is not None:
             try:
@@ -318,8 +525,7 @@ class RPCResource(Resource):
                 info = None
             if not isinstance(info, list):
                 raise GrenacheError(ERR_HEADER_PARSE_GR)
-        body = request.content.getvalue()  # no copy: BytesIO shares its buffer
-        request.content.close()  # the handler may run long; the bytes need not
+        body, request.body = request.body, b""  # the handler may run long; the bytes need not
         if compress:
             try:
                 body = wire.gunzip(body, self._max_body)
@@ -349,27 +555,19 @@ class RPCResource(Resource):
             message = f"{ERR_INTERNAL}: {failure.type.__name__}"
         return [rid, message, None]
 
-    def _send(self, reply: list, request: server.Request, compress: bool,
-              rid: Any, key: str) -> None:
-        if request._disconnected:  # the caller left; as twisted.web.server checks
-            return
+    def _send(self, reply: list, request: _Request, compress: bool, rid: Any, key: str) -> None:
         try:
-            body = self._body(request, reply, compress)
+            body = self._body(reply, compress)
         except (TypeError, ValueError):
             self.log.failure("RPC handler for {key!r} returned a value that is not JSON",
                              key=key)
-            body = self._body(request, [rid, f"{ERR_INTERNAL}: result is not JSON", None],
-                              compress)
-        request.write(body)
-        request.finish()
+            body = self._body([rid, f"{ERR_INTERNAL}: result is not JSON", None], compress)
+        request.channel.respond(request, _OK, body)
 
     @staticmethod
-    def _body(request: server.Request, reply: list, compress: bool) -> bytes:
+    def _body(reply: list, compress: bool) -> bytes:
         body = wire.encode(reply)
-        if compress:
-            body = wire.gzip(body)
-        request.setHeader(b"content-length", b"%d" % len(body))
-        return body
+        return wire.gzip(body) if compress else body
 
 
 class RPCServer(Service):

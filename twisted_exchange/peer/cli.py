@@ -12,7 +12,7 @@ import click
 from cryptography import x509
 from twisted.internet.error import CannotListenError
 
-from twisted_exchange import pki
+from twisted_exchange import gctuning, pki
 from twisted_exchange.logs import begin_logging, log_options
 from twisted_exchange.peer.membership import MembershipError
 from twisted_exchange.pki import PEER, Credential, Identity
@@ -100,6 +100,8 @@ def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int
     reactor.callWhenRunning(lambda: started_or_failed(service.startService()))
     reactor.addSystemEventTrigger("before", "shutdown",
                                   lambda: service.stopService() if service.running else None)
+    gctuning.tune()
+    reactor.callWhenRunning(gctuning.started)
     reactor.run()
     sys.exit(exit_code[0] if exit_code else 0)
 

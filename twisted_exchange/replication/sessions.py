@@ -60,19 +60,24 @@ TOO_MANY_CLIENTS = "ERR_TOO_MANY_CLIENTS"
 FINGERPRINT_CHARS = 32  # hex of a 16-byte blake2b
 
 
-def canonical_json(value: Any) -> str:
-    """The one JSON text of ``value``: sorted keys, no spaces, UTF-8 as is.
+def canonical_bytes(value: Any) -> bytes:
+    """The one JSON text of ``value``, UTF-8: sorted keys, no spaces.
 
     Only for values that are JSON by construction (admitted commands and the
     core's results: strings, ints, bools, None), which every replica then
     encodes byte for byte alike.
     """
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def fingerprint(command_text: str) -> str:
+def canonical_json(value: Any) -> str:
+    """:func:`canonical_bytes` as text."""
+    return canonical_bytes(value).decode()
+
+
+def fingerprint(command_json: bytes) -> str:
     """The fingerprint kept beside a result: blake2b-128 of the canonical command."""
-    return hashlib.blake2b(command_text.encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(command_json, digest_size=16).hexdigest()
 
 
 def request_order(request: str) -> tuple[int, str]:
@@ -121,7 +126,7 @@ class SessionTable:
         if session is not None:
             value = session.window.get(request)
             if value is not None:
-                return _kept_reply(request, value, print_ or fingerprint(canonical_json(command)))
+                return _kept_reply(request, value, print_ or fingerprint(canonical_bytes(command)))
             floor = session.floor
         elif client in self._dormant:
             floor = self._dormant[client]

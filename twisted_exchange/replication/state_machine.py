@@ -21,7 +21,7 @@ import hashlib
 from typing import Any
 
 from twisted_exchange.core import Exchange
-from twisted_exchange.replication.sessions import SessionTable, canonical_json, fingerprint
+from twisted_exchange.replication.sessions import SessionTable, canonical_bytes, canonical_json, fingerprint
 
 GENESIS = "0" * 64
 
@@ -47,21 +47,22 @@ class ReplicatedStateMachine:
         if index != self.applied + 1:
             raise ValueError(f"entry {index} applied after {self.applied}")
         command = entry["command"]
-        command_text = canonical_json(command)
+        command_json = canonical_bytes(command)
         if command is None:
             result = None
-            result_text = "null"
+            result_json = b"null"
         else:
-            print_ = fingerprint(command_text)
+            print_ = fingerprint(command_json)
             result = self.sessions.check(command, print_)
             if result is None:
                 result = self.exchange.apply(command)
-                result_text = canonical_json(result)
-                self.sessions.record(command["client"], command["request"], print_, result_text)
+                result_json = canonical_bytes(result)
+                self.sessions.record(command["client"], command["request"], print_, result_json.decode())
             else:
-                result_text = canonical_json(result)
+                result_json = canonical_bytes(result)
         self.applied = index
-        self.digest = hashlib.blake2b(f"{self.digest}:{index}:{command_text}:{result_text}".encode(),
+        # the UTF-8 of f"{digest}:{index}:{command}:{result}", built as bytes
+        self.digest = hashlib.blake2b(b"%s:%d:%s:%s" % (self.digest.encode(), index, command_json, result_json),
                                       digest_size=32).hexdigest()
         return result
 
