@@ -315,8 +315,9 @@ class RaftNode:
     def step(self, message: Message) -> None:
         """Handle one message from another node (Figure 2, "Rules for Servers")."""
         kind, term = message["type"], message["term"]
-        if message.get("from") == self.id:
-            return
+        if message.get("from") == self.id or (kind in ("raft.vote", "raft.prevote")
+                                             and message["from"] not in self.configuration.members):
+            return  # a candidate is a member of any configuration that adds it; others disrupt
         if term > self.term:
             if kind in ("raft.vote", "raft.prevote") and self._in_lease():
                 return  # thesis 4.2.3: a server that hears from a leader ignores disruptors
