@@ -411,7 +411,8 @@ class Simulation:
     def _may_abstain(self, node_id: str) -> bool:
         """Damage a node only while the nodes that vote can still elect a
         leader without a minority: abstainers stay within (n - 1) // 2."""
-        others = sum(self.storage[other].abstaining for other in self._present() if other != node_id)
+        others = sum(self.storage[other].abstaining or other in self.leaving   # a voter leaving may not campaign
+                     for other in self._present() if other != node_id)
         voters = min([len(self.check.configuration(self.initial).voters)]
                      + [len(r.node.configuration.voters) for r in self.replicas.values() if r is not None])
         return others + 1 <= (voters - 1) // 2
