@@ -21,7 +21,7 @@ from twisted_exchange.ctl.topology import parse, render
 
 COMMANDS = ["up", "down", "status", "start", "stop", "restart", "kill", "logs", "submit", "cancel",
             "amend", "book", "trades", "order", "orders", "check", "bench", "bench-cluster", "client",
-            "peer-credential", "dashboard", "init", "reset"]
+            "peer-credential", "dashboard", "init", "reset", "member"]
 
 
 class CliTestCase(unittest.TestCase):

@@ -615,6 +615,112 @@ def _issue(kind: str, name: str, addresses: tuple[str, ...], as_json: bool) -> N
         click.echo(f"{identity}: " + ", ".join(f"{part} {path}" for part, path in files.items()))
 
 
+@main.group()
+def member() -> None:
+    """Cluster membership, changed through Raft one peer at a time (as client `cli`,
+    which the peers' --admin-client allows by default)."""
+
+
+@command("list", group=member)
+@json_option
+def member_list(as_json: bool) -> None:
+    """The voters and learners, as the leader sees them, and what it has stored on each."""
+    from twisted_exchange.ctl import members
+    status = _in_reactor(lambda peers: members.leader_status(peers, list(_topology().peers)))
+    found = {"leader": status["id"], "configuration": status["configuration"], "stored": status.get("match"),
+             "last_index": status["last_index"]}
+    _show(found, as_json, lambda _: members.table(status))
+
+
+member_timeout = click.option("--wait", "wait", type=click.FloatRange(1, 3600), default=120.0, show_default=True,
+                              help="Seconds each change may take to commit.")
+port_option = click.option("--port", type=click.IntRange(1, 65535),
+                           help="RPC port of the new peer [default: the next free one after the highest].")
+
+
+@command("add", group=member)
+@click.argument("name")
+@port_option
+@member_timeout
+def member_add(name: str, port: int | None, wait: float) -> None:
+    """Add peer NAME: learner, program and certificate, catch-up, then voter."""
+    _add_then_remove(name, None, port, wait)
+
+
+@command("remove", group=member)
+@click.argument("name")
+@member_timeout
+def member_remove(name: str, wait: float) -> None:
+    """Remove peer NAME from the cluster, then stop and delete its program (its data stays)."""
+    _add_then_remove(None, name, None, wait)
+
+
+@command("replace", group=member)
+@click.argument("old")
+@click.argument("new")
+@port_option
+@member_timeout
+def member_replace(old: str, new: str, port: int | None, wait: float) -> None:
+    """Add peer NEW, then remove peer OLD: how a peer whose data was lost comes back."""
+    _add_then_remove(new, old, port, wait)
+
+
+def _add_then_remove(new: str | None, old: str | None, port: int | None, wait: float) -> None:
+    """The member commands' one flow (one reactor run per process)."""
+    from twisted_exchange.ctl import members, topology as config
+    from twisted_exchange.peer import membership
+    from twisted_exchange.replication.configuration import MEMBER_ID
+    topology = _topology()
+    supervisor = Supervisor(topology.socket)
+    text = topology.config.read_text(encoding="utf-8")
+    if new is not None:
+        if not MEMBER_ID.match(new):
+            raise click.BadParameter(f"peer names must match {MEMBER_ID.pattern}", param_hint="NAME")
+        if new in topology.peers:
+            raise CtlError(f"{new} is already in {topology.config}")
+        port = port or _free_port_after(max(config.peer_ports(text), default=config.FIRST_PEER_PORT - 1))
+        template = next(p for p in topology.peers if p != old)
+        initial = config.initial_peers(text, template)
+        if topology.pki is not None:
+            _issue(PEER, new, (config.peer_host(text, template),), False)
+        membership.record(topology.run_dir / new, new, initial, joining=True)
+    if old is not None:
+        _check_peer(topology, old)
+
+    def start() -> None:
+        topology.config.write_text(config.add_peer(text, template, new, port), encoding="utf-8")
+        supervisor.add_program(new)
+        click.echo(f"started program {new} on port {port}")
+
+    async def work(peers):
+        names = list(topology.peers)
+        if new is not None:
+            await members.add(peers, names, new, start, wait, click.echo)
+            names.append(new)
+        if old is not None:
+            await members.remove(peers, [n for n in names if n != old] + [old], old, wait, click.echo)
+
+    _in_reactor(work)
+    if old is not None:
+        current = topology.config.read_text(encoding="utf-8")
+        topology.config.write_text(config.remove_peer(current, old), encoding="utf-8")
+        supervisor.remove_program(old)
+        click.echo(f"stopped and removed program {old} (its data stays in {topology.run_dir / old})")
+
+
+def _free_port_after(port: int) -> int:
+    """The first port above ``port`` that nothing listens on."""
+    import socket
+    while True:
+        port += 1
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
 @command()
 @click.option("--wait", type=click.FloatRange(0, 600), default=10.0, show_default=True,
               help="Seconds to let peers at different applied indexes catch up.")

@@ -165,6 +165,20 @@ class Supervisor:
                 offset += chunk
                 yield text
 
+    def add_program(self, name: str) -> None:
+        """Reread the config file and start program ``name`` added to it
+        (supervisorctl's reread + update, for one new program)."""
+        self._call("reloadConfig")
+        self._call("addProcessGroup", name, name=name)
+
+    def remove_program(self, name: str) -> None:
+        """Stop program ``name``, forget it, and reread the config file it
+        was removed from."""
+        if self.process(name)["statename"] in ALIVE:
+            self.stop(name)
+        self._call("removeProcessGroup", name, name=name)
+        self._call("reloadConfig")
+
     def shutdown(self) -> None:
         """Stop every program, then supervisord itself."""
         self._call("shutdown")

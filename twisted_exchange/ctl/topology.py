@@ -13,6 +13,7 @@ from __future__ import annotations
 import configparser
 import functools
 import ipaddress
+import re
 import shlex
 import socket
 import sys
@@ -223,6 +224,65 @@ def _admin_url(command: str) -> str | None:
     port = options.get("--admin-port", "0")
     host = options.get("--host") or options.get("-b") or options.get("--bind") or HOST
     return f"http://{host}:{port}" if port.isdigit() and int(port) else None
+
+def _peer_section(text: str, peer_id: str) -> re.Match:
+    """The ``[program:peer_id]`` section of a config, up to the next section."""
+    found = re.search(rf"^\[program:{re.escape(peer_id)}\]\n(?:(?!\[).*\n?)*", text, re.MULTILINE)
+    if found is None:
+        raise CtlError(f"the config has no [program:{peer_id}] section")
+    return found
+
+
+def _with_peers(text: str, peers: Sequence[str]) -> str:
+    """``text`` with the ``[twisted-exchange] peers`` line listing ``peers``."""
+    return re.sub(r"^peers = .*$", f"peers = {','.join(peers)}", text, count=1, flags=re.MULTILINE)
+
+
+def peer_ports(text: str) -> list[int]:
+    """The RPC ports the config's peer programs listen on."""
+    return [int(port) for port in re.findall(r"^command=.* --port (\d+)", text, re.MULTILINE)]
+
+
+def initial_peers(text: str, peer_id: str) -> list[str]:
+    """Peer ``peer_id``'s ``--peers``: the cluster's initial configuration."""
+    found = re.search(r" --peers (\S+)", _peer_section(text, peer_id).group(0))
+    if found is None:
+        raise CtlError(f"[program:{peer_id}] has no --peers")
+    return found.group(1).split(",")
+
+
+def peer_host(text: str, peer_id: str) -> str:
+    """The address peer ``peer_id`` binds (``--host``, default 127.0.0.1)."""
+    found = re.search(r" --host (\S+)", _peer_section(text, peer_id).group(0))
+    return found.group(1) if found else HOST
+
+
+def add_peer(text: str, template: str, peer_id: str, port: int) -> str:
+    """The config ``text`` with program ``peer_id`` made from peer ``template``'s
+    (same initial ``--peers``, grapes, host and options; its own id, RPC port,
+    data directory and log; an admin port of 0 stays 0, else the next after
+    the highest), and ``peer_id`` added to the ``[twisted-exchange]`` peers."""
+    section = _peer_section(text, template).group(0)
+    name = re.escape(template)
+    for pattern, replacement in ((rf"^\[program:{name}\]", f"[program:{peer_id}]"),
+                                 (rf" --id {name}\b", f" --id {peer_id}"),
+                                 (rf"(--data-dir \S*/){name}\b", rf"\g<1>{peer_id}"),
+                                 (rf"^(stdout_logfile=\S*/){name}\.log", rf"\g<1>{peer_id}.log"),
+                                 (r" --port \d+", f" --port {port}")):
+        section = re.sub(pattern, replacement, section, count=1, flags=re.MULTILINE)
+    if re.search(r" --admin-port [1-9]", section):
+        highest = max(int(a) for a in re.findall(r"--id \S+ .* --admin-port (\d+)", text))
+        section = re.sub(r" --admin-port \d+", f" --admin-port {highest + 1}", section)
+    peers = [p.strip() for p in re.search(r"^peers = (.*)$", text, re.MULTILINE).group(1).split(",")]
+    return _with_peers(text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n", [*peers, peer_id])
+
+
+def remove_peer(text: str, peer_id: str) -> str:
+    """The config ``text`` without program ``peer_id`` nor it in the peers."""
+    section = _peer_section(text, peer_id)
+    text = text[:section.start()] + text[section.end():]
+    peers = [p.strip() for p in re.search(r"^peers = (.*)$", text, re.MULTILINE).group(1).split(",")]
+    return _with_peers(text, [p for p in peers if p != peer_id])
 
 
 def _first_line(error: Exception) -> str:

@@ -17,8 +17,10 @@ presents a certificate from the cluster CA) who may do what follows from
 the caller's ``Identity``, never from a field of the payload: only peer
 ``p`` may send a ``raft.batch`` (or a snapshot chunk) from ``p``; only client ``c`` may submit,
 cancel or amend as ``c`` (a command without ``client`` is ``c``'s, one
-naming another client is refused); any identity may query.  Everything
-else is ERR_FORBIDDEN and changes nothing.
+naming another client is refused); only a client named in
+``admin_clients`` (the peer's ``--admin-client``, default ``cli``: the
+identity exchangectl uses) may change the membership; any identity may
+query.  Everything else is ERR_FORBIDDEN and changes nothing.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ class Node(Protocol):
 
     def propose(self, command: dict) -> Deferred: ...
     def deliver(self, sender: str, messages: list) -> None: ...
+    def change_membership(self, change: str, peer: str) -> Deferred: ...
     def status(self) -> dict: ...
     @property
     def exchange(self) -> Any: ...
@@ -56,10 +59,12 @@ MAX_WAITING_QUERIES = 1000
 class PeerAPI:
     """Dispatches RPC payloads to ``node``: ``api(key, payload)`` is the RPC handler."""
 
-    def __init__(self, node: Node, reactor: IReactorTime, authenticated: bool = False) -> None:
+    def __init__(self, node: Node, reactor: IReactorTime, authenticated: bool = False,
+                 admin_clients: frozenset[str] = frozenset({"cli"})) -> None:
         self._node = node
         self._reactor = reactor
         self._authenticated = authenticated
+        self._admins = frozenset(Identity(CLIENT, name) for name in admin_clients)
         self._turns = DeferredSemaphore(1)
         self._snapshots = SnapshotAssembler()
 
@@ -69,6 +74,9 @@ class PeerAPI:
         request = protocol.parse_request(payload)
         if self._authenticated:
             _authorize(request, caller.identity)
+            if isinstance(request, protocol.MemberChange) and caller.identity not in self._admins:
+                raise RequestError(protocol.ERR_FORBIDDEN, f"{caller.identity} may not change the membership "
+                                                           "(see the peers' --admin-client)")
         handler = self._HANDLERS[type(request)]
         if type(request) not in self._ONE_PER_TURN:
             return handler(self, request)
@@ -92,6 +100,9 @@ class PeerAPI:
         if message is not None:
             self._node.deliver(request.sender, [message])
         return {"ok": True, "id": self._node.node_id, "next": wanted}
+
+    def _member(self, request: protocol.MemberChange) -> Deferred:
+        return self._node.change_membership(request.change, request.peer).addCallback(_result_or_error)
 
     def _book(self, request: protocol.BookQuery) -> dict:
         book = self._node.exchange.book(request.symbol, depth=request.depth)
@@ -122,7 +133,7 @@ class PeerAPI:
                  protocol.SnapshotChunk: _snapshot_chunk,
                  protocol.BookQuery: _book, protocol.OrdersQuery: _orders,
                  protocol.OrderQuery: _order, protocol.TradesQuery: _trades,
-                 protocol.StatusQuery: _status}
+                 protocol.StatusQuery: _status, protocol.MemberChange: _member}
     _ONE_PER_TURN = frozenset({protocol.BookQuery, protocol.OrdersQuery, protocol.OrderQuery,
                                protocol.TradesQuery})
 

@@ -14,7 +14,7 @@ from twisted.internet.error import CannotListenError
 
 from twisted_exchange import gctuning, pki
 from twisted_exchange.logs import begin_logging, log_options
-from twisted_exchange.peer.membership import MembershipError
+from twisted_exchange.peer.membership import MembershipError, recorded
 from twisted_exchange.pki import PEER, Credential, Identity
 from twisted_exchange.peer.service import SNAPSHOT_EVERY, PeerService
 from twisted_exchange.replication.storage import StorageError
@@ -47,7 +47,8 @@ def _grape_list(ctx, param, value: str) -> list[str]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--id", "node_id", required=True, help="This peer's id, one of --peers.")
 @click.option("--peers", required=True, callback=_peer_list,
-              help="Comma list of every peer id in the cluster (fixed membership).")
+              help="Comma list of the cluster's initial peer ids (its first configuration; "
+                   "membership changes live in the Raft log, see `exchangectl member`).")
 @click.option("--grape", "grapes", default="http://127.0.0.1:30001", show_default=True,
               callback=_grape_list,
               help="HTTP API URL of a grape, or a comma list: the peer announces on every "
@@ -66,23 +67,28 @@ def _grape_list(ctx, param, value: str) -> list[str]:
               help="Directory with ca.crt and this peer's peer-ID.crt/.key (twisted_exchange.pki), "
                    "issued there on first start if it also holds the CA key (or nothing yet): "
                    "serve and call in Grenache secure mode (mutual TLS).")
+@click.option("--admin-client", "admin_clients", default="cli", show_default=True, callback=_peer_list,
+              help="Comma list of client names whose credentials may change the membership "
+                   "(secure mode; exchangectl acts as client `cli`).")
 @click.option("--admin-port", type=click.IntRange(0, 65535),
               help="Serve Prometheus /metrics, /healthz and the web dashboard over plain HTTP on this "
                    "port of --host (0 picks a free one; `status` names the URL). Off when not given.")
 @log_options
 @click.version_option(package_name="twisted-exchange")
 def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int, data_dir: str,
-         fsync: str, snapshot_every: int, pki_dir: str | None, admin_port: int | None,
-         log_level: str, log_format: str) -> None:
+         fsync: str, snapshot_every: int, pki_dir: str | None, admin_clients: list[str],
+         admin_port: int | None, log_level: str, log_format: str) -> None:
     """Run one exchange peer: Raft-replicated order book over Grenache RPC."""
-    if node_id not in peers:
-        raise click.BadParameter(f"{node_id!r} is not in --peers", param_hint="--id")
+    if node_id not in peers and not recorded(data_dir, node_id):
+        raise click.BadParameter(f"{node_id!r} is not in --peers (a peer joins an existing cluster "
+                                 "through `exchangectl member add`)", param_hint="--id")
     credential = _credential(pki_dir, node_id, host) if pki_dir is not None else None
     from twisted.internet import reactor
 
     service = _open(lambda: PeerService(node_id, peers, grapes, data_dir, host=host, port=port,
                                         fsync=fsync, snapshot_every=snapshot_every,
-                                        credential=credential, admin_port=admin_port), data_dir)
+                                        credential=credential, admin_port=admin_port,
+                                        admin_clients=frozenset(admin_clients)), data_dir)
     begin_logging(sys.stdout, log_level, log_format)
     exit_code = []
 

@@ -40,6 +40,11 @@ class PeerDirectory:
         candidates = self._candidates.get(peer_id)
         return candidates[0] if candidates else None
 
+    def track(self, peer_ids: list[str]) -> None:
+        """Look up ``peer_ids`` too from now on (members added since the start)."""
+        for peer_id in peer_ids:
+            self._candidates.setdefault(peer_id, [])
+
     def known(self) -> dict[str, str | None]:
         return {p: self.address(p) for p in self._candidates}
 
@@ -58,7 +63,7 @@ class PeerDirectory:
     @inlineCallbacks
     def refresh(self):
         """Look every peer up once; keep the preferred address if still listed."""
-        for peer_id, current in self._candidates.items():
+        for peer_id, current in list(self._candidates.items()):
             found = yield self._lookup(service_name(peer_id))
             if not found:
                 continue

@@ -28,8 +28,9 @@ from twisted_exchange.core.errors import (
     UNKNOWN_ORDER, ExchangeError,
 )
 from twisted_exchange.grenache.errors import ERR_BUSY as BUSY
+from twisted_exchange.replication.configuration import CHANGES, MEMBER_ID
 from twisted_exchange.replication.messages import MessageError
-from twisted_exchange.replication.replica import NO_LEADER
+from twisted_exchange.replication.replica import MEMBERSHIP, NO_LEADER, NOT_LEADER
 from twisted_exchange.replication.sessions import REQUEST_REUSED, STALE_REQUEST, TOO_MANY_CLIENTS
 
 # -- services ---------------------------------------------------------------
@@ -49,7 +50,9 @@ COMMANDS = frozenset({"submit", "cancel", "amend"})
 QUERIES = frozenset({"book", "orders", "order", "trades", "status"})
 RAFT_BATCH = "raft.batch"
 SNAPSHOT_CHUNK = "raft.snapshot_chunk"   # a Raft snapshot in pieces (peer/snapshots.py)
-ACTIONS = COMMANDS | QUERIES | {RAFT_BATCH, SNAPSHOT_CHUNK}
+#: A membership change (replication.configuration.CHANGES), for the cluster's operators only.
+MEMBER = "member"
+ACTIONS = COMMANDS | QUERIES | {RAFT_BATCH, SNAPSHOT_CHUNK, MEMBER}
 
 # -- refusals: every one reaches clients as "ERR_<CODE>: reason" -------------
 # Defined where they are raised, named here: this list is the whole vocabulary.
@@ -71,6 +74,8 @@ ERR_STALE_REQUEST = STALE_REQUEST            # a request id below what its clien
 ERR_REQUEST_REUSED = REQUEST_REUSED          # a request id reused for another command
 ERR_TOO_MANY_CLIENTS = TOO_MANY_CLIENTS      # the session table is full: new clients refused
 ERR_BUSY = BUSY                              # too many queries or bytes in flight: retry
+ERR_NOT_LEADER = NOT_LEADER                  # a membership change sent to a follower: names the leader
+ERR_MEMBERSHIP = MEMBERSHIP                  # a membership change the rules refuse now
 
 # -- limits -----------------------------------------------------------------
 
@@ -164,8 +169,16 @@ class SnapshotChunk:
     data: bytes
 
 
+@dataclass(frozen=True)
+class MemberChange:
+    """Add (as a learner), promote or remove one member of the cluster."""
+
+    change: str
+    peer: str
+
+
 Request = Union[Command, BookQuery, OrdersQuery, OrderQuery, TradesQuery, StatusQuery, RaftBatch,
-                SnapshotChunk]
+                SnapshotChunk, MemberChange]
 
 
 def parse_request(payload: Any) -> Request:
@@ -250,8 +263,18 @@ def _snapshot_chunk(payload: dict) -> SnapshotChunk:
     return SnapshotChunk(sender, to, transfer, offset, size, chunk)
 
 
+def _member(payload: dict) -> MemberChange:
+    _fields(payload, {"change", "peer"}, required=True)
+    if payload["change"] not in CHANGES:
+        _invalid(f"change must be one of {', '.join(CHANGES)}")
+    if type(payload["peer"]) is not str or not MEMBER_ID.match(payload["peer"]):
+        _invalid(f"peer must match {MEMBER_ID.pattern}")
+    return MemberChange(payload["change"], payload["peer"])
+
+
+
 _PARSERS = {"book": _book, "orders": _orders, "order": _order, "trades": _trades,
-            "status": _status, RAFT_BATCH: _raft_batch, SNAPSHOT_CHUNK: _snapshot_chunk}
+            "status": _status, RAFT_BATCH: _raft_batch, SNAPSHOT_CHUNK: _snapshot_chunk, MEMBER: _member}
 
 
 def _fields(payload: dict, fields: set[str], required: bool = False) -> None:

@@ -40,7 +40,7 @@ from twisted_exchange.peer.admin import admin_resource
 from twisted_exchange.peer.api import PeerAPI
 from twisted_exchange.peer.directory import PeerDirectory
 from twisted_exchange.peer.history import SAMPLE_SECONDS, Digests, Throughput
-from twisted_exchange.peer.membership import claim
+from twisted_exchange.peer import membership
 from twisted_exchange.peer.metrics import PeerMetrics
 from twisted_exchange.peer.protocol import MAX_BODY, SERVICE, service_name
 from twisted_exchange.peer.transport import RaftTransport
@@ -95,7 +95,8 @@ class PeerService(Service):
                  host: str = "127.0.0.1", port: int = 0, fsync: str = "batch",
                  snapshot_every: int = SNAPSHOT_EVERY, reactor: IReactorTime | None = None,
                  seed: int | None = None, fail_stop: Callable[[str], None] = exit_now,
-                 credential: Credential | None = None, admin_port: int | None = None) -> None:
+                 credential: Credential | None = None, admin_port: int | None = None,
+                 admin_clients: frozenset[str] = frozenset({"cli"})) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.node_id = node_id
@@ -105,7 +106,7 @@ class PeerService(Service):
         self._data_dir = data_dir
         self._fail_stop = fail_stop
         self._stopped_by: str | None = None
-        claim(data_dir, node_id, self._peers)
+        self._new_data_dir = membership.claim(data_dir, node_id, self._peers)
         self.metrics = PeerMetrics(self)
         self.digests = Digests()
         self._throughput = Throughput()
@@ -128,7 +129,8 @@ class PeerService(Service):
         self._directory = PeerDirectory(self._links, [p for p in self._peers if p != node_id])
         self._secure = credential is not None
         self._transport = RaftTransport(node_id, self._directory, self._client, verify=self._secure)
-        api = self.metrics.metered(PeerAPI(self, reactor, authenticated=self._secure))
+        api = self.metrics.metered(PeerAPI(self, reactor, authenticated=self._secure,
+                                           admin_clients=admin_clients))
         self._server = RPCServer(api, host=host, port=port, max_body=MAX_BODY, utf8_only=True,
                                  tls=credential, with_caller=True, reactor=reactor)
         self._admin = (AdminPort(admin_resource(self), host, admin_port, reactor)
@@ -165,6 +167,14 @@ class PeerService(Service):
         self._schedule_flush()
         return d
 
+    def change_membership(self, change: str, peer: str) -> defer.Deferred:
+        """Ask this peer, if it leads, for one membership change; fires once
+        the change is committed and applied here (ReplicationError if refused)."""
+        token = self.replica.change_membership(change, peer)
+        d = self._waiting[token] = defer.Deferred()
+        self._schedule_flush()
+        return d
+
     def deliver(self, sender: str, messages: list) -> None:
         """Step every Raft message from ``sender`` that parses; drop the others.
 
@@ -173,9 +183,10 @@ class PeerService(Service):
         is dropped (and logged) rather than answered: the sender's next
         heartbeat or retry carries the same information.
         """
-        if sender not in self._peers or sender == self.node_id:
+        if sender == self.node_id:
             self.log.warn("dropped raft batch from {sender!r}: not another peer", sender=sender)
             return
+        self._directory.track([sender])  # a leader this peer's configuration does not name yet
         for message in messages:
             try:
                 parsed = parse_message(message, sender, self.node_id)
@@ -212,7 +223,7 @@ class PeerService(Service):
             d = self._client.request_to(address, service_name(peer_id), {"action": "status"},
                                         timeout=CLUSTER_STATUS_TIMEOUT, expect=expect)
             return d.addErrback(lambda failure: failure.getErrorMessage())
-        others = [p for p in self._peers if p != self.node_id]
+        others = self.replica.node.peers
         replies = defer.gatherResults([ask(p) for p in others])
         return replies.addCallback(lambda found: {self.node_id: self.status(), **dict(zip(others, found))})
 
@@ -240,6 +251,8 @@ class PeerService(Service):
 
     @defer.inlineCallbacks
     def startService(self):
+        if self._new_data_dir:
+            yield self._join_if_not_wiped()
         super().startService()
         yield self._server.start()
         self.log.info("{peer} serving Grenache RPC on {host}:{port}",
@@ -259,6 +272,19 @@ class PeerService(Service):
         self._loop(self._directory.refresh, DIRECTORY_REFRESH_SECONDS)
         self._loop(self._probe_storage, PROBE_SECONDS)
         self._loop(self._sample, SAMPLE_SECONDS)
+
+    @defer.inlineCallbacks
+    def _join_if_not_wiped(self):
+        """Record a new data directory once no running peer counts this id
+        as a member already (see ``membership``); MembershipError if one does."""
+        yield self._directory.refresh()
+        statuses = yield self.cluster_status()
+        for peer, status in statuses.items():
+            reason = membership.wiped(self.node_id, status) if peer != self.node_id and isinstance(status, dict) else None
+            if reason is not None:
+                self._storage.close()
+                raise membership.MembershipError(reason)
+        membership.record(self._data_dir, self.node_id, self._peers)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -329,6 +355,7 @@ class PeerService(Service):
     def _tick(self) -> None:
         self._last_tick = self._reactor.seconds()
         self.replica.tick()
+        self._directory.track(self.replica.node.peers)  # the live configuration's members
         self._flush()
 
     def _schedule_flush(self) -> None:

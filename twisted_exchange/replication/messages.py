@@ -19,6 +19,7 @@ from typing import Any, Literal, TypedDict, Union
 
 from twisted_exchange.core.commands import canonical_command
 from twisted_exchange.core.errors import ExchangeError
+from twisted_exchange.replication.configuration import is_configuration
 from twisted_exchange.replication.records import Entry, Snapshot
 
 #: Largest integer a message may carry (JSON numbers beyond it lose precision elsewhere).
@@ -143,13 +144,18 @@ def parse_message(value: Any, sender: str, receiver: str) -> Message:
 
 
 def parse_entry(value: Any) -> Entry:
-    """``value`` as a log entry: index and term >= 1, command None or canonical."""
+    """``value`` as a log entry: index and term >= 1, command None or
+    canonical; or command None and a configuration."""
     if type(value) is not dict:
         raise MessageError("an entry must be a JSON object")
-    _exact(value, {"index", "term", "command"}, "entry")
+    _exact(value, _ENTRY | ({"config"} if "config" in value else set()), "entry")
     _count(value, "index", 1)
     _count(value, "term", 1)
-    if value["command"] is not None:
+    if "config" in value:
+        _configuration(value)
+        if value["command"] is not None:
+            raise MessageError("a configuration entry has no command")
+    elif value["command"] is not None:
         value["command"] = _command(value["command"])
     return value  # type: ignore[return-value]
 
@@ -199,7 +205,9 @@ def _install_snapshot(message: dict) -> None:
     snapshot = message["snapshot"]
     if type(snapshot) is not dict:
         raise MessageError("snapshot must be a JSON object")
-    _exact(snapshot, {"index", "term", "data"}, "snapshot")
+    _exact(snapshot, _SNAPSHOT | ({"config"} if "config" in snapshot else set()), "snapshot")
+    if "config" in snapshot:
+        _configuration(snapshot)
     _count(snapshot, "index", 1)
     _count(snapshot, "term", 1)
     if type(snapshot["data"]) is not dict:
@@ -221,6 +229,16 @@ _PARSERS = {
     "raft.snapshot": _install_snapshot, "raft.snapshot_reply": _snapshot_reply,
     "raft.forward": _forward,
 }
+
+
+_ENTRY = frozenset({"index", "term", "command"})
+_SNAPSHOT = frozenset({"index", "term", "data"})
+
+
+def _configuration(value: dict) -> None:
+    if not is_configuration(value["config"]):
+        raise MessageError("config must hold exactly voters (at least one) and learners: "
+                           "sorted, disjoint lists of peer ids")
 
 
 def _exact(value: dict, fields: frozenset[str] | set[str], what: str) -> None:

@@ -35,15 +35,19 @@ The rules are small methods (``_log_is_up_to_date``, ``_can_vote``,
 ``_commit_candidate``, ``_apply_limit``...) so that the tests can break one
 rule at a time in a subclass and show that the simulator notices.
 
-Membership is fixed by configuration.  Dynamic membership is not built; it
-would need either joint consensus (thesis 4.3: a C_old,new configuration entry
-during which every decision needs separate majorities of both the old and the
-new sets, then a C_new entry) or single-server changes (thesis 4.1: add or
-remove one server at a time, since any two majorities of configurations that
-differ by one server overlap).  Either way a configuration takes effect as
-soon as its entry is in the log (not when committed), a new server first
-catches up as a non-voting learner, a removed leader steps down once C_new is
-committed, and the snapshot must carry the latest configuration.
+Membership changes are single-server (thesis 4.1; the rules of the data are
+in ``configuration``): ``propose_configuration`` appends a configuration
+entry that adds a learner, promotes a caught-up learner, or removes one
+member.  The latest configuration in the log is in effect from the moment
+its entry is appended (``configuration``), committed or not; at most one
+change is uncommitted at a time (``_change_in_progress``), and a leader
+appends one only once an entry of its own term is committed (the thesis'
+fix, ``_committed_in_term``).  Only voters campaign and only their votes
+and acknowledgements count (``_counts``); a leader that removed itself
+steps down once that entry commits.  Any server accepts appends from any
+leader, so a new one catches up before its configuration names it.  The
+snapshot carries the configuration as of its index; the ``peers`` given to
+the constructor are only the initial configuration.
 """
 from __future__ import annotations
 
@@ -51,6 +55,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted_exchange.replication.configuration import (
+    PROMOTE, Configuration, ConfigurationError, from_json,
+)
 from twisted_exchange.replication.messages import Message
 from twisted_exchange.replication.records import ABSTAIN, Entry, HardState, Snapshot, empty_hard_state
 
@@ -90,16 +97,19 @@ class RaftReady:
 
 
 class RaftNode:
-    """One member of a fixed Raft group; see the module docstring."""
+    """One member of a Raft group; see the module docstring.
+
+    ``peers`` is the initial configuration (every voter, this node included
+    or not): it is in effect until the snapshot or the log holds one.
+    """
 
     def __init__(self, node_id: str, peers: list[str], rng: random.Random,
                  config: RaftConfig = RaftConfig(), hard_state: HardState | None = None,
                  snapshot: Snapshot | None = None, entries: list[Entry] = ()) -> None:
         self.id = node_id
-        self.peers = sorted(p for p in peers if p != node_id)
+        self.initial = Configuration.of(peers)
         self.config = config
         self._rng = rng
-        self._quorum = (len(self.peers) + 1) // 2 + 1
         hard_state = hard_state or empty_hard_state()
         self.term: int = hard_state["term"]
         self.vote: str | None = hard_state["vote"]
@@ -108,6 +118,9 @@ class RaftNode:
         self.snap_index = snapshot["index"] if snapshot else 0
         self.snap_term = snapshot["term"] if snapshot else 0
         self.log: list[Entry] = list(entries)
+        self._snap_config = self._snapshot_configuration(snapshot)
+        self._configs: list[tuple[int, Configuration]] = []  # configuration entries after the snapshot
+        self._note_configurations(self.log)
         # A repaired torn tail can only have cut entries this node never acknowledged.
         self.commit = min(max(hard_state["commit"], self.snap_index), self.last_index)
         self.applied = self.snap_index        # last index handed out in ready().committed
@@ -158,6 +171,104 @@ class RaftNode:
         """Drop the entries from ``index`` on (an uncommitted, conflicting suffix)."""
         del self.log[index - self.snap_index - 1:]
         self._unstable = min(self._unstable, index)
+        self._configs = [(i, c) for i, c in self._configs if i < index]
+
+    # -- membership -----------------------------------------------------------
+
+    @property
+    def configuration(self) -> Configuration:
+        """The configuration in effect: the latest in the log, committed or not."""
+        return self._configs[-1][1] if self._configs else self._snap_config
+
+    @property
+    def peers(self) -> list[str]:
+        """Every other member (voters and learners): where a leader replicates to."""
+        return [m for m in self.configuration.members if m != self.id]
+
+    @property
+    def configuration_index(self) -> int:
+        """The index of the latest configuration entry still in the log, else 0."""
+        return self._configs[-1][0] if self._configs else 0
+
+    def configuration_at(self, index: int) -> Configuration:
+        """The configuration as of entry ``index`` (>= the snapshot's)."""
+        found = self._snap_config
+        for at, configuration in self._configs:
+            if at <= index:
+                found = configuration
+        return found
+
+    def progress(self) -> dict[str, int]:
+        """Leader: the highest index known to be stored on each other member."""
+        return dict(self._match)
+
+    def propose_configuration(self, kind: str, member: str) -> int:
+        """Append the configuration after ``kind`` (configuration.CHANGES) of
+        ``member``; its index.  ConfigurationError when not leader or a rule
+        refuses (see the module docstring)."""
+        if self.role != LEADER:
+            raise ConfigurationError(f"{self.id} is not the leader")
+        if self._change_in_progress():
+            raise ConfigurationError(f"the change at index {self.configuration_index} is not committed yet")
+        if not self._committed_in_term():
+            raise ConfigurationError(f"no entry of term {self.term} is committed yet")
+        new = self.configuration.change(kind, member)
+        if kind == PROMOTE and not self._caught_up(member):
+            raise ConfigurationError(f"{member} has entries up to {self._match.get(member, 0)} "
+                                     f"of {self.last_index}: not caught up yet")
+        entry = {"index": self.last_index + 1, "term": self.term, "command": None, "config": new.to_json()}
+        self.log.append(entry)
+        self._note_configurations([entry])
+        self._sync_progress()
+        return entry["index"]
+
+    def _change_in_progress(self) -> bool:
+        """One uncommitted configuration at a time: a second change could
+        otherwise differ by two voters from a configuration still in use."""
+        return self.configuration_index > self.commit
+
+    def _committed_in_term(self) -> bool:
+        """Thesis 4.1 (the fix of 2015): a leader changes the configuration
+        only once an entry of its own term is committed, so it holds every
+        configuration committed before its term."""
+        return self.term_at(self.commit) == self.term
+
+    def _caught_up(self, learner: str) -> bool:
+        """A learner is promoted once one message would bring it up to date."""
+        match = self._match.get(learner, 0)
+        return match > 0 and match + self.config.max_entries_per_message >= self.last_index
+
+    def _counts(self, member: str) -> bool:
+        """Does ``member``'s vote or acknowledgement count toward a majority?"""
+        return member in self.configuration.voters
+
+    def _majority(self, members) -> bool:
+        return sum(1 for m in members if self._counts(m)) >= self.configuration.quorum
+
+    def _note_configurations(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            if "config" in entry:
+                self._configs.append((entry["index"], from_json(entry["config"])))
+
+    def _snapshot_configuration(self, snapshot: Snapshot | None) -> Configuration:
+        """The snapshot's configuration; a snapshot without one (written before
+        they existed) means the initial configuration."""
+        if snapshot is not None and "config" in snapshot:
+            return from_json(snapshot["config"])
+        return self.initial
+
+    def _sync_progress(self) -> None:
+        """Leader: one progress (next, match) per member, none for others."""
+        if self.role != LEADER:
+            return
+        peers = self.peers
+        for peer in peers:
+            if peer not in self._next:
+                self._next[peer], self._match[peer] = self.last_index + 1, 0
+        for peer in [p for p in self._next if p not in peers]:
+            del self._next[peer], self._match[peer]
+            self._snapshot_paused.pop(peer, None)
+            self._epochs.pop(peer, None)
 
     # -- input --------------------------------------------------------------
 
@@ -172,11 +283,11 @@ class RaftNode:
                 self._heartbeat_due = True
             if self._election_elapsed >= self.config.election_ticks:
                 self._election_elapsed = 0
-                if len(self._active) + 1 < self._quorum:
+                if not self._majority(self._active | {self.id}):
                     self._become_follower(self.term, None)
                 self._active = set()
         elif self._election_elapsed >= self._timeout:
-            if self._abstains():
+            if self._abstains() or self.id not in self.configuration.voters:
                 self._reset_timers()
                 self.leader = None  # heard from no leader for a timeout: stop routing to it
             else:
@@ -197,14 +308,17 @@ class RaftNode:
             raise ValueError(f"cannot compact to {index}: snapshot {self.snap_index}, applied {self.applied}")
         if snapshot["term"] != self.term_at(index):
             raise ValueError(f"snapshot term {snapshot['term']} != log term at {index}")
+        self._snap_config = self.configuration_at(index)
+        self._configs = [(i, c) for i, c in self._configs if i > index]
         del self.log[:index - self.snap_index]
         self.snapshot, self.snap_index, self.snap_term = snapshot, index, snapshot["term"]
 
     def step(self, message: Message) -> None:
         """Handle one message from another node (Figure 2, "Rules for Servers")."""
         kind, term = message["type"], message["term"]
-        if message.get("from") not in self.peers:
-            return
+        if message.get("from") == self.id or (kind in ("raft.vote", "raft.prevote")
+                                             and message["from"] not in self.configuration.members):
+            return  # a candidate is a member of any configuration that adds it; others disrupt
         if term > self.term:
             if kind in ("raft.vote", "raft.prevote") and self._in_lease():
                 return  # thesis 4.2.3: a server that hears from a leader ignores disruptors
@@ -257,8 +371,9 @@ class RaftNode:
             self.term, self.vote = self.term + 1, self.id
             term, kind = self.term, "raft.vote"
         self._votes = {self.id: True}
-        for peer in self.peers:
-            self._send(peer, kind, term=term, last_index=self.last_index, last_term=self.last_term)
+        for peer in self.configuration.voters:
+            if peer != self.id:
+                self._send(peer, kind, term=term, last_index=self.last_index, last_term=self.last_term)
         self._count_votes()
 
     def _log_is_up_to_date(self, last_index: int, last_term: int) -> bool:
@@ -337,22 +452,21 @@ class RaftNode:
         self._count_votes()
 
     def _count_votes(self) -> None:
-        granted = sum(self._votes.values())
-        if granted >= self._quorum:
+        if self._majority(peer for peer, granted in self._votes.items() if granted):
             if self.role == PRE_CANDIDATE:
                 self._campaign(pre_vote=False)
             else:
                 self._become_leader()
-        elif len(self._votes) - granted >= self._quorum:
+        elif self._majority(peer for peer, granted in self._votes.items() if not granted):
             self._become_follower(self.term, None)
 
     def _become_leader(self) -> None:
         self.role, self.leader = LEADER, self.id
         self._reset_timers()
-        self._next = {p: self.last_index + 1 for p in self.peers}
-        self._match = {p: 0 for p in self.peers}
+        self._next, self._match = {}, {}
         self._epochs = {}
         self._snapshot_paused = {}
+        self._sync_progress()
         self._active = set()
         self.propose(None)  # 5.4.2: commit earlier terms' entries through one of ours
 
@@ -385,6 +499,7 @@ class RaftNode:
                 if existing is not None:
                     self._truncate(index)
                 self.log.extend(entries[offset:])
+                self._note_configurations(entries[offset:])
                 break
         last_new = prev_index + len(entries)
         self._advance_commit(min(message["commit"], last_new))
@@ -408,8 +523,10 @@ class RaftNode:
         if index > self.commit:
             if self.term_at(index) == snapshot["term"]:
                 del self.log[:index - self.snap_index]
+                self._configs = [(i, c) for i, c in self._configs if i > index]
             else:
-                self.log = []
+                self.log, self._configs = [], []
+            self._snap_config = self._snapshot_configuration(snapshot)
             self._unstable = max(self._unstable, index + 1)
             self.snapshot, self.snap_index, self.snap_term = snapshot, index, snapshot["term"]
             self.commit = self.applied = index
@@ -424,9 +541,9 @@ class RaftNode:
     # -- replication: leader side ---------------------------------------------
 
     def _on_append_reply(self, message: Message) -> None:
-        if self.role != LEADER:
-            return
         peer = message["from"]
+        if self.role != LEADER or peer not in self._match:
+            return
         self._active.add(peer)
         self._epochs[peer] = message["epoch"]
         if message["success"]:
@@ -456,7 +573,7 @@ class RaftNode:
         self._next[peer] = max(self._match[peer] + 1, min(next_index, message["reject_index"]))
 
     def _on_snapshot_reply(self, message: Message) -> None:
-        if self.role != LEADER:
+        if self.role != LEADER or message["from"] not in self._match:
             return
         self._active.add(message["from"])
         self._snapshot_paused.pop(message["from"], None)
@@ -472,9 +589,14 @@ class RaftNode:
             self._heartbeat_due = True  # tell followers now: their clients wait for it
 
     def _commit_candidate(self) -> int:
-        """The highest index a majority holds, if it is from the current term (5.4.2)."""
-        matched = sorted([self.last_index, *self._match.values()], reverse=True)
-        index = matched[self._quorum - 1]
+        """The highest index a majority of the voters holds, if it is from the
+        current term (5.4.2).  A leader that removed itself does not count."""
+        matched = sorted((match for peer, match in [(self.id, self.last_index), *self._match.items()]
+                          if self._counts(peer)), reverse=True)
+        quorum = self.configuration.quorum
+        if len(matched) < quorum:
+            return self.commit
+        index = matched[quorum - 1]
         return index if self.term_at(index) == self.term else self.commit
 
     def _send_append(self, peer: str) -> None:
@@ -499,6 +621,12 @@ class RaftNode:
         fields["from"] = self.id
         self._outbox.append(fields)
 
+    def _step_down_if_removed(self) -> None:
+        """A leader whose configuration leaves it out steps down once that
+        configuration is committed (and the appends just sent tell the others)."""
+        if self.id not in self.configuration.voters and self.commit >= self.configuration_index:
+            self._become_follower(self.term, None)
+
     def _apply_limit(self) -> int:
         """The last index that may be handed out for applying: the commit index."""
         return self.commit
@@ -514,10 +642,12 @@ class RaftNode:
     def ready(self) -> RaftReady:
         """Collect and clear everything to persist, send and apply since the last call."""
         if self.role == LEADER:
+            self._sync_progress()
             for peer in self.peers:
                 if self._heartbeat_due or self._next[peer] <= self.last_index:
                     self._send_append(peer)
             self._heartbeat_due = False
+            self._step_down_if_removed()
         ready = RaftReady(messages=self._outbox, snapshot=self._received)
         self._outbox, self._received = [], None
         if self._saved != self._hard():

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
+from twisted_exchange.replication.configuration import is_configuration
+
 
 class Entry(TypedDict):
-    """One log entry; ``command`` None is a leader's no-op."""
+    """One log entry; ``command`` None is a leader's no-op, or, with
+    ``config``, a cluster configuration (``configuration.Configuration.to_json``)."""
 
     index: int      # >= 1
     term: int       # >= 1
     command: dict[str, Any] | None
+    config: NotRequired[dict[str, list[str]]]
 
 
 class HardState(TypedDict):
@@ -35,11 +39,15 @@ class HardState(TypedDict):
 
 
 class Snapshot(TypedDict):
-    """The state machine as of entry ``index`` (of ``term``): plain JSON-able ``data``."""
+    """The state machine as of entry ``index`` (of ``term``): plain JSON-able
+    ``data``, and the cluster configuration as of that entry.  A snapshot
+    written before configurations existed has none: the node then takes its
+    configured peer list (``--peers``)."""
 
     index: int
     term: int
     data: Any
+    config: NotRequired[dict[str, list[str]]]
 
 
 ABSTAIN = "abstain_until_term"
@@ -67,6 +75,7 @@ def is_entry(value: Any) -> bool:
         and _is_count(value.get("term"), 1)
         and "command" in value
         and (value["command"] is None or isinstance(value["command"], dict))
+        and ("config" not in value or (value["command"] is None and is_configuration(value["config"])))
     )
 
 
@@ -82,4 +91,5 @@ def is_hard_state(value: Any) -> bool:
 
 
 def is_snapshot(value: Any) -> bool:
-    return isinstance(value, dict) and _is_count(value.get("index")) and _is_count(value.get("term")) and "data" in value
+    return (isinstance(value, dict) and _is_count(value.get("index")) and _is_count(value.get("term"))
+            and "data" in value and ("config" not in value or is_configuration(value["config"])))

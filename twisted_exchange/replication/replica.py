@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from twisted_exchange.core import ExchangeError
 from twisted_exchange.core.commands import canonical_command
+from twisted_exchange.replication.configuration import ConfigurationError
 from twisted_exchange.replication.raft import (
     LEADER, Entry, HardState, Message, RaftConfig, RaftNode, Snapshot,
 )
@@ -44,6 +45,10 @@ Key = tuple[str, str]
 
 #: No leader known for RaftConfig.no_leader_ticks: outcome unknown, retry with the same id.
 NO_LEADER = "ERR_NO_LEADER"
+#: A membership change asked of a replica that does not lead; the reason names the leader.
+NOT_LEADER = "ERR_NOT_LEADER"
+#: A membership change the rules refuse now (one pending, a learner not caught up...).
+MEMBERSHIP = "ERR_MEMBERSHIP"
 
 
 class ReplicationError(Exception):
@@ -102,6 +107,7 @@ class Replica:
         self._proposed: dict[Key, int] = {}  # key -> term in which this node, as leader, proposed it
         self._outbox: list[Message] = []
         self._results: list[tuple[int, dict]] = []
+        self._changes: dict[int, tuple[int, int]] = {}  # log index -> (token, term) of a membership change
         self._ticks = 0
 
     @property
@@ -131,6 +137,36 @@ class Replica:
         self._waiting.setdefault(_key(command), []).append(token)
         self._route(pending)
         return token
+
+    def change_membership(self, kind: str, member: str) -> int:
+        """Ask the leader for one membership change (configuration.CHANGES);
+        the result, ``{"ok": True, "configuration": ...}`` once the change is
+        committed and applied here, comes back in a later ``Ready.results``.
+
+        Raises ReplicationError: ERR_NOT_LEADER (the reason names the
+        leader), or ERR_MEMBERSHIP when a rule refuses the change now.
+        """
+        if self.node.role != LEADER:
+            raise ReplicationError(NOT_LEADER, f"{self.id} does not lead; the leader is "
+                                               f"{self.node.leader or 'not known yet'}")
+        try:
+            index = self.node.propose_configuration(kind, member)
+        except ConfigurationError as error:
+            raise ReplicationError(MEMBERSHIP, str(error)) from None
+        token = next(self._tokens)
+        self._changes[index] = (token, self.node.term)
+        return token
+
+    def _change_applied(self, entry: Entry) -> None:
+        """Answer the membership change proposed at ``entry``'s index: done,
+        or lost to a new leader (then the caller checks and asks again)."""
+        token, term = self._changes.pop(entry["index"])
+        if entry["term"] == term and "config" in entry:
+            self._results.append((token, {"ok": True, "index": entry["index"], "configuration": entry["config"]}))
+        else:
+            self._results.append((token, ReplicationError(
+                NO_LEADER, "leadership changed before the change committed; check the members and retry"
+            ).reply()))
 
     def _admit(self, command: object) -> dict:
         """The one check before the log: a canonical copy of ``command``, or ReplicationError."""
@@ -216,7 +252,11 @@ class Replica:
             self.state_machine = ReplicatedStateMachine.restore(raft.snapshot["data"])
             for key in list(self._waiting):
                 self._answer(key)
+            for index in [i for i in self._changes if i <= raft.snapshot["index"]]:
+                self._change_applied({"index": index, "term": 0, "command": None})
         for entry in raft.committed:
+            if entry["index"] in self._changes:
+                self._change_applied(entry)
             result = self.state_machine.apply(entry)
             command = entry["command"]
             if self._on_apply is not None:
@@ -250,7 +290,8 @@ class Replica:
         if not every or applied - self.node.snap_index < every:
             return None
         snapshot = {"index": applied, "term": self.node.term_at(applied),
-                    "data": self.state_machine.snapshot()}
+                    "data": self.state_machine.snapshot(),
+                    "config": self.node.configuration_at(applied).to_json()}
         self.node.compact(snapshot)
         return snapshot
 
@@ -261,7 +302,9 @@ class Replica:
                 "commit": node.commit, "applied": self.state_machine.applied,
                 "last_index": node.last_index, "snapshot_index": node.snap_index,
                 "digest": self.state_machine.digest, "peers": list(node.peers),
-                "pending": len(self._pending)}
+                "pending": len(self._pending), "configuration": node.configuration.to_json(),
+                "configuration_index": node.configuration_index,
+                "match": node.progress() if node.role == LEADER else None}
 
 
 def _key(command: dict) -> Key:

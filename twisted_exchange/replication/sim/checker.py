@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from twisted_exchange.core import ExchangeError
 from twisted_exchange.core.commands import canonical_command
+from twisted_exchange.replication.configuration import Configuration, from_json
 from twisted_exchange.replication.raft import RaftNode
 from twisted_exchange.replication.sessions import REQUEST_REUSED, STALE_REQUEST, TOO_MANY_CLIENTS
 
@@ -22,7 +23,8 @@ class Checker:
 
     def __init__(self) -> None:
         self.leaders: dict[int, str] = {}
-        self.committed: dict[int, tuple[int, dict | None]] = {}   # index -> (term, command)
+        self.committed: dict[int, tuple[int, dict | None, dict | None]] = {}   # index -> (term, command, config)
+        self.configurations: dict[int, dict] = {}   # index -> config of each committed configuration entry
         self.links: dict[tuple[int, int], tuple[dict | None, int | None]] = {}  # (index, term) -> (command, prev term)
         self.applied: dict[int, tuple[dict | None, dict | None]] = {}   # index -> (command, result)
         self.hashes: dict[int, str] = {}
@@ -39,14 +41,14 @@ class Checker:
         if node.term in self.complete:
             return
         self.complete.add(node.term)
-        for index, (term, _) in self.committed.items():
+        for index, (term, _, _) in self.committed.items():
             if index > node.snap_index and node.term_at(index) != term:
                 raise Violation(f"leader {node.id} of term {node.term} lacks committed entry {index}")
 
     def persisted(self, node: RaftNode, entries: list[dict]) -> None:
         """Log matching: an (index, term) names one entry with one predecessor term."""
         for entry in entries:
-            link = (entry["command"], node.term_at(entry["index"] - 1))
+            link = ((entry["command"], entry.get("config")), node.term_at(entry["index"] - 1))
             known = self.links.setdefault((entry["index"], entry["term"]), link)
             if known[0] != link[0] or (None not in (known[1], link[1]) and known[1] != link[1]):
                 raise Violation(f"log matching: {node.id} has a different entry at "
@@ -73,13 +75,22 @@ class Checker:
         and each holds a command that was admissible."""
         for index in range(max(start, node.snap_index + 1), node.commit + 1):
             entry = node.entries(index, index + 1)[0]
+            seen = (entry["term"], entry["command"], entry.get("config"))
             known = self.committed.get(index)
             if known is None:
                 _admissible(index, entry["command"])
-                known = self.committed[index] = (entry["term"], entry["command"])
-            if known != (entry["term"], entry["command"]):
+                known = self.committed[index] = seen
+                if "config" in entry:
+                    self.configurations[index] = entry["config"]
+            if known != seen:
                 raise Violation(f"committed entry {index} changed at {node.id}: "
                                 f"term {known[0]} became {entry['term']}")
+
+    def configuration(self, initial: list[str]) -> Configuration:
+        """The latest committed configuration (``initial`` before any)."""
+        if not self.configurations:
+            return Configuration.of(initial)
+        return from_json(self.configurations[max(self.configurations)])
 
     def apply(self, node_id: str, index: int, command: dict | None, result: dict | None) -> None:
         """Every node applies the same command with the same result at each index."""

@@ -8,7 +8,10 @@ failed or torn write makes the node fail-stop: it is crashed at once and
 restarted later; a corrupt read on restart discards data and leaves the
 node abstaining from votes), and clients that submit and cancel crossing
 orders at every node concurrently and retry, and now and then send a
-poison command that must be refused.  Virtual time is an event queue; a
+poison command that must be refused.  Membership changes run among the
+faults: the leader is asked to add a new node as a learner, promote a
+learner, or remove a member (the leader itself too); a removed node is
+stopped for good a while later, once its removal is committed.  Virtual time is an event queue; a
 step is one event.  Node input (tick, message) and the node's ``ready()``
 are separate events, so a crash can fall between them.
 
@@ -33,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from twisted_exchange.replication.configuration import ADD, PROMOTE, REMOVE
 from twisted_exchange.replication.messages import MessageError, parse_message
 from twisted_exchange.replication.raft import LEADER, RaftConfig, RaftNode
 from twisted_exchange.replication.replica import Replica, ReplicationError
@@ -53,6 +57,11 @@ CORRUPT_READ_RATE = 0.3   # share of restarts that find damaged data (while few 
 HOLD_RATE = 0.5           # share of messages to a crashed node held and delivered after its restart
 MAX_HELD = 256            # per node, as the peer transport's queue (peer/transport.py MAX_QUEUED)
 HELD_FOR_RESTART = "held for restart"
+MIN_VOTERS = 3            # membership changes never leave fewer voters
+EXTRA_NODES = 2           # nodes beyond the initial ones that may be members at once
+MEMBERSHIP_REFUSED = "membership refused"
+MEMBERSHIP_TICKS = (10, 40)   # a membership change is asked for every so many ticks
+SPLIT_AFTER_CHANGE = 0.3      # share of membership changes right after which the network splits
 SIM_CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=2, max_entries_per_message=64,
                         forward_ticks=4, no_leader_ticks=30, compact_every=40)
 
@@ -81,7 +90,8 @@ class Simulation:
     def __init__(self, seed: int, nodes: int = 3, steps: int = DEFAULT_STEPS,
                  node_factory: Callable[..., RaftNode] = RaftNode,
                  replica_factory: Callable[..., Replica] = Replica,
-                 config: RaftConfig = SIM_CONFIG, wire: bool = False) -> None:
+                 config: RaftConfig = SIM_CONFIG, wire: bool = False,
+                 membership_ticks: tuple[int, int] | None = MEMBERSHIP_TICKS) -> None:
         self.outcome = Outcome(seed, nodes, steps)
         self.rng = random.Random(seed)
         self.steps = steps
@@ -89,7 +99,11 @@ class Simulation:
         self.node_factory = node_factory
         self.replica_factory = replica_factory
         self.wire = wire
-        self.ids = [f"n{i}" for i in range(1, nodes + 1)]
+        self.initial = [f"n{i}" for i in range(1, nodes + 1)]
+        self.ids = list(self.initial)   # every node ever started, the gone ones too
+        self.gone: set[str] = set()     # removed and stopped for good
+        self.leaving: set[str] = set()  # removal asked for: never added back
+        self.changes: dict[tuple[str, int], str] = {}  # (node, token) -> kind of a membership change
         self.check = Checker()
         self.storage = {i: FaultyStorage(random.Random(self.rng.random())) for i in self.ids}
         self.replicas: dict[str, Replica | None] = {}
@@ -112,6 +126,9 @@ class Simulation:
         for client in self.clients:
             self._at(self.rng.randint(0, 5 * TICK), self._client_send, client)
         self._at(self.rng.randint(20, 60) * TICK, self._fault)
+        self.membership_ticks = membership_ticks   # None: fixed membership
+        if membership_ticks is not None:
+            self._at(self.rng.randint(*membership_ticks) * TICK, self._membership_event)
 
     # -- event queue --------------------------------------------------------
 
@@ -141,7 +158,7 @@ class Simulation:
         self.faulty = False
         self.groups = {}
         self.drop = self.duplicate = 0.0
-        for node_id in self.ids:
+        for node_id in self._present():
             self.storage[node_id].armed = None
             if self.replicas[node_id] is None:
                 self._start(node_id)
@@ -162,7 +179,7 @@ class Simulation:
         self.incarnation[node_id] += 1
         recovered = self.storage[node_id].load()
         replica = self.replica_factory(
-            node_id, self.ids, recovered, random.Random(self.rng.random()), self.config,
+            node_id, self.initial, recovered, random.Random(self.rng.random()), self.config,
             node_factory=self.node_factory,
             on_apply=lambda index, command, result: self.check.apply(node_id, index, command, result))
         self.replicas[node_id] = replica
@@ -177,6 +194,8 @@ class Simulation:
         self.replicas[node_id] = None
         self.incarnation[node_id] += 1
         self.ready_due.discard(node_id)
+        for owner, token in [key for key in self.changes if key[0] == node_id]:
+            del self.changes[owner, token]
         for (owner, token), (client, _) in list(self.tokens.items()):
             if owner == node_id:
                 del self.tokens[owner, token]
@@ -237,6 +256,9 @@ class Simulation:
         for message in ready.messages:
             self._send(message)
         for token, result in ready.results:
+            if self.changes.pop((node_id, token), None) is not None:
+                self.outcome.faults["member change committed" if result["ok"] else "member change lost"] += 1
+                continue
             client, request = self.tokens.pop((node_id, token))
             self._client_answer(client, request, result)
 
@@ -277,31 +299,108 @@ class Simulation:
 
     # -- faults -------------------------------------------------------------
 
+    def _present(self) -> list[str]:
+        """The nodes not stopped for good."""
+        return [node_id for node_id in self.ids if node_id not in self.gone]
+
     def _fault(self) -> None:
         if not self.faulty:
             return
         rng = self.rng
         kind = rng.choice(("crash", "crash", "partition", "isolate", "lossy", FAILED_WRITE, TORN_WRITE))
+        present = self._present()
         if kind in (FAILED_WRITE, TORN_WRITE):
-            self.storage[rng.choice(self.ids)].armed = kind   # counted when it strikes
+            self.storage[rng.choice(present)].armed = kind   # counted when it strikes
         else:
             self.outcome.faults[kind] += 1
         if kind == "crash":
-            node_id = rng.choice(self.ids)
+            node_id = rng.choice(present)
             if self.replicas[node_id] is not None:
                 self._crash(node_id)
                 self._at(self.now + rng.randint(5, 60) * TICK, self._restart, node_id)
         elif kind in ("partition", "isolate"):
-            shuffled = rng.sample(self.ids, len(self.ids))
-            cut = 1 if kind == "isolate" else rng.randint(1, len(self.ids) - 1)
-            self.groups = {node_id: int(position < cut) for position, node_id in enumerate(shuffled)}
-            self._at(self.now + rng.randint(10, 80) * TICK, self._heal_partition)
+            self._partition(isolate=kind == "isolate")
         else:
             self.drop, self.duplicate = rng.uniform(0.1, 0.4), rng.uniform(0.05, 0.2)
             self._at(self.now + rng.randint(10, 60) * TICK, self._calm)
         self._at(self.now + rng.randint(10, 50) * TICK, self._fault)
 
+    def _partition(self, isolate: bool) -> None:
+        present = self._present()
+        shuffled = self.rng.sample(present, len(present))
+        cut = 1 if isolate else self.rng.randint(1, len(present) - 1)
+        self.groups = {node_id: int(position < cut) for position, node_id in enumerate(shuffled)}
+        self._at(self.now + self.rng.randint(10, 80) * TICK, self._heal_partition)
+
+    def _membership_event(self) -> None:
+        """On its own schedule while faults run: an operator asks for one to
+        three changes a tick or two apart (all but the first are refused
+        while the first is uncommitted), and now and then the network
+        splits right after."""
+        if not self.faulty:
+            return
+        rng = self.rng
+        self._at(self.now + rng.randint(*self.membership_ticks) * TICK, self._membership_event)
+        for burst in range(rng.randint(1, 3)):
+            self._at(self.now + burst * rng.randint(1, 2) * TICK, self._change_membership)
+        if rng.random() < SPLIT_AFTER_CHANGE:
+            self.outcome.faults["partition after change"] += 1
+            self._at(self.now + rng.randint(1, 6) * TICK, self._partition, rng.random() < 0.5)
+
+    def _change_membership(self) -> None:
+        """Ask the leader of the highest term for one change, as an operator
+        would: add a new node (started now, as a learner), promote a
+        learner, or remove a member (the leader itself half the time it may)."""
+        leaders = [r for r in self.replicas.values() if r is not None and r.node.role == LEADER]
+        if not leaders:
+            self.outcome.faults[MEMBERSHIP_REFUSED] += 1
+            return
+        leader = max(leaders, key=lambda replica: replica.node.term)
+        configuration = leader.node.configuration
+        options = [(PROMOTE, m) for m in configuration.learners]
+        options += [(REMOVE, m) for m in configuration.members
+                    if m in configuration.learners or len(configuration.voters) > MIN_VOTERS]
+        idle = [n for n in self._present() if n not in configuration.members and n not in self.leaving]
+        if idle or len(self._present()) < len(self.initial) + EXTRA_NODES:
+            options.append((ADD, idle[0] if idle else f"n{len(self.ids) + 1}"))
+        if not options:
+            return
+        kind = self.rng.choice(sorted({kind for kind, _ in options}))
+        members = [member for k, member in options if k == kind]
+        member = (leader.id if (REMOVE, leader.id) in options and self.rng.random() < 0.5
+                  and kind == REMOVE else self.rng.choice(members))
+        if member not in self.ids:
+            self.ids.append(member)
+            self.storage[member] = FaultyStorage(random.Random(self.rng.random()))
+            self.held[member] = []
+            self._start(member)
+        try:
+            self.changes[leader.id, leader.change_membership(kind, member)] = kind
+        except ReplicationError:
+            self.outcome.faults[MEMBERSHIP_REFUSED] += 1
+            return
+        self._wake(leader.id)
+        self.outcome.faults[f"member {kind}"] += 1
+        if kind == REMOVE:
+            self.leaving.add(member)
+            self._at(self.now + self.rng.randint(20, 80) * TICK, self._decommission, member)
+
+    def _decommission(self, node_id: str) -> None:
+        """Stop a removed node for good once its removal is committed; try
+        again later while not (the change may also have been lost)."""
+        if node_id in self.gone:
+            return
+        if node_id in self.check.configuration(self.initial).members:
+            if self.faulty:
+                self._at(self.now + 50 * TICK, self._decommission, node_id)
+            return
+        if self.replicas[node_id] is not None:
+            self._crash(node_id)
+        self.gone.add(node_id)
+
     def _restart(self, node_id: str) -> None:
+        if node_id in self.gone:
+            return
         if self.replicas[node_id] is None:
             parts = self.storage[node_id].damageable()
             if parts and self.faulty and self.rng.random() < CORRUPT_READ_RATE and self._may_abstain(node_id):
@@ -312,8 +411,11 @@ class Simulation:
     def _may_abstain(self, node_id: str) -> bool:
         """Damage a node only while the nodes that vote can still elect a
         leader without a minority: abstainers stay within (n - 1) // 2."""
-        others = sum(self.storage[other].abstaining for other in self.ids if other != node_id)
-        return others + 1 <= (len(self.ids) - 1) // 2
+        others = sum(self.storage[other].abstaining or other in self.leaving   # a voter leaving may not campaign
+                     for other in self._present() if other != node_id)
+        voters = min([len(self.check.configuration(self.initial).voters)]
+                     + [len(r.node.configuration.voters) for r in self.replicas.values() if r is not None])
+        return others + 1 <= (voters - 1) // 2
 
     def _heal_partition(self) -> None:
         self.groups = {}
@@ -327,7 +429,7 @@ class Simulation:
     def _client_send(self, client: Client) -> None:
         if client.command is None:
             client.next_command()
-        up = [node_id for node_id in self.ids if self.replicas[node_id] is not None]
+        up = [node_id for node_id in self._present() if self.replicas[node_id] is not None]
         if not up:
             self._at(self.now + RETRY_BACKOFF, self._client_send, client)
             return

@@ -1,0 +1,141 @@
+"""Single-server membership changes in RaftNode, one rule per test, and the
+configuration carried through snapshots, messages and storage."""
+from __future__ import annotations
+
+import random
+import tempfile
+import unittest
+
+from twisted_exchange.replication.configuration import Configuration, ConfigurationError
+from twisted_exchange.replication.messages import MessageError, parse_entry, parse_message
+from twisted_exchange.replication.raft import FOLLOWER, LEADER, RaftNode
+from twisted_exchange.wal import FileStorage
+from tests.replication.test_raft import CONFIG, elect, reply
+
+
+def leader_with_commit() -> RaftNode:
+    """Node a, leader of term 1 over a, b, c, with its no-op committed."""
+    node = elect(RaftNode("a", ["a", "b", "c"], random.Random(0), CONFIG))
+    node.ready()
+    node.step(reply("b", node.term, success=True, match=1))
+    assert node.commit == 1
+    return node
+
+
+class ConfigurationTests(unittest.TestCase):
+
+    def test_promote_needs_a_learner_and_remove_keeps_a_voter(self):
+        configuration = Configuration.of(["a"])
+        with self.assertRaises(ConfigurationError):
+            configuration.change("promote", "b")
+        with self.assertRaises(ConfigurationError):
+            configuration.change("remove", "a")
+        self.assertEqual(configuration.change("add", "b").change("promote", "b").voters, ("a", "b"))
+
+
+class MembershipRuleTests(unittest.TestCase):
+
+    def test_a_configuration_takes_effect_when_appended_not_when_committed(self):
+        node = leader_with_commit()
+        index = node.propose_configuration("add", "d")
+        self.assertGreater(index, node.commit)
+        self.assertEqual(node.configuration.learners, ("d",))
+        self.assertIn("d", node.peers)
+
+    def test_a_second_change_is_refused_while_the_first_is_uncommitted(self):
+        node = leader_with_commit()
+        node.propose_configuration("add", "d")
+        with self.assertRaisesRegex(ConfigurationError, "not committed yet"):
+            node.propose_configuration("remove", "c")
+
+    def test_a_new_leader_changes_nothing_before_an_entry_of_its_term_commits(self):
+        node = elect(RaftNode("a", ["a", "b", "c"], random.Random(0), CONFIG))
+        with self.assertRaisesRegex(ConfigurationError, "no entry of term"):
+            node.propose_configuration("add", "d")
+
+    def test_a_learner_is_promoted_only_once_caught_up(self):
+        node = leader_with_commit()
+        index = node.propose_configuration("add", "d")
+        node.ready()
+        node.step(reply("b", node.term, success=True, match=index))
+        with self.assertRaisesRegex(ConfigurationError, "not caught up"):
+            node.propose_configuration("promote", "d")
+        node.step(reply("d", node.term, success=True, match=index))
+        node.propose_configuration("promote", "d")
+        self.assertEqual(node.configuration.voters, ("a", "b", "c", "d"))
+
+    def test_a_learners_acknowledgement_does_not_commit(self):
+        node = leader_with_commit()
+        index = node.propose_configuration("add", "d")
+        node.step(reply("d", node.term, success=True, match=index))
+        self.assertLess(node.commit, index)
+
+    def test_a_learner_never_campaigns(self):
+        node = RaftNode("d", ["a", "b", "c"], random.Random(0), CONFIG)
+        for _ in range(100):
+            node.tick()
+        self.assertEqual(node.role, FOLLOWER)
+        self.assertEqual(node.ready().messages, [])
+
+    def test_a_removed_leader_steps_down_once_the_removal_commits(self):
+        node = leader_with_commit()
+        index = node.propose_configuration("remove", "a")
+        node.ready()
+        self.assertEqual(node.role, LEADER)
+        node.step(reply("b", node.term, success=True, match=index))
+        self.assertEqual(node.role, LEADER)  # b alone is not a majority of b, c
+        node.step(reply("c", node.term, success=True, match=index))
+        messages = node.ready().messages
+        self.assertEqual(node.role, FOLLOWER)
+        self.assertTrue(all(m["commit"] == index for m in messages if m["type"] == "raft.append"))
+
+    def test_a_follower_adopts_a_configuration_from_an_append_and_drops_it_on_truncation(self):
+        node = RaftNode("b", ["a", "b", "c"], random.Random(0), CONFIG)
+        config = {"voters": ["a", "b", "c"], "learners": ["d"]}
+        node.step({"type": "raft.append", "from": "a", "to": "b", "term": 1, "prev_index": 0, "prev_term": 0,
+                   "entries": [{"index": 1, "term": 1, "command": None, "config": config}],
+                   "commit": 0, "last_index": 1, "epoch": None})
+        self.assertEqual(node.configuration.learners, ("d",))
+        node.step({"type": "raft.append", "from": "c", "to": "b", "term": 2, "prev_index": 0, "prev_term": 0,
+                   "entries": [{"index": 1, "term": 2, "command": None}],
+                   "commit": 0, "last_index": 1, "epoch": None})
+        self.assertEqual(node.configuration, Configuration.of(["a", "b", "c"]))
+
+    def test_a_snapshot_carries_the_configuration_and_one_without_takes_the_initial(self):
+        config = {"voters": ["b", "c", "d"], "learners": []}
+        node = RaftNode("b", ["a", "b", "c"], random.Random(0), CONFIG,
+                        snapshot={"index": 5, "term": 1, "data": {}, "config": config})
+        self.assertEqual(node.configuration.voters, ("b", "c", "d"))
+        old = RaftNode("b", ["a", "b", "c"], random.Random(0), CONFIG, snapshot={"index": 5, "term": 1, "data": {}})
+        self.assertEqual(old.configuration.voters, ("a", "b", "c"))
+
+
+class WireAndStorageTests(unittest.TestCase):
+
+    def test_the_edge_parser_takes_configuration_entries_and_refuses_bad_ones(self):
+        good = {"index": 1, "term": 1, "command": None, "config": {"voters": ["a"], "learners": []}}
+        self.assertEqual(parse_entry(dict(good)), good)
+        for bad in ({"voters": [], "learners": []}, {"voters": ["b", "a"], "learners": []},
+                    {"voters": ["a"], "learners": ["a"]}, {"voters": ["a"]}):
+            with self.assertRaises(MessageError):
+                parse_entry({**good, "config": bad})
+        with self.assertRaises(MessageError):
+            parse_message({"type": "raft.snapshot", "from": "a", "to": "b", "term": 1,
+                           "snapshot": {"index": 1, "term": 1, "data": {}, "config": {"voters": []}}}, "a", "b")
+
+    def test_file_storage_keeps_configuration_entries_and_snapshots(self):
+        config = {"voters": ["a", "b"], "learners": ["c"]}
+        with tempfile.TemporaryDirectory() as directory:
+            storage = FileStorage(directory, fsync="never")
+            storage.load()
+            storage.save({"term": 1, "vote": None, "commit": 2},
+                         [{"index": 1, "term": 1, "command": None},
+                          {"index": 2, "term": 1, "command": None, "config": config}])
+            storage.compact({"index": 1, "term": 1, "data": {}, "config": {"voters": ["a"], "learners": []}})
+            storage.close()
+            storage = FileStorage(directory, fsync="never")
+            recovered = storage.load()
+            storage.close()
+        self.assertEqual(recovered.entries, [{"index": 2, "term": 1, "command": None, "config": config}])
+        self.assertEqual(recovered.snapshot["config"], {"voters": ["a"], "learners": []})
+        self.assertIsNone(recovered.discarded)
