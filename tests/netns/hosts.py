@@ -142,13 +142,16 @@ class Network:
         ip("-n", host.namespace, "route", "add", "blackhole", f"{address}/32")
         self._blackholes.add((host.name, address))
 
+    def unblackhole(self, host: Host, address: str) -> None:
+        ip("-n", host.namespace, "route", "del", "blackhole", f"{address}/32")
+        self._blackholes.discard((host.name, address))
+
     def heal(self) -> None:
         """Every cable plugged in, every blackhole route gone."""
         for host in self.hosts.values():
             self.set_link(host, True)
         for name, address in sorted(self._blackholes):
-            ip("-n", self.hosts[name].namespace, "route", "del", "blackhole", f"{address}/32")
-        self._blackholes.clear()
+            self.unblackhole(self.hosts[name], address)
 
     def destroy(self) -> None:
         """Kill every process started here (by PID), then delete every namespace."""

@@ -1,32 +1,38 @@
-"""The nemesis: a seeded schedule of real network and process faults.
+"""The nemesis: seeded schedules of real network and process faults.
 
-One fault at a time, as Jepsen's combined nemeses do by default: a quiet
-spell of ``quiet`` seconds (uniform), then a fault held for ``hold``
-seconds, then a heal, until the time is up; then everything is healed.  The
-schedule is a pure function of the seed (which fault, which target, how
-long); only "the leader" is looked up when the fault happens.
+Two schedules run side by side, as Jepsen composes a partitioner with other
+nemeses: *partitions* (a quiet spell of 0.5-2 s, then a partition held
+2-5 s, then its heal: a new partition every few seconds) and *chaos* (quiet
+1-4 s, then a slow, lossy or reordering network, or a kill, held 2-6 s).
+Each fault heals exactly what it did, so the two overlap freely (a peer can
+be killed while another is cut off).  Which fault, which target and how long
+is a pure function of the seed; only "the leader" is looked up when the
+fault happens.  At the end everything is healed and every program runs.
 
-Faults, by kind (a partition every few seconds: 4 of the 8 kinds cut links):
+Partitions:
 
 - ``isolate``: a peer's cable out of the switch (``ip link set DEV down``);
   half the time the leader's.
 - ``blackhole``: blackhole routes both ways between a peer and one or both
-  grape hosts: a partial partition (it still reaches the cluster through
-  the other grape host's proxy) or a complete one.
+  grape hosts: partial (it still reaches the cluster through the other
+  grape host's proxies) or complete.
 - ``bridge``: two peers cut from each other at every proxy, both still
-  reaching the third: the non-transitive partition Raft must survive
-  without electing two leaders (Jepsen's "bridge").
-- ``leader-minority``: the leader cut from both followers at the proxies,
+  reaching the third: the non-transitive partition in which Raft must not
+  elect two leaders (Jepsen's "bridge").
+- ``leader-minority``: the leader cut from both followers at the proxies
   while clients still reach it: it must stop acknowledging.
-- ``delay``: 50-300 ms and jitter on every link.
-- ``reorder``: up to 400 ms of jitter per chunk: messages on different
+
+Chaos:
+
+- ``delay``: 50-300 ms plus up to 100 ms of jitter on every link.
+- ``reorder``: up to 400 ms of jitter per chunk, so messages on different
   connections overtake each other.
 - ``drop``: 5-25 % of chunks lost with their connection.
 - ``kill``: SIGKILL a peer (half the time the leader), restarted at the
   heal from its own data directory; ``kill-grape`` the same for a grape.
 
-Figures (``make nemesis``, 300 s, seed 1, 6 clients, 2 cores shared):
-see the end of this docstring.
+Figures (``make nemesis``: 300 s, seed 1, 6 clients, on 2 cores shared
+with other work):
 """
 from __future__ import annotations
 
@@ -39,8 +45,18 @@ from dataclasses import dataclass
 
 from tests.netns.cluster import GRAPES, PEER_PORTS, PEERS, NetCluster
 
-KINDS = ("isolate", "blackhole", "bridge", "leader-minority", "delay", "reorder", "drop", "kill",
-         "kill-grape")
+
+@dataclass(frozen=True)
+class Schedule:
+    """Faults drawn from ``kinds``, each after ``quiet`` seconds and held ``hold`` seconds (uniform)."""
+
+    kinds: tuple[str, ...]
+    quiet: tuple[float, float]
+    hold: tuple[float, float]
+
+
+PARTITIONS = Schedule(("isolate", "blackhole", "bridge", "leader-minority"), (0.5, 2.0), (2.0, 5.0))
+CHAOS = Schedule(("delay", "reorder", "drop", "kill", "kill-grape"), (1.0, 4.0), (2.0, 6.0))
 
 
 @dataclass
@@ -52,32 +68,49 @@ class Fault:
 
 
 class Nemesis:
-    """Injects faults into ``cluster`` until stopped; ``leader()`` names the
-    current leader or None (called from the nemesis thread)."""
+    """Injects faults into ``cluster`` until the time is up or it is
+    stopped; ``leader()`` names the current leader or None (it is called
+    from the nemesis's threads)."""
 
     def __init__(self, cluster: NetCluster, seed: int, leader: Callable[[], str | None],
-                 quiet: tuple[float, float] = (1.0, 3.0), hold: tuple[float, float] = (2.0, 6.0)) -> None:
+                 schedules: tuple[Schedule, ...] = (PARTITIONS, CHAOS)) -> None:
         self.cluster = cluster
         self.network = cluster.network
-        self.rng = random.Random(seed)
+        self.seed = seed
         self.leader = leader
-        self.quiet = quiet
-        self.hold = hold
+        self.schedules = schedules
         self.faults: list[Fault] = []
         self._stop = threading.Event()
+        self._errors: list[Exception] = []
 
     def run(self, seconds: float) -> None:
-        """Fault, hold, heal, repeatedly for ``seconds`` (blocking: run it in a thread)."""
+        """Every schedule, side by side, for ``seconds`` (blocking: run it in a thread)."""
         end = time.monotonic() + seconds
-        while not self._stop.wait(self.rng.uniform(*self.quiet)) and time.monotonic() < end:
-            kind = self.rng.choice(KINDS)
-            hold = self.rng.uniform(*self.hold)
-            fault = Fault(kind, "", time.monotonic())
-            heal = getattr(self, "_" + kind.replace("-", "_"))(fault)
-            self.faults.append(fault)
-            self._stop.wait(min(hold, max(0.0, end - time.monotonic())))
-            heal()
-            fault.healed = time.monotonic()
+        threads = [threading.Thread(target=self._follow, args=(schedule, random.Random(f"{self.seed}/{i}"), end))
+                   for i, schedule in enumerate(self.schedules)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if self._errors:
+            raise self._errors[0]
+
+    def _follow(self, schedule: Schedule, rng: random.Random, end: float) -> None:
+        """Fault, hold, heal, until ``end``; a failure (kept for ``run``) stops every schedule."""
+        try:
+            while not self._stop.wait(rng.uniform(*schedule.quiet)) and time.monotonic() < end:
+                kind = rng.choice(schedule.kinds)
+                hold = rng.uniform(*schedule.hold)
+                fault = Fault(kind, "", time.monotonic())
+                heal = getattr(self, "_" + kind.replace("-", "_"))(fault, rng)
+                self.faults.append(fault)
+                self._stop.wait(min(hold, max(0.0, end - time.monotonic())))
+                heal()
+                fault.healed = time.monotonic()
+        except Exception as e:  # raised again by run(), in the caller's thread
+            self._errors.append(e)
+        finally:
+            self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -85,82 +118,88 @@ class Nemesis:
     def heal_all(self) -> None:
         """Every cable, route and proxy healed, every program running again."""
         self.network.heal()
-        self._reset_proxies()
+        for control in self.cluster.proxies.values():
+            control.send(reset=True)
         self.cluster.restart_dead()
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(f.kind for f in self.faults))
 
-    # -- faults: each applies itself and returns its heal -------------------------
+    # -- faults: each applies itself and returns what heals exactly it ----------
 
-    def _peer(self, fault: Fault, leader_half: bool = True) -> str:
+    def _peer(self, fault: Fault, rng: random.Random, leader_half: bool = True) -> str:
         """A random peer, or (half the time, if asked) the leader."""
-        peer = self.rng.choice(PEERS)
-        if leader_half and self.rng.random() < 0.5:
+        peer = rng.choice(PEERS)
+        if leader_half and rng.random() < 0.5:
             peer = self.leader() or peer
         fault.target = peer
         return peer
 
-    def _isolate(self, fault: Fault) -> Callable[[], None]:
-        host = self.cluster.hosts[self._peer(fault)]
+    def _isolate(self, fault: Fault, rng: random.Random) -> Callable[[], None]:
+        host = self.cluster.hosts[self._peer(fault, rng)]
         self.network.set_link(host, False)
         return lambda: self.network.set_link(host, True)
 
-    def _blackhole(self, fault: Fault) -> Callable[[], None]:
-        peer = self.cluster.hosts[self._peer(fault, leader_half=False)]
-        grapes = self.rng.sample(GRAPES, self.rng.randint(1, len(GRAPES)))
-        fault.target += "|" + ",".join(grapes)
-        for grape in grapes:
-            host = self.cluster.hosts[grape]
-            self.network.blackhole(peer, host.address)
-            self.network.blackhole(host, peer.address)
-        return self.network.heal
+    def _blackhole(self, fault: Fault, rng: random.Random) -> Callable[[], None]:
+        peer = self.cluster.hosts[self._peer(fault, rng, leader_half=False)]
+        grapes = [self.cluster.hosts[g] for g in rng.sample(GRAPES, rng.randint(1, len(GRAPES)))]
+        fault.target += "|" + ",".join(g.name for g in grapes)
+        routes = [route for g in grapes for route in ((peer, g.address), (g, peer.address))]
+        for host, address in routes:
+            self.network.blackhole(host, address)
+
+        def heal() -> None:
+            for host, address in routes:
+                self.network.unblackhole(host, address)
+        return heal
 
     def _cut(self, pairs: list[tuple[str, str]]) -> Callable[[], None]:
         """At every proxy, refuse connections from the first peer of each pair to the second."""
         by_port: dict[int, list[str]] = {}
         for source, target in pairs:
             by_port.setdefault(PEER_PORTS[PEERS.index(target)], []).append(self.cluster.hosts[source].address)
-        for control in self.cluster.proxies.values():
-            for port, sources in by_port.items():
-                control.send(ports=[port], cut=sources)
-        return self._reset_proxies
 
-    def _bridge(self, fault: Fault) -> Callable[[], None]:
-        a, b = self.rng.sample(PEERS, 2)
+        def send(cut: bool) -> None:
+            for control in self.cluster.proxies.values():
+                for port, sources in by_port.items():
+                    control.send(ports=[port], cut=sources if cut else [])
+        send(True)
+        return lambda: send(False)
+
+    def _bridge(self, fault: Fault, rng: random.Random) -> Callable[[], None]:
+        a, b = rng.sample(PEERS, 2)
         fault.target = f"{a}|{b}"
         return self._cut([(a, b), (b, a)])
 
-    def _leader_minority(self, fault: Fault) -> Callable[[], None]:
-        leader = self.leader() or self.rng.choice(PEERS)
+    def _leader_minority(self, fault: Fault, rng: random.Random) -> Callable[[], None]:
+        leader = self.leader() or rng.choice(PEERS)
         fault.target = leader
-        others = [p for p in PEERS if p != leader]
-        return self._cut([pair for p in others for pair in ((leader, p), (p, leader))])
+        return self._cut([pair for p in PEERS if p != leader for pair in ((leader, p), (p, leader))])
 
     def _toxic(self, fault: Fault, **order: float) -> Callable[[], None]:
         fault.target = ",".join(f"{k}={v:.2f}" for k, v in order.items())
         for control in self.cluster.proxies.values():
             control.send(**order)
-        return self._reset_proxies
 
-    def _delay(self, fault: Fault) -> Callable[[], None]:
-        return self._toxic(fault, latency=self.rng.uniform(0.05, 0.3), jitter=self.rng.uniform(0, 0.1))
+        def heal() -> None:
+            for control in self.cluster.proxies.values():
+                control.send(latency=0.0, jitter=0.0, drop=0.0)
+        return heal
 
-    def _reorder(self, fault: Fault) -> Callable[[], None]:
-        return self._toxic(fault, latency=0.0, jitter=self.rng.uniform(0.1, 0.4))
+    def _delay(self, fault: Fault, rng: random.Random) -> Callable[[], None]:
+        return self._toxic(fault, latency=rng.uniform(0.05, 0.3), jitter=rng.uniform(0, 0.1))
 
-    def _drop(self, fault: Fault) -> Callable[[], None]:
-        return self._toxic(fault, drop=self.rng.uniform(0.05, 0.25))
+    def _reorder(self, fault: Fault, rng: random.Random) -> Callable[[], None]:
+        return self._toxic(fault, latency=0.0, jitter=rng.uniform(0.1, 0.4))
 
-    def _reset_proxies(self) -> None:
-        for control in self.cluster.proxies.values():
-            control.send(reset=True)
+    def _drop(self, fault: Fault, rng: random.Random) -> Callable[[], None]:
+        return self._toxic(fault, drop=rng.uniform(0.05, 0.25))
 
-    def _kill(self, fault: Fault) -> Callable[[], None]:
-        return self._kill_program(self._peer(fault))
+    def _kill(self, fault: Fault, rng: random.Random) -> Callable[[], None]:
+        return self._kill_program(self._peer(fault, rng))
 
-    def _kill_grape(self, fault: Fault) -> Callable[[], None]:
-        fault.target = self.rng.choice(GRAPES)
+    def _kill_grape(self, fault: Fault, rng: random.Random) -> Callable[[], None]:
+        fault.target = rng.choice(GRAPES)
         return self._kill_program(fault.target)
 
     def _kill_program(self, name: str) -> Callable[[], None]:
