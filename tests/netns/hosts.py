@@ -44,7 +44,8 @@ def ip(*args: str) -> None:
     """Run ``ip ARGS``; a failure raises with ip's own message."""
     done = subprocess.run(["ip", *args], capture_output=True, text=True)
     if done.returncode != 0:
-        raise OSError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+        reason = "; ".join(line for line in done.stderr.splitlines() if line.strip())
+        raise OSError(f"ip {' '.join(args)}: {reason}")
 
 
 def unavailable() -> str | None:

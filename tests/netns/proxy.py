@@ -18,6 +18,8 @@ reaches it from any network namespace):
   source address, so a cut can be one-way and between two hosts only.
 - ``{"reset": true}``: no faults.
 Each order may name ``"ports"`` (listen ports) to apply to; default all.
+A side that closes closes both directions once what is queued is delivered
+(no half-close: HTTP, all that crosses these links, never uses it).
 Replies ``ok`` or ``error: ...``.  :class:`Control` is the caller's side.
 """
 from __future__ import annotations
@@ -153,7 +155,11 @@ class Downstream(protocol.Protocol):
         self.listener.open.discard(self)
         self._ended = True
         self.to_client.stop()
-        self.to_target.close(lambda: self.upstream and self.upstream.transport.loseConnection())
+        self.to_target.close(self._close_upstream)
+
+    def _close_upstream(self) -> None:
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()
 
     def upstream_lost(self) -> None:
         self.to_client.close(self.transport.loseConnection)

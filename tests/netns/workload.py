@@ -24,7 +24,7 @@ SYMBOL = "BTCUSD"
 PRICES = ("99", "99.5", "100", "100.5", "101")
 #: Errors after which the command may still be unexecuted *and* may be retried as is.
 RETRY = frozenset({"ERR_TIMEOUT", "ERR_REQUEST_GENERIC", "ERR_NO_LEADER", "ERR_GRAPE_LOOKUP_EMPTY",
-                   "ERR_REPLY_EMPTY", "ERR_BUSY", "ERR_TLS_IDENTITY", "ERR_GRAPE_LOOKUP"})
+                   "ERR_REPLY_EMPTY", "ERR_BUSY", "ERR_TLS_IDENTITY"})
 
 
 @dataclass
