@@ -32,7 +32,21 @@ Chaos:
   heal from its own data directory; ``kill-grape`` the same for a grape.
 
 Figures (``make nemesis``: 300 s, seed 1, 6 clients, on 2 cores shared
-with other work):
+with other work; ``python -m tests.netns.run --seconds 300 --seed 1``):
+
+    faults      108: 62 partitions (21 bridge, 18 leader-minority,
+                15 isolate, 8 blackhole) and 46 chaos (14 kill-grape,
+                10 delay, 10 reorder, 7 drop, 5 kill)
+    operations  44,380 invoked, 44,380 acknowledged (147/s), 0 failed,
+                0 unknown; at most 8 attempts for one submit
+    verdict     0 lost, 0 duplicated, 0 divergent; 0 contradicted,
+                0 reordered, 0 overfilled, 0 bad trades
+    unavailable at most 6.35 s without any acknowledgement
+    after heal  all 3 peers at applied index 44,448, same digest, 0.02 s
+
+The harness has teeth: with the session table patched to execute a retry
+again (a test-only sitecustomize, not kept), 30 s of the same nemesis
+(seed 3) ended with 38 duplicated and 30 contradicted operations.
 """
 from __future__ import annotations
 
