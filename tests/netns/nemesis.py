@@ -44,6 +44,9 @@ with other work; ``python -m tests.netns.run --seconds 300 --seed 1``):
     unavailable at most 6.35 s without any acknowledgement
     after heal  all 3 peers at applied index 44,448, same digest, 0.02 s
 
+Seed 2, the same 300 s: 110 faults (60 partitions), 51,863 invoked and
+acknowledged, 0 lost, 0 duplicated, 0 divergent, at most 5.01 s unavailable.
+
 The harness has teeth: with the session table patched to execute a retry
 again (a test-only sitecustomize, not kept), 30 s of the same nemesis
 (seed 3) ended with 38 duplicated and 30 contradicted operations.
