@@ -2,9 +2,10 @@
 PYTHON ?= python3
 PIP     = $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore
 SEEDS  ?= 200
+NEMESIS_SECONDS ?= 300
 INTEROP = tests/interop
 
-.PHONY: install interop test pytest trial sim-smoke sim bench bench-peers bench-cluster demo clean
+.PHONY: install interop test pytest trial sim-smoke sim nemesis bench bench-peers bench-cluster demo clean
 
 install:
 	$(PIP) -e '.[test,plot]'
@@ -31,6 +32,10 @@ sim-smoke:
 
 sim: install
 	$(PYTHON) -m twisted_exchange.replication.sim --seeds 10000
+
+# Grapes, peers and clients on separate network namespaces under a nemesis (root); figures in tests/netns/nemesis.py.
+nemesis: install
+	$(PYTHON) -m tests.netns.run --seconds $(NEMESIS_SECONDS)
 
 bench: install interop
 	$(PYTHON) -m twisted_exchange.bench

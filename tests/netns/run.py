@@ -1,0 +1,145 @@
+"""One nemesis run, end to end: ``python -m tests.netns.run --seconds 300``.
+
+Builds the hosts (``hosts.py``), starts the exchange on them
+(``cluster.py``), moves this process onto the client host, trades with
+``--clients`` clients (``workload.py``) while the nemesis (``nemesis.py``)
+breaks things for ``--seconds``, heals everything, waits for every peer to
+reach the same applied index and digest, stops the peers, replays each
+peer's log, and checks the history against it (``checker.py``).  Prints the
+figures (and writes them as JSON with ``--json``); exits 0 only on a clean
+verdict, 1 otherwise (the run directory with every log is then kept and
+named), 2 when namespaces cannot be used here.  Every process and namespace
+is gone when it returns, whatever happened; a run killed with SIGKILL
+leaves namespaces that the next run sweeps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from twisted.internet import defer, task
+from twisted.internet.threads import blockingCallFromThread, deferToThread
+
+from twisted_exchange.grenache import Link, RPCClient
+from twisted_exchange.pki import CLIENT
+
+from tests.e2e.cluster import statuses, wait_for_convergence, wait_for_leader
+from tests.netns import checker
+from tests.netns.cluster import CLIENT_HOST, PEERS, NetCluster
+from tests.netns.hosts import Network, sweep_leftovers, unavailable
+from tests.netns.nemesis import Nemesis
+from tests.netns.workload import Workload
+
+#: Seconds every peer gets, after the heal, to reach the same applied index and digest.
+CONVERGE_SECONDS = 90
+
+
+def _client(cluster: NetCluster, grape_url: str, name: str) -> RPCClient:
+    return RPCClient(Link(grape_url), timeout=5.0, tls=cluster.credential(CLIENT, name))
+
+
+async def _leader(watcher: RPCClient) -> str | None:
+    """The peer that says it leads in the highest term, if any answers so."""
+    found = await statuses(watcher, list(PEERS), timeout=1.0)
+    leaders = [(s["term"], p) for p, s in found.items() if s["role"] == "leader"]
+    return max(leaders)[1] if leaders else None
+
+
+async def session(reactor, cluster: NetCluster, args: argparse.Namespace, figures: dict) -> None:
+    """Trade under the nemesis, heal, converge, check; the figures go into ``figures``."""
+    names = [f"client{i + 1}" for i in range(args.clients)]
+    rpcs = {name: [_client(cluster, url, name) for url in cluster.grape_urls] for name in names}
+    watcher = _client(cluster, cluster.grape_urls[0], "watcher")
+    await wait_for_leader(watcher, list(PEERS), timeout=60)
+    workload = Workload(rpcs, list(PEERS), seed=args.seed)
+    nemesis = Nemesis(cluster, args.seed,
+                      leader=lambda: blockingCallFromThread(reactor, lambda: defer.ensureDeferred(_leader(watcher))))
+    started = time.monotonic()
+    workload.start()
+    try:
+        await deferToThread(nemesis.run, args.seconds)
+    finally:
+        nemesis.stop()
+        nemesis.heal_all()
+    await workload.stop()
+    healed = time.monotonic()
+    try:
+        found = await wait_for_convergence(watcher, list(PEERS), timeout=CONVERGE_SECONDS)
+    except AssertionError:
+        found = await statuses(watcher, list(PEERS))
+    converged = time.monotonic() - healed
+    reported = {p: (found[p]["applied"], found[p]["digest"]) if p in found else None for p in PEERS}
+    await deferToThread(cluster.stop_peers)
+    head = max((state[0] for state in reported.values() if state), default=0)
+    logs = {p: cluster.replay(p, head) for p in PEERS}
+    finals = dict(reported)
+    finals.update({f"{p} log": (log[-1]["index"], log[-1]["digest"]) if log else None for p, log in logs.items()})
+    witness = next((logs[p] for p in PEERS if logs[p] and reported[p] == (logs[p][-1]["index"], logs[p][-1]["digest"])),
+                   logs[PEERS[0]])
+    verdict = checker.check(workload.history, witness, finals)
+    outcomes = {kind: sum(op.outcome == kind for op in workload.history) for kind in ("ok", "fail", "info")}
+    figures.update({
+        "seconds": round(healed - started, 1), "seed": args.seed, "clients": args.clients,
+        "invoked": len(workload.history), "acked": outcomes["ok"], "failed": outcomes["fail"],
+        "unknown": outcomes["info"], "unknown_executed": verdict.info_executed,
+        "acked_per_second": round(outcomes["ok"] / max(healed - started, 1e-9), 1),
+        "most_attempts": max((op.attempts for op in workload.history), default=0),
+        "faults": nemesis.counts(), "faults_total": len(nemesis.faults),
+        "max_unavailable_seconds": round(checker.longest_gap(workload.history), 2),
+        "converged_after_heal_seconds": round(converged, 2), "applied": head,
+        "lost": len(verdict.lost), "duplicated": len(verdict.duplicated), "divergent": len(verdict.divergent),
+        "unexpected_exits": cluster.exits,
+        "violations": {k: v for k, v in asdict(verdict).items() if k != "info_executed" and v},
+        "ok": verdict.ok and not cluster.exits,
+    })
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.netns.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=300.0, help="nemesis time (default 300)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--clients", type=int, default=6)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    reason = unavailable()
+    if reason is not None:
+        print(f"skipped: {reason}")
+        return 2
+    for name in sweep_leftovers():
+        print(f"deleted leftover namespace {name}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through the cleanup below
+    run_dir = Path(tempfile.mkdtemp(prefix="tx-netns-"))
+    network = Network()
+    figures: dict = {}
+    try:
+        cluster = NetCluster(network, run_dir)
+        cluster.start()
+        network.enter(cluster.hosts[CLIENT_HOST])
+        try:
+            task.react(lambda reactor: defer.ensureDeferred(session(reactor, cluster, args, figures)).addErrback(
+                lambda failure: figures.update(error=failure.getTraceback())))
+        except SystemExit as e:
+            if e.code:
+                figures.setdefault("error", f"session ended with {e.code}: see {run_dir}")
+    finally:
+        network.destroy()
+    for key, value in figures.items():
+        print(f"{key:>30}: {value}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    if figures.get("ok"):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return 0
+    print(f"FAILED: logs and data kept in {run_dir}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

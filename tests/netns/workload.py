@@ -1,0 +1,104 @@
+"""Clients that trade while the nemesis works, and the history they record.
+
+Each client has its own credential and one submit in flight, with
+increasing request ids.  An attempt that fails in transport (timeout,
+refused, reset, no leader, lookup failed, busy) is retried on the next peer,
+through the next grape, with the *same* request id: the replicated session
+table makes that safe.  As in Jepsen, every operation is recorded as
+invoked, then completed ``ok`` (acknowledged, with the reply), ``fail`` (a
+definite refusal) or ``info`` (gave up after ``give_up`` seconds: it may or
+may not have executed, now or later).
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+from twisted.internet import defer, reactor, task
+
+from twisted_exchange.grenache import GrenacheError, RPCClient
+from twisted_exchange.pki import PEER, Identity
+
+SYMBOL = "BTCUSD"
+PRICES = ("99", "99.5", "100", "100.5", "101")
+#: Errors after which the command may still be unexecuted *and* may be retried as is.
+RETRY = frozenset({"ERR_TIMEOUT", "ERR_REQUEST_GENERIC", "ERR_NO_LEADER", "ERR_GRAPE_LOOKUP_EMPTY",
+                   "ERR_REPLY_EMPTY", "ERR_BUSY", "ERR_TLS_IDENTITY"})
+
+
+@dataclass
+class Op:
+    """One submit as the client saw it; times are ``time.monotonic()``."""
+
+    process: str
+    request: str
+    command: dict
+    invoked: float
+    completed: float | None = None
+    outcome: str = "invoke"  # then "ok", "fail" or "info"
+    result: dict | None = None
+    error: str | None = None
+    attempts: int = 0
+
+
+class Workload:
+    """``clients[name]`` are that client's RPC clients, one per grape."""
+
+    def __init__(self, clients: dict[str, list[RPCClient]], peers: list[str], seed: int,
+                 attempt_timeout: float = 2.0, give_up: float = 15.0) -> None:
+        self.clients = clients
+        self.peers = peers
+        self.rng = random.Random(seed)
+        self.attempt_timeout = attempt_timeout
+        self.give_up = give_up
+        self.history: list[Op] = []
+        self._running = False
+        self._done: defer.Deferred | None = None
+
+    def start(self) -> None:
+        self._running = True
+        self._done = defer.gatherResults([defer.ensureDeferred(self._client(i, name))
+                                          for i, name in enumerate(self.clients)], consumeErrors=True)
+
+    def stop(self) -> defer.Deferred:
+        """Fires once every client has finished the operation it is in."""
+        self._running = False
+        return self._done
+
+    def _order(self, name: str, n: int) -> dict:
+        return {"action": "submit", "client": name, "request": f"r{n}", "symbol": SYMBOL,
+                "side": self.rng.choice(["buy", "sell"]), "type": "limit",
+                "price": self.rng.choice(PRICES), "quantity": str(self.rng.randint(1, 3))}
+
+    async def _client(self, index: int, name: str) -> None:
+        rpcs = self.clients[name]
+        attempt = index
+        n = 0
+        while self._running:
+            n += 1
+            command = self._order(name, n)
+            op = Op(name, command["request"], command, time.monotonic())
+            self.history.append(op)
+            while True:
+                peer = self.peers[attempt % len(self.peers)]
+                rpc = rpcs[attempt % len(rpcs)]
+                op.attempts += 1
+                try:
+                    op.result = await rpc.request(f"exchange:{peer}", command, timeout=self.attempt_timeout,
+                                                  retry=0, expect=Identity(PEER, peer))
+                    op.outcome = "ok"
+                    break
+                except GrenacheError as e:
+                    op.error = str(e)
+                    if e.code not in RETRY:
+                        op.outcome = "fail"
+                        break
+                except Exception as e:  # a transport failure outside Grenache's vocabulary
+                    op.error = repr(e)
+                attempt += 1
+                if time.monotonic() - op.invoked > self.give_up:
+                    op.outcome = "info"
+                    break
+                await task.deferLater(reactor, 0.05, lambda: None)
+            op.completed = time.monotonic()
