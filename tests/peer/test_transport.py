@@ -6,6 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_exchange.grenache import GrenacheError
 from twisted_exchange.peer.directory import PeerDirectory
+from twisted_exchange.peer.service import announcing_links
 from twisted_exchange.peer.transport import MAX_QUEUED, RaftTransport
 from twisted_exchange.pki import Identity
 
@@ -154,3 +155,22 @@ class RaftTransportTests(SynchronousTestCase):
         self.assertEqual(self.client.cancelled, [self.client.calls[0][0]])
         self.transport.send([message("peer2", 2)])  # still usable: sends a new batch
         self.assertEqual(len(self.client.calls), 2)
+
+
+class AnnouncingTests(SynchronousTestCase):
+    """A grape files an announce under its own address: announce where it is right."""
+
+    def links(self, *urls: str) -> list:
+        return [type("L", (), {"grape_url": url})() for url in urls]
+
+    def test_on_one_machine_every_grape(self):
+        links = self.links("http://127.0.0.1:30001", "http://127.0.0.1:40001")
+        self.assertEqual(announcing_links(links, "127.0.0.1"), links)
+
+    def test_across_machines_only_the_grape_on_this_peers_address(self):
+        links = self.links("http://10.0.0.1:30001", "http://10.0.0.2:40001", "http://10.0.0.3:30001")
+        self.assertEqual(announcing_links(links, "10.0.0.2"), [links[1]])
+
+    def test_with_no_grape_on_this_machine_every_grape(self):
+        links = self.links("http://10.0.0.1:30001", "http://10.0.0.2:40001")
+        self.assertEqual(announcing_links(links, "10.0.0.9"), links)

@@ -26,6 +26,7 @@ import os
 import random
 import sys
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from twisted.application.service import Service
 from twisted.internet import defer, task, threads
@@ -265,7 +266,7 @@ class PeerService(Service):
                 raise
             self.log.info("{peer} serving metrics and the dashboard on {url}", peer=self.node_id,
                           url=self._admin.url)
-        for link in self._links:  # on every grape: one dying does not hide this peer
+        for link in announcing_links(self._links, self._host):
             for name in (SERVICE, service_name(self.node_id)):
                 link.start_announcing(name, self.port, ANNOUNCE_SECONDS)
         self._loop(self._tick, TICK_SECONDS)
@@ -408,6 +409,15 @@ class PeerService(Service):
             self._role = role
             self.log.info("{peer} is {role} in term {term}, leader {leader}",
                           peer=self.node_id, role=role[0], term=role[1], leader=role[2])
+
+
+def announcing_links(links: list[Link], host: str) -> list[Link]:
+    """The grapes to announce on: a grape files an announce under its own
+    address (Grenache's announce carries only a port), so those on this
+    peer's ``host`` when there are any (several machines), else every one
+    (one machine: one grape dying does not hide this peer)."""
+    local = [link for link in links if urlsplit(link.grape_url).hostname == host]
+    return local or list(links)
 
 
 def _check_snapshot_data(data: dict) -> None:
