@@ -26,7 +26,35 @@ other):
     failover 0.55 s (plain), 0.63 s (TLS); the naive baseline diverged 2 of 3 peers.
 
 TLS costs 10% of throughput at 64 in flight and 2.4 ms per order at 1 in
-flight (three TLS hops per order: client, forward, replicate).
+flight (three TLS hops per order: client, forward, replicate).  Those hops
+are kept-alive connections (no handshake per request: the sockets stay
+ESTABLISHED through a run, TIME-WAIT only when the bench clients close),
+and Nagle does not bite (one write per message each way; 0.13 ms p50 per
+TLS call at 1 in flight in grenache/bench.py): the extra time is CPU, on
+every hop, on a machine where peers and clients share two cores.
+
+Issue 12 (2026-11-29; other jobs kept the load at 3 to 5 all along, so
+absolute rates swing 3x from one minute to the next: the naive baseline
+gave 905 and 2,703 orders/s in two runs a minute apart).  Before (f6600c9)
+and after, interleaved, each a 3-peer TLS cluster with fsync per batch
+under ``exchangectl bench`` for 6 s, CPU from /proc:
+
+    64 in flight, orders/s, before / after:  866 / 1,796   1,165 / 1,189   550 / 864
+    peers' CPU per committed order:          0.80-0.86 ms -> 0.64-0.72 ms
+    1 in flight, p50:                        10.7 / 5.4 ms   7.7 / 6.6 ms
+
+and one ``bench-cluster --json`` after, at load 5: 111 orders/s (p99 48 ms)
+at 1 in flight, 842 orders/s (p99 633 ms) at 64, failover 1.0 s; plain
+Node RPC at 64 in flight 2,402 req/s, ratio_to_rpc 0.35.  Targets NOT met on
+this shared machine.  What changed: orjson on the wire and in the log, a
+lean HTTP/1.1 server, the peer persisting each batch in a thread (group
+commit; the reactor no longer stops for fsync), the GC tuned for a peer,
+cheaper state-machine hashing.  Where a peer's time still goes (py-spy):
+the pyOpenSSL memory-BIO TLS layer and socket sends (a loopback send does
+the receiver's TCP work) are the largest shares, then Twisted's reactor and
+Deferreds, then matching and replication; about 0.5 inter-peer RPC per order
+at 64 in flight (batches of ~9 entries to each follower, ~3 forwards per
+batch to the leader), each with a reply that carries nothing.
 """
 from __future__ import annotations
 
