@@ -308,8 +308,7 @@ class PeerService(Service):
         self._persisting = None
         if self._stopped_by is None:
             self._guarded(self._deliver, ready)
-            if self.running:
-                self._schedule_flush()  # what arrived during the persist
+            self._schedule_flush()  # what arrived during the persist
 
     def _persist_failed(self, failure: Failure) -> None:
         self._persisting = None
