@@ -10,10 +10,18 @@ in flight; p99 <= 5 ms at 1 in flight.  The ``py-tls`` rows are ours in
 secure mode (mutual TLS, P-256 certificates from a fresh CA), measured in the
 same rounds, for what TLS costs on kept-alive connections.
 
-Latest figures (2026-11-29, ``make bench``, 2 cores, req/s at 1 / 32 in
-flight): ours 6,211 / 8,055; ours with TLS 4,361 / 4,967 (0.70x / 0.62x
-plain); Node 3,761 / 5,363 (ours 1.65x / 1.50x Node).  p99 at 1 in flight:
-0.30 ms plain, 0.37 ms TLS.
+Latest figures (2026-11-29, issue 12, 2 cores shared with other jobs, best
+of 3 rounds, req/s at 1 / 32 in flight; "before" is this bench at f6600c9,
+run just before "after"): ours 6,618 / 8,848 -> 11,303 / 14,116; ours with
+TLS 4,501 / 5,644 -> 7,116 / 7,895; Node 3,019 / 5,221 and 3,583 / 4,719 in
+the two runs (ours 3.15x / 2.99x Node).  p99 at 1 in flight: 0.24 -> 0.16 ms
+plain, 0.31 -> 0.23 ms TLS.  CPU per call, client and server together in
+this process at 32 in flight: ~118 -> ~98-112 us plain, ~186-215 ->
+~146-176 us TLS.  What changed: orjson for the wire (wire.py) and a lean
+HTTP/1.1 reader in the server instead of twisted.web (server.py).
+
+``baseline()`` is the yardstick of ``exchangectl bench-cluster``: plain RPC
+at its 64 in flight, Node's when node is there, else ours.
 """
 from __future__ import annotations
 

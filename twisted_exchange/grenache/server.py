@@ -28,7 +28,7 @@ certificate, identity, address) of the connection; handlers of
 ``(key, payload)`` are unchanged.
 
 HTTP/1.1 is read by ``_Channel``, made for Grenache's one shape (a POST in,
-one reply out) rather than by ``twisted.web``: a third less CPU per call,
+one reply out) rather than by ``twisted.web``: less CPU per call,
 which is most of what a peer does (figures in grenache/bench.py).
 """
 from __future__ import annotations

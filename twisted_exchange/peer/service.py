@@ -7,13 +7,6 @@ the Deferreds of finished client commands.  Persisting before sending is the
 Raft stable-storage rule: a vote or an acknowledgement never leaves the peer
 before it is on disk.
 
-With fsync on, a batch is persisted in a thread (write and fsync release
-the GIL), one batch at a time: while the disk syncs, the reactor goes on
-reading requests and Raft messages, and everything that arrived meanwhile
-is the next batch, persisted by one fsync as soon as this one is done
-(group commit).  Its messages and answers wait for its own persist, so the
-rule above holds as before; only the reactor no longer stops for the disk.
-
 Fail-stop (as etcd panics on a WAL error): an unexpected exception in a tick,
 a flush or a background loop, or a failed write or fsync, ends the process
 at once with :data:`EXIT_FAIL_STOP` and one ``fail-stop:`` log line.  A peer
@@ -29,7 +22,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from twisted.application.service import Service
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -47,7 +40,7 @@ from twisted_exchange.peer.protocol import MAX_BODY, SERVICE, service_name
 from twisted_exchange.peer.transport import RaftTransport
 from twisted_exchange.replication.messages import MessageError, parse_message
 from twisted_exchange.replication.raft import RaftConfig
-from twisted_exchange.replication.replica import Ready, Replica, ReplicationError
+from twisted_exchange.replication.replica import Replica, ReplicationError
 from twisted_exchange.replication.state_machine import ReplicatedStateMachine
 from twisted_exchange.wal import FileStorage
 
@@ -112,8 +105,6 @@ class PeerService(Service):
         self.digests = Digests()
         self._throughput = Throughput()
         self._storage = FileStorage(data_dir, fsync=fsync, on_fsync=self.metrics.fsynced)
-        self._persist_in_thread = fsync != "never"
-        self._persisting: defer.Deferred[None] | None = None
         try:
             recovered = self._storage.load()
             self._probe_storage()  # a full or read-only disk is found before serving, not after
@@ -295,8 +286,6 @@ class PeerService(Service):
         self._loops.clear()
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
-        if self._persisting is not None:
-            yield self._persisting  # the storage closes below
         self._transport.stop()
         if self._admin is not None:
             yield self._admin.stop()
@@ -365,36 +354,12 @@ class PeerService(Service):
             self._flush_call = self._reactor.callLater(0, self._guarded, self._flush)
 
     def _flush(self) -> None:
-        if self._stopped_by is not None or self._persisting is not None:
-            return  # a batch in its persist flushes again when it is done
-        ready = self.replica.ready()
-        if not self._persist_in_thread or (ready.hard_state is None and not ready.entries
-                                           and ready.snapshot is None and ready.compaction is None):
-            self._persist(ready)
-            self._deliver(ready)
+        if self._stopped_by is not None:
             return
-        self._persisting = threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), self._persist, ready)
-        self._persisting.addCallbacks(self._persisted, self._persist_failed, (ready,))
-
-    def _persist(self, ready: Ready) -> None:
-        """Hard state, entries and snapshot, then compaction (in a thread with fsync on)."""
+        ready = self.replica.ready()
         self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
         if ready.compaction is not None:
             self._storage.compact(ready.compaction)
-
-    def _persisted(self, _: None, ready: Ready) -> None:
-        self._persisting = None
-        if self._stopped_by is None:
-            self._guarded(self._deliver, ready)
-            self._schedule_flush()  # what arrived during the persist
-
-    def _persist_failed(self, failure: Failure) -> None:
-        self._persisting = None
-        self._die("_flush failed", failure)
-
-    def _deliver(self, ready: Ready) -> None:
-        """Send the batch's messages and answer its clients: once it is persisted."""
         self._transport.send(ready.messages)
         for token, result in ready.results:
             d = self._waiting.pop(token, None)

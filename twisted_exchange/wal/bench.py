@@ -26,14 +26,29 @@ Storages: MemoryStorage, FileStorage with fsync ``never`` (benchmarks only:
 not crash-safe) and with fsync per batch (the default) on this machine's
 disk.  Target: >= 50,000 commands/s replicated per peer.
 
-Latest figures (2026-11-29, 2 cores, per-peer cmd/s; "before" is the same
-bench at 2c5c258, run minutes apart on the same machine): file, fsync never,
-batch 10: 32,180 (before 42,237); batch 1000: 27,468 (31,926); gc off:
-36,245 (53,560); fsync per batch, batch 1000: 26,596 (32,447).  The cost is
-issue 9's: admission parses every command once more at propose, and every
-applied entry now feeds the session fingerprint and the state digest (two
-canonical JSON encodings with orjson and a blake2b).  In the full ``make
-bench`` run that followed (the machine busier), batch 10 gave 28,193.
+Latest figures (2026-11-29, issue 12, per-peer cmd/s, file storage, fsync
+never; "before" is the same bench at f6600c9, run just before "after" on
+the same machine, which other jobs kept at a load of 3 to 5):
+
+    batch   before    after   (second pair)  (quietest after)
+      100   32,842   39,980   (26,041 / 38,347)   46,548
+     1000   33,891   37,369   (29,559 / 43,043)   44,031
+    fsync per batch, batch 1000: 28,187 -> 43,420; gc off, batch 1000:
+    40,013 -> 45,045; after, with Python's default GC thresholds: 28,071.
+
+What changed: the log's records and the wire in orjson (the json module's
+encoder was the largest single cost of a replicated command after the
+core), the state machine's canonical JSON, fingerprint and digest as bytes
+end to end (the same digests), and the GC as a peer process sets it
+(``gctuning``: young threshold 10,000, not 700).  Where the rest goes, per
+command on the leader (the busiest node), in thread CPU time: the core's
+``Exchange.apply`` ~7 us (it parses the command again), the state machine
+around it ~6 us (canonical JSON of command and result, session record,
+blake2b fingerprint and digest chain), admission ~2 us, the log record
+~1 us, Raft and replica bookkeeping ~2 us, and the cyclic GC the rest.
+The 50,000 target is NOT met on this machine: it needs ~20 us per command
+all in, so a core that does not parse an admitted command twice (issue 12
+item 1) is the next step.
 
 The three nodes share one heap, three times a peer's, so Python's cyclic
 garbage collector (whose full passes cost in proportion to the heap) charges
