@@ -213,20 +213,26 @@ class SnapshotCatchUpTests(ClusterTestCase):
     peer_args = "--snapshot-every 40"
 
     @defer.inlineCallbacks
-    def test_peer_with_wiped_data_dir_catches_up_by_snapshot(self):
+    def test_a_peer_behind_the_compacted_log_catches_up_by_snapshot_and_a_wiped_one_is_refused(self):
         trader = Trader(self.cluster, self.peers, seed=5)
         yield trader.run(clients=10, orders_each=12)
         victim = next(p for p in self.peers if p != self.leader)
+        before = yield wait_for_convergence(self.client, self.peers)
         self.cluster.supervisor.stop(victim)
-        shutil.rmtree(self.cluster.data_dir(victim))
         more = Trader(self.cluster, [p for p in self.peers if p != victim], seed=6, name="later")
-        yield more.run(clients=5, orders_each=10)
+        yield more.run(clients=5, orders_each=20)  # the leader compacts past what the victim holds
         self.cluster.supervisor.start(victim)
         found = yield wait_for_convergence(self.client, self.peers, timeout=60)
-        self.assertGreater(found[victim]["snapshot_index"], 0)
-        self.assertGreater(found[victim]["applied"], 150)
+        self.assertGreater(found[victim]["snapshot_index"], before[victim]["applied"])
+        self.assertGreater(found[victim]["applied"], 200)
         trader.acked.update(more.acked)
         yield self.assert_consistent(trader)
+        self.cluster.supervisor.stop(victim)
+        shutil.rmtree(self.cluster.data_dir(victim))
+        self.cluster.supervisor.start(victim, wait=False)  # an empty directory under a member's id
+        yield eventually(lambda: self.cluster.supervisor.process(victim)["statename"] == "FATAL",
+                         timeout=60, what=f"{victim} refused")
+        self.assertIn(f"exchangectl member replace {victim}", self.cluster.log(victim))
 
 
 class NodeGrapeClusterTests(ClusterTestCase):

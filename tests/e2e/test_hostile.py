@@ -15,7 +15,7 @@ from twisted_exchange.peer.protocol import MAX_BODY
 from twisted_exchange.pki import PEER
 from tests.e2e.cluster import SYMBOL, Trader, prefill, statuses, wait_for_convergence
 from tests.e2e.test_cluster import ClusterTestCase
-from tests.support import connect, eventually, stall_uploads, vm_kb
+from tests.support import connect, eventually, free_ports, stall_uploads, vm_kb
 
 
 def raw_call(port: int, body: bytes, tls: dict | None) -> list:
@@ -253,7 +253,7 @@ class DamagedDataTests(ClusterTestCase):
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
 
     @defer.inlineCallbacks
-    def test_a_peer_with_a_corrupt_hard_state_refuses_to_start_until_its_directory_is_moved_aside(self):
+    def test_a_peer_with_a_corrupt_hard_state_refuses_to_start_and_is_replaced(self):
         victim = yield self.trade_then_stop_a_follower()
         data_dir = self.cluster.data_dir(victim)
         (data_dir / "hardstate.json").write_bytes(b'{"term": 3, "vo')
@@ -265,9 +265,14 @@ class DamagedDataTests(ClusterTestCase):
         self.assertIn(f"mv {data_dir} {data_dir}.damaged", log)
         self.assertNotIn("Traceback", log)
         data_dir.rename(f"{data_dir}.damaged")
-        self.cluster.supervisor.start(victim)
+        port, = free_ports(1)
+        replaced = yield self.exchangectl("member", "replace", victim, "peer4", "--port", str(port))
+        self.assertEqual(replaced.returncode, 0, replaced.stdout + replaced.stderr)
+        self.peers = [p for p in self.peers if p != victim] + ["peer4"]
         found = yield wait_for_convergence(self.client, self.peers, timeout=60)
-        self.assertGreater(found[victim]["applied"], 100)
+        self.assertGreater(found["peer4"]["applied"], 100)
+        done = yield self.exchangectl("check", "--wait", "20")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
 
 
 class UploadFloodTests(ClusterTestCase):

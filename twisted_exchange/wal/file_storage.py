@@ -200,10 +200,10 @@ class FileStorage(StorageRules):
             f"{path} {damage}. It holds this peer's Raft term and vote: starting without them could let "
             f"it vote twice in one term and elect two leaders, so it refuses to start. To recover, and "
             f"only while the other peers have a quorum and a leader (exchangectl status): move the whole "
-            f"data directory aside, `mv {self._directory} {self._directory}.damaged`, and start the peer "
-            f"again; it rejoins empty and catches up from the leader. Risk: entries that only this peer "
-            f"held are lost, and a vote it gave in an election still running may be given twice. "
-            f"Never delete {HARD_STATE} alone."
+            f"data directory aside, `mv {self._directory} {self._directory}.damaged`, and replace this "
+            f"peer, `exchangectl member replace THIS_PEER NEW_NAME`: the new peer catches up from the "
+            f"leader (this one, empty under its old id, would be refused). Risk: entries that only this "
+            f"peer held are lost. Never delete {HARD_STATE} alone."
         )
 
     def _read_json(self, name: str, valid: Callable[[Any], bool]) -> tuple[Any, str | None]:
