@@ -25,10 +25,25 @@ from twisted_exchange.replication.configuration import ADD, PROMOTE, REMOVE
 #: Refusals that mean "not yet": wait and ask again.
 NOT_YET = ("not committed yet", "no entry of term", "not caught up")
 RETRY_SECONDS = 0.5
+#: Seconds to wait for a leader before saying there is none.
+LEADER_WAIT_SECONDS = 15.0
 
 
-async def leader_status(peers: Peers, names: list[str]) -> dict:
-    """The status of the peer that all answering peers name as leader."""
+async def leader_status(peers: Peers, names: list[str], wait: float = LEADER_WAIT_SECONDS) -> dict:
+    """The status of the peer that the answering peers name as leader, asked
+    again for up to ``wait`` seconds while there is none (an election after a
+    leader removed itself, or a restart, takes a second or two)."""
+    deadline = peers.reactor.seconds() + wait
+    while True:
+        found = await _leader_or_why_not(peers, names)
+        if isinstance(found, dict):
+            return found
+        if peers.reactor.seconds() >= deadline:
+            raise CtlError(f"no leader reachable: {found}")
+        await task.deferLater(peers.reactor, RETRY_SECONDS, lambda: None)
+
+
+async def _leader_or_why_not(peers: Peers, names: list[str]) -> dict | str:
     statuses = await peers.statuses(names)
     answered = {name: s for name, s in statuses.items() if isinstance(s, dict)}
     for status in answered.values():
@@ -42,8 +57,8 @@ async def leader_status(peers: Peers, names: list[str]) -> dict:
                 continue
             if found.get("role") == "leader":
                 return found
-    raise CtlError("no leader reachable: " + ", ".join(
-        f"{n} {s.get('role') if isinstance(s, dict) else 'unreachable'}" for n, s in statuses.items()))
+    return ", ".join(f"{n} {s.get('role') if isinstance(s, dict) else 'unreachable'}"
+                     for n, s in statuses.items())
 
 
 def _done(kind: str, member: str, configuration: dict) -> bool:
@@ -100,9 +115,12 @@ async def add(peers: Peers, names: list[str], member: str, start: Callable[[], N
 
 async def remove(peers: Peers, names: list[str], member: str, timeout: float,
                  say: Callable[[str], None]) -> dict:
-    """Remove ``member`` (a leader steps down once the removal commits)."""
+    """Remove ``member``, and wait for a leader among the others (a leader
+    that removed itself steps down once the removal commits)."""
     configuration = await change(peers, names, REMOVE, member, timeout, say)
     say(f"{member} removed: voters {', '.join(configuration['voters'])}")
+    leader = await leader_status(peers, [name for name in names if name != member], wait=timeout)
+    say(f"leader: {leader['id']}")
     return configuration
 
 
