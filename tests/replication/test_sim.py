@@ -159,7 +159,8 @@ class InjectedBugTests(unittest.TestCase):
     # Membership: each bug needs a change and a fault close together, so
     # changes come every 2 to 10 ticks here.
 
-    @unittest.expectedFailure  # known gap: the schedule does not yet reach the split it needs
+    @unittest.skip("known gap: the fault schedule does not yet produce the split that shows two"
+                   " uncommitted changes as a safety violation")
     def test_two_uncommitted_configuration_changes_at_once_are_caught(self):
         self.assertIsNotNone(first_violation(seeds=40, node_factory=AllowsTwoUncommittedChanges,
                                              membership_ticks=(2, 10)))
