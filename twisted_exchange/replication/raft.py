@@ -44,7 +44,8 @@ change is uncommitted at a time (``_change_in_progress``), and a leader
 appends one only once an entry of its own term is committed (the thesis'
 fix, ``_committed_in_term``).  Only voters campaign and only their votes
 and acknowledgements count (``_counts``); a leader that removed itself
-steps down once that entry commits.  Any server accepts appends from any
+steps down once that entry commits, and a voter whose removal is not yet
+committed may still campaign (``_may_campaign``).  Any server accepts appends from any
 leader, so a new one catches up before its configuration names it.  The
 snapshot carries the configuration as of its index; the ``peers`` given to
 the constructor are only the initial configuration.
@@ -238,6 +239,20 @@ class RaftNode:
         match = self._match.get(learner, 0)
         return match > 0 and match + self.config.max_entries_per_message >= self.last_index
 
+    def _may_campaign(self) -> bool:
+        """A voter campaigns; so does a voter whose removal is in its log but
+        not committed (as a removed leader keeps leading until then).  Its
+        log may be the only one holding that removal, and the voters of the
+        old configuration refuse anyone else whose log is behind it: without
+        it nobody could be elected.  It counts votes by its latest
+        configuration (which leaves it out), so it wins only with a majority
+        of the new voters, and once the removal commits it steps down and
+        stops campaigning.  A learner never campaigns."""
+        if self.id in self.configuration.voters:
+            return True
+        index = self.configuration_index
+        return index > self.commit and self.id in self.configuration_at(index - 1).voters
+
     def _counts(self, member: str) -> bool:
         """Does ``member``'s vote or acknowledgement count toward a majority?"""
         return member in self.configuration.voters
@@ -287,7 +302,7 @@ class RaftNode:
                     self._become_follower(self.term, None)
                 self._active = set()
         elif self._election_elapsed >= self._timeout:
-            if self._abstains() or self.id not in self.configuration.voters:
+            if self._abstains() or not self._may_campaign():
                 self._reset_timers()
                 self.leader = None  # heard from no leader for a timeout: stop routing to it
             else:
