@@ -46,7 +46,7 @@ fix, ``_committed_in_term``).  Only voters campaign and only their votes
 and acknowledgements count (``_counts``); a leader that removed itself
 steps down once that entry commits, and a voter whose removal is not yet
 committed may still campaign (``_may_campaign``).  Any server accepts appends from any
-leader, so a new one catches up before its configuration names it.  The
+leader and judges vote requests from any candidate, so a new one catches up before its configuration names it.  The
 snapshot carries the configuration as of its index; the ``peers`` given to
 the constructor are only the initial configuration.
 """
@@ -173,6 +173,15 @@ class RaftNode:
         del self.log[index - self.snap_index - 1:]
         self._unstable = min(self._unstable, index)
         self._configs = [(i, c) for i, c in self._configs if i < index]
+        self._unsend_acknowledgements(index)
+
+    def _unsend_acknowledgements(self, index: int) -> None:
+        """Drop the queued acknowledgements of entries from ``index`` on: they
+        were dropped before ``ready()`` persisted them, and would otherwise
+        promise an older leader entries this node never stored (messages
+        leave only after the batch is persisted, so none has left yet)."""
+        self._outbox = [m for m in self._outbox
+                        if not (m["type"] == "raft.append_reply" and m["success"] and m["match"] >= index)]
 
     # -- membership -----------------------------------------------------------
 
@@ -331,9 +340,13 @@ class RaftNode:
     def step(self, message: Message) -> None:
         """Handle one message from another node (Figure 2, "Rules for Servers")."""
         kind, term = message["type"], message["term"]
-        if message.get("from") == self.id or (kind in ("raft.vote", "raft.prevote")
-                                             and message["from"] not in self.configuration.members):
-            return  # a candidate is a member of any configuration that adds it; others disrupt
+        if message.get("from") == self.id:
+            return
+        # A vote request is judged whether or not its candidate is in our
+        # configuration (thesis 4.1): a server behind a change that added the
+        # candidate may hold the vote the candidate needs.  A removed server
+        # is kept from disrupting by the lease below and pre-vote, and from
+        # winning by the log comparison (its log lacks the committed removal).
         if term > self.term:
             if kind in ("raft.vote", "raft.prevote") and self._in_lease():
                 return  # thesis 4.2.3: a server that hears from a leader ignores disruptors
@@ -541,6 +554,7 @@ class RaftNode:
                 self._configs = [(i, c) for i, c in self._configs if i > index]
             else:
                 self.log, self._configs = [], []
+                self._unsend_acknowledgements(index + 1)
             self._snap_config = self._snapshot_configuration(snapshot)
             self._unstable = max(self._unstable, index + 1)
             self.snapshot, self.snap_index, self.snap_term = snapshot, index, snapshot["term"]
