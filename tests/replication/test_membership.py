@@ -89,6 +89,58 @@ class MembershipRuleTests(unittest.TestCase):
         self.assertEqual(node.role, FOLLOWER)
         self.assertTrue(all(m["commit"] == index for m in messages if m["type"] == "raft.append"))
 
+    def test_a_voter_whose_removal_is_uncommitted_campaigns_and_wins_with_the_new_voters(self):
+        # Seed 828: the removed leader lost its lease before the removal
+        # committed; its log alone held the removal, so the old voters
+        # refused the others, and nobody could be elected.
+        config = {"voters": ["b", "c", "d"], "learners": []}
+        removal = {"type": "raft.append", "from": "b", "to": "a", "term": 1, "prev_index": 0, "prev_term": 0,
+                   "entries": [{"index": 1, "term": 1, "command": None, "config": config}],
+                   "commit": 0, "last_index": 1, "epoch": None}
+        node = RaftNode("a", ["a", "b", "c", "d"], random.Random(0), CONFIG)
+        node.step(removal)
+        node.ready()
+        for _ in range(2 * CONFIG.election_ticks):
+            node.tick()
+        self.assertEqual(sorted(m["to"] for m in node.ready().messages if m["type"] == "raft.prevote"),
+                         ["b", "c", "d"])
+        for voter in ("b", "c"):
+            node.step({"type": "raft.prevote_reply", "from": voter, "to": "a", "term": 2, "granted": True})
+        for voter in ("b", "c"):
+            node.step({"type": "raft.vote_reply", "from": voter, "to": "a", "term": 2, "granted": True})
+        self.assertEqual(node.role, LEADER)
+        node.ready()
+        for voter in ("b", "c"):
+            node.step(reply(voter, node.term, success=True, match=node.last_index))
+        node.ready()
+        self.assertEqual(node.role, FOLLOWER)   # the removal committed: it steps down
+        for _ in range(100):
+            node.tick()
+        self.assertEqual(node.role, FOLLOWER)   # and campaigns no more
+        self.assertFalse([m for m in node.ready().messages if m["type"] == "raft.prevote"])
+
+    def test_a_vote_request_from_a_candidate_outside_our_configuration_is_granted(self):
+        # Seed 426: n1 was behind the change that added n5, and n5 needed its vote.
+        node = RaftNode("a", ["a", "b", "c"], random.Random(0), CONFIG)
+        node.step({"type": "raft.prevote", "from": "e", "to": "a", "term": 1, "last_index": 5, "last_term": 1})
+        self.assertEqual([(m["type"], m["granted"]) for m in node.ready().messages], [("raft.prevote_reply", True)])
+
+    def test_acknowledgements_of_entries_truncated_before_they_were_persisted_are_not_sent(self):
+        # Seed 1885: in one batch, b acknowledged entry 2 of term 1 to a, then
+        # a leader of term 2 truncated it; the reply would have promised an
+        # entry b never stored.
+        node = RaftNode("b", ["a", "b", "c"], random.Random(0), CONFIG)
+        node.step({"type": "raft.append", "from": "a", "to": "b", "term": 1, "prev_index": 0, "prev_term": 0,
+                   "entries": [{"index": 1, "term": 1, "command": None}, {"index": 2, "term": 1, "command": None}],
+                   "commit": 0, "last_index": 2, "epoch": None})
+        node.step({"type": "raft.append", "from": "c", "to": "b", "term": 2, "prev_index": 1, "prev_term": 1,
+                   "entries": [{"index": 2, "term": 2, "command": None}],
+                   "commit": 0, "last_index": 2, "epoch": None})
+        ready = node.ready()
+        self.assertEqual([(e["index"], e["term"]) for e in ready.entries], [(1, 1), (2, 2)])
+        self.assertEqual([(m["to"], m["term"], m["match"]) for m in ready.messages if m["type"] == "raft.append_reply"],
+                         [("c", 2, 2)])
+
     def test_a_follower_adopts_a_configuration_from_an_append_and_drops_it_on_truncation(self):
         node = RaftNode("b", ["a", "b", "c"], random.Random(0), CONFIG)
         config = {"voters": ["a", "b", "c"], "learners": ["d"]}

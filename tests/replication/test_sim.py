@@ -159,11 +159,12 @@ class InjectedBugTests(unittest.TestCase):
     # Membership: each bug needs a change and a fault close together, so
     # changes come every 2 to 10 ticks here.
 
-    @unittest.skip("known gap: the fault schedule does not yet produce the split that shows two"
-                   " uncommitted changes as a safety violation")
     def test_two_uncommitted_configuration_changes_at_once_are_caught(self):
-        self.assertIsNotNone(first_violation(seeds=40, node_factory=AllowsTwoUncommittedChanges,
-                                             membership_ticks=(2, 10)))
+        # The schedule's back-to-back changes (promote, then remove another
+        # voter) and the split right after: leader and promoted learner
+        # against the rest, two disjoint majorities.
+        violation = first_violation(seeds=40, node_factory=AllowsTwoUncommittedChanges, membership_ticks=(2, 10))
+        self.assertRegex(violation or "", "lacks committed entry|committed entry .* changed|two leaders")
 
     def test_using_a_configuration_only_once_committed_is_caught(self):
         self.assertIsNotNone(first_violation(seeds=40, node_factory=UsesConfigurationOnceCommitted,

@@ -44,8 +44,9 @@ change is uncommitted at a time (``_change_in_progress``), and a leader
 appends one only once an entry of its own term is committed (the thesis'
 fix, ``_committed_in_term``).  Only voters campaign and only their votes
 and acknowledgements count (``_counts``); a leader that removed itself
-steps down once that entry commits.  Any server accepts appends from any
-leader, so a new one catches up before its configuration names it.  The
+steps down once that entry commits, and a voter whose removal is not yet
+committed may still campaign (``_may_campaign``).  Any server accepts appends from any
+leader and judges vote requests from any candidate, so a new one catches up before its configuration names it.  The
 snapshot carries the configuration as of its index; the ``peers`` given to
 the constructor are only the initial configuration.
 """
@@ -172,6 +173,15 @@ class RaftNode:
         del self.log[index - self.snap_index - 1:]
         self._unstable = min(self._unstable, index)
         self._configs = [(i, c) for i, c in self._configs if i < index]
+        self._unsend_acknowledgements(index)
+
+    def _unsend_acknowledgements(self, index: int) -> None:
+        """Drop the queued acknowledgements of entries from ``index`` on: they
+        were dropped before ``ready()`` persisted them, and would otherwise
+        promise an older leader entries this node never stored (messages
+        leave only after the batch is persisted, so none has left yet)."""
+        self._outbox = [m for m in self._outbox
+                        if not (m["type"] == "raft.append_reply" and m["success"] and m["match"] >= index)]
 
     # -- membership -----------------------------------------------------------
 
@@ -238,6 +248,20 @@ class RaftNode:
         match = self._match.get(learner, 0)
         return match > 0 and match + self.config.max_entries_per_message >= self.last_index
 
+    def _may_campaign(self) -> bool:
+        """A voter campaigns; so does a voter whose removal is in its log but
+        not committed (as a removed leader keeps leading until then).  Its
+        log may be the only one holding that removal, and the voters of the
+        old configuration refuse anyone else whose log is behind it: without
+        it nobody could be elected.  It counts votes by its latest
+        configuration (which leaves it out), so it wins only with a majority
+        of the new voters, and once the removal commits it steps down and
+        stops campaigning.  A learner never campaigns."""
+        if self.id in self.configuration.voters:
+            return True
+        index = self.configuration_index
+        return index > self.commit and self.id in self.configuration_at(index - 1).voters
+
     def _counts(self, member: str) -> bool:
         """Does ``member``'s vote or acknowledgement count toward a majority?"""
         return member in self.configuration.voters
@@ -287,7 +311,7 @@ class RaftNode:
                     self._become_follower(self.term, None)
                 self._active = set()
         elif self._election_elapsed >= self._timeout:
-            if self._abstains() or self.id not in self.configuration.voters:
+            if self._abstains() or not self._may_campaign():
                 self._reset_timers()
                 self.leader = None  # heard from no leader for a timeout: stop routing to it
             else:
@@ -316,9 +340,13 @@ class RaftNode:
     def step(self, message: Message) -> None:
         """Handle one message from another node (Figure 2, "Rules for Servers")."""
         kind, term = message["type"], message["term"]
-        if message.get("from") == self.id or (kind in ("raft.vote", "raft.prevote")
-                                             and message["from"] not in self.configuration.members):
-            return  # a candidate is a member of any configuration that adds it; others disrupt
+        if message.get("from") == self.id:
+            return
+        # A vote request is judged whether or not its candidate is in our
+        # configuration (thesis 4.1): a server behind a change that added the
+        # candidate may hold the vote the candidate needs.  A removed server
+        # is kept from disrupting by the lease below and pre-vote, and from
+        # winning by the log comparison (its log lacks the committed removal).
         if term > self.term:
             if kind in ("raft.vote", "raft.prevote") and self._in_lease():
                 return  # thesis 4.2.3: a server that hears from a leader ignores disruptors
@@ -526,6 +554,7 @@ class RaftNode:
                 self._configs = [(i, c) for i, c in self._configs if i > index]
             else:
                 self.log, self._configs = [], []
+                self._unsend_acknowledgements(index + 1)
             self._snap_config = self._snapshot_configuration(snapshot)
             self._unstable = max(self._unstable, index + 1)
             self.snapshot, self.snap_index, self.snap_term = snapshot, index, snapshot["term"]

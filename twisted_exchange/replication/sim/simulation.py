@@ -10,8 +10,11 @@ node abstaining from votes), and clients that submit and cancel crossing
 orders at every node concurrently and retry, and now and then send a
 poison command that must be refused.  Membership changes run among the
 faults: the leader is asked to add a new node as a learner, promote a
-learner, or remove a member (the leader itself too); a removed node is
-stopped for good a while later, once its removal is committed.  Virtual time is an event queue; a
+learner, or remove a member (the leader itself too); now and then two at
+once (promote, then remove another voter; the second must be refused)
+with a split right after between the leader plus the promoted node and
+the rest; a removed node is stopped for good a while later, once its
+removal is committed.  Virtual time is an event queue; a
 step is one event.  Node input (tick, message) and the node's ``ready()``
 are separate events, so a crash can fall between them.
 
@@ -62,6 +65,7 @@ EXTRA_NODES = 2           # nodes beyond the initial ones that may be members at
 MEMBERSHIP_REFUSED = "membership refused"
 MEMBERSHIP_TICKS = (10, 40)   # a membership change is asked for every so many ticks
 SPLIT_AFTER_CHANGE = 0.3      # share of membership changes right after which the network splits
+BACK_TO_BACK = 0.25           # share of them that are two changes at once, then a split within a tick
 SIM_CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=2, max_entries_per_message=64,
                         forward_ticks=4, no_leader_ticks=30, compact_every=40)
 
@@ -336,26 +340,60 @@ class Simulation:
         """On its own schedule while faults run: an operator asks for one to
         three changes a tick or two apart (all but the first are refused
         while the first is uncommitted), and now and then the network
-        splits right after."""
+        splits right after; or (BACK_TO_BACK) see ``_back_to_back``."""
         if not self.faulty:
             return
         rng = self.rng
         self._at(self.now + rng.randint(*self.membership_ticks) * TICK, self._membership_event)
+        if rng.random() < BACK_TO_BACK:
+            self._back_to_back()
+            return
         for burst in range(rng.randint(1, 3)):
             self._at(self.now + burst * rng.randint(1, 2) * TICK, self._change_membership)
         if rng.random() < SPLIT_AFTER_CHANGE:
             self.outcome.faults["partition after change"] += 1
             self._at(self.now + rng.randint(1, 6) * TICK, self._partition, rng.random() < 0.5)
 
-    def _change_membership(self) -> None:
+    def _back_to_back(self) -> None:
+        """Two changes asked for at once (the second must be refused while the
+        first is uncommitted), then, before the entries can reach everyone,
+        a split: the leader and the members the changes added or promoted on
+        one side, the others on the other.  Were both appended, the leader's
+        side could commit with a majority of the second configuration and
+        the other side elect a leader with a majority of the first."""
+        first = self._change_membership(prefer=PROMOTE)
+        second = self._change_membership(prefer=REMOVE if first and first[0] == PROMOTE else PROMOTE,
+                                         spare=set(first or ()))
+        made = [first, second]
+        leader = self._leader()
+        if leader is None or made[0] is None:
+            return
+        side = {leader.id} | {member for kind, member in filter(None, made) if kind in (ADD, PROMOTE)}
+        self.outcome.faults["partition after two changes"] += 1
+        self._at(self.now + self.rng.randint(1, TICK), self._split, side)
+
+    def _split(self, side: set[str]) -> None:
+        if not self.faulty:
+            return
+        self.groups = {node_id: int(node_id in side) for node_id in self._present()}
+        self._at(self.now + self.rng.randint(10, 80) * TICK, self._heal_partition)
+
+    def _leader(self) -> Replica | None:
+        """The leader of the highest term, if any node leads."""
+        leaders = [r for r in self.replicas.values() if r is not None and r.node.role == LEADER]
+        return max(leaders, key=lambda replica: replica.node.term) if leaders else None
+
+    def _change_membership(self, prefer: str | None = None, spare: set[str] = frozenset()) -> tuple[str, str] | None:
         """Ask the leader of the highest term for one change, as an operator
         would: add a new node (started now, as a learner), promote a
-        learner, or remove a member (the leader itself half the time it may)."""
-        leaders = [r for r in self.replicas.values() if r is not None and r.node.role == LEADER]
-        if not leaders:
+        learner, or remove a member (the leader itself half the time it may).
+        ``prefer``: that kind of change if one is possible, then not of the
+        leader nor of a member in ``spare`` if another is; the change made,
+        or None."""
+        leader = self._leader()
+        if leader is None:
             self.outcome.faults[MEMBERSHIP_REFUSED] += 1
-            return
-        leader = max(leaders, key=lambda replica: replica.node.term)
+            return None
         configuration = leader.node.configuration
         options = [(PROMOTE, m) for m in configuration.learners]
         options += [(REMOVE, m) for m in configuration.members
@@ -364,11 +402,16 @@ class Simulation:
         if idle or len(self._present()) < len(self.initial) + EXTRA_NODES:
             options.append((ADD, idle[0] if idle else f"n{len(self.ids) + 1}"))
         if not options:
-            return
-        kind = self.rng.choice(sorted({kind for kind, _ in options}))
+            return None
+        kinds = sorted({kind for kind, _ in options})
+        kind = prefer if prefer in kinds else self.rng.choice(kinds)
         members = [member for k, member in options if k == kind]
-        member = (leader.id if (REMOVE, leader.id) in options and self.rng.random() < 0.5
-                  and kind == REMOVE else self.rng.choice(members))
+        if prefer is not None:
+            members = [m for m in members if m != leader.id and m not in spare] or members
+            member = self.rng.choice(members)
+        else:
+            member = (leader.id if (REMOVE, leader.id) in options and self.rng.random() < 0.5
+                      and kind == REMOVE else self.rng.choice(members))
         if member not in self.ids:
             self.ids.append(member)
             self.storage[member] = FaultyStorage(random.Random(self.rng.random()))
@@ -378,12 +421,13 @@ class Simulation:
             self.changes[leader.id, leader.change_membership(kind, member)] = kind
         except ReplicationError:
             self.outcome.faults[MEMBERSHIP_REFUSED] += 1
-            return
+            return None
         self._wake(leader.id)
         self.outcome.faults[f"member {kind}"] += 1
         if kind == REMOVE:
             self.leaving.add(member)
             self._at(self.now + self.rng.randint(20, 80) * TICK, self._decommission, member)
+        return kind, member
 
     def _decommission(self, node_id: str) -> None:
         """Stop a removed node for good once its removal is committed; try
