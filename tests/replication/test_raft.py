@@ -381,6 +381,15 @@ class SnapshotTests(unittest.TestCase):
         self.assertEqual([(m["type"], m["match"]) for m in ready.messages], [("raft.snapshot_reply", 5)])
         self.assertEqual(ready.committed, [])
 
+    def test_entries_after_a_snapshot_that_replaced_a_longer_conflicting_log_are_persisted_again(self):
+        node = make(terms=(1, 1, 2, 2), term=2)   # entries 1..4 stored (handed out by the last ready)
+        node.ready()
+        node.step({"type": "raft.snapshot", "from": "b", "to": "a", "term": 3,
+                   "snapshot": {"index": 3, "term": 3, "data": "state"}})   # 3's term differs: log dropped
+        node.step(append(term=3, prev_index=3, prev_term=3, entries=log(3, 3, start=4)))
+        ready = node.ready()
+        self.assertEqual([e["index"] for e in ready.entries], [4, 5])   # 4 too: storage dropped its 4
+
     def test_follower_keeps_log_suffix_after_a_matching_snapshot(self):
         node = make(terms=(1, 1, 2), term=2)
         node.step({"type": "raft.snapshot", "from": "b", "to": "a", "term": 2,

@@ -552,11 +552,13 @@ class RaftNode:
             if self.term_at(index) == snapshot["term"]:
                 del self.log[:index - self.snap_index]
                 self._configs = [(i, c) for i, c in self._configs if i > index]
+                self._unstable = max(self._unstable, index + 1)
             else:
                 self.log, self._configs = [], []
                 self._unsend_acknowledgements(index + 1)
+                # Storage drops its whole log too: nothing after the snapshot is stored any more.
+                self._unstable = index + 1
             self._snap_config = self._snapshot_configuration(snapshot)
-            self._unstable = max(self._unstable, index + 1)
             self.snapshot, self.snap_index, self.snap_term = snapshot, index, snapshot["term"]
             self.commit = self.applied = index
             self._received = snapshot
