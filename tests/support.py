@@ -177,6 +177,16 @@ def connect(port: int, tls: dict[str, Path] | None = None, timeout: float = 10) 
     return context.wrap_socket(sock)
 
 
+def raw_http_status(port: int, raw: bytes, tls: dict | None) -> bytes:
+    """The status code the peer answers to raw bytes (b"" if it just closes)."""
+    with connect(port, tls) as s:
+        s.sendall(raw)
+        reply = b""
+        while b"\r\n" not in reply and (chunk := s.recv(65536)):
+            reply += chunk
+    return reply.split(b" ", 2)[1] if reply.startswith(b"HTTP/1.1 ") else b""
+
+
 def stall_uploads(test: unittest.TestCase, port: int, count: int, announced: int, sent: int,
                   tls: dict[str, Path] | None = None) -> None:
     """Open ``count`` connections to ``port`` (in mutual TLS with ``tls``), each

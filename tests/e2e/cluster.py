@@ -88,12 +88,12 @@ class Cluster:
         """``kind`` ``name``'s credential from the cluster's pki directory (secure mode)."""
         return pki.obtain(self.pki, pki.Identity(kind, name))
 
-    def tls_files(self, name: str = "tester") -> dict[str, Path] | None:
-        """Client ``name``'s credential files for a raw socket (None: plain mode)."""
+    def tls_files(self, name: str = "tester", kind: str = CLIENT) -> dict[str, Path] | None:
+        """``kind`` ``name``'s credential files for a raw socket (None: plain mode)."""
         if self.pki is None:
             return None
-        self.credential(CLIENT, name)
-        return pki.paths(self.pki, pki.Identity(CLIENT, name))
+        self.credential(kind, name)
+        return pki.paths(self.pki, pki.Identity(kind, name))
 
     def data_dir(self, peer_id: str) -> Path:
         return self.run_dir / peer_id

@@ -16,7 +16,7 @@ from twisted_exchange.grenache import GrenacheError
 from tests.e2e.cluster import (
     SYMBOL, Cluster, Trader, statuses, wait_for_convergence, wait_for_leader,
 )
-from tests.support import NODE_MODULES, connect, eventually, node_or_skip
+from tests.support import NODE_MODULES, eventually, node_or_skip, raw_http_status
 
 
 class ClusterTestCase(TestCase):
@@ -165,7 +165,7 @@ class BasicClusterTests(ClusterTestCase):
                     b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n[1,2",
                     b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n{}",
                     b"\x00\xff garbage \r\n\r\n"]:
-            status = yield deferToThread(_raw_http_status, port, raw, self.cluster.tls_files())
+            status = yield deferToThread(raw_http_status, port, raw, self.cluster.tls_files())
             self.assertIn(status, (b"400", b"413", b""), raw)
         yield wait_for_convergence(self.client, self.peers)
         for peer in self.peers:
@@ -173,16 +173,6 @@ class BasicClusterTests(ClusterTestCase):
             self.assertEqual((book["bids"], book["asks"]), ([["100", "1"]], []), peer)
             orders = yield self.call(peer, {"action": "orders"})
             self.assertEqual([o["id"] for o in orders["orders"]], ["1"], peer)
-
-
-def _raw_http_status(port: int, raw: bytes, tls: dict | None) -> bytes:
-    """The status code the peer answers to raw bytes (b"" if it just closes)."""
-    with connect(port, tls) as s:
-        s.sendall(raw)
-        reply = b""
-        while b"\r\n" not in reply and (chunk := s.recv(65536)):
-            reply += chunk
-    return reply.split(b" ", 2)[1] if reply.startswith(b"HTTP/1.1 ") else b""
 
 
 class LeaderCrashTests(ClusterTestCase):

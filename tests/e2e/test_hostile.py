@@ -11,11 +11,11 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest
 
 from twisted_exchange.grenache import GrenacheError
-from twisted_exchange.peer.protocol import MAX_BODY
+from twisted_exchange.peer.protocol import MAX_BODY, MAX_CLIENT_BODY
 from twisted_exchange.pki import PEER
 from tests.e2e.cluster import SYMBOL, Trader, prefill, statuses, wait_for_convergence
 from tests.e2e.test_cluster import ClusterTestCase
-from tests.support import connect, eventually, free_ports, stall_uploads, vm_kb
+from tests.support import connect, eventually, free_ports, raw_http_status, stall_uploads, vm_kb
 
 
 def raw_call(port: int, body: bytes, tls: dict | None) -> list:
@@ -278,9 +278,17 @@ class DamagedDataTests(ClusterTestCase):
 class UploadFloodTests(ClusterTestCase):
     @defer.inlineCallbacks
     def test_12_stalled_64_mib_uploads_keep_a_peer_under_400_mb_and_trading(self):
+        """A client may not even announce more than 1 MiB; a peer (the one
+        identity trusted with 64 MiB, for catch-up) gone wrong may stall
+        that much, twelve times over."""
         peer = "peer1"
         port = self.cluster.peer_ports[self.peers.index(peer)]
-        yield deferToThread(stall_uploads, self, port, 12, MAX_BODY, MAX_BODY - 1, self.cluster.tls_files())
+        status = yield deferToThread(raw_http_status, port, b"POST / HTTP/1.1\r\nHost: x\r\n"
+                                     b"Content-Length: %d\r\n\r\n" % (MAX_CLIENT_BODY + 1),
+                                     self.cluster.tls_files())
+        self.assertEqual(status, b"413")
+        yield deferToThread(stall_uploads, self, port, 12, MAX_BODY, MAX_BODY - 1,
+                            self.cluster.tls_files("peer2", kind=PEER))
         trader = Trader(self.cluster, [peer], seed=31, name="beside")
         yield trader.run(clients=4, orders_each=5)
         self.assertEqual(len(trader.acked), 20)

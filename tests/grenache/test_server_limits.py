@@ -128,6 +128,22 @@ class ServerLimitTests(unittest.TestCase):
         for _ in range(3):
             self.assertEqual(self.call(), (200, ["r", None, {"echo": 1}]))
 
+    def test_a_connections_own_cap_is_asked_once_and_refuses_before_any_body_byte(self) -> None:
+        asked = []
+        caps = iter([100, 10 * MAX_BODY])
+        self.server = RPCServer(echo, max_body=MAX_BODY, max_buffered=MAX_BUFFERED, body_timeout=TIMEOUT,
+                                reactor=self.clock,
+                                max_body_for=lambda caller: asked.append(caller.address) or next(caps))
+        self.server.startService()
+        channel, transport = self.upload(len(CALL), CALL)
+        self.assertEqual(reply(transport)[0], 200)
+        channel.dataReceived(head(101))
+        self.assertIn(b"ERR_REQUEST_TOO_LARGE: Content-Length over 100 bytes", transport.value())
+        self.assertTrue(transport.disconnecting)
+        _, other = self.upload(MAX_BODY + 1, b"")  # a cap above max_body is max_body
+        self.assertRefused(other, 413, "ERR_REQUEST_TOO_LARGE")
+        self.assertEqual(len(asked), 2)  # once per connection, not per request
+
     def test_max_buffered_with_no_room_for_one_max_body_is_a_usage_error(self) -> None:
         with self.assertRaises(ValueError):
             RPCServer(echo, max_body=MAX_BODY, max_buffered=MAX_BODY, reactor=self.clock)

@@ -19,7 +19,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted_exchange.adminport import AdminPort, JSONResource, admin_root
 from twisted_exchange.core.commands import canonical_command
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
-from twisted_exchange.peer import metrics as peer_metrics
+from twisted_exchange.peer import membership, metrics as peer_metrics
 from twisted_exchange.peer.admin import AGREES, CLUSTER_FIELDS, DASHBOARD, DIVERGED, SELF, UNCONFIRMED, Agreement
 from twisted_exchange.peer.history import Digests
 from twisted_exchange.peer.metrics import PeerMetrics
@@ -332,16 +332,38 @@ class PeerAdminTests(TestCase):
 
 
 class LonePeerHealthTests(TestCase):
-    """One peer of three, alone: no leader, so /healthz says 503 and why."""
+    """One peer of three, alone: /healthz says 503 and why."""
 
     @defer.inlineCallbacks
-    def test_healthz_is_503_with_the_problems_while_no_leader_is_known(self):
+    def start_lone_peer(self, recorded: bool):
         grape_url = start_grape(self)
         data_dir = tempfile.mkdtemp(prefix="tx-lone-")
         self.addCleanup(shutil.rmtree, data_dir, True)
+        if recorded:
+            membership.record(data_dir, "peer1", PEERS)  # a data directory of this cluster's
         peer = PeerService("peer1", PEERS, [grape_url], data_dir, fsync="never", admin_port=0)
         yield peer.startService()
         self.addCleanup(peer.stopService)
+        return peer, data_dir
+
+    @defer.inlineCallbacks
+    def healthz_problems(self, peer):
         status, _, body = yield http_get(peer.status()["admin"] + "/healthz")
         self.assertEqual(status, 503)
-        self.assertIn("no leader known", json.loads(body)["problems"])
+        return json.loads(body)["problems"]
+
+    @defer.inlineCallbacks
+    def test_healthz_is_503_with_the_problems_while_no_leader_is_known(self):
+        peer, _ = yield self.start_lone_peer(recorded=True)
+        problems = yield self.healthz_problems(peer)
+        self.assertIn("no leader known", problems)
+
+    @defer.inlineCallbacks
+    def test_a_new_data_directory_waits_for_every_other_member_and_takes_no_part_meanwhile(self):
+        peer, data_dir = yield self.start_lone_peer(recorded=False)
+        yield eventually(lambda: "waiting for peer2, peer3" in peer.health()["problems"][0],
+                         what="the first round of asking")
+        problems = yield self.healthz_problems(peer)
+        self.assertIn("must say it has not heard from peer1", problems[0])
+        self.assertEqual(peer.replica.node.term, 0)  # no tick, so no campaign
+        self.assertFalse(membership.recorded(data_dir, "peer1"))

@@ -12,6 +12,7 @@ import tempfile
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_exchange.peer import membership
 from twisted_exchange.peer.service import PROBE_SECONDS, STALL_SECONDS, TICK_SECONDS, PeerService
 from twisted_exchange.replication.replica import ReplicationError
 
@@ -70,6 +71,12 @@ class PeerEdgeTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(self.peer.replica.node.term, 7)
         self.assertEqual([(m["type"], m["granted"]) for m in self.sent], [("raft.vote_reply", True)])
+
+    def test_the_sender_of_a_stepped_message_is_remembered_durably_and_of_a_dropped_one_not(self):
+        self.peer.deliver("peer3", [vote(), "x"])   # claims peer2 as sender: dropped
+        self.peer.deliver("peer2", [vote()])
+        self.assertEqual(self.peer.status()["heard"], ["peer2"])
+        self.assertEqual(list(membership.Heard(self.data_dir)), ["peer2"])
 
     def test_a_snapshot_whose_data_does_not_restore_is_dropped(self):
         bad = {"type": "raft.snapshot", "from": "peer2", "to": "peer1", "term": 3,

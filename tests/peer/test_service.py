@@ -8,6 +8,8 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
+from twisted_exchange.peer import membership
+from twisted_exchange.peer.protocol import MAX_CLIENT_BODY
 from twisted_exchange.peer.service import PeerService
 from twisted_exchange.pki import CA, Identity
 from tests.support import eventually, start_grape
@@ -42,9 +44,9 @@ class PeerClusterTests(TestCase):
         return path
 
     @defer.inlineCallbacks
-    def start_peer(self, peer_id: str, data_dir: str):
+    def start_peer(self, peer_id: str, data_dir: str, **options):
         peer = PeerService(peer_id, PEERS, [self.grape_url], data_dir, fsync=self.fsync,
-                           seed=PEERS.index(peer_id))
+                           seed=PEERS.index(peer_id), **options)
         self.peers[peer_id] = peer
         yield peer.startService()
         self.addCleanup(lambda: peer.stopService() if peer.running else None)
@@ -109,6 +111,27 @@ class PeerClusterTests(TestCase):
         second = yield self.call(survivor, order("gina", "g1", "buy", "105", "1"))
         self.assertEqual(second["fills"][0]["maker_order"], ack["order"]["id"])
 
+    @defer.inlineCallbacks
+    def test_a_wiped_peer_is_refused_even_by_a_leader_that_never_replicated_to_it(self):
+        yield self.call("peer1", order("hana", "h1", "buy", "98", "1"))
+        yield eventually(lambda: len({p.applied for p in self.peers.values()}) == 1)
+        leader = next(p for p in self.peers.values() if p.replica.node.role == "leader")
+        victim = next(p for p in PEERS if p != leader.node_id)
+        yield self.peers[victim].stopService()
+        # A new term, whose leader has stored nothing on the victim (it is down).
+        yield leader.stopService()
+        yield self.start_peer(leader.node_id, leader._data_dir)
+        yield eventually(lambda: self.peers[leader.node_id].replica.node.term > leader.replica.node.term
+                         and self.one_leader_known_to_all())
+        refusals = []
+        wiped = self.data_dir(victim)
+        yield self.start_peer(victim, wiped, fail_stop=refusals.append)
+        yield eventually(lambda: refusals, what=f"{victim} refused: {self.peers[victim].health()}")
+        self.assertIn(f"{victim} has a new, empty data directory but", refusals[0])
+        self.assertIn("has heard from it before", refusals[0])
+        self.assertFalse(membership.recorded(wiped, victim))
+        self.assertEqual(self.peers[victim].replica.node.term, 0)
+
 
 class PeerClusterWithFsyncTests(PeerClusterTests):
     """The same behaviour with fsync per batch: writes run in a thread, in order."""
@@ -126,10 +149,10 @@ class SecurePeerClusterTests(PeerClusterTests):
         self.clients = {}
         yield super().setUp()
 
-    def start_peer(self, peer_id: str, data_dir: str):
+    def start_peer(self, peer_id: str, data_dir: str, **options):
         peer = PeerService(peer_id, PEERS, [self.grape_url], data_dir, fsync=self.fsync,
                            seed=PEERS.index(peer_id),
-                           credential=self.ca.issue(Identity("peer", peer_id), ["127.0.0.1"]))
+                           credential=self.ca.issue(Identity("peer", peer_id), ["127.0.0.1"]), **options)
         self.peers[peer_id] = peer
         self.addCleanup(lambda: peer.stopService() if peer.running else None)
         return peer.startService()
@@ -170,6 +193,14 @@ class SecurePeerClusterTests(PeerClusterTests):
             error = yield self.refusal(follower, forged, kind=kind, name=name)
             self.assertEqual(error.code, "ERR_FORBIDDEN")
         self.assertEqual({p: s.replica.node.term for p, s in self.peers.items()}, before)
+
+    @defer.inlineCallbacks
+    def test_a_client_body_over_one_mib_is_refused_unread_and_a_peers_is_not(self):
+        padded = {"action": "status", "pad": "x" * (MAX_CLIENT_BODY + 1)}
+        error = yield self.refusal("peer1", padded, name="mallory")
+        self.assertIn("HTTP 413 [null,\"ERR_REQUEST_TOO_LARGE: Content-Length over 1048576 bytes\"", str(error))
+        error = yield self.refusal("peer1", padded, kind="peer", name="peer2")
+        self.assertEqual(str(error), "ERR_INVALID_QUERY: unknown fields: 'pad'")  # read, then judged
 
     @defer.inlineCallbacks
     def test_a_client_cannot_cancel_or_take_over_another_clients_orders_or_request_ids(self):

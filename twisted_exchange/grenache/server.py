@@ -193,6 +193,7 @@ class _Channel(Protocol, TimeoutMixin):
     """
 
     _caller: Caller | None = None
+    _max_body: int | None = None
     _first = True
 
     def __init__(self, site: _Site) -> None:
@@ -212,6 +213,15 @@ class _Channel(Protocol, TimeoutMixin):
         if self._caller is None:
             self._caller = caller_of(self.transport)
         return self._caller
+
+    @property
+    def max_body(self) -> int:
+        """The body cap of this connection: the site's, or its caller's own
+        (``max_body_for``), known before the first body byte is read."""
+        if self._max_body is None:
+            limit, of_caller = self.site.max_body, self.site.max_body_for
+            self._max_body = limit if of_caller is None else min(limit, of_caller(self.caller))
+        return self._max_body
 
     def connectionMade(self) -> None:
         self.site.channels.add(self)
@@ -245,7 +255,7 @@ class _Channel(Protocol, TimeoutMixin):
         self.resetTimeout()
         self._buffer += data
         if self.requests:
-            if len(self._buffer) > self.site.max_body + MAX_HEAD and not self._paused:
+            if len(self._buffer) > self.max_body + MAX_HEAD and not self._paused:
                 self._paused = True
                 self.transport.pauseProducing()
             return
@@ -327,9 +337,9 @@ class _Channel(Protocol, TimeoutMixin):
         keep_alive = (b"close" not in connection if version == b"HTTP/1.1"
                       else b"keep-alive" in connection)
         self._body = body = _Body(parts[0], headers, keep_alive, self._length_of(headers))
-        if body.left > self.site.max_body:
+        if body.left > self.max_body:
             self._refuse(GrenacheError(ERR_REQUEST_TOO_LARGE,
-                                       f"Content-Length over {self.site.max_body} bytes"))
+                                       f"Content-Length over {self.max_body} bytes"))
             return False
         if body.left and version == b"HTTP/1.1" and headers.get(b"expect", b"").lower() == b"100-continue":
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -400,7 +410,7 @@ class _Channel(Protocol, TimeoutMixin):
 
     def _take(self, data: bytes) -> bool:
         """Count ``data`` against the limits, or refuse the request."""
-        body, max_body = self._body, self.site.max_body
+        body, max_body = self._body, self.max_body
         if body.held + len(data) > max_body:
             self._refuse(GrenacheError(ERR_REQUEST_TOO_LARGE, f"body over {max_body} bytes"))
             return False
@@ -468,9 +478,11 @@ class _Site(Factory):
     noisy = False
 
     def __init__(self, resource: RPCResource, max_body: int, max_buffered: int,
-                 body_timeout: float, reactor: Any) -> None:
+                 body_timeout: float, reactor: Any,
+                 max_body_for: Callable[[Caller], int] | None = None) -> None:
         self.resource = resource
         self.max_body = max_body
+        self.max_body_for = max_body_for
         self.budget = _Budget(max_buffered)
         self.timeout = body_timeout
         self.reactor = reactor
@@ -485,10 +497,8 @@ class RPCResource:
 
     log = Logger()
 
-    def __init__(self, handler: Handler, max_body: int, utf8_only: bool = False,
-                 with_caller: bool = False) -> None:
+    def __init__(self, handler: Handler, utf8_only: bool = False, with_caller: bool = False) -> None:
         self._handler = handler
-        self._max_body = max_body
         self._utf8_only = utf8_only
         self._with_caller = with_caller
 
@@ -528,10 +538,10 @@ class RPCResource:
         body, request.body = request.body, b""  # the handler may run long; the bytes need not
         if compress:
             try:
-                body = wire.gunzip(body, self._max_body)
+                body = wire.gunzip(body, request.channel.max_body)
             except wire.TooLarge:
                 raise GrenacheError(ERR_REQUEST_TOO_LARGE,
-                                    f"body inflates over {self._max_body} bytes") from None
+                                    f"body inflates over {request.channel.max_body} bytes") from None
             except zlib.error:
                 pass  # as Node: a body that is not gzip is read as it is
         try:
@@ -593,20 +603,24 @@ class RPCServer(Service):
 
     ``tls``, a ``pki.Credential``, serves HTTPS only, requiring a client
     certificate from its CA (Node's ``secure: {key, cert, ca}``).
+    ``max_body_for(caller)`` gives each connection its own cap (at most
+    ``max_body``), from the ``Caller`` known before any body byte: in secure
+    mode, from the identity its certificate names.
     """
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
                  max_body: int = 1 << 20, max_buffered: int | None = None,
                  body_timeout: float = 15.0, utf8_only: bool = False, reactor: Any = None,
-                 tls: Credential | None = None, with_caller: bool = False) -> None:
+                 tls: Credential | None = None, with_caller: bool = False,
+                 max_body_for: Callable[[Caller], int] | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
         self.host = host
         self.port = port
-        self._site = _Site(RPCResource(handler, max_body, utf8_only, with_caller), max_body,
+        self._site = _Site(RPCResource(handler, utf8_only, with_caller), max_body,
                            2 * max_body if max_buffered is None else max_buffered,
-                           body_timeout, reactor)
+                           body_timeout, reactor, max_body_for)
         if self._site.budget.for_one_body() < max_body:
             raise ValueError(f"max_buffered {max_buffered} leaves no room for one "
                              f"body of max_body {max_body} bytes")

@@ -10,12 +10,17 @@ directory of another cluster (another initial peer list) is refused.
 
 A peer whose data directory is new could also be an old member whose data
 was wiped: started again under its old id it could vote twice in one term,
-or help elect a leader without entries it had acknowledged.  So a new data
-directory is recorded only once the running cluster has been asked
-(:func:`wiped`): a peer the cluster already counts (a configuration changed
-since the start names it, or the leader has stored entries on it) is
-refused and must be replaced (``exchangectl member replace OLD NEW``).  A
-peer that starts late in a brand-new cluster is neither, and joins.
+or help elect a leader without entries it had acknowledged.  So every peer
+remembers, durably, each peer it has heard Raft messages from
+(:class:`Heard`, ``heard.json``), and a new data directory is recorded only
+once *every* other member of its configuration has answered and none
+counts it as a member (:func:`wiped`: one has heard from it, or a
+configuration changed since the start names it).  Every, not a majority:
+the one member that heard from it may be the only one left holding what it
+acknowledged.  So a new cluster forms once all its initial peers have met
+(after that any majority runs it), and a peer that must join while another
+member is down for good is added or replaced with ``exchangectl member``.
+Until then the new peer serves ``status`` but takes no part in Raft.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import os
 from pathlib import Path
 
 FILE = "membership.json"
+HEARD = "heard.json"
 
 
 class MembershipError(Exception):
@@ -61,22 +67,67 @@ def record(data_dir: str | os.PathLike, node_id: str, peers: list[str], joining:
     that ``member add`` is adding, so its first start asks nobody."""
     path = Path(data_dir) / FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"id": node_id, "peers": sorted(peers), **({"joining": True} if joining else {})}),
-                         encoding="utf-8")
-    os.replace(temporary, path)
+    _write_durably(path, {"id": node_id, "peers": sorted(peers), **({"joining": True} if joining else {})})
 
 
 def wiped(node_id: str, status: dict) -> str | None:
     """Why a new data directory of ``node_id`` may not join, judging by
     another peer's ``status``; None when nothing says it was a member."""
     configuration = status.get("configuration")
-    if not isinstance(configuration, dict):
+    members = (list(configuration.get("voters", [])) + list(configuration.get("learners", []))
+               if isinstance(configuration, dict) else [])
+    changed = status.get("configuration_index", 0) != 0 and node_id in members
+    if not changed and node_id not in (status.get("heard") or ()):
         return None
-    members = list(configuration.get("voters", [])) + list(configuration.get("learners", []))
-    stored = (status.get("match") or {}).get(node_id, 0)
-    if node_id not in members or (status.get("configuration_index", 0) == 0 and not stored):
-        return None
-    return (f"{node_id} has a new, empty data directory but {status.get('id')} counts it as a member"
-            f"{f' holding entries up to {stored}' if stored else ''}: its data was lost, and under its old id "
-            f"it could vote twice. Replace it: exchangectl member replace {node_id} NEW_NAME")
+    return (f"{node_id} has a new, empty data directory but {status.get('id')} "
+            f"{'has heard from it before' if not changed else 'counts it as a member'}: its data was lost, "
+            f"and under its old id it could vote twice. Replace it: exchangectl member replace {node_id} NEW_NAME")
+
+
+class Heard:
+    """The peers this data directory has heard Raft messages from, kept in
+    ``heard.json``: what lets the cluster recognise one of them wiped.
+
+    A peer is added (and the file synced) before its first message is
+    stepped, so no vote or acknowledgement from it is ever counted
+    without a durable trace of it; after that ``add`` is a set lookup.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike) -> None:
+        self._path = Path(data_dir) / HEARD
+        try:
+            found = json.loads(self._path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            found = []
+        except (OSError, ValueError) as e:
+            raise MembershipError(f"unreadable {self._path}: {e}") from None
+        if not (isinstance(found, list) and all(isinstance(peer, str) for peer in found)):
+            raise MembershipError(f"{self._path} is not a list of peer ids")
+        self._peers = set(found)
+
+    def __contains__(self, peer: str) -> bool:
+        return peer in self._peers
+
+    def __iter__(self):
+        return iter(sorted(self._peers))
+
+    def add(self, peer: str) -> None:
+        """Remember ``peer``, durably, if it is new."""
+        if peer not in self._peers:
+            _write_durably(self._path, sorted(self._peers | {peer}))
+            self._peers.add(peer)
+
+
+def _write_durably(path: Path, value) -> None:
+    """Replace ``path`` by ``value`` as JSON: temp file, fsync, rename, fsync the directory."""
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "w", encoding="utf-8") as file:
+        json.dump(value, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -28,6 +28,8 @@ from twisted_exchange.core.errors import (
     UNKNOWN_ORDER, ExchangeError,
 )
 from twisted_exchange.grenache.errors import ERR_BUSY as BUSY
+from twisted_exchange.grenache.tls import Caller
+from twisted_exchange.pki import PEER
 from twisted_exchange.replication.configuration import CHANGES, MEMBER_ID
 from twisted_exchange.replication.messages import MessageError
 from twisted_exchange.replication.replica import MEMBERSHIP, NO_LEADER, NOT_LEADER
@@ -91,6 +93,11 @@ MAX_BATCH = 1024
 #: Largest RPC body a peer accepts: a raft.batch of catch-up appends (up to
 #: 4096 entries each) must fit; snapshots travel in chunks (peer/snapshots.py).
 MAX_BODY = 64 << 20
+#: Largest RPC body from a client (secure mode: any identity but a peer's).
+#: A command or query is under a kilobyte; the cap keeps an authenticated
+#: client from making a peer decode 64 MiB of adversarial JSON (about 1 GB
+#: while it is decoded).  Plain mode knows no identities: everyone gets MAX_BODY.
+MAX_CLIENT_BODY = 1 << 20
 #: Peer ids, as the command line accepts them.
 MAX_PEER_ID = 32
 #: A snapshot's encoded size, assembled from its chunks (the state must fit in memory anyway).
@@ -99,6 +106,12 @@ MAX_SNAPSHOT_BYTES = 1 << 30
 MAX_CHUNK_BYTES = 4 << 20
 #: A snapshot transfer's id.
 MAX_TRANSFER_ID = 64
+
+
+def max_body_for(caller: Caller) -> int:
+    """The RPC body cap of ``caller``'s connection (``RPCServer(max_body_for=)``)."""
+    identity = caller.identity
+    return MAX_BODY if identity is None or identity.kind == PEER else MAX_CLIENT_BODY
 
 
 class RequestError(Exception):

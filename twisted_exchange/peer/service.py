@@ -36,7 +36,7 @@ from twisted_exchange.peer.directory import PeerDirectory
 from twisted_exchange.peer.history import SAMPLE_SECONDS, Digests, Throughput
 from twisted_exchange.peer import membership
 from twisted_exchange.peer.metrics import PeerMetrics
-from twisted_exchange.peer.protocol import MAX_BODY, SERVICE, service_name
+from twisted_exchange.peer.protocol import MAX_BODY, SERVICE, max_body_for, service_name
 from twisted_exchange.peer.transport import RaftTransport
 from twisted_exchange.replication.messages import MessageError, parse_message
 from twisted_exchange.replication.raft import RaftConfig
@@ -58,6 +58,8 @@ STALL_SECONDS = 1.0
 PROBE_SECONDS = 5.0
 #: Seconds the admin port waits for another peer's status before showing it unreachable.
 CLUSTER_STATUS_TIMEOUT = 1.0
+#: How often a new data directory asks the other members again (peer.membership).
+JOIN_RETRY_SECONDS = 1.0
 #: Exit status of a fail-stop (see the module docstring).
 EXIT_FAIL_STOP = 70
 
@@ -101,6 +103,9 @@ class PeerService(Service):
         self._fail_stop = fail_stop
         self._stopped_by: str | None = None
         self._new_data_dir = membership.claim(data_dir, node_id, self._peers)
+        self._heard = membership.Heard(data_dir)
+        self._joining: str | None = None  # while a new data directory waits to join: why
+        self._join: defer.Deferred | None = None
         self.metrics = PeerMetrics(self)
         self.digests = Digests()
         self._throughput = Throughput()
@@ -124,7 +129,8 @@ class PeerService(Service):
         api = self.metrics.metered(PeerAPI(self, reactor, authenticated=self._secure,
                                            admin_clients=admin_clients))
         self._server = RPCServer(api, host=host, port=port, max_body=MAX_BODY, utf8_only=True,
-                                 tls=credential, with_caller=True, reactor=reactor)
+                                 tls=credential, with_caller=True, reactor=reactor,
+                                 max_body_for=max_body_for)
         self._admin = (AdminPort(admin_resource(self), host, admin_port, reactor)
                        if admin_port is not None else None)
         self._waiting: dict[int, defer.Deferred] = {}
@@ -178,6 +184,8 @@ class PeerService(Service):
         if sender == self.node_id:
             self.log.warn("dropped raft batch from {sender!r}: not another peer", sender=sender)
             return
+        if self._joining is not None:
+            return  # no part in Raft before the cluster has said this peer is new
         self._directory.track([sender])  # a leader this peer's configuration does not name yet
         for message in messages:
             try:
@@ -187,8 +195,12 @@ class PeerService(Service):
             except MessageError as e:
                 self.log.warn("dropped raft message from {sender}: {error}", sender=sender, error=e)
                 continue
-            self._guarded(self.replica.step, parsed)
+            self._guarded(self._step, sender, parsed)
         self._schedule_flush()
+
+    def _step(self, sender: str, message: dict) -> None:
+        self._heard.add(sender)  # durably, before its vote or acknowledgement can count
+        self.replica.step(message)
 
     def status(self) -> dict:
         """The replica's status, this peer's view of the others, and its health.
@@ -201,6 +213,7 @@ class PeerService(Service):
         status["health"] = self.health()
         status["applied_per_second"] = round(self._throughput.per_second(), 1)
         status["admin"] = self._admin.url if self._admin is not None else None
+        status["heard"] = list(self._heard)
         return status
 
     def cluster_status(self) -> defer.Deferred:
@@ -214,7 +227,11 @@ class PeerService(Service):
             expect = Identity(PEER, peer_id) if self._secure else None
             d = self._client.request_to(address, service_name(peer_id), {"action": "status"},
                                         timeout=CLUSTER_STATUS_TIMEOUT, expect=expect)
-            return d.addErrback(lambda failure: failure.getErrorMessage())
+            return d.addErrback(failed, peer_id, address)
+
+        def failed(failure: Failure, peer_id: str, address: str) -> str:
+            self._directory.failed(peer_id, address)  # a stale announcement: the next one asks elsewhere
+            return failure.getErrorMessage()
         others = self.replica.node.peers
         replies = defer.gatherResults([ask(p) for p in others])
         return replies.addCallback(lambda found: {self.node_id: self.status(), **dict(zip(others, found))})
@@ -225,6 +242,8 @@ class PeerService(Service):
         A dead loop or an unwritable disk never shows here: either ends the
         process (fail-stop), so a peer that answers has both.
         """
+        if self._joining is not None:
+            return {"ok": False, "problems": [self._joining]}
         problems = []
         if self._last_tick is None or self._reactor.seconds() - self._last_tick > STALL_SECONDS:
             problems.append("tick loop stalled")
@@ -243,8 +262,6 @@ class PeerService(Service):
 
     @defer.inlineCallbacks
     def startService(self):
-        if self._new_data_dir:
-            yield self._join_if_not_wiped()
         super().startService()
         yield self._server.start()
         self.log.info("{peer} serving Grenache RPC on {host}:{port}",
@@ -260,27 +277,58 @@ class PeerService(Service):
         for link in announcing_links(self._links, self._host):
             for name in (SERVICE, service_name(self.node_id)):
                 link.start_announcing(name, self.port, ANNOUNCE_SECONDS)
-        self._loop(self._tick, TICK_SECONDS)
         self._loop(self._directory.refresh, DIRECTORY_REFRESH_SECONDS)
         self._loop(self._probe_storage, PROBE_SECONDS)
         self._loop(self._sample, SAMPLE_SECONDS)
+        if self._new_data_dir:
+            self._joining = "a new data directory: asking the other members whether they know this peer"
+            self._join = self._join_if_not_wiped().addCallbacks(self._joined, self._refused)
+        else:
+            self._loop(self._tick, TICK_SECONDS)
 
     @defer.inlineCallbacks
     def _join_if_not_wiped(self):
-        """Record a new data directory once no running peer counts this id
+        """Fires once every other member has answered and none counts this id
         as a member already (see ``membership``); MembershipError if one does."""
-        yield self._directory.refresh()
-        statuses = yield self.cluster_status()
-        for peer, status in statuses.items():
-            reason = membership.wiped(self.node_id, status) if peer != self.node_id and isinstance(status, dict) else None
-            if reason is not None:
-                self._storage.close()
-                raise membership.MembershipError(reason)
-        membership.record(self._data_dir, self.node_id, self._peers)
+        waiting_for = None
+        while True:
+            yield self._directory.refresh()
+            statuses = yield self.cluster_status()
+            del statuses[self.node_id]
+            silent = [peer for peer, status in statuses.items() if not isinstance(status, dict)]
+            for status in statuses.values():
+                reason = membership.wiped(self.node_id, status) if isinstance(status, dict) else None
+                if reason is not None:
+                    raise membership.MembershipError(reason)
+            if not silent:
+                membership.record(self._data_dir, self.node_id, self._peers)
+                return
+            if silent != waiting_for:
+                waiting_for = silent
+                self._joining = (f"a new data directory: waiting for {', '.join(silent)} to answer (every "
+                                 f"other member must say it has not heard from {self.node_id} before)")
+                self.log.info("{peer} has {what}", peer=self.node_id, what=self._joining)
+            yield task.deferLater(self._reactor, JOIN_RETRY_SECONDS, lambda: None)
+
+    def _joined(self, _) -> None:
+        self._joining = None
+        self.log.info("{peer} joins the cluster with a new data directory", peer=self.node_id)
+        self._loop(self._tick, TICK_SECONDS)
+
+    def _refused(self, failure: Failure) -> None:
+        if failure.check(defer.CancelledError):
+            return  # stopped while joining
+        if not failure.check(membership.MembershipError):
+            return self._die("joining failed", failure)
+        self.log.error("{peer} refused: {reason}", peer=self.node_id, reason=failure.getErrorMessage())
+        self._stopped_by = "refused"
+        self._fail_stop(f"refused: {failure.getErrorMessage()}")
 
     @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
+        if self._join is not None:
+            self._join.cancel()
         for loop in self._loops:
             loop.stop()
         self._loops.clear()
