@@ -9,6 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from tests.support import ROOT
+from twisted_exchange.ctl import topology
 from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.topology import main as topology_main, parse, render
 
@@ -194,3 +195,43 @@ class ParseErrorTests(unittest.TestCase):
             parse(path)
         self.assertIn("cannot read config", str(caught.exception))
         self.assertNotIn("\n", str(caught.exception))
+
+
+class MembershipEditTests(unittest.TestCase):
+    """How ``exchangectl member add/remove`` edit a config: read back through the parser."""
+
+    def setUp(self):
+        self.text = render()
+
+    def test_an_added_peer_is_its_templates_copy_with_its_own_id_port_data_log_and_admin_port(self):
+        added = topology.add_peer(self.text, "peer2", "peer4", 5004)
+        self.assertEqual(topology.peer_ports(added), [5001, 5002, 5003, 5004])
+        self.assertEqual(topology.initial_peers(added, "peer4"), ["peer1", "peer2", "peer3"])
+        self.assertEqual(topology.peer_host(added, "peer4"), "127.0.0.1")
+        config = configparser.ConfigParser(interpolation=None)
+        config.read_string(added)
+        self.assertEqual(config["twisted-exchange"]["peers"], "peer1,peer2,peer3,peer4")
+        command = config["program:peer4"]["command"]
+        self.assertIn(" --id peer4 ", command)
+        self.assertIn(" --port 5004 --admin-port 6004 --data-dir %(here)s/run/peer4 ", command)
+        self.assertTrue(config["program:peer4"]["stdout_logfile"].endswith("/peer4.log"))
+        self.assertEqual(_command(added, "peer2"), _command(self.text, "peer2"))  # the template unchanged
+
+    def test_a_removed_peer_leaves_no_program_and_no_mention_in_the_peers(self):
+        removed = topology.remove_peer(topology.add_peer(self.text, "peer1", "peer4", 5004), "peer1")
+        self.assertEqual(topology.peer_ports(removed), [5002, 5003, 5004])
+        self.assertNotIn("[program:peer1]", removed)
+        self.assertIn("peers = peer2,peer3,peer4\n", removed)
+        self.assertEqual(topology.initial_peers(removed, "peer4"), ["peer1", "peer2", "peer3"])
+
+    def test_a_peer_without_a_program_or_without_peers_is_one_error(self):
+        with self.assertRaisesRegex(CtlError, r"no \[program:peer9\] section"):
+            topology.initial_peers(self.text, "peer9")
+        with self.assertRaisesRegex(CtlError, r"\[program:peer1\] has no --peers"):
+            topology.initial_peers(self.text.replace(" --peers peer1,peer2,peer3", "", 1), "peer1")
+
+
+def _command(text: str, program: str) -> str:
+    config = configparser.ConfigParser(interpolation=None)
+    config.read_string(text)
+    return config[f"program:{program}"]["command"]

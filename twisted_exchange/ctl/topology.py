@@ -213,14 +213,26 @@ def parse(config_path: str | Path) -> Topology:
                     pki=Path(pki) if pki else None)
 
 
-def _admin_url(command: str) -> str | None:
-    """The admin URL a program's command line gives it (``--admin-port`` on its
-    ``-b``/``--bind``/``--host`` address), None without one or with port 0."""
+def _options(command: str) -> dict[str, str]:
+    """A program's command line as ``{option: the word after it}``: the one
+    way this module reads what a program is told (empty if it does not split)."""
     try:
         words = shlex.split(command)
     except ValueError:
-        return None
-    options = dict(zip(words, words[1:]))
+        return {}
+    return dict(zip(words, words[1:]))
+
+
+def _command_options(section: str) -> dict[str, str]:
+    """The options of the ``command=`` line of a config section's text."""
+    found = re.search(r"^command=(.*)$", section, re.MULTILINE)
+    return _options(found.group(1)) if found else {}
+
+
+def _admin_url(command: str) -> str | None:
+    """The admin URL a program's command line gives it (``--admin-port`` on its
+    ``-b``/``--bind``/``--host`` address), None without one or with port 0."""
+    options = _options(command)
     port = options.get("--admin-port", "0")
     host = options.get("--host") or options.get("-b") or options.get("--bind") or HOST
     return f"http://{host}:{port}" if port.isdigit() and int(port) else None
@@ -238,23 +250,28 @@ def _with_peers(text: str, peers: Sequence[str]) -> str:
     return re.sub(r"^peers = .*$", f"peers = {','.join(peers)}", text, count=1, flags=re.MULTILINE)
 
 
+def _peer_commands(text: str) -> list[dict[str, str]]:
+    """The options of every peer program (those with an ``--id``) of a config."""
+    return [options for line in re.findall(r"^command=(.*)$", text, re.MULTILINE)
+            for options in [_options(line)] if "--id" in options]
+
+
 def peer_ports(text: str) -> list[int]:
     """The RPC ports the config's peer programs listen on."""
-    return [int(port) for port in re.findall(r"^command=.* --port (\d+)", text, re.MULTILINE)]
+    return [int(options["--port"]) for options in _peer_commands(text) if options.get("--port", "").isdigit()]
 
 
 def initial_peers(text: str, peer_id: str) -> list[str]:
     """Peer ``peer_id``'s ``--peers``: the cluster's initial configuration."""
-    found = re.search(r" --peers (\S+)", _peer_section(text, peer_id).group(0))
-    if found is None:
+    peers = _command_options(_peer_section(text, peer_id).group(0)).get("--peers")
+    if peers is None:
         raise CtlError(f"[program:{peer_id}] has no --peers")
-    return found.group(1).split(",")
+    return peers.split(",")
 
 
 def peer_host(text: str, peer_id: str) -> str:
     """The address peer ``peer_id`` binds (``--host``, default 127.0.0.1)."""
-    found = re.search(r" --host (\S+)", _peer_section(text, peer_id).group(0))
-    return found.group(1) if found else HOST
+    return _command_options(_peer_section(text, peer_id).group(0)).get("--host", HOST)
 
 
 def add_peer(text: str, template: str, peer_id: str, port: int) -> str:
@@ -270,8 +287,8 @@ def add_peer(text: str, template: str, peer_id: str, port: int) -> str:
                                  (rf"^(stdout_logfile=\S*/){name}\.log", rf"\g<1>{peer_id}.log"),
                                  (r" --port \d+", f" --port {port}")):
         section = re.sub(pattern, replacement, section, count=1, flags=re.MULTILINE)
-    if re.search(r" --admin-port [1-9]", section):
-        highest = max(int(a) for a in re.findall(r"--id \S+ .* --admin-port (\d+)", text))
+    if _command_options(section).get("--admin-port", "0") != "0":
+        highest = max(int(options.get("--admin-port", 0)) for options in _peer_commands(text))
         section = re.sub(r" --admin-port \d+", f" --admin-port {highest + 1}", section)
     peers = [p.strip() for p in re.search(r"^peers = (.*)$", text, re.MULTILINE).group(1).split(",")]
     return _with_peers(text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n", [*peers, peer_id])
