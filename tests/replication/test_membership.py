@@ -8,7 +8,7 @@ import unittest
 
 from twisted_exchange.replication.configuration import Configuration, ConfigurationError
 from twisted_exchange.replication.messages import MessageError, parse_entry, parse_message
-from twisted_exchange.replication.raft import FOLLOWER, LEADER, RaftNode
+from twisted_exchange.replication.raft import FOLLOWER, LEADER, PRE_CANDIDATE, RaftNode
 from twisted_exchange.wal import FileStorage
 from tests.replication.test_raft import CONFIG, elect, reply
 
@@ -70,7 +70,7 @@ class MembershipRuleTests(unittest.TestCase):
         node.step(reply("d", node.term, success=True, match=index))
         self.assertLess(node.commit, index)
 
-    def test_a_learner_never_campaigns(self):
+    def test_a_server_its_configuration_does_not_name_never_campaigns(self):
         node = RaftNode("d", ["a", "b", "c"], random.Random(0), CONFIG)
         for _ in range(100):
             node.tick()
@@ -160,6 +160,76 @@ class MembershipRuleTests(unittest.TestCase):
         self.assertEqual(node.configuration.voters, ("b", "c", "d"))
         old = RaftNode("b", ["a", "b", "c"], random.Random(0), CONFIG, snapshot={"index": 5, "term": 1, "data": {}})
         self.assertEqual(old.configuration.voters, ("a", "b", "c"))
+
+
+OLD = {"voters": ["a", "b", "c"], "learners": ["d"]}
+PROMOTED = {"voters": ["a", "b", "c", "d"], "learners": []}
+
+
+def stalled_promotion() -> dict[str, RaftNode]:
+    """Seed 7663 in four nodes, a down (or abstaining after lost data).
+
+    c led term 1: it added d as a learner (1), committed 2 with b, then
+    appended the promotion of d (3) and was cut off.  a led term 2 with
+    b's vote, appended 3 of term 2 and sent it to d alone, then went down.
+    c counts by its promotion: 3 of a, b, c, d, and d refuses it (d's log
+    ends in term 2).  b is behind c.  Only d's log can win, and in its own
+    log d is a learner."""
+    entries = [{"index": 1, "term": 1, "command": None, "config": OLD},
+               {"index": 2, "term": 1, "command": None}]
+    logs = {"b": (entries, {"term": 2, "vote": "a", "commit": 2}),
+            "c": (entries + [{"index": 3, "term": 1, "command": None, "config": PROMOTED}],
+                  {"term": 1, "vote": "c", "commit": 2}),
+            "d": (entries + [{"index": 3, "term": 2, "command": None}], {"term": 2, "vote": None, "commit": 2})}
+    return {node_id: RaftNode(node_id, ["a", "b", "c"], random.Random(node_id), CONFIG, hard_state, None, log)
+            for node_id, (log, hard_state) in logs.items()}
+
+
+def run(nodes: dict[str, RaftNode], ticks: int) -> None:
+    """Tick every node and deliver every message at once (to the nodes that are up)."""
+    for _ in range(ticks):
+        for node in nodes.values():
+            node.tick()
+        while messages := [m for node in nodes.values() for m in node.ready().messages]:
+            for message in messages:
+                if message["to"] in nodes:
+                    nodes[message["to"]].step(message)
+
+
+class UnreceivedPromotionTests(unittest.TestCase):
+
+    def test_a_learner_campaigns_only_after_refusing_a_candidate_and_until_it_hears_from_a_leader(self):
+        nodes = stalled_promotion()
+        learner, candidate = nodes["d"], nodes["c"]
+        for _ in range(4 * CONFIG.election_ticks):
+            learner.tick()
+        self.assertEqual(learner.ready().messages, [])
+        learner.step({"type": "raft.prevote", "from": "c", "to": "d", "term": 2,
+                      "last_index": candidate.last_index, "last_term": candidate.last_term})
+        self.assertEqual([m["granted"] for m in learner.ready().messages], [False])
+        for _ in range(2 * CONFIG.election_ticks):
+            learner.tick()
+            if learner.role != FOLLOWER:
+                break
+        self.assertEqual(learner.role, PRE_CANDIDATE)
+        self.assertEqual(sorted(m["to"] for m in learner.ready().messages if m["type"] == "raft.prevote"),
+                         ["a", "b", "c"])
+        learner.step({"type": "raft.append", "from": "a", "to": "d", "term": 2, "prev_index": 3, "prev_term": 2,
+                      "entries": [], "commit": 2, "last_index": 3, "epoch": None})
+        for _ in range(4 * CONFIG.election_ticks):
+            learner.tick()
+        self.assertFalse([m for m in learner.ready().messages if m["type"] == "raft.prevote"])
+
+    def test_a_learner_a_candidate_counts_but_cannot_outvote_campaigns_and_unblocks_the_cluster(self):
+        nodes = stalled_promotion()
+        run(nodes, 200)
+        leaders = [node for node in nodes.values() if node.role == LEADER]
+        self.assertEqual(len(leaders), 1)
+        leader = leaders[0]
+        self.assertIn(leader.id, ("b", "c"))            # d led only until its term's entry committed
+        self.assertEqual(leader.term_at(leader.commit), leader.term)
+        self.assertEqual(leader.term_at(3), 2)          # d's log won: the promotion is gone
+        self.assertEqual(leader.configuration, Configuration.of(["a", "b", "c"], ["d"]))
 
 
 class WireAndStorageTests(unittest.TestCase):

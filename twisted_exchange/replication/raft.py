@@ -42,10 +42,12 @@ member.  The latest configuration in the log is in effect from the moment
 its entry is appended (``configuration``), committed or not; at most one
 change is uncommitted at a time (``_change_in_progress``), and a leader
 appends one only once an entry of its own term is committed (the thesis'
-fix, ``_committed_in_term``).  Only voters campaign and only their votes
-and acknowledgements count (``_counts``); a leader that removed itself
-steps down once that entry commits, and a voter whose removal is not yet
-committed may still campaign (``_may_campaign``).  Any server accepts appends from any
+fix, ``_committed_in_term``).  Only voters' votes and acknowledgements
+count (``_counts``).  Voters campaign, and so, while they may be needed, do
+a voter whose removal is not yet committed and a learner that a candidate
+counting it as a voter could not win over (``_may_campaign``); a leader
+that is no voter steps down once its configuration and an entry of its
+term commit.  Any server accepts appends from any
 leader and judges vote requests from any candidate, so a new one catches up before its configuration names it.  The
 snapshot carries the configuration as of its index; the ``peers`` given to
 the constructor are only the initial configuration.
@@ -133,6 +135,7 @@ class RaftNode:
         self._received: Snapshot | None = None
         self._outbox: list[Message] = []
         self._votes: dict[str, bool] = {}
+        self._refused_candidate = False   # since a leader was last heard from; see _may_campaign
         self._next: dict[str, int] = {}
         self._match: dict[str, int] = {}
         self._snapshot_paused: dict[str, int] = {}
@@ -249,16 +252,38 @@ class RaftNode:
         return match > 0 and match + self.config.max_entries_per_message >= self.last_index
 
     def _may_campaign(self) -> bool:
-        """A voter campaigns; so does a voter whose removal is in its log but
-        not committed (as a removed leader keeps leading until then).  Its
-        log may be the only one holding that removal, and the voters of the
-        old configuration refuse anyone else whose log is behind it: without
-        it nobody could be elected.  It counts votes by its latest
-        configuration (which leaves it out), so it wins only with a majority
-        of the new voters, and once the removal commits it steps down and
-        stops campaigning.  A learner never campaigns."""
-        if self.id in self.configuration.voters:
+        """A voter campaigns, and so does a server that is not one in its
+        latest configuration while it may be needed (thesis 4.2.2); it never
+        counts its own vote (``_counts``).  Who campaigns is no part of
+        Election Safety or Leader Completeness: those rest on one vote per
+        voter and term, the log comparison, and a majority of the
+        candidate's latest configuration, whoever the candidate is.  It is
+        liveness (a log that every quorum needs must be able to stand)
+        against disruption (kept down by pre-vote and the lease).
+
+        - A voter whose removal is in its log but not committed (as a
+          removed leader keeps leading until then).  Its log may be the only
+          one holding that removal, and the voters of the old configuration
+          refuse anyone else whose log is behind it.  It wins only with a
+          majority of the new voters; once the removal commits it steps
+          down and stops campaigning.
+        - A learner that has refused a candidate on the log comparison since
+          it last heard from a leader (sim seed 7663).  The candidate asked
+          for its vote, so the candidate's configuration counts it as a
+          voter: a promotion this log lacks, and may never receive, as this
+          log is the more up to date.  That candidate cannot win without
+          this vote; the learner, counting by its own configuration, can win
+          with a majority of those voters and bring them its log.  It leads
+          until an entry of its term commits (``_step_down_if_removed``) and
+          stops campaigning once it has led or heard from a leader.  Other
+          learners, and servers their configuration does not name, never
+          campaign.
+        """
+        configuration = self.configuration
+        if self.id in configuration.voters:
             return True
+        if self.id in configuration.learners:
+            return self._refused_candidate
         index = self.configuration_index
         return index > self.commit and self.id in self.configuration_at(index - 1).voters
 
@@ -461,8 +486,9 @@ class RaftNode:
             self.abstain_until_term = self.epoch = None
 
     def _on_vote(self, message: Message) -> None:
-        granted = (not self._abstains() and self._can_vote(message)
-                   and self._log_is_up_to_date(message["last_index"], message["last_term"]))
+        up_to_date = self._log_is_up_to_date(message["last_index"], message["last_term"])
+        self._refused_candidate |= not up_to_date
+        granted = not self._abstains() and self._can_vote(message) and up_to_date
         if granted and message["type"] == "raft.vote":
             self.vote = message["from"]
             self._reset_timers()
@@ -490,6 +516,7 @@ class RaftNode:
 
     def _become_leader(self) -> None:
         self.role, self.leader = LEADER, self.id
+        self._refused_candidate = False
         self._reset_timers()
         self._next, self._match = {}, {}
         self._epochs = {}
@@ -501,8 +528,7 @@ class RaftNode:
     # -- replication: follower side -------------------------------------------
 
     def _on_append(self, message: Message) -> None:
-        self.role, self.leader = FOLLOWER, message["from"]
-        self._reset_timers()
+        self._follow(message["from"])
         prev_index, prev_term = message["prev_index"], message["prev_term"]
         entries = message["entries"]
         if prev_index < self.commit:
@@ -534,6 +560,12 @@ class RaftNode:
         self._end_abstention(holds_leader_log=self._holds_leader_log(message, last_new))
         self._reply_append(message["from"], success=True, match=max(last_new, self.commit))
 
+    def _follow(self, leader: str) -> None:
+        """Heard from the leader of our term: follow it (no learner is needed to stand now)."""
+        self.role, self.leader = FOLLOWER, leader
+        self._refused_candidate = False
+        self._reset_timers()
+
     def _holds_leader_log(self, message: Message, last_new: int) -> bool:
         """This log now ends no earlier than the leader's did when it sent
         ``message``, sent after this restart (it echoes our epoch)."""
@@ -544,8 +576,7 @@ class RaftNode:
         self._send(to, "raft.append_reply", epoch=self.epoch, **fields)
 
     def _on_snapshot(self, message: Message) -> None:
-        self.role, self.leader = FOLLOWER, message["from"]
-        self._reset_timers()
+        self._follow(message["from"])
         snapshot = message["snapshot"]
         index = snapshot["index"]
         if index > self.commit:
@@ -653,9 +684,14 @@ class RaftNode:
         self._outbox.append(fields)
 
     def _step_down_if_removed(self) -> None:
-        """A leader whose configuration leaves it out steps down once that
-        configuration is committed (and the appends just sent tell the others)."""
-        if self.id not in self.configuration.voters and self.commit >= self.configuration_index:
+        """A leader that is no voter in its configuration steps down once that
+        configuration and an entry of its own term are committed (and the
+        appends just sent tell the others).  The second matters to a learner
+        elected by ``_may_campaign``, whose configuration may be committed
+        already: stepping down before a majority of the voters holds its
+        log would leave them behind it, to be refused by it again."""
+        if (self.id not in self.configuration.voters and self.commit >= self.configuration_index
+                and self._committed_in_term()):
             self._become_follower(self.term, None)
 
     def _apply_limit(self) -> int:
