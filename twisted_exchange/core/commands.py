@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import sys
 from functools import lru_cache
-from typing import Callable, NamedTuple, NoReturn, Optional, Union
+from typing import AbstractSet, Callable, NamedTuple, NoReturn, Optional, Union
 
 from .errors import INVALID_ORDER, ExchangeError
 from .numbers import parse_ticks
@@ -143,7 +143,7 @@ def _amend(command: dict) -> Amend:
 _PARSERS: dict[str, Callable[[dict], Command]] = {"submit": _submit, "cancel": _cancel, "amend": _amend}
 
 
-def _check_fields(command: dict, required: frozenset, allowed: frozenset) -> None:
+def _check_fields(command: dict, required: AbstractSet[str], allowed: AbstractSet[str]) -> None:
     keys = command.keys()
     if not keys <= allowed:
         unknown = sorted(repr(key)[:40] for key in keys - allowed if type(key) is str)

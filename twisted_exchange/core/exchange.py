@@ -15,9 +15,9 @@ import json
 import sys
 from collections import deque
 from itertools import islice
-from typing import Optional
+from typing import Any, Optional
 
-from .book import Book
+from .book import Book, bound
 from .commands import (
     SIDES, TIFS, Amend, Cancel, is_symbol, parse_command,
 )
@@ -26,7 +26,7 @@ from .errors import (
     POST_ONLY_WOULD_TAKE, UNKNOWN_ORDER, ExchangeError,
 )
 from .numbers import format_ticks, parse_ticks
-from .order import CANCELLED, FILLED, FOK, GTC, OPEN, PARTIALLY_FILLED, Order
+from .order import BUY, CANCELLED, FILLED, FOK, GTC, OPEN, PARTIALLY_FILLED, Order
 
 SNAPSHOT_FORMAT = 1
 _STATUSES = {status: status for status in (OPEN, PARTIALLY_FILLED, FILLED, CANCELLED)}
@@ -44,7 +44,7 @@ class Exchange:
         self._books: dict[str, Book] = {}
         self._orders: dict[str, Order] = {}
         self._closed: deque[str] = deque()
-        self._trades: dict[str, deque] = {}
+        self._trades: dict[str, deque[tuple]] = {}
         self._last_order_id = 0
         self._last_trade_id = 0
 
@@ -108,7 +108,7 @@ class Exchange:
             book.rest(order)
         return {"ok": True, "order": order.to_dict(), "fills": []}
 
-    def _open_order(self, command) -> Order:
+    def _open_order(self, command: Cancel | Amend) -> Order:
         order = self._orders.get(command.order_id)
         if order is None:
             raise ExchangeError(UNKNOWN_ORDER, f"no order {command.order_id!r}")
@@ -121,15 +121,18 @@ class Exchange:
     def _take(self, book: Book, order: Order) -> dict:
         """Match ``order`` as a taker, then rest or cancel what is left."""
         fills = []
-        for maker, quantity in book.match(order):
-            if quantity is None:
-                self._close_cancelled(maker)
-            else:
+        if (book.asks if order.side is BUY else book.bids).best <= bound(order.side, order.price):
+            for maker, quantity in book.match(order):
+                if not quantity:  # self-trade prevention
+                    self._close_cancelled(maker)
+                    continue
                 fills.append(self._trade(book.symbol, maker, order, quantity))
-                maker.settle()
-                if maker.status is FILLED:
+                if maker.remaining:
+                    maker.status = PARTIALLY_FILLED
+                else:
+                    maker.status = FILLED
                     self._close(maker)
-        order.settle()
+            order.settle()
         if not order.remaining:
             self._close(order)
         elif order.tif is GTC:
@@ -165,39 +168,39 @@ class Exchange:
 
     # -- queries ----------------------------------------------------------
 
-    def book(self, symbol: str, depth: int = 10) -> dict:
+    def book(self, symbol: object, depth: object = 10) -> dict:
         """Aggregated levels, best first: ``{"bids": [[price, qty], ...], "asks": [...]}``."""
-        _check_query(is_symbol(symbol), "symbol must match [A-Z0-9]{2,12}")
-        _check_query(type(depth) is int and depth > 0, "depth must be a positive integer")
-        book = self._books.get(symbol, _EMPTY)
-        return {"bids": book.depth(book.bids, depth), "asks": book.depth(book.asks, depth)}
+        book = self._books.get(_query_symbol(symbol), _EMPTY)
+        count = _query_count(depth, "depth")
+        return {"bids": book.depth(book.bids, count), "asks": book.depth(book.asks, count)}
 
-    def order(self, order_id: str) -> Optional[dict]:
+    def order(self, order_id: object) -> Optional[dict]:
         """The order's public form, or ``None`` if unknown or forgotten."""
         order = self._orders.get(order_id) if type(order_id) is str else None
         return None if order is None else order.to_dict()
 
-    def trades(self, symbol: str, limit: int = 100) -> list:
+    def trades(self, symbol: object, limit: object = 100) -> list:
         """The last ``limit`` kept trades of ``symbol``, newest first."""
-        _check_query(is_symbol(symbol), "symbol must match [A-Z0-9]{2,12}")
-        _check_query(type(limit) is int and limit > 0, "limit must be a positive integer")
-        return [_fill(symbol, trade) for trade in islice(reversed(self._trades.get(symbol, ())), limit)]
+        name = _query_symbol(symbol)
+        kept = self._trades.get(name)
+        count = _query_count(limit, "limit")
+        return [] if kept is None else [_fill(name, trade) for trade in islice(reversed(kept), count)]
 
-    def open_orders(self, symbol: Optional[str] = None, client: Optional[str] = None,
-                    limit: int = 1000) -> list:
+    def open_orders(self, symbol: object = None, client: object = None, limit: object = 1000) -> list:
         """Resting orders, oldest first, optionally of one symbol and/or client.
 
         A scan of the known orders (O(known orders)): for operators and
         clients, not for the matching path.
         """
-        _check_query(symbol is None or is_symbol(symbol),
-                     "symbol must match [A-Z0-9]{2,12}")
-        _check_query(client is None or type(client) is str, "client must be a string")
-        _check_query(type(limit) is int and limit > 0, "limit must be a positive integer")
+        if symbol is not None:
+            _query_symbol(symbol)
+        if client is not None and type(client) is not str:
+            raise ExchangeError(INVALID_QUERY, "client must be a string")
+        count = _query_count(limit, "limit")
         found = (order for order in self._orders.values()
                  if order.is_open and (symbol is None or order.symbol == symbol)
                  and (client is None or order.client == client))
-        return [order.to_dict() for order in islice(found, limit)]
+        return [order.to_dict() for order in islice(found, count)]
 
     def stats(self) -> dict:
         """Counts for status pages and benchmarks (O(known orders))."""
@@ -255,7 +258,7 @@ class Exchange:
         return hashlib.sha256(text.encode("ascii")).hexdigest()
 
     @classmethod
-    def restore(cls, snapshot: dict) -> "Exchange":
+    def restore(cls, snapshot: Any) -> "Exchange":
         """An exchange in exactly the state ``snapshot`` describes."""
         try:
             return cls._restore(snapshot)
@@ -265,7 +268,7 @@ class Exchange:
             raise ExchangeError(INVALID_SNAPSHOT, f"malformed snapshot: {error!r}") from None
 
     @classmethod
-    def _restore(cls, snapshot: dict) -> "Exchange":
+    def _restore(cls, snapshot: Any) -> "Exchange":
         if snapshot["format"] != SNAPSHOT_FORMAT:
             raise ExchangeError(INVALID_SNAPSHOT, f"unknown format {snapshot['format']!r}")
         exchange = cls(closed_orders_kept=int(snapshot["closed_orders_kept"]),
@@ -313,9 +316,18 @@ def _fill(symbol: str, trade: tuple) -> dict:
     }
 
 
-def _check_query(condition: bool, reason: str) -> None:
-    if not condition:
-        raise ExchangeError(INVALID_QUERY, reason)
+def _query_symbol(symbol: object) -> str:
+    """``symbol`` if it is one, else ERR_INVALID_QUERY: queries take anything a client sends."""
+    if type(symbol) is not str or not is_symbol(symbol):
+        raise ExchangeError(INVALID_QUERY, "symbol must match [A-Z0-9]{2,12}")
+    return symbol
+
+
+def _query_count(value: object, name: str) -> int:
+    """``value`` if it is a positive integer (not a bool), else ERR_INVALID_QUERY."""
+    if type(value) is not int or value <= 0:
+        raise ExchangeError(INVALID_QUERY, f"{name} must be a positive integer")
+    return value
 
 
 def _order_row(order: Order) -> list:
