@@ -31,7 +31,7 @@ import os
 from setuptools import find_packages, setup
 
 #: The core modules mypyc compiles: everything on the path of Exchange.apply.
-CORE_COMPILED = ["numbers", "errors", "order", "book", "commands", "exchange"]
+CORE_COMPILED = ["memo", "numbers", "errors", "order", "book", "commands", "exchange"]
 
 
 def compiled_core() -> list:
