@@ -206,10 +206,14 @@ class Exchange:
         if client is not None and type(client) is not str:
             raise ExchangeError(INVALID_QUERY, "client must be a string")
         count = _query_count(limit, "limit")
-        found = (order for order in self._orders.values()
-                 if order.is_open and (symbol is None or order.symbol == symbol)
-                 and (client is None or order.client == client))
-        return [order.to_dict() for order in islice(found, count)]
+        found = []
+        for order in self._orders.values():
+            if order.is_open and (symbol is None or order.symbol == symbol) and (
+                    client is None or order.client == client):
+                found.append(order.to_dict())
+                if len(found) == count:
+                    break
+        return found
 
     def stats(self) -> dict:
         """Counts for status pages and benchmarks (O(known orders))."""
@@ -306,7 +310,7 @@ class Exchange:
             raise ExchangeError(INVALID_SNAPSHOT, "orders, resting and closed lists disagree")
         for symbol, rows in snapshot["trades"].items():
             exchange._trades[symbol] = deque(
-                (_trade_from_row(row) for row in rows), maxlen=exchange._trades_kept)
+                [_trade_from_row(row) for row in rows], maxlen=exchange._trades_kept)
         return exchange
 
 
