@@ -55,8 +55,8 @@ Command = Union[Order, Cancel, Amend]
 def parse_command(command: object) -> Command:
     """The typed form of ``command``, or :class:`ExchangeError` saying why not.
 
-    A submit becomes a new :class:`Order` without an id: the exchange numbers
-    it once it is accepted.
+    A submit becomes a new :class:`Order` without an id (0): the exchange
+    numbers it once it is accepted.
     """
     if type(command) is not dict:
         _invalid("command must be a JSON object")
@@ -130,7 +130,7 @@ def _submit(command: dict) -> Order:
         price = None
     else:
         _invalid("type must be limit or market")
-    return Order("", name, symbol, side, price, quantity, tif, post_only)
+    return Order(0, name, symbol, side, price, quantity, tif, post_only)
 
 
 def _cancel(command: dict) -> Cancel:

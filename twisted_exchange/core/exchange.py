@@ -42,8 +42,8 @@ class Exchange:
         self._closed_orders_kept = closed_orders_kept
         self._trades_kept = trades_kept
         self._books: dict[str, Book] = {}
-        self._orders: dict[str, Order] = {}
-        self._closed: deque[str] = deque()
+        self._orders: dict[int, Order] = {}  # by id: ints hash to neighbouring slots, strings anywhere
+        self._closed: deque[int] = deque()
         self._trades: dict[str, deque[tuple]] = {}
         self._last_order_id = 0
         self._last_trade_id = 0
@@ -77,7 +77,7 @@ class Exchange:
         if order.tif is FOK and not book.fillable(order):
             return _refused(ExchangeError(FOK_UNFILLABLE, "a fok order cannot fill completely now"))
         self._last_order_id += 1
-        order.id = str(self._last_order_id)
+        order.id = self._last_order_id
         self._orders[order.id] = order
         return self._take(book, order)
 
@@ -118,7 +118,7 @@ class Exchange:
 
     def _open_order(self, command: Cancel | Amend) -> Order | ExchangeError:
         """The open order that ``command`` names, or why not."""
-        order = self._orders.get(command.order_id)
+        order = self._orders.get(_number(command.order_id))
         if order is None:
             return ExchangeError(UNKNOWN_ORDER, f"no order {command.order_id!r}")
         if order.client != command.client:
@@ -155,7 +155,7 @@ class Exchange:
     def _trade(self, symbol: str, maker: Order, taker: Order, quantity: int) -> dict:
         self._last_trade_id += 1
         trade = (
-            str(self._last_trade_id), maker.price, quantity, maker.id, taker.id,
+            self._last_trade_id, maker.price, quantity, maker.id, taker.id,
             maker.client, taker.client, taker.side,
         )
         trades = self._trades.get(symbol)
@@ -185,7 +185,7 @@ class Exchange:
 
     def order(self, order_id: object) -> Optional[dict]:
         """The order's public form, or ``None`` if unknown or forgotten."""
-        order = self._orders.get(order_id) if type(order_id) is str else None
+        order = self._orders.get(_number(order_id)) if type(order_id) is str else None
         return None if order is None else order.to_dict()
 
     def trades(self, symbol: object, limit: object = 100) -> list:
@@ -252,13 +252,13 @@ class Exchange:
             "last_trade_id": self._last_trade_id,
             "orders": [
                 _order_row(self._orders[order_id])
-                for order_id in sorted(self._orders, key=int)
+                for order_id in sorted(self._orders)
             ],
             "resting": {
-                symbol: [order.id for order in book.resting()]
+                symbol: [str(order.id) for order in book.resting()]
                 for symbol, book in sorted(self._books.items()) if book
             },
-            "closed": list(self._closed),
+            "closed": [str(order_id) for order_id in self._closed],
             "trades": {
                 symbol: [_trade_row(trade) for trade in trades]
                 for symbol, trades in sorted(self._trades.items()) if trades
@@ -290,19 +290,19 @@ class Exchange:
         exchange._last_trade_id = int(snapshot["last_trade_id"])
         for row in snapshot["orders"]:
             order = _order_from_row(row)
-            if not 0 < int(order.id) <= exchange._last_order_id or order.id in exchange._orders:
+            if not order.id <= exchange._last_order_id or order.id in exchange._orders:
                 raise ExchangeError(INVALID_SNAPSHOT, f"order id {order.id} is out of place")
             exchange._orders[order.id] = order
         resting = 0
         for symbol, order_ids in snapshot["resting"].items():
             book = exchange._books[symbol] = Book(symbol)
             for order_id in order_ids:
-                order = exchange._orders[order_id]
+                order = exchange._orders[_snapshot_id(order_id)]
                 if not order.is_open or order.symbol != symbol or order.price is None or order.prev or order.next:
                     raise ExchangeError(INVALID_SNAPSHOT, f"order {order_id} cannot rest")
                 book.rest(order)
                 resting += 1
-        exchange._closed.extend(snapshot["closed"])
+        exchange._closed.extend([_snapshot_id(order_id) for order_id in snapshot["closed"]])
         closed = set(exchange._closed)
         if (len(closed) != len(exchange._closed) or len(closed) > exchange._closed_orders_kept
                 or closed != {o.id for o in exchange._orders.values() if not o.is_open}
@@ -322,12 +322,12 @@ def _refused(error: ExchangeError) -> dict:
 def _fill(symbol: str, trade: tuple) -> dict:
     trade_id, price, quantity, maker, taker, maker_client, taker_client, taker_side = trade
     return {
-        "trade_id": trade_id,
+        "trade_id": str(trade_id),
         "symbol": symbol,
         "price": format_ticks(price),
         "quantity": format_ticks(quantity),
-        "maker_order": maker,
-        "taker_order": taker,
+        "maker_order": str(maker),
+        "taker_order": str(taker),
         "maker_client": maker_client,
         "taker_client": taker_client,
         "taker_side": taker_side,
@@ -350,7 +350,7 @@ def _query_count(value: object, name: str) -> int:
 
 def _order_row(order: Order) -> list:
     return [
-        order.id, order.client, order.symbol, order.side,
+        str(order.id), order.client, order.symbol, order.side,
         None if order.price is None else format_ticks(order.price),
         format_ticks(order.quantity), format_ticks(order.filled), format_ticks(order.remaining),
         order.status, order.tif, order.post_only,
@@ -360,7 +360,7 @@ def _order_row(order: Order) -> list:
 def _order_from_row(row: list) -> Order:
     order_id, client, symbol, side, price, quantity, filled, remaining, status, tif, post_only = row
     order = Order(
-        str(order_id), sys.intern(client), sys.intern(symbol), SIDES[side],
+        _snapshot_id(order_id), sys.intern(client), sys.intern(symbol), SIDES[side],
         None if price is None else parse_ticks(price, "price"),
         parse_ticks(quantity, "quantity"), TIFS[tif], bool(post_only),
         filled=_ticks_or_zero(filled), remaining=_ticks_or_zero(remaining),
@@ -376,11 +376,24 @@ def _ticks_or_zero(text: str) -> int:
 
 
 def _trade_row(trade: tuple) -> list:
-    trade_id, price, quantity, *rest = trade
-    return [trade_id, format_ticks(price), format_ticks(quantity), *rest]
+    trade_id, price, quantity, maker, taker, *rest = trade
+    return [str(trade_id), format_ticks(price), format_ticks(quantity), str(maker), str(taker), *rest]
 
 
 def _trade_from_row(row: list) -> tuple:
     trade_id, price, quantity, maker, taker, maker_client, taker_client, taker_side = row
-    return (str(trade_id), parse_ticks(price, "price"), parse_ticks(quantity, "quantity"),
-            str(maker), str(taker), maker_client, taker_client, SIDES[taker_side])
+    return (_snapshot_id(trade_id), parse_ticks(price, "price"), parse_ticks(quantity, "quantity"),
+            _snapshot_id(maker), _snapshot_id(taker), maker_client, taker_client, SIDES[taker_side])
+
+
+def _number(order_id: str) -> int:
+    """The number of an order id as the exchange writes them (``"42"``), else 0, which no order has."""
+    return int(order_id) if order_id.isascii() and order_id.isdigit() and order_id[0] != "0" else 0
+
+
+def _snapshot_id(text: Any) -> int:
+    """An order or trade id of a snapshot, which writes them as :func:`_number` reads them."""
+    number = int(text)
+    if number <= 0 or str(number) != str(text):
+        raise ExchangeError(INVALID_SNAPSHOT, f"malformed id {text!r}")
+    return number

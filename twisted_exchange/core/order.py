@@ -34,14 +34,15 @@ _OPEN_STATES = (OPEN, PARTIALLY_FILLED)
 
 class Order:
     """A submitted order; ``price`` is ``None`` for a market order, ``id`` is
-    empty until the exchange accepts it."""
+    0 until the exchange accepts it (and numbers it: the wire form is its
+    decimal string)."""
 
     __slots__ = (
         "id", "client", "symbol", "side", "price", "quantity", "filled", "remaining",
         "status", "tif", "post_only", "prev", "next",
     )
 
-    def __init__(self, id: str, client: str, symbol: str, side: str,
+    def __init__(self, id: int, client: str, symbol: str, side: str,
                  price: Optional[int], quantity: int, tif: str, post_only: bool,
                  filled: int = 0, remaining: Optional[int] = None, status: str = OPEN) -> None:
         self.id = id
@@ -81,7 +82,7 @@ class Order:
         price = self.price
         remaining = self.remaining
         return {
-            "id": self.id,
+            "id": str(self.id),
             "client": self.client,
             "symbol": self.symbol,
             "side": self.side,
