@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from itertools import islice
 from typing import Iterator
 
-from . import Exchange
+from . import COMPILED, Exchange
 from .reference import ReferenceExchange
 
 MID = 10_000  # in ticks of 0.01: a price of 100.00
@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="commands per row of the cost table (default 10,000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the best counts (default 3)")
     args = parser.parse_args(argv)
+    print(f"core: {'compiled (mypyc)' if COMPILED else 'pure Python'} (TWISTED_EXCHANGE_CORE chooses)")
     throughput(args)
     cost_per_command(args)
     memory(args)

@@ -117,6 +117,8 @@ def report(depth: int, results: dict[str, dict]) -> None:
     ours = results.get(OURS, {})
     print(f"\ndepth {depth:,} resting orders, {ours.get('commands', 0):,} commands "
           f"(best round, CPU time)")
+    if ours.get("implementation"):
+        print(f"  ours: {ours['implementation']}")
     print(f"  {'engine':<24} {'cmds/s':>10} {'vs ours':>8} {'fills':>8} {'errors':>7} {'bytes/order':>12}")
     for name, result in results.items():
         if "error" in result:
