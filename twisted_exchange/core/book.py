@@ -31,7 +31,7 @@ bookkeeping.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Iterator, Optional
+from typing import Final, Iterator, Optional
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]  # no stubs; used untyped
 
@@ -39,9 +39,9 @@ from .numbers import MAX_TICKS, format_ticks
 from .order import BUY, Order
 
 #: A bound above every key: what a market order crosses.
-NO_LIMIT = MAX_TICKS + 1
+NO_LIMIT: Final = MAX_TICKS + 1
 #: The best key of an empty side: above every bound, so nothing crosses it.
-EMPTY = NO_LIMIT + 1
+EMPTY: Final = NO_LIMIT + 1
 
 
 class PriceLevel:

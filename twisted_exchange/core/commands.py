@@ -12,25 +12,25 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import AbstractSet, NamedTuple, NoReturn, Optional, Union
+from typing import AbstractSet, Final, NamedTuple, NoReturn, Optional, Union
 
 from .errors import INVALID_ORDER, ExchangeError
 from .memo import remember
 from .numbers import parse_ticks
 from .order import BUY, FOK, GTC, IOC, LIMIT, MARKET, SELL, Order
 
-MAX_CLIENT = 64
-MAX_REQUEST = 128
-MAX_ORDER_ID = 20
-SYMBOL = re.compile(r"[A-Z0-9]{2,12}")
+MAX_CLIENT: Final = 64
+MAX_REQUEST: Final = 128
+MAX_ORDER_ID: Final = 20
+SYMBOL: Final = re.compile(r"[A-Z0-9]{2,12}")
 
-_COMMON = frozenset({"action", "client", "request"})
-_SUBMIT_REQUIRED = _COMMON | {"symbol", "side", "type", "quantity"}
-_SUBMIT_ALLOWED = _SUBMIT_REQUIRED | {"price", "tif", "post_only"}
-_CANCEL_REQUIRED = _COMMON | {"order_id"}
-_AMEND_ALLOWED = _CANCEL_REQUIRED | {"price", "quantity"}
-SIDES = {"buy": BUY, "sell": SELL}
-TIFS = {"gtc": GTC, "ioc": IOC, "fok": FOK}
+_COMMON: Final = frozenset({"action", "client", "request"})
+_SUBMIT_REQUIRED: Final = _COMMON | {"symbol", "side", "type", "quantity"}
+_SUBMIT_ALLOWED: Final = _SUBMIT_REQUIRED | {"price", "tif", "post_only"}
+_CANCEL_REQUIRED: Final = _COMMON | {"order_id"}
+_AMEND_ALLOWED: Final = _CANCEL_REQUIRED | {"price", "quantity"}
+SIDES: Final = {"buy": BUY, "sell": SELL}
+TIFS: Final = {"gtc": GTC, "ioc": IOC, "fok": FOK}
 
 
 class Cancel(NamedTuple):
@@ -161,7 +161,7 @@ def _amend(command: dict) -> Amend:
 #: What ``dict.get`` returns for an absent field: the common case checks the
 #: fields it fetches anyway, and only a command with a field too many or too
 #: few pays for :func:`_check_fields`, which says which.
-_MISSING = object()
+_MISSING: Final = object()
 
 
 def _check_fields(command: dict, required: AbstractSet[str], allowed: AbstractSet[str]) -> None:
@@ -187,7 +187,7 @@ def _client(request: object, client: object) -> str:
     return name
 
 
-_CLIENTS: dict[str, str] = {}  # valid client names seen, interned (see .memo)
+_CLIENTS: Final[dict[str, str]] = {}  # valid client names seen, interned (see .memo)
 
 
 def _order_id(order_id: object) -> str:
@@ -212,7 +212,7 @@ def is_symbol(value: object) -> bool:
     return True
 
 
-_SYMBOLS: dict[str, bool] = {}  # valid symbols seen (see .memo)
+_SYMBOLS: Final[dict[str, bool]] = {}  # valid symbols seen (see .memo)
 
 
 def _tif(value: object, default: str) -> str:

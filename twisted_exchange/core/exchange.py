@@ -15,7 +15,7 @@ import json
 import sys
 from collections import deque
 from itertools import islice
-from typing import Any, Optional
+from typing import Any, Final, Optional
 
 from .book import Book, bound
 from .commands import (
@@ -28,9 +28,9 @@ from .errors import (
 from .numbers import format_ticks, parse_ticks
 from .order import BUY, CANCELLED, FILLED, FOK, GTC, OPEN, PARTIALLY_FILLED, Order
 
-SNAPSHOT_FORMAT = 1
-_STATUSES = {status: status for status in (OPEN, PARTIALLY_FILLED, FILLED, CANCELLED)}
-_EMPTY = Book("")
+SNAPSHOT_FORMAT: Final = 1
+_STATUSES: Final = {status: status for status in (OPEN, PARTIALLY_FILLED, FILLED, CANCELLED)}
+_EMPTY: Final = Book("")
 
 
 class Exchange:

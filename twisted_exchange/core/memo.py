@@ -9,13 +9,13 @@ the results are the same whatever was forgotten.
 """
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Final, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 #: Entries per cache: far more distinct prices and sizes than a book uses at a time.
-SIZE = 1 << 16
+SIZE: Final = 1 << 16
 
 
 def remember(cache: dict[K, V], key: K, value: V) -> V:

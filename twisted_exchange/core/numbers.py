@@ -9,17 +9,20 @@ exponent, no trailing zeros, no trailing dot (``"100.5"``, ``"2"``).
 """
 from __future__ import annotations
 
+from typing import Final
+
 from .errors import INVALID_ORDER, ExchangeError
 from .memo import remember
 
-DECIMALS = 8
-SCALE = 10**DECIMALS
-MAX_UNITS = 10**12
-MAX_TICKS = MAX_UNITS * SCALE
-_MAX_TEXT = 32
-_FRACTION_SCALE = [10 ** (DECIMALS - digits) for digits in range(DECIMALS + 1)]
-_TICKS: dict[str, int] = {}  # valid text -> ticks, and ticks -> canonical text (see .memo)
-_TEXTS: dict[int, str] = {}
+DECIMALS: Final = 8
+SCALE: Final = 10**DECIMALS
+MAX_UNITS: Final = 10**12
+MAX_TICKS: Final = MAX_UNITS * SCALE
+_MAX_TEXT: Final = 32
+_FRACTION_SCALE: Final = [10 ** (DECIMALS - digits) for digits in range(DECIMALS + 1)]
+# Caches (see .memo); constants are Final, which mypyc compiles to C constants, not module lookups.
+_TICKS: Final[dict[str, int]] = {}  # valid text -> ticks
+_TEXTS: Final[dict[int, str]] = {}  # ticks -> canonical text
 
 
 def parse_ticks(value: object, field: str) -> int:
@@ -55,6 +58,8 @@ def _ticks(value: str) -> int:
 
 def format_ticks(ticks: int) -> str:
     """The canonical decimal string of ``ticks`` (``150000000`` -> ``"1.5"``)."""
+    if not ticks:
+        return "0"  # the commonest amount (nothing filled, nothing cancelled), and no lookup
     text = _TEXTS.get(ticks)
     if text is not None:
         return text
