@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import AbstractSet, Final, NamedTuple, NoReturn, Optional, Union
+from typing import AbstractSet, Final, NoReturn, Optional, Union
 
 from .errors import INVALID_ORDER, ExchangeError
 from .memo import remember
@@ -33,20 +33,30 @@ SIDES: Final = {"buy": BUY, "sell": SELL}
 TIFS: Final = {"gtc": GTC, "ioc": IOC, "fok": FOK}
 
 
-class Cancel(NamedTuple):
-    """Cancel the unfilled rest of one of the client's orders."""
+class Cancel:
+    """Cancel the unfilled rest of one of the client's orders.
 
-    client: str
-    order_id: str
+    Plain classes rather than named tuples: compiled, their fields are C
+    struct members, a named tuple's are looked up by name.
+    """
+
+    __slots__ = ("client", "order_id")
+
+    def __init__(self, client: str, order_id: str) -> None:
+        self.client = client
+        self.order_id = order_id
 
 
-class Amend(NamedTuple):
+class Amend:
     """New total ``quantity`` and/or new ``price`` (``None`` = unchanged)."""
 
-    client: str
-    order_id: str
-    price: Optional[int]
-    quantity: Optional[int]
+    __slots__ = ("client", "order_id", "price", "quantity")
+
+    def __init__(self, client: str, order_id: str, price: Optional[int], quantity: Optional[int]) -> None:
+        self.client = client
+        self.order_id = order_id
+        self.price = price
+        self.quantity = quantity
 
 
 Command = Union[Order, Cancel, Amend]

@@ -28,6 +28,10 @@ from .errors import (
 from .numbers import format_ticks, parse_ticks
 from .order import BUY, CANCELLED, FILLED, FOK, GTC, OPEN, PARTIALLY_FILLED, Order
 
+#: A kept trade: id, price, quantity, maker id, taker id, maker client, taker
+#: client, taker side (a typed tuple: compiled, it unpacks without lookups).
+Trade = tuple[int, int, int, int, int, str, str, str]
+
 SNAPSHOT_FORMAT: Final = 1
 _STATUSES: Final = {status: status for status in (OPEN, PARTIALLY_FILLED, FILLED, CANCELLED)}
 _EMPTY: Final = Book("")
@@ -44,7 +48,7 @@ class Exchange:
         self._books: dict[str, Book] = {}
         self._orders: dict[int, Order] = {}  # by id: ints hash to neighbouring slots, strings anywhere
         self._closed: deque[int] = deque()
-        self._trades: dict[str, deque[tuple]] = {}
+        self._trades: dict[str, deque[Trade]] = {}
         self._last_order_id = 0
         self._last_trade_id = 0
 
@@ -82,7 +86,7 @@ class Exchange:
         return self._take(book, order)
 
     def _cancel(self, command: Cancel) -> dict:
-        order = self._open_order(command)
+        order = self._open_order(command.order_id, command.client)
         if not isinstance(order, Order):
             return _refused(order)
         self._books[order.symbol].take_out(order)
@@ -90,7 +94,7 @@ class Exchange:
         return {"ok": True, "order": order.to_dict(), "fills": []}
 
     def _amend(self, command: Amend) -> dict:
-        order = self._open_order(command)
+        order = self._open_order(command.order_id, command.client)
         if not isinstance(order, Order):
             return _refused(order)
         book = self._books[order.symbol]
@@ -116,12 +120,12 @@ class Exchange:
             book.rest(order)
         return {"ok": True, "order": order.to_dict(), "fills": []}
 
-    def _open_order(self, command: Cancel | Amend) -> Order | ExchangeError:
-        """The open order that ``command`` names, or why not."""
-        order = self._orders.get(_number(command.order_id))
+    def _open_order(self, order_id: str, client: str) -> Order | ExchangeError:
+        """The open order ``order_id`` of ``client``, or why not."""
+        order = self._orders.get(_number(order_id))
         if order is None:
-            return ExchangeError(UNKNOWN_ORDER, f"no order {command.order_id!r}")
-        if order.client != command.client:
+            return ExchangeError(UNKNOWN_ORDER, f"no order {order_id!r}")
+        if order.client != client:
             return ExchangeError(NOT_OWNER, f"order {order.id} belongs to another client")
         if not order.is_open:
             return ExchangeError(ORDER_CLOSED, f"order {order.id} is {order.status}")
@@ -154,8 +158,10 @@ class Exchange:
 
     def _trade(self, symbol: str, maker: Order, taker: Order, quantity: int) -> dict:
         self._last_trade_id += 1
+        price = maker.price
+        assert price is not None, "makers rest, so they have a price"
         trade = (
-            self._last_trade_id, maker.price, quantity, maker.id, taker.id,
+            self._last_trade_id, price, quantity, maker.id, taker.id,
             maker.client, taker.client, taker.side,
         )
         trades = self._trades.get(symbol)
@@ -319,7 +325,7 @@ def _refused(error: ExchangeError) -> dict:
     return {"ok": False, "error": str(error)}
 
 
-def _fill(symbol: str, trade: tuple) -> dict:
+def _fill(symbol: str, trade: Trade) -> dict:
     trade_id, price, quantity, maker, taker, maker_client, taker_client, taker_side = trade
     return {
         "trade_id": str(trade_id),
@@ -375,15 +381,16 @@ def _ticks_or_zero(text: str) -> int:
     return 0 if text == "0" else parse_ticks(text, "amount")
 
 
-def _trade_row(trade: tuple) -> list:
+def _trade_row(trade: Trade) -> list:
     trade_id, price, quantity, maker, taker, *rest = trade
     return [str(trade_id), format_ticks(price), format_ticks(quantity), str(maker), str(taker), *rest]
 
 
-def _trade_from_row(row: list) -> tuple:
+def _trade_from_row(row: list) -> Trade:
     trade_id, price, quantity, maker, taker, maker_client, taker_client, taker_side = row
     return (_snapshot_id(trade_id), parse_ticks(price, "price"), parse_ticks(quantity, "quantity"),
-            _snapshot_id(maker), _snapshot_id(taker), maker_client, taker_client, SIDES[taker_side])
+            _snapshot_id(maker), _snapshot_id(taker), sys.intern(maker_client), sys.intern(taker_client),
+            SIDES[taker_side])
 
 
 def _number(order_id: str) -> int:
