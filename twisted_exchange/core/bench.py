@@ -13,7 +13,10 @@ Then the cost per command is measured on books pre-filled with 10^3, 10^5
 and 10^6 resting orders (engine; naive at 10^3 and 10^5), and the memory
 per resting order with tracemalloc.  Targets: >= 200,000 commands/s,
 >= 20x naive at 10^5 resting, flat cost (+-20%) from 10^3 to 10^6, <= 500
-bytes per resting order.
+bytes per resting order.  The first line says which core ran, the source or
+its mypyc build (:data:`twisted_exchange.core.COMPILED`; compare the two
+with ``TWISTED_EXCHANGE_CORE=pure`` and ``=compiled``); issue 12's figures,
+both against the core before it, are in :mod:`.peers.bench`.
 """
 from __future__ import annotations
 

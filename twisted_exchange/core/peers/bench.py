@@ -17,36 +17,52 @@ resident set over the prefill, divided by the depth: meaningful at the
 largest depth only).  An engine that fails to install or to run is reported
 in one line and the others go on.
 
-Latest figures (``make bench-peers``, seed 1, 100,000 commands, best of 3
-interleaved rounds, CPU time; this 2-core machine, shared with other work;
-bytes per order from the resident set: noise at 10^3).  "before" is the core
-as of 21b8cfc, "after" with the keys-view and client-cache changes of the
-same branch; the two runs overlapped, and the difference is within noise::
+Latest figures (issue 12; seed 1, 100,000 commands, best of 3 interleaved
+rounds, CPU time; this 2-core machine, shared with other work, so rounds of
+one engine vary by up to 20%; bytes per order from the resident set at
+10^6).  "before" is the core as of 9983fa2, run from a worktree in the same
+session and interleaved with the rest; "after" is this core as its source
+(``TWISTED_EXCHANGE_CORE=pure``) and as its mypyc build (``make
+core-compiled``)::
 
-    engine                  D=10^3 cmds/s        D=10^5 cmds/s        D=10^6   bytes/order
-                            before    after      before    after      before   at 10^6
-    twisted_exchange core   141,594  145,398     132,307  130,046    103,653      271
-    cython-orderbook        245,039  231,120     267,545  228,745    189,144      359
-    akhil4n-orderbook       225,581  223,260     249,453  226,814    210,395      407
-    pyorderbook             121,186  120,797     130,126  129,312    101,577      493
-    fastlob (637 errors)     61,345   55,332      59,579   55,806     62,213      518
-    limit-order-book (C++)  838,311  796,472     818,902  780,953    770,302       92
+    engine                     D=10^3     D=10^5     D=10^6   10^6 vs 10^3   bytes/order
+                               cmds/s     cmds/s     cmds/s   (cost)         at 10^6
+    core before (9983fa2)     147,809    138,285    121,771   1.21               271
+    core after, pure          185,009    177,852    165,185   1.12               261
+    core after, compiled      346,827    320,269    291,817   1.19               292
+    cython-orderbook          247,015    259,693    224,187                      359
+    akhil4n-orderbook         240,477    240,425    220,720                      407
+    pyorderbook               129,709    130,503    116,098                      493
+    fastlob                    63,803     62,684     60,909                      518
+    limit-order-book (C++)    822,487    797,299    756,194                       92
 
-Fills agree (43,955 / 45,029 / 50,774) for every engine that reports them
-except fastlob, which counts only makers it fills completely and raises
-KeyError on some cancels of its own orders (the "errors").
+An earlier session of the same code gave 320k / 296k / 291k compiled (cost
+at 10^6 1.10x that at 10^3).  Fills agree (43,955 / 45,029 / 50,774) for
+every engine that reports them except fastlob, which counts only makers it
+fills completely and raises KeyError on some cancels of its own orders.
 
-Where our time goes (cProfile, D=10^3): parsing and checking the command
-dict about 30%, the exchange's bookkeeping (ids, retention, statuses, trade
-records) about 35%, the book itself about 20%, building the reply 10%.  It
-is call overhead more than work: about 25 Python-level calls per submit.
-A trial mypyc build of the six core modules, unchanged, ran 1.2x faster
-(171k against 144k cmds/s at D=10^3) and failed 14 core/replication tests,
-because compiled functions check argument types at the call: a query or
-restore given a wrong type raises TypeError before our own check can answer
-ERR_INVALID_QUERY / ERR_INVALID_SNAPSHOT.  Issue 12's 400,000 cmds/s needs
-both: fewer calls on the submit path, and a compiled build whose public
-entry points take ``object``.
+Where the time went (cProfile and perf, D=10^3).  Before: about 25
+Python-level calls per submit; parsing and checking the command dict about
+30%, the exchange's bookkeeping 35%, the book 20%, the reply 10%.  The
+pure-Python wins were the book's levels in a plain dict with the best key
+kept (``sortedcontainers`` only when a level appears or empties), caches as
+plain dicts, fields checked with the lookups the parser makes anyway, and
+ids as ints inside: the string-keyed order index cost 0.5 us per command at
+10^6 resting orders (a cache miss per insert and per forgotten order),
+which was most of the cost's growth with depth.  Compiled, four things
+mattered (see the package's docstring): public entry points that take
+``object`` (else 14 tests fail on TypeError), ``Final`` constants (else a
+module-dict lookup at every use: parsing went from 530 to 260 ns), refusals
+returned rather than raised (a raise through compiled frames builds a
+traceback entry per frame, ~3 us, and 8% of these commands are cancels that
+lost to a fill), and slotted classes and typed tuples instead of named and
+plain tuples.  Now (perf, compiled, D=10^3): reading and checking the
+command about 30%, building the order and fill dicts of the reply 20%, the
+cyclic collector 6-14% (the book and the retained closed orders grow during
+the run; in one process, 361k cmds/s with it on and 383k with it paused),
+the book 15%, the order index and retention 10%.  Issue 12's 400,000 cmds/s is not reached: what is left is
+CPython's dict work that the API itself asks for (a dict in, a 13-field
+order and a 9-field fill out) and the collector.
 """
 from __future__ import annotations
 
