@@ -15,8 +15,22 @@ per resting order with tracemalloc.  Targets: >= 200,000 commands/s,
 >= 20x naive at 10^5 resting, flat cost (+-20%) from 10^3 to 10^6, <= 500
 bytes per resting order.  The first line says which core ran, the source or
 its mypyc build (:data:`twisted_exchange.core.COMPILED`; compare the two
-with ``TWISTED_EXCHANGE_CORE=pure`` and ``=compiled``); issue 12's figures,
-both against the core before it, are in :mod:`.peers.bench`.
+with ``TWISTED_EXCHANGE_CORE=pure`` and ``=compiled``); issue 12's figures
+against the peer engines are in :mod:`.peers.bench`.
+
+Issue 12, one session, one after the other (``--commands 100000
+--naive-commands 2000 --batch 5000 --repeats 2``; this shared 2-core
+machine; "before" is 9983fa2)::
+
+                         from empty   us/command at 10^3 / 10^5 / 10^6   bytes/order
+    before (9983fa2)     167k cmd/s   5.33 / 5.57 / 6.16  (1.16x)            230
+    after, pure          220k cmd/s   3.97 / 4.20 / 4.45  (1.12x)            222
+    after, compiled      428k cmd/s   1.70 / 2.17 / 2.39  (1.41x)            262
+
+The compiled core's cost grows by about the same 0.7 us from 10^3 to 10^6
+as before (cache misses on a bigger heap), which is a larger share of a
+smaller cost; this mix (amends, a drifting mid) grows its book less evenly
+than bench-peers', where the compiled cost at 10^6 is 1.1-1.2x that at 10^3.
 """
 from __future__ import annotations
 
