@@ -104,7 +104,7 @@ def _submit(command: dict) -> Order:
     price_text = command.get("price", _MISSING)
     tif_text = command.get("tif", _MISSING)
     post_only = command.get("post_only", _MISSING)
-    found = 7 + (price_text is not _MISSING) + (tif_text is not _MISSING) + (post_only is not _MISSING)
+    found = len(_SUBMIT_REQUIRED) + (price_text is not _MISSING) + (tif_text is not _MISSING) + (post_only is not _MISSING)
     if (len(command) != found or request is _MISSING or client is _MISSING or symbol is _MISSING
             or side_text is _MISSING or kind is _MISSING or quantity_text is _MISSING):
         _check_fields(command, _SUBMIT_REQUIRED, _SUBMIT_ALLOWED)
@@ -147,7 +147,7 @@ def _cancel(command: dict) -> Cancel:
     request = command.get("request", _MISSING)
     client = command.get("client", _MISSING)
     order_id = command.get("order_id", _MISSING)
-    if len(command) != 4 or request is _MISSING or client is _MISSING or order_id is _MISSING:
+    if len(command) != len(_CANCEL_REQUIRED) or request is _MISSING or client is _MISSING or order_id is _MISSING:
         _check_fields(command, _CANCEL_REQUIRED, _CANCEL_REQUIRED)
     return Cancel(_client(request, client), _order_id(order_id))
 
