@@ -47,7 +47,7 @@ class Exchange:
         self._trades_kept = trades_kept
         self._books: dict[str, Book] = {}
         self._orders: dict[int, Order] = {}  # by id: ints hash to neighbouring slots, strings anywhere
-        self._closed: deque[int] = deque()
+        self._closed: deque[Order] = deque()  # the orders themselves: no id to box, no extra object
         self._trades: dict[str, deque[Trade]] = {}
         self._last_order_id = 0
         self._last_trade_id = 0
@@ -177,9 +177,9 @@ class Exchange:
     def _close(self, order: Order) -> None:
         """Remember a closed order, forgetting the oldest beyond the bound."""
         closed = self._closed
-        closed.append(order.id)
+        closed.append(order)
         if len(closed) > self._closed_orders_kept:
-            del self._orders[closed.popleft()]
+            del self._orders[closed.popleft().id]
 
     # -- queries ----------------------------------------------------------
 
@@ -264,7 +264,7 @@ class Exchange:
                 symbol: [str(order.id) for order in book.resting()]
                 for symbol, book in sorted(self._books.items()) if book
             },
-            "closed": [str(order_id) for order_id in self._closed],
+            "closed": [str(order.id) for order in self._closed],
             "trades": {
                 symbol: [_trade_row(trade) for trade in trades]
                 for symbol, trades in sorted(self._trades.items()) if trades
@@ -308,10 +308,10 @@ class Exchange:
                     raise ExchangeError(INVALID_SNAPSHOT, f"order {order_id} cannot rest")
                 book.rest(order)
                 resting += 1
-        exchange._closed.extend([_snapshot_id(order_id) for order_id in snapshot["closed"]])
+        exchange._closed.extend([exchange._orders[_snapshot_id(order_id)] for order_id in snapshot["closed"]])
         closed = set(exchange._closed)
         if (len(closed) != len(exchange._closed) or len(closed) > exchange._closed_orders_kept
-                or closed != {o.id for o in exchange._orders.values() if not o.is_open}
+                or closed != {o for o in exchange._orders.values() if not o.is_open}
                 or resting + len(closed) != len(exchange._orders)):
             raise ExchangeError(INVALID_SNAPSHOT, "orders, resting and closed lists disagree")
         for symbol, rows in snapshot["trades"].items():
