@@ -28,13 +28,49 @@ from .errors import (
 from .numbers import format_ticks, parse_ticks
 from .order import BUY, CANCELLED, FILLED, FOK, GTC, OPEN, PARTIALLY_FILLED, Order
 
-#: A kept trade: id, price, quantity, maker id, taker id, maker client, taker
-#: client, taker side (a typed tuple: compiled, it unpacks without lookups).
-Trade = tuple[int, int, int, int, int, str, str, str]
-
 SNAPSHOT_FORMAT: Final = 1
 _STATUSES: Final = {status: status for status in (OPEN, PARTIALLY_FILLED, FILLED, CANCELLED)}
 _EMPTY: Final = Book("")
+
+
+class Trade:
+    """A kept trade (the last ``trades_kept`` of each symbol).
+
+    A small class rather than a tuple: compiled, its amounts and ids are C
+    integers, where a tuple would hold five int objects allocated per fill.
+    """
+
+    __slots__ = ("id", "price", "quantity", "maker", "taker", "maker_client", "taker_client", "taker_side")
+
+    def __init__(self, id: int, price: int, quantity: int, maker: int, taker: int,
+                 maker_client: str, taker_client: str, taker_side: str) -> None:
+        self.id = id
+        self.price = price
+        self.quantity = quantity
+        self.maker = maker
+        self.taker = taker
+        self.maker_client = maker_client
+        self.taker_client = taker_client
+        self.taker_side = taker_side
+
+    def fill(self, symbol: str) -> dict:
+        """The public (wire) form of the trade."""
+        return {
+            "trade_id": str(self.id),
+            "symbol": symbol,
+            "price": format_ticks(self.price),
+            "quantity": format_ticks(self.quantity),
+            "maker_order": str(self.maker),
+            "taker_order": str(self.taker),
+            "maker_client": self.maker_client,
+            "taker_client": self.taker_client,
+            "taker_side": self.taker_side,
+        }
+
+    def row(self) -> list:
+        """The snapshot's form: ``[id, price, quantity, maker, taker, maker_client, taker_client, taker_side]``."""
+        return [str(self.id), format_ticks(self.price), format_ticks(self.quantity), str(self.maker),
+                str(self.taker), self.maker_client, self.taker_client, self.taker_side]
 
 
 class Exchange:
@@ -160,15 +196,13 @@ class Exchange:
         self._last_trade_id += 1
         price = maker.price
         assert price is not None, "makers rest, so they have a price"
-        trade = (
-            self._last_trade_id, price, quantity, maker.id, taker.id,
-            maker.client, taker.client, taker.side,
-        )
+        trade = Trade(self._last_trade_id, price, quantity, maker.id, taker.id,
+                      maker.client, taker.client, taker.side)
         trades = self._trades.get(symbol)
         if trades is None:
             trades = self._trades[symbol] = deque(maxlen=self._trades_kept)
         trades.append(trade)
-        return _fill(symbol, trade)
+        return trade.fill(symbol)
 
     def _close_cancelled(self, order: Order) -> None:
         order.cancel_rest()
@@ -199,7 +233,7 @@ class Exchange:
         name = _query_symbol(symbol)
         kept = self._trades.get(name)
         count = _query_count(limit, "limit")
-        return [] if kept is None else [_fill(name, trade) for trade in islice(reversed(kept), count)]
+        return [] if kept is None else [trade.fill(name) for trade in islice(reversed(kept), count)]
 
     def open_orders(self, symbol: object = None, client: object = None, limit: object = 1000) -> list:
         """Resting orders, oldest first, optionally of one symbol and/or client.
@@ -266,7 +300,7 @@ class Exchange:
             },
             "closed": [str(order.id) for order in self._closed],
             "trades": {
-                symbol: [_trade_row(trade) for trade in trades]
+                symbol: [trade.row() for trade in trades]
                 for symbol, trades in sorted(self._trades.items()) if trades
             },
         }
@@ -325,21 +359,6 @@ def _refused(error: ExchangeError) -> dict:
     return {"ok": False, "error": str(error)}
 
 
-def _fill(symbol: str, trade: Trade) -> dict:
-    trade_id, price, quantity, maker, taker, maker_client, taker_client, taker_side = trade
-    return {
-        "trade_id": str(trade_id),
-        "symbol": symbol,
-        "price": format_ticks(price),
-        "quantity": format_ticks(quantity),
-        "maker_order": str(maker),
-        "taker_order": str(taker),
-        "maker_client": maker_client,
-        "taker_client": taker_client,
-        "taker_side": taker_side,
-    }
-
-
 def _query_symbol(symbol: object) -> str:
     """``symbol`` if it is one, else ERR_INVALID_QUERY: queries take anything a client sends."""
     if type(symbol) is not str or not is_symbol(symbol):
@@ -381,16 +400,11 @@ def _ticks_or_zero(text: str) -> int:
     return 0 if text == "0" else parse_ticks(text, "amount")
 
 
-def _trade_row(trade: Trade) -> list:
-    trade_id, price, quantity, maker, taker, *rest = trade
-    return [str(trade_id), format_ticks(price), format_ticks(quantity), str(maker), str(taker), *rest]
-
-
 def _trade_from_row(row: list) -> Trade:
     trade_id, price, quantity, maker, taker, maker_client, taker_client, taker_side = row
-    return (_snapshot_id(trade_id), parse_ticks(price, "price"), parse_ticks(quantity, "quantity"),
-            _snapshot_id(maker), _snapshot_id(taker), sys.intern(maker_client), sys.intern(taker_client),
-            SIDES[taker_side])
+    return Trade(_snapshot_id(trade_id), parse_ticks(price, "price"), parse_ticks(quantity, "quantity"),
+                 _snapshot_id(maker), _snapshot_id(taker), sys.intern(maker_client), sys.intern(taker_client),
+                 SIDES[taker_side])
 
 
 def _number(order_id: str) -> int:
