@@ -18,8 +18,8 @@ Runtime dependencies and why each is here:
 
 Optional compiled core: with TWISTED_EXCHANGE_MYPYC=1 (``make core-compiled``)
 the matching core's modules are also compiled by mypyc, from the same source,
-into extension modules that Python imports instead of the .py files (1.8x
-the source's commands per second; see twisted_exchange/core/peers/bench.py).
+into extension modules that Python imports instead of the .py files (about
+2x the source's commands per second; see twisted_exchange/core/peers/bench.py).
 Without it, or without mypy and a C compiler, the core is pure Python, as the
 Docker image and ``pip install .`` build it.
   mypy             mypyc, the compiler (the "compiled" extra; build time only:

@@ -24,13 +24,12 @@ machine; "before" is 9983fa2)::
 
                          from empty   us/command at 10^3 / 10^5 / 10^6   bytes/order
     before (9983fa2)     167k cmd/s   5.33 / 5.57 / 6.16  (1.16x)            230
-    after, pure          220k cmd/s   3.97 / 4.20 / 4.45  (1.12x)            222
-    after, compiled      428k cmd/s   1.70 / 2.17 / 2.39  (1.41x)            262
+    after, pure          227k cmd/s   4.00 / 4.53 / 4.68  (1.17x)            222
+    after, compiled      502k cmd/s   1.56 / 1.87 / 1.97  (1.27x)            262
 
-The compiled core's cost grows by about the same 0.7 us from 10^3 to 10^6
-as before (cache misses on a bigger heap), which is a larger share of a
-smaller cost; this mix (amends, a drifting mid) grows its book less evenly
-than bench-peers', where the compiled cost at 10^6 is 1.1-1.2x that at 10^3.
+The compiled core's cost grows by about 0.4 us from 10^3 to 10^6, less than
+before's 0.8 us, but that is a larger share of a smaller cost (cache misses
+on a bigger heap; see :mod:`.peers.bench`).
 """
 from __future__ import annotations
 

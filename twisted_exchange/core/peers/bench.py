@@ -19,7 +19,7 @@ in one line and the others go on.
 
 Latest figures (issue 12; seed 1, 100,000 commands, best of 3 interleaved
 rounds, CPU time; this 2-core machine, shared with other work, so rounds of
-one engine vary by up to 20%; bytes per order from the resident set at
+one engine vary by up to 10-20%; bytes per order from the resident set at
 10^6).  "before" is the core as of 9983fa2, run from a worktree in the same
 session and interleaved with the rest; "after" is this core as its source
 (``TWISTED_EXCHANGE_CORE=pure``) and as its mypyc build (``make
@@ -27,42 +27,48 @@ core-compiled``)::
 
     engine                     D=10^3     D=10^5     D=10^6   10^6 vs 10^3   bytes/order
                                cmds/s     cmds/s     cmds/s   (cost)         at 10^6
-    core before (9983fa2)     147,809    138,285    121,771   1.21               271
-    core after, pure          185,009    177,852    165,185   1.12               261
-    core after, compiled      346,827    320,269    291,817   1.19               292
-    cython-orderbook          247,015    259,693    224,187                      359
-    akhil4n-orderbook         240,477    240,425    220,720                      407
-    pyorderbook               129,709    130,503    116,098                      493
-    fastlob                    63,803     62,684     60,909                      518
-    limit-order-book (C++)    822,487    797,299    756,194                       92
+    core before (9983fa2)     162,831    149,990    134,326   1.21               271
+    core after, pure          198,076    185,832    160,187   1.24               261
+    core after, compiled      425,933    393,328    308,523   1.38               292
+    cython-orderbook          263,069    282,479    236,069                      359
+    akhil4n-orderbook         245,324    275,207    222,469                      407
+    pyorderbook               129,492    136,514    117,602                      493
+    fastlob                    64,210     64,390     62,988                      518
+    limit-order-book (C++)    862,871    837,630    788,909                       92
 
-An earlier session of the same code gave 320k / 296k / 291k compiled (cost
-at 10^6 1.10x that at 10^3).  Fills agree (43,955 / 45,029 / 50,774) for
-every engine that reports them except fastlob, which counts only makers it
-fills completely and raises KeyError on some cancels of its own orders.
+All three rounds of the compiled core were above 410,000 cmds/s at 10^3.
+Fills agree (43,955 / 45,029 / 50,774) for every engine that reports them
+except fastlob, which counts only makers it fills completely and raises
+KeyError on some cancels of its own orders.
 
 Where the time went (cProfile and perf, D=10^3).  Before: about 25
 Python-level calls per submit; parsing and checking the command dict about
 30%, the exchange's bookkeeping 35%, the book 20%, the reply 10%.  The
 pure-Python wins were the book's levels in a plain dict with the best key
-kept (``sortedcontainers`` only when a level appears or empties), caches as
-plain dicts, fields checked with the lookups the parser makes anyway, and
-ids as ints inside: the string-keyed order index cost 0.5 us per command at
-10^6 resting orders (a cache miss per insert and per forgotten order),
-which was most of the cost's growth with depth.  Compiled, four things
-mattered (see the package's docstring): public entry points that take
-``object`` (else 14 tests fail on TypeError), ``Final`` constants (else a
-module-dict lookup at every use: parsing went from 530 to 260 ns), refusals
-returned rather than raised (a raise through compiled frames builds a
-traceback entry per frame, ~3 us, and 8% of these commands are cancels that
-lost to a fill), and slotted classes and typed tuples instead of named and
-plain tuples.  Now (perf, compiled, D=10^3): reading and checking the
-command about 30%, building the order and fill dicts of the reply 20%, the
-cyclic collector 6-14% (the book and the retained closed orders grow during
-the run; in one process, 361k cmds/s with it on and 383k with it paused),
-the book 15%, the order index and retention 10%.  Issue 12's 400,000 cmds/s is not reached: what is left is
-CPython's dict work that the API itself asks for (a dict in, a 13-field
-order and a 9-field fill out) and the collector.
+kept, caches as plain dicts, fields checked with the lookups the parser
+makes anyway, and ids as ints inside: the string-keyed order index cost 0.5
+us per command at 10^6 resting orders (a cache miss per insert and per
+forgotten order).  Compiled, what mattered (see the package's docstring):
+public entry points that take ``object`` (else 14 tests fail on TypeError),
+``Final`` constants (else a module-dict lookup at every use: parsing went
+from 530 to 260 ns), refusals returned rather than raised (a raise through
+compiled frames builds a traceback entry per frame, ~3 us, and 8% of these
+commands are cancels that lost to a fill), no interpreted code on the path
+(the level keys in :mod:`twisted_exchange.core.keys`, not
+``sortedcontainers``, whose add and remove had become an eighth of the
+time), and slotted classes instead of tuples (an int in a tuple is an
+object allocated per fill; in a compiled class it is a C integer).
+
+What is left.  The compiled core's cost at 10^6 is 1.38x its cost at 10^3
+(the issue asks for 1.2x; the source's is 1.24x, before it was 1.21x): the
+absolute growth, about 0.9 us, is memory, not work (perf at 10^6: the
+cancel's lookup and the retention's deletion in a 10^6-entry order index,
+each a cache miss on an old entry and its key, the collector, allocation),
+and it weighs more on a 2.3 us command than on a 6 us one.  The 10^6
+workload also makes 15% more fills.  Within a command the rest is CPython's
+dict work that the API asks for (a dict in, a 13-field order and a 9-field
+fill out) and the cyclic collector (6-14%; the book and the retained closed
+orders grow during the run).
 """
 from __future__ import annotations
 
