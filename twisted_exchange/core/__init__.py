@@ -67,12 +67,43 @@ Queries and state
   :meth:`Exchange.restore` checks a snapshot's consistency and raises
   ERR_INVALID_SNAPSHOT rather than build a state that could fail later.
 Speed
-  See :mod:`.bench` (``python -m twisted_exchange.core.bench``).  A
-  long-running process holding a big book may call ``gc.freeze()`` after
-  restoring it: the cyclic collector's scans of long-lived orders are the
-  largest cost that is not the engine's own.
+  See :mod:`.bench` (``python -m twisted_exchange.core.bench``) and
+  :mod:`.peers.bench` (against the order books of PyPI).  A long-running
+  process holding a big book may call ``gc.freeze()`` after restoring it:
+  the cyclic collector's scans of long-lived orders are the largest cost
+  that is not the engine's own.
+Pure or compiled
+  The modules on the path of :meth:`Exchange.apply` are plain Python and also
+  compile, unchanged, with mypyc (``make core-compiled``, see setup.py) into
+  extension modules beside them, which Python then imports instead.
+  :data:`COMPILED` says which one runs.  ``TWISTED_EXCHANGE_CORE=pure`` in the
+  environment loads the source even where a build exists (the test suites
+  use it, so the pure path stays tested); ``=compiled`` refuses to import
+  without a build (so a test of the build cannot silently test the source).
+  A build is not rebuilt by editing the source: ``make core-compiled`` again
+  (``make test`` does).  What keeps the source fast once compiled: public
+  entry points take ``object`` and check it themselves (a compiled function
+  raises TypeError on a wrong argument type before our ERR_ checks could
+  answer), module constants are ``Final`` (else every use is a dict lookup),
+  and expected refusals are returned, not raised (a raise through compiled
+  frames builds a traceback entry per frame).
 """
-from .errors import ExchangeError
-from .exchange import Exchange
+import os
+import sys
+from importlib.machinery import SOURCE_SUFFIXES, FileFinder, SourceFileLoader
 
-__all__ = ["Exchange", "ExchangeError"]
+_CHOICE = os.environ.get("TWISTED_EXCHANGE_CORE", "")
+if _CHOICE == "pure":
+    # This package's modules are then found by a finder that knows only source files.
+    sys.path_importer_cache[__path__[0]] = FileFinder(__path__[0], (SourceFileLoader, SOURCE_SUFFIXES))
+
+from . import exchange  # noqa: E402  (after the choice of finder)
+from .errors import ExchangeError  # noqa: E402
+from .exchange import Exchange  # noqa: E402
+
+#: True when the mypyc build runs, False for the pure-Python source.
+COMPILED = not exchange.__file__.endswith(".py")
+if _CHOICE == "compiled" and not COMPILED:
+    raise ImportError("TWISTED_EXCHANGE_CORE=compiled, but the core is not built (make core-compiled)")
+
+__all__ = ["COMPILED", "Exchange", "ExchangeError"]

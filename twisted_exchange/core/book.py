@@ -1,23 +1,28 @@
 """The order book of one symbol: price levels in price order, FIFO inside.
 
-Each side is a ``SortedDict`` from a *key* to a :class:`PriceLevel`, kept so
-that the best level is always first: asks are keyed by price, bids by minus
-the price.  A price level is a FIFO of orders threaded through the orders'
-own ``prev``/``next`` slots (an intrusive doubly linked list), which gives
-O(1) append, O(1) removal of any order (cancel, amend) and O(1) access to the
-front, with no per-entry container overhead and no tombstones.  So:
+Each side is a :class:`Side`: a plain dict from a *key* to its
+:class:`PriceLevel`, the sorted keys (:mod:`.keys`), best first, and the best
+key itself.  Asks are keyed by price, bids by minus the price, so the best
+level of either side has the lowest key.  A price level is a FIFO of orders
+threaded through the orders' own ``prev``/``next`` slots (an intrusive doubly
+linked list), which gives O(1) append, O(1) removal of any order (cancel,
+amend) and O(1) access to the front, with no per-entry container overhead
+and no tombstones.  So:
 
-- resting an order: O(log P) for a new level, O(1) otherwise;
+- resting an order: O(1) at an existing level, O(log P) for a new one;
 - cancelling: O(1), plus O(log P) when its level empties;
-- matching a taker: O(log P + F) for F fills and self-trade cancels.
+- matching a taker: O(F) for F fills and self-trade cancels, plus O(log P)
+  per level it empties.
 
-Crossing is one comparison thanks to the keys: a taker with *bound* ``b``
-(its price for a buy, minus its price for a sell, "infinity" for a market
-order) crosses every opposite level whose key is ``<= b``.  The best key is
-read through each side's keys view (``bid_keys[0]``), kept beside the side:
-that is two to three times cheaper than ``SortedDict.peekitem(0)``, which
-builds a view and an item on every call, and it is the first thing matching
-does for every order.
+The sorted keys are touched only when a level appears or disappears: finding
+a level is a dict lookup and the best key is an attribute, so the common
+commands (rest at a known price, trade at the best level) never search them
+(with ``sortedcontainers.SortedDict``, reading the best key alone cost more
+than the rest of the book's work).  Crossing is one comparison thanks to
+the keys: a taker with *bound* ``b`` (its price for a buy, minus its price
+for a sell, :data:`NO_LIMIT` for a market order) crosses every opposite
+level whose key is ``<= b``, and an empty side's best key, :data:`EMPTY`, is
+above every bound.
 
 The book knows nothing of ids, trades or retention; it moves quantities
 and links, and :class:`twisted_exchange.core.exchange.Exchange` does the
@@ -26,15 +31,16 @@ bookkeeping.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Iterator, Optional
+from typing import Final, Iterator, Optional
 
-from sortedcontainers import SortedDict
-
+from .keys import SortedKeys
 from .numbers import MAX_TICKS, format_ticks
 from .order import BUY, Order
 
 #: A bound above every key: what a market order crosses.
-NO_LIMIT = MAX_TICKS + 1
+NO_LIMIT: Final = MAX_TICKS + 1
+#: The best key of an empty side: above every bound, so nothing crosses it.
+EMPTY: Final = NO_LIMIT + 1
 
 
 class PriceLevel:
@@ -81,6 +87,40 @@ class PriceLevel:
             order = order.next
 
 
+class Side:
+    """The levels of one side by key, their keys best first, and the best key."""
+
+    __slots__ = ("levels", "keys", "best")
+
+    def __init__(self) -> None:
+        self.levels: dict[int, PriceLevel] = {}
+        self.keys = SortedKeys()
+        self.best = EMPTY
+
+    def level(self, key: int) -> PriceLevel:
+        """The level at ``key``, created empty if there is none."""
+        level = self.levels.get(key)
+        if level is None:
+            level = self.levels[key] = PriceLevel(key if key > 0 else -key)
+            self.keys.add(key)
+            if key < self.best:
+                self.best = key
+        return level
+
+    def drop(self, key: int) -> None:
+        """Forget the (empty) level at ``key``."""
+        del self.levels[key]
+        self.keys.remove(key)
+        if key == self.best:
+            self.best = self.keys.first(EMPTY)
+
+    def in_order(self) -> Iterator[PriceLevel]:
+        """The levels, best first."""
+        levels = self.levels
+        for key in self.keys:
+            yield levels[key]
+
+
 def bound(side: str, price: Optional[int]) -> int:
     """The highest opposite key an order of ``side`` at ``price`` crosses."""
     if price is None:
@@ -91,41 +131,40 @@ def bound(side: str, price: Optional[int]) -> int:
 class Book:
     """Bids and asks of one symbol."""
 
-    __slots__ = ("symbol", "bids", "asks", "bid_keys", "ask_keys")
+    __slots__ = ("symbol", "bids", "asks")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
-        self.bids = SortedDict()
-        self.asks = SortedDict()
-        self.bid_keys = self.bids.keys()
-        self.ask_keys = self.asks.keys()
+        self.bids = Side()
+        self.asks = Side()
 
     def __bool__(self) -> bool:
-        return bool(self.bids or self.asks)
+        return bool(self.bids.levels or self.asks.levels)
 
     def rest(self, order: Order) -> None:
         """Queue a limit order last at its price on its own side."""
-        levels, key = self._place(order)
-        level = levels.get(key)
-        if level is None:
-            level = levels[key] = PriceLevel(key if key > 0 else -key)
-        level.append(order)
+        price = order.price
+        assert price is not None, "only limit orders rest"
+        if order.side is BUY:
+            self.bids.level(-price).append(order)
+        else:
+            self.asks.level(price).append(order)
 
     def take_out(self, order: Order) -> None:
         """Remove a resting order from the book."""
-        levels, key = self._place(order)
-        level = levels[key]
+        side, key = self._place(order)
+        level = side.levels[key]
         level.remove(order)
         if level.head is None:
-            del levels[key]
+            side.drop(key)
 
     def reduce(self, order: Order, quantity: int) -> None:
         """Lower a resting order's remainder in place, keeping its priority."""
-        levels, key = self._place(order)
-        levels[key].total -= order.remaining - quantity
+        side, key = self._place(order)
+        side.levels[key].total -= order.remaining - quantity
         order.remaining = quantity
 
-    def _place(self, order: Order) -> tuple[SortedDict, int]:
+    def _place(self, order: Order) -> tuple[Side, int]:
         """The side and the key where a limit order rests."""
         price = order.price
         assert price is not None, "only limit orders rest"
@@ -133,52 +172,48 @@ class Book:
 
     def crosses(self, side: str, price: Optional[int]) -> bool:
         """Would a limit order of ``side`` at ``price`` trade on arrival?"""
-        keys = self.ask_keys if side is BUY else self.bid_keys
-        return bool(keys) and keys[0] <= bound(side, price)
+        return (self.asks if side is BUY else self.bids).best <= bound(side, price)
 
     def fillable(self, taker: Order) -> bool:
         """Could ``taker`` fill completely now, counting only other clients' orders?"""
-        levels = self.asks if taker.side is BUY else self.bids
+        side = self.asks if taker.side is BUY else self.bids
         limit = bound(taker.side, taker.price)
         needed = taker.remaining
-        for key, level in levels.items():
+        levels = side.levels
+        for key in side.keys:
             if key > limit:
                 return False
-            for maker in level:
+            for maker in levels[key]:
                 if maker.client != taker.client:
                     needed -= maker.remaining
                     if needed <= 0:
                         return True
         return False
 
-    def match(self, taker: Order) -> list:
+    def match(self, taker: Order) -> list[tuple[Order, int]]:
         """Trade ``taker`` against the opposite side in price-time priority.
 
         Returns ``(maker, quantity)`` pairs in the order they happened;
-        ``quantity`` is ``None`` for a maker of the taker's own client, which
+        ``quantity`` is 0 for a maker of the taker's own client, which
         self-trade prevention took out of the book with its remainder intact
         (the caller cancels it).  Quantities of both sides are updated and
         exhausted makers unlinked; statuses are the caller's.
         """
-        if taker.side is BUY:
-            levels, keys = self.asks, self.ask_keys
-        else:
-            levels, keys = self.bids, self.bid_keys
+        side = self.asks if taker.side is BUY else self.bids
         limit = bound(taker.side, taker.price)
         client = taker.client
         remaining = taker.remaining
-        events: list[tuple[Order, Optional[int]]] = []
-        while remaining and levels:
-            key = keys[0]
-            if key > limit:
-                break
+        events: list[tuple[Order, int]] = []
+        levels = side.levels
+        while remaining and side.best <= limit:
+            key = side.best
             level = levels[key]
             maker = level.head
             while maker is not None:
                 following = maker.next
                 if maker.client == client:
                     level.remove(maker)
-                    events.append((maker, None))
+                    events.append((maker, 0))
                 else:
                     quantity = maker.remaining if maker.remaining < remaining else remaining
                     maker.remaining -= quantity
@@ -192,20 +227,20 @@ class Book:
                         break
                 maker = following
             if level.head is None:
-                del levels[key]
+                side.drop(key)
         taker.filled += taker.remaining - remaining
         taker.remaining = remaining
         return events
 
-    def depth(self, levels: SortedDict, count: int) -> list:
+    def depth(self, side: Side, count: int) -> list[list[str]]:
         """``[[price, total], ...]`` of the best ``count`` levels of one side."""
         return [
             [format_ticks(level.price), format_ticks(level.total)]
-            for level in islice(levels.values(), count)
+            for level in islice(side.in_order(), count)
         ]
 
     def resting(self) -> Iterator[Order]:
         """Every resting order: bids best first, then asks, FIFO in each level."""
-        for levels in (self.bids, self.asks):
-            for level in levels.values():
+        for side in (self.bids, self.asks):
+            for level in side.in_order():
                 yield from level

@@ -12,41 +12,51 @@ from __future__ import annotations
 
 import re
 import sys
-from functools import lru_cache
-from typing import Callable, NamedTuple, NoReturn, Optional, Union
+from typing import AbstractSet, Final, NoReturn, Optional, Union
 
 from .errors import INVALID_ORDER, ExchangeError
+from .memo import remember
 from .numbers import parse_ticks
 from .order import BUY, FOK, GTC, IOC, LIMIT, MARKET, SELL, Order
 
-MAX_CLIENT = 64
-MAX_REQUEST = 128
-MAX_ORDER_ID = 20
-SYMBOL = re.compile(r"[A-Z0-9]{2,12}")
+MAX_CLIENT: Final = 64
+MAX_REQUEST: Final = 128
+MAX_ORDER_ID: Final = 20
+SYMBOL: Final = re.compile(r"[A-Z0-9]{2,12}")
 
-_COMMON = frozenset({"action", "client", "request"})
-_SUBMIT_REQUIRED = _COMMON | {"symbol", "side", "type", "quantity"}
-_SUBMIT_ALLOWED = _SUBMIT_REQUIRED | {"price", "tif", "post_only"}
-_CANCEL_REQUIRED = _COMMON | {"order_id"}
-_AMEND_ALLOWED = _CANCEL_REQUIRED | {"price", "quantity"}
-SIDES = {"buy": BUY, "sell": SELL}
-TIFS = {"gtc": GTC, "ioc": IOC, "fok": FOK}
-
-
-class Cancel(NamedTuple):
-    """Cancel the unfilled rest of one of the client's orders."""
-
-    client: str
-    order_id: str
+_COMMON: Final = frozenset({"action", "client", "request"})
+_SUBMIT_REQUIRED: Final = _COMMON | {"symbol", "side", "type", "quantity"}
+_SUBMIT_ALLOWED: Final = _SUBMIT_REQUIRED | {"price", "tif", "post_only"}
+_CANCEL_REQUIRED: Final = _COMMON | {"order_id"}
+_AMEND_ALLOWED: Final = _CANCEL_REQUIRED | {"price", "quantity"}
+SIDES: Final = {"buy": BUY, "sell": SELL}
+TIFS: Final = {"gtc": GTC, "ioc": IOC, "fok": FOK}
 
 
-class Amend(NamedTuple):
+class Cancel:
+    """Cancel the unfilled rest of one of the client's orders.
+
+    Plain classes rather than named tuples: compiled, their fields are C
+    struct members, a named tuple's are looked up by name.
+    """
+
+    __slots__ = ("client", "order_id")
+
+    def __init__(self, client: str, order_id: str) -> None:
+        self.client = client
+        self.order_id = order_id
+
+
+class Amend:
     """New total ``quantity`` and/or new ``price`` (``None`` = unchanged)."""
 
-    client: str
-    order_id: str
-    price: Optional[int]
-    quantity: Optional[int]
+    __slots__ = ("client", "order_id", "price", "quantity")
+
+    def __init__(self, client: str, order_id: str, price: Optional[int], quantity: Optional[int]) -> None:
+        self.client = client
+        self.order_id = order_id
+        self.price = price
+        self.quantity = quantity
 
 
 Command = Union[Order, Cancel, Amend]
@@ -55,16 +65,20 @@ Command = Union[Order, Cancel, Amend]
 def parse_command(command: object) -> Command:
     """The typed form of ``command``, or :class:`ExchangeError` saying why not.
 
-    A submit becomes a new :class:`Order` without an id: the exchange numbers
-    it once it is accepted.
+    A submit becomes a new :class:`Order` without an id (0): the exchange
+    numbers it once it is accepted.
     """
     if type(command) is not dict:
         _invalid("command must be a JSON object")
     action = command.get("action")
-    parser: Optional[Callable[[dict], Command]] = _PARSERS.get(action) if type(action) is str else None
-    if parser is None:
-        _invalid("action must be one of submit, cancel, amend")
-    return parser(command)
+    if type(action) is str:
+        if action == "submit":
+            return _submit(command)
+        if action == "cancel":
+            return _cancel(command)
+        if action == "amend":
+            return _amend(command)
+    _invalid("action must be one of submit, cancel, amend")
 
 
 def canonical_command(command: object) -> dict:
@@ -81,34 +95,44 @@ def canonical_command(command: object) -> dict:
 
 
 def _submit(command: dict) -> Order:
-    _check_fields(command, _SUBMIT_REQUIRED, _SUBMIT_ALLOWED)
-    client = _client(command)
-    symbol = command["symbol"]
-    if not is_symbol(symbol):
+    request = command.get("request", _MISSING)
+    client = command.get("client", _MISSING)
+    symbol = command.get("symbol", _MISSING)
+    side_text = command.get("side", _MISSING)
+    kind = command.get("type", _MISSING)
+    quantity_text = command.get("quantity", _MISSING)
+    price_text = command.get("price", _MISSING)
+    tif_text = command.get("tif", _MISSING)
+    post_only = command.get("post_only", _MISSING)
+    found = len(_SUBMIT_REQUIRED) + (price_text is not _MISSING) + (tif_text is not _MISSING) + (post_only is not _MISSING)
+    if (len(command) != found or request is _MISSING or client is _MISSING or symbol is _MISSING
+            or side_text is _MISSING or kind is _MISSING or quantity_text is _MISSING):
+        _check_fields(command, _SUBMIT_REQUIRED, _SUBMIT_ALLOWED)
+    name = _client(request, client)
+    if type(symbol) is not str or not is_symbol(symbol):
         _invalid("symbol must match [A-Z0-9]{2,12}")
-    text = command["side"]
-    side = SIDES.get(text) if type(text) is str else None  # the constant: sides compare by identity
+    side = SIDES.get(side_text) if type(side_text) is str else None  # the constant: sides compare by identity
     if side is None:
         _invalid("side must be buy or sell")
-    kind = command["type"]
     if type(kind) is not str:
         _invalid("type must be limit or market")
-    quantity = parse_ticks(command["quantity"], "quantity")
-    post_only = command.get("post_only", False)
-    if type(post_only) is not bool:
+    quantity = parse_ticks(quantity_text, "quantity")
+    if post_only is _MISSING:
+        post_only = False
+    elif type(post_only) is not bool:
         _invalid("post_only must be true or false")
+    price: Optional[int]
     if kind == LIMIT:
-        price = command.get("price")
-        if price is None:
+        if price_text is _MISSING or price_text is None:
             _invalid("a limit order needs a price")
-        price = parse_ticks(price, "price")
-        tif = _choice(command, "tif", TIFS, GTC)
+        price = parse_ticks(price_text, "price")
+        tif = _tif(tif_text, GTC)
         if post_only and tif is not GTC:
             _invalid("post_only needs tif gtc")
     elif kind == MARKET:
-        if command.get("price") is not None:
+        if price_text is not _MISSING and price_text is not None:
             _invalid("a market order takes no price")
-        tif = _choice(command, "tif", TIFS, IOC)
+        tif = _tif(tif_text, IOC)
         if tif is GTC:
             _invalid("a market order never rests: tif must be ioc or fok")
         if post_only:
@@ -116,18 +140,22 @@ def _submit(command: dict) -> Order:
         price = None
     else:
         _invalid("type must be limit or market")
-    return Order("", client, symbol, side, price, quantity, tif, post_only)
+    return Order(0, name, symbol, side, price, quantity, tif, post_only)
 
 
 def _cancel(command: dict) -> Cancel:
-    _check_fields(command, _CANCEL_REQUIRED, _CANCEL_REQUIRED)
-    return Cancel(_client(command), _order_id(command))
+    request = command.get("request", _MISSING)
+    client = command.get("client", _MISSING)
+    order_id = command.get("order_id", _MISSING)
+    if len(command) != len(_CANCEL_REQUIRED) or request is _MISSING or client is _MISSING or order_id is _MISSING:
+        _check_fields(command, _CANCEL_REQUIRED, _CANCEL_REQUIRED)
+    return Cancel(_client(request, client), _order_id(order_id))
 
 
 def _amend(command: dict) -> Amend:
     _check_fields(command, _CANCEL_REQUIRED, _AMEND_ALLOWED)
-    client = _client(command)
-    order_id = _order_id(command)
+    client = _client(command["request"], command["client"])
+    order_id = _order_id(command["order_id"])
     price = command.get("price")
     quantity = command.get("quantity")
     if price is None and quantity is None:
@@ -140,10 +168,13 @@ def _amend(command: dict) -> Amend:
     )
 
 
-_PARSERS: dict[str, Callable[[dict], Command]] = {"submit": _submit, "cancel": _cancel, "amend": _amend}
+#: What ``dict.get`` returns for an absent field: the common case checks the
+#: fields it fetches anyway, and only a command with a field too many or too
+#: few pays for :func:`_check_fields`, which says which.
+_MISSING: Final = object()
 
 
-def _check_fields(command: dict, required: frozenset, allowed: frozenset) -> None:
+def _check_fields(command: dict, required: AbstractSet[str], allowed: AbstractSet[str]) -> None:
     keys = command.keys()
     if not keys <= allowed:
         unknown = sorted(repr(key)[:40] for key in keys - allowed if type(key) is str)
@@ -152,26 +183,25 @@ def _check_fields(command: dict, required: frozenset, allowed: frozenset) -> Non
         _invalid(f"missing fields: {', '.join(sorted(required - keys))}")
 
 
-def _client(command: dict) -> str:
+def _client(request: object, client: object) -> str:
     """The client (interned), after checking it and the request id."""
-    if _not_text(command["request"], MAX_REQUEST):
+    if _not_text(request, MAX_REQUEST):
         _invalid(f"request must be a printable string of 1 to {MAX_REQUEST} characters")
-    client = command["client"]
-    name = _client_name(client) if type(client) is str else None
-    if name is None:
+    if type(client) is not str:
         _invalid(f"client must be a printable string of 1 to {MAX_CLIENT} characters")
+    name = _CLIENTS.get(client)
+    if name is None:
+        if _not_text(client, MAX_CLIENT):
+            _invalid(f"client must be a printable string of 1 to {MAX_CLIENT} characters")
+        name = remember(_CLIENTS, client, sys.intern(client))
     return name
 
 
-@lru_cache(maxsize=1 << 14)
-def _client_name(text: str) -> Optional[str]:
-    """``text`` interned if it is a valid client name, else None; cached: clients repeat."""
-    return None if _not_text(text, MAX_CLIENT) else sys.intern(text)
+_CLIENTS: Final[dict[str, str]] = {}  # valid client names seen, interned (see .memo)
 
 
-def _order_id(command: dict) -> str:
-    order_id = command["order_id"]
-    if _not_text(order_id, MAX_ORDER_ID):
+def _order_id(order_id: object) -> str:
+    if type(order_id) is not str or _not_text(order_id, MAX_ORDER_ID):
         _invalid(f"order_id must be a printable string of 1 to {MAX_ORDER_ID} characters")
     return order_id
 
@@ -182,19 +212,25 @@ def _not_text(value: object, longest: int) -> bool:
 
 def is_symbol(value: object) -> bool:
     """Is ``value`` a string matching ``[A-Z0-9]{2,12}``?"""
-    return type(value) is str and len(value) <= 12 and _matches_symbol(value)
+    if type(value) is not str:
+        return False
+    if value in _SYMBOLS:
+        return True
+    if len(value) > 12 or SYMBOL.fullmatch(value) is None:
+        return False
+    remember(_SYMBOLS, value, True)
+    return True
 
 
-@lru_cache(maxsize=1024)
-def _matches_symbol(text: str) -> bool:
-    return SYMBOL.fullmatch(text) is not None  # cached: symbols repeat
+_SYMBOLS: Final[dict[str, bool]] = {}  # valid symbols seen (see .memo)
 
 
-def _choice(command: dict, field: str, choices: dict, default: object) -> str:
-    value = command.get(field, default)
-    if type(value) is not str or value not in choices:
-        _invalid(f"{field} must be one of {', '.join(choices)}")
-    return choices[value]
+def _tif(value: object, default: str) -> str:
+    """The tif constant of ``value`` (``default`` when the field is absent)."""
+    tif = TIFS.get(value) if type(value) is str else default if value is _MISSING else None
+    if tif is None:
+        _invalid(f"tif must be one of {', '.join(TIFS)}")
+    return tif
 
 
 def _invalid(reason: str) -> NoReturn:

@@ -15,9 +15,9 @@ import json
 import sys
 from collections import deque
 from itertools import islice
-from typing import Optional
+from typing import Any, Final, Optional
 
-from .book import Book
+from .book import Book, bound
 from .commands import (
     SIDES, TIFS, Amend, Cancel, is_symbol, parse_command,
 )
@@ -26,11 +26,51 @@ from .errors import (
     POST_ONLY_WOULD_TAKE, UNKNOWN_ORDER, ExchangeError,
 )
 from .numbers import format_ticks, parse_ticks
-from .order import CANCELLED, FILLED, FOK, GTC, OPEN, PARTIALLY_FILLED, Order
+from .order import BUY, CANCELLED, FILLED, FOK, GTC, OPEN, PARTIALLY_FILLED, Order
 
-SNAPSHOT_FORMAT = 1
-_STATUSES = {status: status for status in (OPEN, PARTIALLY_FILLED, FILLED, CANCELLED)}
-_EMPTY = Book("")
+SNAPSHOT_FORMAT: Final = 1
+_STATUSES: Final = {status: status for status in (OPEN, PARTIALLY_FILLED, FILLED, CANCELLED)}
+_EMPTY: Final = Book("")
+
+
+class Trade:
+    """A kept trade (the last ``trades_kept`` of each symbol).
+
+    A small class rather than a tuple: compiled, its amounts and ids are C
+    integers, where a tuple would hold five int objects allocated per fill.
+    """
+
+    __slots__ = ("id", "price", "quantity", "maker", "taker", "maker_client", "taker_client", "taker_side")
+
+    def __init__(self, id: int, price: int, quantity: int, maker: int, taker: int,
+                 maker_client: str, taker_client: str, taker_side: str) -> None:
+        self.id = id
+        self.price = price
+        self.quantity = quantity
+        self.maker = maker
+        self.taker = taker
+        self.maker_client = maker_client
+        self.taker_client = taker_client
+        self.taker_side = taker_side
+
+    def fill(self, symbol: str) -> dict:
+        """The public (wire) form of the trade."""
+        return {
+            "trade_id": str(self.id),
+            "symbol": symbol,
+            "price": format_ticks(self.price),
+            "quantity": format_ticks(self.quantity),
+            "maker_order": str(self.maker),
+            "taker_order": str(self.taker),
+            "maker_client": self.maker_client,
+            "taker_client": self.taker_client,
+            "taker_side": self.taker_side,
+        }
+
+    def row(self) -> list:
+        """The snapshot's form: ``[id, price, quantity, maker, taker, maker_client, taker_client, taker_side]``."""
+        return [str(self.id), format_ticks(self.price), format_ticks(self.quantity), str(self.maker),
+                str(self.taker), self.maker_client, self.taker_client, self.taker_side]
 
 
 class Exchange:
@@ -42,9 +82,9 @@ class Exchange:
         self._closed_orders_kept = closed_orders_kept
         self._trades_kept = trades_kept
         self._books: dict[str, Book] = {}
-        self._orders: dict[str, Order] = {}
-        self._closed: deque[str] = deque()
-        self._trades: dict[str, deque] = {}
+        self._orders: dict[int, Order] = {}  # by id: ints hash to neighbouring slots, strings anywhere
+        self._closed: deque[Order] = deque()  # the orders themselves: no id to box, no extra object
+        self._trades: dict[str, deque[Trade]] = {}
         self._last_order_id = 0
         self._last_trade_id = 0
 
@@ -58,41 +98,49 @@ class Exchange:
         """
         try:
             parsed = parse_command(command)
-            if isinstance(parsed, Order):
-                return self._submit(parsed)
-            if isinstance(parsed, Cancel):
-                return self._cancel(parsed)
-            return self._amend(parsed)
         except ExchangeError as error:
-            return {"ok": False, "error": str(error)}
+            return _refused(error)
+        if isinstance(parsed, Order):
+            return self._submit(parsed)
+        if isinstance(parsed, Cancel):
+            return self._cancel(parsed)
+        return self._amend(parsed)
+
+    # The rules below return their refusals rather than raise them: a cancel
+    # that lost the race to a fill is business as usual, and an exception
+    # through compiled code costs microseconds (a traceback entry per frame).
 
     def _submit(self, order: Order) -> dict:
         book = self._books.get(order.symbol, _EMPTY)
         if order.post_only and book.crosses(order.side, order.price):
-            raise ExchangeError(POST_ONLY_WOULD_TAKE, "a post_only order would trade on arrival")
+            return _refused(ExchangeError(POST_ONLY_WOULD_TAKE, "a post_only order would trade on arrival"))
         if order.tif is FOK and not book.fillable(order):
-            raise ExchangeError(FOK_UNFILLABLE, "a fok order cannot fill completely now")
+            return _refused(ExchangeError(FOK_UNFILLABLE, "a fok order cannot fill completely now"))
         self._last_order_id += 1
-        order.id = str(self._last_order_id)
+        order.id = self._last_order_id
         self._orders[order.id] = order
         return self._take(book, order)
 
     def _cancel(self, command: Cancel) -> dict:
-        order = self._open_order(command)
+        order = self._open_order(command.order_id, command.client)
+        if not isinstance(order, Order):
+            return _refused(order)
         self._books[order.symbol].take_out(order)
         self._close_cancelled(order)
         return {"ok": True, "order": order.to_dict(), "fills": []}
 
     def _amend(self, command: Amend) -> dict:
-        order = self._open_order(command)
+        order = self._open_order(command.order_id, command.client)
+        if not isinstance(order, Order):
+            return _refused(order)
         book = self._books[order.symbol]
         quantity = order.quantity if command.quantity is None else command.quantity
         if quantity <= order.filled:
-            raise ExchangeError(INVALID_ORDER, "quantity must exceed the filled quantity")
+            return _refused(ExchangeError(INVALID_ORDER, "quantity must exceed the filled quantity"))
         price = order.price if command.price is None else command.price
         if price != order.price:
             if order.post_only and book.crosses(order.side, price):
-                raise ExchangeError(POST_ONLY_WOULD_TAKE, "the new price would trade")
+                return _refused(ExchangeError(POST_ONLY_WOULD_TAKE, "the new price would trade"))
             book.take_out(order)
             order.price = price
             order.quantity = quantity
@@ -108,28 +156,32 @@ class Exchange:
             book.rest(order)
         return {"ok": True, "order": order.to_dict(), "fills": []}
 
-    def _open_order(self, command) -> Order:
-        order = self._orders.get(command.order_id)
+    def _open_order(self, order_id: str, client: str) -> Order | ExchangeError:
+        """The open order ``order_id`` of ``client``, or why not."""
+        order = self._orders.get(_number(order_id))
         if order is None:
-            raise ExchangeError(UNKNOWN_ORDER, f"no order {command.order_id!r}")
-        if order.client != command.client:
-            raise ExchangeError(NOT_OWNER, f"order {order.id} belongs to another client")
+            return ExchangeError(UNKNOWN_ORDER, f"no order {order_id!r}")
+        if order.client != client:
+            return ExchangeError(NOT_OWNER, f"order {order.id} belongs to another client")
         if not order.is_open:
-            raise ExchangeError(ORDER_CLOSED, f"order {order.id} is {order.status}")
+            return ExchangeError(ORDER_CLOSED, f"order {order.id} is {order.status}")
         return order
 
     def _take(self, book: Book, order: Order) -> dict:
         """Match ``order`` as a taker, then rest or cancel what is left."""
         fills = []
-        for maker, quantity in book.match(order):
-            if quantity is None:
-                self._close_cancelled(maker)
-            else:
+        if (book.asks if order.side is BUY else book.bids).best <= bound(order.side, order.price):
+            for maker, quantity in book.match(order):
+                if not quantity:  # self-trade prevention
+                    self._close_cancelled(maker)
+                    continue
                 fills.append(self._trade(book.symbol, maker, order, quantity))
-                maker.settle()
-                if maker.status is FILLED:
+                if maker.remaining:
+                    maker.status = PARTIALLY_FILLED
+                else:
+                    maker.status = FILLED
                     self._close(maker)
-        order.settle()
+            order.settle()
         if not order.remaining:
             self._close(order)
         elif order.tif is GTC:
@@ -142,15 +194,15 @@ class Exchange:
 
     def _trade(self, symbol: str, maker: Order, taker: Order, quantity: int) -> dict:
         self._last_trade_id += 1
-        trade = (
-            str(self._last_trade_id), maker.price, quantity, maker.id, taker.id,
-            maker.client, taker.client, taker.side,
-        )
+        price = maker.price
+        assert price is not None, "makers rest, so they have a price"
+        trade = Trade(self._last_trade_id, price, quantity, maker.id, taker.id,
+                      maker.client, taker.client, taker.side)
         trades = self._trades.get(symbol)
         if trades is None:
             trades = self._trades[symbol] = deque(maxlen=self._trades_kept)
         trades.append(trade)
-        return _fill(symbol, trade)
+        return trade.fill(symbol)
 
     def _close_cancelled(self, order: Order) -> None:
         order.cancel_rest()
@@ -159,45 +211,49 @@ class Exchange:
     def _close(self, order: Order) -> None:
         """Remember a closed order, forgetting the oldest beyond the bound."""
         closed = self._closed
-        closed.append(order.id)
+        closed.append(order)
         if len(closed) > self._closed_orders_kept:
-            del self._orders[closed.popleft()]
+            del self._orders[closed.popleft().id]
 
     # -- queries ----------------------------------------------------------
 
-    def book(self, symbol: str, depth: int = 10) -> dict:
+    def book(self, symbol: object, depth: object = 10) -> dict:
         """Aggregated levels, best first: ``{"bids": [[price, qty], ...], "asks": [...]}``."""
-        _check_query(is_symbol(symbol), "symbol must match [A-Z0-9]{2,12}")
-        _check_query(type(depth) is int and depth > 0, "depth must be a positive integer")
-        book = self._books.get(symbol, _EMPTY)
-        return {"bids": book.depth(book.bids, depth), "asks": book.depth(book.asks, depth)}
+        book = self._books.get(_query_symbol(symbol), _EMPTY)
+        count = _query_count(depth, "depth")
+        return {"bids": book.depth(book.bids, count), "asks": book.depth(book.asks, count)}
 
-    def order(self, order_id: str) -> Optional[dict]:
+    def order(self, order_id: object) -> Optional[dict]:
         """The order's public form, or ``None`` if unknown or forgotten."""
-        order = self._orders.get(order_id) if type(order_id) is str else None
+        order = self._orders.get(_number(order_id)) if type(order_id) is str else None
         return None if order is None else order.to_dict()
 
-    def trades(self, symbol: str, limit: int = 100) -> list:
+    def trades(self, symbol: object, limit: object = 100) -> list:
         """The last ``limit`` kept trades of ``symbol``, newest first."""
-        _check_query(is_symbol(symbol), "symbol must match [A-Z0-9]{2,12}")
-        _check_query(type(limit) is int and limit > 0, "limit must be a positive integer")
-        return [_fill(symbol, trade) for trade in islice(reversed(self._trades.get(symbol, ())), limit)]
+        name = _query_symbol(symbol)
+        kept = self._trades.get(name)
+        count = _query_count(limit, "limit")
+        return [] if kept is None else [trade.fill(name) for trade in islice(reversed(kept), count)]
 
-    def open_orders(self, symbol: Optional[str] = None, client: Optional[str] = None,
-                    limit: int = 1000) -> list:
+    def open_orders(self, symbol: object = None, client: object = None, limit: object = 1000) -> list:
         """Resting orders, oldest first, optionally of one symbol and/or client.
 
         A scan of the known orders (O(known orders)): for operators and
         clients, not for the matching path.
         """
-        _check_query(symbol is None or is_symbol(symbol),
-                     "symbol must match [A-Z0-9]{2,12}")
-        _check_query(client is None or type(client) is str, "client must be a string")
-        _check_query(type(limit) is int and limit > 0, "limit must be a positive integer")
-        found = (order for order in self._orders.values()
-                 if order.is_open and (symbol is None or order.symbol == symbol)
-                 and (client is None or order.client == client))
-        return [order.to_dict() for order in islice(found, limit)]
+        if symbol is not None:
+            _query_symbol(symbol)
+        if client is not None and type(client) is not str:
+            raise ExchangeError(INVALID_QUERY, "client must be a string")
+        count = _query_count(limit, "limit")
+        found = []
+        for order in self._orders.values():
+            if order.is_open and (symbol is None or order.symbol == symbol) and (
+                    client is None or order.client == client):
+                found.append(order.to_dict())
+                if len(found) == count:
+                    break
+        return found
 
     def stats(self) -> dict:
         """Counts for status pages and benchmarks (O(known orders))."""
@@ -236,15 +292,15 @@ class Exchange:
             "last_trade_id": self._last_trade_id,
             "orders": [
                 _order_row(self._orders[order_id])
-                for order_id in sorted(self._orders, key=int)
+                for order_id in sorted(self._orders)
             ],
             "resting": {
-                symbol: [order.id for order in book.resting()]
+                symbol: [str(order.id) for order in book.resting()]
                 for symbol, book in sorted(self._books.items()) if book
             },
-            "closed": list(self._closed),
+            "closed": [str(order.id) for order in self._closed],
             "trades": {
-                symbol: [_trade_row(trade) for trade in trades]
+                symbol: [trade.row() for trade in trades]
                 for symbol, trades in sorted(self._trades.items()) if trades
             },
         }
@@ -255,7 +311,7 @@ class Exchange:
         return hashlib.sha256(text.encode("ascii")).hexdigest()
 
     @classmethod
-    def restore(cls, snapshot: dict) -> "Exchange":
+    def restore(cls, snapshot: Any) -> "Exchange":
         """An exchange in exactly the state ``snapshot`` describes."""
         try:
             return cls._restore(snapshot)
@@ -265,7 +321,7 @@ class Exchange:
             raise ExchangeError(INVALID_SNAPSHOT, f"malformed snapshot: {error!r}") from None
 
     @classmethod
-    def _restore(cls, snapshot: dict) -> "Exchange":
+    def _restore(cls, snapshot: Any) -> "Exchange":
         if snapshot["format"] != SNAPSHOT_FORMAT:
             raise ExchangeError(INVALID_SNAPSHOT, f"unknown format {snapshot['format']!r}")
         exchange = cls(closed_orders_kept=int(snapshot["closed_orders_kept"]),
@@ -274,53 +330,52 @@ class Exchange:
         exchange._last_trade_id = int(snapshot["last_trade_id"])
         for row in snapshot["orders"]:
             order = _order_from_row(row)
-            if not 0 < int(order.id) <= exchange._last_order_id or order.id in exchange._orders:
+            if not order.id <= exchange._last_order_id or order.id in exchange._orders:
                 raise ExchangeError(INVALID_SNAPSHOT, f"order id {order.id} is out of place")
             exchange._orders[order.id] = order
         resting = 0
         for symbol, order_ids in snapshot["resting"].items():
             book = exchange._books[symbol] = Book(symbol)
             for order_id in order_ids:
-                order = exchange._orders[order_id]
+                order = exchange._orders[_snapshot_id(order_id)]
                 if not order.is_open or order.symbol != symbol or order.price is None or order.prev or order.next:
                     raise ExchangeError(INVALID_SNAPSHOT, f"order {order_id} cannot rest")
                 book.rest(order)
                 resting += 1
-        exchange._closed.extend(snapshot["closed"])
+        exchange._closed.extend([exchange._orders[_snapshot_id(order_id)] for order_id in snapshot["closed"]])
         closed = set(exchange._closed)
         if (len(closed) != len(exchange._closed) or len(closed) > exchange._closed_orders_kept
-                or closed != {o.id for o in exchange._orders.values() if not o.is_open}
+                or closed != {o for o in exchange._orders.values() if not o.is_open}
                 or resting + len(closed) != len(exchange._orders)):
             raise ExchangeError(INVALID_SNAPSHOT, "orders, resting and closed lists disagree")
         for symbol, rows in snapshot["trades"].items():
             exchange._trades[symbol] = deque(
-                (_trade_from_row(row) for row in rows), maxlen=exchange._trades_kept)
+                [_trade_from_row(row) for row in rows], maxlen=exchange._trades_kept)
         return exchange
 
 
-def _fill(symbol: str, trade: tuple) -> dict:
-    trade_id, price, quantity, maker, taker, maker_client, taker_client, taker_side = trade
-    return {
-        "trade_id": trade_id,
-        "symbol": symbol,
-        "price": format_ticks(price),
-        "quantity": format_ticks(quantity),
-        "maker_order": maker,
-        "taker_order": taker,
-        "maker_client": maker_client,
-        "taker_client": taker_client,
-        "taker_side": taker_side,
-    }
+def _refused(error: ExchangeError) -> dict:
+    """The one wire form of a refusal; the state is unchanged."""
+    return {"ok": False, "error": str(error)}
 
 
-def _check_query(condition: bool, reason: str) -> None:
-    if not condition:
-        raise ExchangeError(INVALID_QUERY, reason)
+def _query_symbol(symbol: object) -> str:
+    """``symbol`` if it is one, else ERR_INVALID_QUERY: queries take anything a client sends."""
+    if type(symbol) is not str or not is_symbol(symbol):
+        raise ExchangeError(INVALID_QUERY, "symbol must match [A-Z0-9]{2,12}")
+    return symbol
+
+
+def _query_count(value: object, name: str) -> int:
+    """``value`` if it is a positive integer (not a bool), else ERR_INVALID_QUERY."""
+    if type(value) is not int or value <= 0:
+        raise ExchangeError(INVALID_QUERY, f"{name} must be a positive integer")
+    return value
 
 
 def _order_row(order: Order) -> list:
     return [
-        order.id, order.client, order.symbol, order.side,
+        str(order.id), order.client, order.symbol, order.side,
         None if order.price is None else format_ticks(order.price),
         format_ticks(order.quantity), format_ticks(order.filled), format_ticks(order.remaining),
         order.status, order.tif, order.post_only,
@@ -330,7 +385,7 @@ def _order_row(order: Order) -> list:
 def _order_from_row(row: list) -> Order:
     order_id, client, symbol, side, price, quantity, filled, remaining, status, tif, post_only = row
     order = Order(
-        str(order_id), sys.intern(client), sys.intern(symbol), SIDES[side],
+        _snapshot_id(order_id), sys.intern(client), sys.intern(symbol), SIDES[side],
         None if price is None else parse_ticks(price, "price"),
         parse_ticks(quantity, "quantity"), TIFS[tif], bool(post_only),
         filled=_ticks_or_zero(filled), remaining=_ticks_or_zero(remaining),
@@ -345,12 +400,21 @@ def _ticks_or_zero(text: str) -> int:
     return 0 if text == "0" else parse_ticks(text, "amount")
 
 
-def _trade_row(trade: tuple) -> list:
-    trade_id, price, quantity, *rest = trade
-    return [trade_id, format_ticks(price), format_ticks(quantity), *rest]
-
-
-def _trade_from_row(row: list) -> tuple:
+def _trade_from_row(row: list) -> Trade:
     trade_id, price, quantity, maker, taker, maker_client, taker_client, taker_side = row
-    return (str(trade_id), parse_ticks(price, "price"), parse_ticks(quantity, "quantity"),
-            str(maker), str(taker), maker_client, taker_client, SIDES[taker_side])
+    return Trade(_snapshot_id(trade_id), parse_ticks(price, "price"), parse_ticks(quantity, "quantity"),
+                 _snapshot_id(maker), _snapshot_id(taker), sys.intern(maker_client), sys.intern(taker_client),
+                 SIDES[taker_side])
+
+
+def _number(order_id: str) -> int:
+    """The number of an order id as the exchange writes them (``"42"``), else 0, which no order has."""
+    return int(order_id) if order_id.isascii() and order_id.isdigit() and order_id[0] != "0" else 0
+
+
+def _snapshot_id(text: Any) -> int:
+    """An order or trade id of a snapshot, which writes them as :func:`_number` reads them."""
+    number = int(text)
+    if number <= 0 or str(number) != str(text):
+        raise ExchangeError(INVALID_SNAPSHOT, f"malformed id {text!r}")
+    return number

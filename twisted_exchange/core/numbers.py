@@ -9,32 +9,37 @@ exponent, no trailing zeros, no trailing dot (``"100.5"``, ``"2"``).
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from typing import Final
 
 from .errors import INVALID_ORDER, ExchangeError
+from .memo import remember
 
-DECIMALS = 8
-SCALE = 10**DECIMALS
-MAX_UNITS = 10**12
-MAX_TICKS = MAX_UNITS * SCALE
-_MAX_TEXT = 32
-_CACHED = 1 << 16  # prices and sizes repeat: caching both conversions halves their cost
-_FRACTION_SCALE = [10 ** (DECIMALS - digits) for digits in range(DECIMALS + 1)]
+DECIMALS: Final = 8
+SCALE: Final = 10**DECIMALS
+MAX_UNITS: Final = 10**12
+MAX_TICKS: Final = MAX_UNITS * SCALE
+_MAX_TEXT: Final = 32
+_FRACTION_SCALE: Final = [10 ** (DECIMALS - digits) for digits in range(DECIMALS + 1)]
+# Caches (see .memo); constants are Final, which mypyc compiles to C constants, not module lookups.
+_TICKS: Final[dict[str, int]] = {}  # valid text -> ticks
+_TEXTS: Final[dict[int, str]] = {}  # ticks -> canonical text
 
 
 def parse_ticks(value: object, field: str) -> int:
     """The ticks of a decimal string, or :class:`ExchangeError` saying why not."""
     if type(value) is not str:
         raise ExchangeError(INVALID_ORDER, f"{field} must be a decimal string")
+    ticks = _TICKS.get(value)
+    if ticks is not None:
+        return ticks
     if len(value) > _MAX_TEXT:
         raise ExchangeError(INVALID_ORDER, f"{field} is too long")
     try:
-        return _ticks(value)
+        return remember(_TICKS, value, _ticks(value))
     except ValueError as error:
         raise ExchangeError(INVALID_ORDER, f"{field} {error}") from None
 
 
-@lru_cache(maxsize=_CACHED)
 def _ticks(value: str) -> int:
     whole, dot, fraction = value.partition(".")
     if not (
@@ -51,10 +56,12 @@ def _ticks(value: str) -> int:
     return ticks
 
 
-@lru_cache(maxsize=_CACHED)
 def format_ticks(ticks: int) -> str:
     """The canonical decimal string of ``ticks`` (``150000000`` -> ``"1.5"``)."""
+    if not ticks:
+        return "0"  # the commonest amount (nothing filled, nothing cancelled), and no lookup
+    text = _TEXTS.get(ticks)
+    if text is not None:
+        return text
     whole, fraction = divmod(ticks, SCALE)
-    if fraction:
-        return f"{whole}.{fraction:08d}".rstrip("0")
-    return str(whole)
+    return remember(_TEXTS, ticks, f"{whole}.{fraction:08d}".rstrip("0") if fraction else str(whole))

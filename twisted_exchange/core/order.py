@@ -13,35 +13,36 @@ command parser, snapshot restore) maps its input onto these objects.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Final, Optional
 
 from .numbers import format_ticks
 
-BUY = "buy"
-SELL = "sell"
-LIMIT = "limit"
-MARKET = "market"
-GTC = "gtc"
-IOC = "ioc"
-FOK = "fok"
+BUY: Final = "buy"
+SELL: Final = "sell"
+LIMIT: Final = "limit"
+MARKET: Final = "market"
+GTC: Final = "gtc"
+IOC: Final = "ioc"
+FOK: Final = "fok"
 
-OPEN = "open"
-PARTIALLY_FILLED = "partially_filled"
-FILLED = "filled"
-CANCELLED = "cancelled"
-_OPEN_STATES = (OPEN, PARTIALLY_FILLED)
+OPEN: Final = "open"
+PARTIALLY_FILLED: Final = "partially_filled"
+FILLED: Final = "filled"
+CANCELLED: Final = "cancelled"
+_OPEN_STATES: Final = (OPEN, PARTIALLY_FILLED)
 
 
 class Order:
     """A submitted order; ``price`` is ``None`` for a market order, ``id`` is
-    empty until the exchange accepts it."""
+    0 until the exchange accepts it (and numbers it: the wire form is its
+    decimal string)."""
 
     __slots__ = (
         "id", "client", "symbol", "side", "price", "quantity", "filled", "remaining",
         "status", "tif", "post_only", "prev", "next",
     )
 
-    def __init__(self, id: str, client: str, symbol: str, side: str,
+    def __init__(self, id: int, client: str, symbol: str, side: str,
                  price: Optional[int], quantity: int, tif: str, post_only: bool,
                  filled: int = 0, remaining: Optional[int] = None, status: str = OPEN) -> None:
         self.id = id
@@ -79,19 +80,30 @@ class Order:
     def to_dict(self) -> dict:
         """The public (wire) form of the order."""
         price = self.price
+        quantity = self.quantity
+        filled = self.filled
         remaining = self.remaining
+        total = format_ticks(quantity)
         return {
-            "id": self.id,
+            "id": str(self.id),
             "client": self.client,
             "symbol": self.symbol,
             "side": self.side,
             "type": MARKET if price is None else LIMIT,
             "price": None if price is None else format_ticks(price),
-            "quantity": format_ticks(self.quantity),
-            "filled": format_ticks(self.filled),
-            "remaining": format_ticks(remaining),
-            "cancelled": format_ticks(self.quantity - self.filled - remaining),
+            "quantity": total,
+            "filled": _part(filled, quantity, total),
+            "remaining": _part(remaining, quantity, total),
+            "cancelled": _part(quantity - filled - remaining, quantity, total),
             "status": self.status,
             "tif": self.tif,
             "post_only": self.post_only,
         }
+
+
+def _part(ticks: int, quantity: int, total: str) -> str:
+    """The text of a part of an order's ``quantity`` (printed ``total``): none
+    or all of it is the common case, which needs no lookup."""
+    if ticks == quantity:
+        return total
+    return format_ticks(ticks)

@@ -38,6 +38,8 @@ class Adapter:
 
     #: Why the fill count may differ from ours although the engine matched the same, if it may.
     fill_note = ""
+    #: Which build of the engine ran, for an engine that has more than one.
+    implementation = ""
 
     def prepare(self, commands: list) -> list:
         """The engine's own form of ``commands``: ``(function, arguments)`` pairs."""
@@ -74,8 +76,9 @@ class Ours(Adapter):
     """twisted_exchange's core through its full API: dict in, validated, reply out."""
 
     def __init__(self) -> None:
-        from twisted_exchange.core import Exchange
+        from twisted_exchange.core import COMPILED, Exchange
         self.exchange = Exchange()
+        self.implementation = "compiled (mypyc)" if COMPILED else "pure Python"
         self.sides: dict[int, str] = {}
         self.requests = 0
 
@@ -267,7 +270,7 @@ def measure(adapter: Adapter, prefill: list, commands: list) -> dict:
     errors += adapter.run(native_commands)
     seconds = time.process_time() - start
     return {"seconds": seconds, "commands": len(commands), "errors": errors, "fills": adapter.fills(),
-            "fill_note": adapter.fill_note,
+            "fill_note": adapter.fill_note, "implementation": adapter.implementation,
             "bytes_per_order": grown / len(prefill) if prefill else None}
 
 
