@@ -2,6 +2,7 @@
 
 Runtime dependencies and why each is here:
   twisted          reactor, HTTP server/client, UDP, services (peer, grape, ctl)
+  sortedcontainers SortedList of each book side's price keys in the matching core
   click            exchangectl and the other command lines
   supervisor       the cluster topology (conf/*.conf) and its XML-RPC control
   fastbencode      bencode for the grape's BEP5 KRPC messages
@@ -30,7 +31,7 @@ import os
 from setuptools import find_packages, setup
 
 #: The core modules mypyc compiles: everything on the path of Exchange.apply.
-CORE_COMPILED = ["memo", "keys", "numbers", "errors", "order", "book", "commands", "exchange"]
+CORE_COMPILED = ["memo", "numbers", "errors", "order", "book", "commands", "exchange"]
 
 
 def compiled_core() -> list:
@@ -54,6 +55,7 @@ setup(
     ext_modules=compiled_core(),
     install_requires=[
         "twisted>=25.5",
+        "sortedcontainers>=2.4",
         "click>=8.1",
         "supervisor>=4.2",
         "fastbencode>=0.3",

@@ -1,7 +1,7 @@
 """The order book of one symbol: price levels in price order, FIFO inside.
 
 Each side is a :class:`Side`: a plain dict from a *key* to its
-:class:`PriceLevel`, the sorted keys (:mod:`.keys`), best first, and the best
+:class:`PriceLevel`, a ``SortedList`` of those keys, best first, and the best
 key itself.  Asks are keyed by price, bids by minus the price, so the best
 level of either side has the lowest key.  A price level is a FIFO of orders
 threaded through the orders' own ``prev``/``next`` slots (an intrusive doubly
@@ -16,13 +16,13 @@ and no tombstones.  So:
 
 The sorted keys are touched only when a level appears or disappears: finding
 a level is a dict lookup and the best key is an attribute, so the common
-commands (rest at a known price, trade at the best level) never search them
-(with ``sortedcontainers.SortedDict``, reading the best key alone cost more
-than the rest of the book's work).  Crossing is one comparison thanks to
-the keys: a taker with *bound* ``b`` (its price for a buy, minus its price
-for a sell, :data:`NO_LIMIT` for a market order) crosses every opposite
-level whose key is ``<= b``, and an empty side's best key, :data:`EMPTY`, is
-above every bound.
+commands (rest at a known price, trade at the best level) never call into
+``sortedcontainers``, whose pure-Python methods cost more than the rest of
+the book's work together.  Crossing is one comparison thanks to the keys: a
+taker with *bound* ``b`` (its price for a buy, minus its price for a sell,
+:data:`NO_LIMIT` for a market order) crosses every opposite level whose key
+is ``<= b``, and an empty side's best key, :data:`EMPTY`, is above every
+bound.
 
 The book knows nothing of ids, trades or retention; it moves quantities
 and links, and :class:`twisted_exchange.core.exchange.Exchange` does the
@@ -33,7 +33,8 @@ from __future__ import annotations
 from itertools import islice
 from typing import Final, Iterator, Optional
 
-from .keys import SortedKeys
+from sortedcontainers import SortedList  # type: ignore[import-untyped]  # no stubs; used untyped
+
 from .numbers import MAX_TICKS, format_ticks
 from .order import BUY, Order
 
@@ -94,7 +95,7 @@ class Side:
 
     def __init__(self) -> None:
         self.levels: dict[int, PriceLevel] = {}
-        self.keys = SortedKeys()
+        self.keys = SortedList()
         self.best = EMPTY
 
     def level(self, key: int) -> PriceLevel:
@@ -110,9 +111,10 @@ class Side:
     def drop(self, key: int) -> None:
         """Forget the (empty) level at ``key``."""
         del self.levels[key]
-        self.keys.remove(key)
+        keys = self.keys
+        keys.remove(key)
         if key == self.best:
-            self.best = self.keys.first(EMPTY)
+            self.best = keys[0] if keys else EMPTY
 
     def in_order(self) -> Iterator[PriceLevel]:
         """The levels, best first."""
