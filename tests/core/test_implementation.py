@@ -9,6 +9,7 @@ import unittest
 import twisted_exchange.core as core
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CORE = os.path.join(ROOT, "twisted_exchange", "core")
 REPORT = ("import sys, twisted_exchange.core as core; "
           "print(core.COMPILED, sorted(name for name, module in sys.modules.items() "
           "if name.startswith('twisted_exchange.core.') and not module.__file__.endswith('.py')))")
@@ -44,3 +45,15 @@ class ImplementationTests(unittest.TestCase):
             self.assertIn("the core is not built", done.stderr)
         else:
             self.assertTrue(done.stdout.startswith("True ['twisted_exchange.core."), done.stdout)
+
+    def test_a_build_older_than_its_source_is_not_used(self):
+        if not any(name.startswith("book.") and name.endswith(".so") for name in os.listdir(CORE)):
+            self.skipTest("no build of the core here (make core-compiled)")
+        source = os.path.join(CORE, "book.py")
+        times = os.stat(source)
+        os.utime(source, (times.st_atime, times.st_mtime + 3600))  # edited after the build
+        self.addCleanup(os.utime, source, ns=(times.st_atime_ns, times.st_mtime_ns))
+        self.assertEqual(imported_with("").stdout.strip(), "False []")
+        refused = imported_with("compiled")
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("its source changed since (make core-compiled)", refused.stderr)

@@ -80,8 +80,9 @@ Pure or compiled
   environment loads the source even where a build exists (the test suites
   use it, so the pure path stays tested); ``=compiled`` refuses to import
   without a build (so a test of the build cannot silently test the source).
-  A build is not rebuilt by editing the source: ``make core-compiled`` again
-  (``make test`` does).  What keeps the source fast once compiled: public
+  A build older than its source (edited or checked out since) is not used:
+  the source runs until ``make core-compiled`` builds it again (``make test``
+  does).  What keeps the source fast once compiled: public
   entry points take ``object`` and check it themselves (a compiled function
   raises TypeError on a wrong argument type before our ERR_ checks could
   answer), module constants are ``Final`` (else every use is a dict lookup),
@@ -92,8 +93,22 @@ import os
 import sys
 from importlib.machinery import SOURCE_SUFFIXES, FileFinder, SourceFileLoader
 
+
+
+def _stale_build(directory: str) -> bool:
+    """Is a built module older than its source (edited or checked out since)?"""
+    for name in os.listdir(directory):
+        module, dot, suffix = name.partition(".")
+        source = os.path.join(directory, module + ".py")
+        if suffix.endswith("so") and os.path.exists(source) and \
+                os.path.getmtime(source) > os.path.getmtime(os.path.join(directory, name)):
+            return True
+    return False
+
+
 _CHOICE = os.environ.get("TWISTED_EXCHANGE_CORE", "")
-if _CHOICE == "pure":
+_STALE = _CHOICE != "pure" and _stale_build(__path__[0])
+if _CHOICE == "pure" or (_STALE and _CHOICE != "compiled"):
     # This package's modules are then found by a finder that knows only source files.
     sys.path_importer_cache[__path__[0]] = FileFinder(__path__[0], (SourceFileLoader, SOURCE_SUFFIXES))
 
@@ -103,7 +118,8 @@ from .exchange import Exchange  # noqa: E402
 
 #: True when the mypyc build runs, False for the pure-Python source.
 COMPILED = not exchange.__file__.endswith(".py")
-if _CHOICE == "compiled" and not COMPILED:
-    raise ImportError("TWISTED_EXCHANGE_CORE=compiled, but the core is not built (make core-compiled)")
+if _CHOICE == "compiled" and (_STALE or not COMPILED):
+    raise ImportError("TWISTED_EXCHANGE_CORE=compiled, but the core is not built, or its source changed "
+                      "since (make core-compiled)")
 
 __all__ = ["COMPILED", "Exchange", "ExchangeError"]
