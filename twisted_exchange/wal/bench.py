@@ -46,9 +46,24 @@ command on the leader (the busiest node), in thread CPU time: the core's
 around it ~6 us (canonical JSON of command and result, session record,
 blake2b fingerprint and digest chain), admission ~2 us, the log record
 ~1 us, Raft and replica bookkeeping ~2 us, and the cyclic GC the rest.
-The 50,000 target is NOT met on this machine: it needs ~20 us per command
-all in, so a core that does not parse an admitted command twice (issue 12
-item 1) is the next step.
+The 50,000 target was NOT met then: it needs ~20 us per command all in.
+
+With the faster core (issue 12 item 1; same day, later, load below 1, two
+runs each, the pure source forced with ``TWISTED_EXCHANGE_CORE=pure``)::
+
+    per-peer cmd/s, file storage   pure source    mypyc build (as installed)
+    fsync never, batch 100         43,994         56,409 / 56,161
+    fsync never, batch 1000        43,984         56,410 / 49,603
+    fsync per batch, batch 1000    42,955         59,674 / 48,637
+    fsync never, gc off, 1000      49,042         57,362 / 59,944
+    core alone                    206,683 cmd/s  447,339 / 459,742 cmd/s
+
+So the target is met with the core as ``make install`` builds it where a
+C compiler is (56k at batch 100 in both runs; batch 1000 swings 50-60k
+from run to run on this shared machine), not with the pure source (44k).
+What is left per command on the leader is mostly the state machine around
+the core (~6 us: canonical JSON of command and result, session record,
+fingerprint and digest) and the cyclic GC.
 
 The three nodes share one heap, three times a peer's, so Python's cyclic
 garbage collector (whose full passes cost in proportion to the heap) charges
