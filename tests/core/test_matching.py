@@ -3,6 +3,7 @@ import json
 import unittest
 
 from twisted_exchange.core import Exchange
+from twisted_exchange.core.book import SPARE_LEVELS
 
 from .builders import amend, cancel, submit
 
@@ -372,3 +373,32 @@ class QueryTests(ExchangeTestCase):
         reply = self.ok(submit("a", "buy", "100", "1"))
         reply["order"]["remaining"] = "999"
         self.assertEqual(self.exchange.order("1")["remaining"], "1")
+
+
+class EmptiedLevelTests(ExchangeTestCase):
+    """An emptied level is kept for its price's next order (core/book.py), never seen."""
+
+    def test_the_best_moves_past_kept_empty_levels_which_nothing_shows(self):
+        ids = [self.ok(submit("alice", "sell", price, "1"))["order"]["id"] for price in ("101", "102", "103")]
+        self.ok(cancel("alice", ids[1]))                      # 102 emptied, not the best: kept
+        self.assertEqual(self.book()["asks"], [["101", "1"], ["103", "1"]])
+        fills = self.ok(submit("bob", "buy", "103", "2"))["fills"]
+        self.assertEqual([(f["price"], f["maker_order"]) for f in fills], [("101", ids[0]), ("103", ids[2])])
+        self.assertEqual(self.book()["asks"], [])
+        self.ok(submit("carol", "sell", "102", "1"))          # joins the kept level at 102
+        self.assertEqual(self.book()["asks"], [["102", "1"]])
+        self.assertEqual(self.first_maker("buy", "102"), str(len(ids) + 2))
+
+    def test_empty_levels_are_bounded_and_the_state_is_as_if_never_kept(self):
+        books = self.exchange._books
+        for n in range(600):                                  # more emptied levels than SPARE_LEVELS
+            placed = self.ok(submit("alice", "buy", f"{1000 - n}", "1"))["order"]["id"]
+            self.ok(cancel("alice", placed))
+        self.ok(submit("alice", "buy", "50", "1"))
+        side = books["BTCUSD"].bids
+        self.assertLessEqual(side.empty, SPARE_LEVELS)
+        self.assertEqual(len(side.levels) - side.empty, 1)
+        self.assertEqual(self.book()["bids"], [["50", "1"]])
+        fresh = Exchange.restore(self.exchange.snapshot())
+        self.assertEqual(fresh.state_hash(), self.exchange.state_hash())
+        self.assertEqual(fresh.apply(submit("bob", "sell", "50", "1"))["fills"][0]["price"], "50")

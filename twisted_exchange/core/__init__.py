@@ -96,14 +96,16 @@ from importlib.machinery import SOURCE_SUFFIXES, FileFinder, SourceFileLoader
 
 
 def _stale_build(directory: str) -> bool:
-    """Is a built module older than its source (edited or checked out since)?"""
-    for name in os.listdir(directory):
-        module, dot, suffix = name.partition(".")
-        source = os.path.join(directory, module + ".py")
-        if suffix.endswith("so") and os.path.exists(source) and \
-                os.path.getmtime(source) > os.path.getmtime(os.path.join(directory, name)):
-            return True
-    return False
+    """Is a built module's source newer than the build (edited or checked out
+    since)?  The build's time is its newest file: mypyc rewrites the shared
+    library that holds the code at every build, not each module's shim."""
+    built = {name.partition(".")[0]: os.path.getmtime(os.path.join(directory, name))
+             for name in os.listdir(directory) if name.endswith(".so")}
+    if not built:
+        return False
+    newest = max(built.values())
+    return any(os.path.getmtime(os.path.join(directory, module + ".py")) > newest
+               for module in built if os.path.exists(os.path.join(directory, module + ".py")))
 
 
 _CHOICE = os.environ.get("TWISTED_EXCHANGE_CORE", "")
