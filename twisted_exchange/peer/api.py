@@ -88,18 +88,21 @@ class PeerAPI:
         return self._node.propose(request.command).addCallback(_result_or_error)
 
     def _raft_batch(self, request: protocol.RaftBatch) -> dict:
-        if request.to != self._node.node_id:
-            raise RequestError(protocol.ERR_WRONG_PEER, f"this is {self._node.node_id}, not {request.to!r}")
+        self._addressed_here(request.to)
         self._node.deliver(request.sender, request.messages)
         return {"ok": True, "id": self._node.node_id}
 
     def _snapshot_chunk(self, request: protocol.SnapshotChunk) -> dict:
-        if request.to != self._node.node_id:
-            raise RequestError(protocol.ERR_WRONG_PEER, f"this is {self._node.node_id}, not {request.to!r}")
+        self._addressed_here(request.to)
         wanted, message = self._snapshots.receive(request)
         if message is not None:
             self._node.deliver(request.sender, [message])
         return {"ok": True, "id": self._node.node_id, "next": wanted}
+
+    def _addressed_here(self, to: str) -> None:
+        """ERR_WRONG_PEER unless Raft traffic for ``to`` reached that peer (a stale announcement)."""
+        if to != self._node.node_id:
+            raise RequestError(protocol.ERR_WRONG_PEER, f"this is {self._node.node_id}, not {to!r}")
 
     def _member(self, request: protocol.MemberChange) -> Deferred:
         return self._node.change_membership(request.change, request.peer).addCallback(_result_or_error)
