@@ -28,6 +28,9 @@ import json
 import os
 from pathlib import Path
 
+from twisted_exchange.wal.codec import compact_json
+from twisted_exchange.wal.file_storage import replace_file
+
 FILE = "membership.json"
 HEARD = "heard.json"
 
@@ -67,7 +70,7 @@ def record(data_dir: str | os.PathLike, node_id: str, peers: list[str], joining:
     that ``member add`` is adding, so its first start asks nobody."""
     path = Path(data_dir) / FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_durably(path, {"id": node_id, "peers": sorted(peers), **({"joining": True} if joining else {})})
+    replace_file(path, compact_json({"id": node_id, "peers": sorted(peers), **({"joining": True} if joining else {})}))
 
 
 def wiped(node_id: str, status: dict) -> str | None:
@@ -114,20 +117,5 @@ class Heard:
     def add(self, peer: str) -> None:
         """Remember ``peer``, durably, if it is new."""
         if peer not in self._peers:
-            _write_durably(self._path, sorted(self._peers | {peer}))
+            replace_file(self._path, compact_json(sorted(self._peers | {peer})))
             self._peers.add(peer)
-
-
-def _write_durably(path: Path, value) -> None:
-    """Replace ``path`` by ``value`` as JSON: temp file, fsync, rename, fsync the directory."""
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "w", encoding="utf-8") as file:
-        json.dump(value, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

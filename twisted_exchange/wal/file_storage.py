@@ -225,14 +225,7 @@ class FileStorage(StorageRules):
 
     def _replace(self, name: str, data: bytes) -> None:
         """Replace file ``name`` by ``data`` atomically (durably under "batch")."""
-        temporary = self._path(name + ".tmp")
-        with open(temporary, "wb") as file:
-            file.write(data)
-            if self._fsync:
-                file.flush()
-                self._sync(file.fileno())
-        os.replace(temporary, self._path(name))
-        self._sync_directory()
+        replace_file(self._path(name), data, self._sync if self._fsync else None, self._directory_fd)
 
     def _sync_directory(self) -> None:
         if self._fsync:
@@ -311,3 +304,25 @@ def _kept_after(entries: list[Entry], snapshot: Snapshot | None) -> int:
     if position < len(entries) and entries[position]["term"] == snapshot["term"]:
         return position + 1
     return len(entries)
+
+
+def replace_file(path: Path, data: bytes, sync: Callable[[int], None] | None = os.fsync,
+                 directory_fd: int | None = None) -> None:
+    """Replace ``path`` by ``data`` atomically: a temporary file beside it,
+    synced, renamed over it, then the directory synced (``directory_fd`` if
+    it is open already).  ``sync=None`` syncs nothing (fsync "never")."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        file.write(data)
+        if sync is not None:
+            file.flush()
+            sync(file.fileno())
+    os.replace(temporary, path)
+    if sync is None:
+        return
+    directory = directory_fd if directory_fd is not None else os.open(path.parent, os.O_RDONLY)
+    try:
+        sync(directory)
+    finally:
+        if directory_fd is None:
+            os.close(directory)
