@@ -39,7 +39,7 @@ CORE_BUILT = build/core-compiled.stamp
 core-compiled: $(CORE_BUILT)
 $(CORE_BUILT): $(wildcard twisted_exchange/core/*.py) setup.py
 	$(PIP) -e '.[compiled]'
-	TWISTED_EXCHANGE_MYPYC=1 $(PYTHON) setup.py --quiet build_ext --inplace
+	TWISTED_EXCHANGE_MYPYC=1 $(PYTHON) setup.py --quiet build_ext --inplace --force
 	@mkdir -p build && touch $@
 
 sim-smoke:
