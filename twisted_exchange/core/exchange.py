@@ -17,7 +17,7 @@ from collections import deque
 from itertools import islice
 from typing import Any, Final, Optional
 
-from .book import Book, bound
+from .book import Book
 from .commands import (
     SIDES, TIFS, Amend, Cancel, is_symbol, parse_command,
 )
@@ -26,7 +26,7 @@ from .errors import (
     POST_ONLY_WOULD_TAKE, UNKNOWN_ORDER, ExchangeError,
 )
 from .numbers import format_ticks, parse_ticks
-from .order import BUY, CANCELLED, FILLED, FOK, GTC, OPEN, PARTIALLY_FILLED, Order
+from .order import CANCELLED, FILLED, FOK, GTC, OPEN, PARTIALLY_FILLED, Order
 
 SNAPSHOT_FORMAT: Final = 1
 _STATUSES: Final = {status: status for status in (OPEN, PARTIALLY_FILLED, FILLED, CANCELLED)}
@@ -170,7 +170,7 @@ class Exchange:
     def _take(self, book: Book, order: Order) -> dict:
         """Match ``order`` as a taker, then rest or cancel what is left."""
         fills = []
-        if (book.asks if order.side is BUY else book.bids).best <= bound(order.side, order.price):
+        if book.crosses(order.side, order.price):
             for maker, quantity in book.match(order):
                 if not quantity:  # self-trade prevention
                     self._close_cancelled(maker)
