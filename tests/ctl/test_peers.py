@@ -157,31 +157,42 @@ class LoadTests(PeersTestCase):
                                     count=30, reactor=self.cluster.reactor)
         self.assertEqual(recorder.count, 30)
         self.assertEqual(recorder.errors, {})
-        self.assertEqual(sum(len(f.received) for f in fakes), 30)
-        self.assertTrue(all(f.received for f in fakes))
+        orders = [[p for p in f.received if p["action"] == "submit"] for f in fakes]
+        self.assertEqual(sum(map(len, orders)), 30)
+        self.assertTrue(all(orders))
+        for fake in fakes:  # each of the 4 clients connected first
+            self.assertEqual([p["action"] for p in fake.received[:4]], ["status"] * 4)
         summary = recorder.summary()
         self.assertEqual(summary["committed"], 30)
         self.assertGreater(summary["latency_ms"]["p99"], 0)
 
-    def test_each_client_sends_with_its_own_credential(self):
+    def test_each_client_connects_first_then_sends_with_its_own_credential(self):
         sent = []
 
         class Recording:
             reactor = task.Clock()
 
             async def call(self, payload, peer, **send_as):
-                sent.append((payload["client"], send_as))
+                sent.append((payload["action"], payload.get("client"), peer, send_as))
                 await task.deferLater(self.reactor, 1, lambda: None)
                 return {"ok": True}
-        result = defer.ensureDeferred(bench.load(Recording(), ["peer1"], 3, duration=None, count=9,
-                                                 reactor=Recording.reactor,
+        result = defer.ensureDeferred(bench.load(Recording(), ["peer1", "peer2"], 3, duration=None,
+                                                 count=9, reactor=Recording.reactor,
                                                  credential_of=lambda name: f"credential of {name}"))
         while not result.called:
             Recording.reactor.advance(1)
-        self.assertEqual(self.successResultOf(result).count, 9)
-        self.assertEqual({client for client, _ in sent}, {"bench0", "bench1", "bench2"})
-        for client, send_as in sent:
-            self.assertEqual(send_as, {"credential": f"credential of {client}"})
+        recorder = self.successResultOf(result)
+        self.assertEqual(recorder.count, 9)
+        connects, orders = sent[:6], sent[6:]
+        self.assertEqual({action for action, *_ in connects}, {"status"})
+        self.assertEqual(sorted((peer, send_as["credential"]) for _, _, peer, send_as in connects),
+                         sorted((peer, f"credential of bench{n}") for n in range(3) for peer in ("peer1", "peer2")))
+        self.assertEqual({client for _, client, _, _ in orders}, {"bench0", "bench1", "bench2"})
+        for action, client, _, send_as in orders:
+            self.assertEqual((action, send_as), ("submit", {"credential": f"credential of {client}"}))
+        # the two connecting calls per client (1 s each) are before the clock starts
+        self.assertEqual(recorder.started, 2)
+        self.assertEqual({latency for _, latency in recorder.points}, {1000.0})
 
     @_async
     async def test_failures_are_counted_by_code(self):
