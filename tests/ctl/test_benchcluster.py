@@ -2,12 +2,15 @@
 the naive baseline peer, the direct caller, and the report."""
 from __future__ import annotations
 
+import os
+import time
+
 from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.ctl.fakepeer import FakePeer
 from tests.support import LOOPBACK
-from twisted_exchange.ctl.benchcluster import Direct, free_ports, report
+from twisted_exchange.ctl.benchcluster import CPUMeter, Direct, cpu_seconds, free_ports, report
 from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.naive import NaivePeer
 from twisted_exchange.grenache import RPCServer
@@ -76,7 +79,9 @@ class ReportTests(unittest.SynchronousTestCase):
                 "latency_ms": {"p50": p99 / 2, "p99": p99}}
 
     def test_report_compares_with_the_targets_and_the_baseline(self):
-        text = report({"cluster": {"in_flight_1": self.summary(900, 4.0), "in_flight_64": self.summary(6000, 30.0),
+        fast = {**self.summary(6000, 30.0),
+                "cpu_ms_per_order": {"peers": 0.4, "client": 0.15, "cores_at_target": 2.75}}
+        text = report({"cluster": {"in_flight_1": self.summary(900, 4.0), "in_flight_64": fast,
                                    "failover": {"killed": "peer2", "seconds": 2.5},
                                    "check": {"ok": True, "summary": "3 peers agree"}},
                        "baseline": {**self.summary(3000, 9.0), "peers": 3, "diverged_peers": 2,
@@ -84,6 +89,8 @@ class ReportTests(unittest.SynchronousTestCase):
                        "rpc_baseline": {"impl": "node", "in_flight": 64, "requests_per_second": 10000.0},
                        "ratio_to_rpc": 0.6})
         self.assertIn("2 of 3 peers diverged", text)
+        self.assertIn("CPU per order at 64 in flight: peers 0.400 ms + clients 0.150 ms (at 5,000 orders/s:"
+                      " 2.75 cores", text)
         self.assertIn("cluster / baseline throughput: 2.00", text)
         self.assertIn("plain Grenache RPC (node), 64 in flight: 10000 requests/s; cluster / RPC: 0.60", text)
         self.assertTrue(text.endswith("targets: orders/s (64 in flight) >= 5000 met, p99 (64 in flight) <= 20 ms"
@@ -93,3 +100,27 @@ class ReportTests(unittest.SynchronousTestCase):
     def test_free_ports_are_distinct(self):
         ports = free_ports(5)
         self.assertEqual(len(set(ports)), 5)
+
+
+class CPUMeterTests(unittest.SynchronousTestCase):
+
+    def burn(self, seconds: float) -> None:
+        until = time.process_time() + seconds
+        while time.process_time() < until:
+            pass
+
+    def test_cpu_seconds_of_a_process_is_what_it_used(self):
+        before = cpu_seconds(os.getpid())
+        self.burn(0.3)
+        self.assertAlmostEqual(cpu_seconds(os.getpid()) - before, 0.3, delta=0.1)
+
+    def test_cost_per_order_and_the_cores_the_target_would_take(self):
+        class OneProcess:
+            def process(self, name):
+                return {"pid": os.getpid()}
+        meter = CPUMeter(OneProcess(), ["peer1"])  # the "peers" are this process too
+        self.burn(0.5)
+        cost = meter.per_order(1000)
+        self.assertAlmostEqual(cost["peers"], 0.5, delta=0.1)
+        self.assertAlmostEqual(cost["client"], 0.5, delta=0.1)
+        self.assertAlmostEqual(cost["cores_at_target"], (cost["peers"] + cost["client"]) * 5, delta=0.02)

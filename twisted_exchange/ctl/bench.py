@@ -142,10 +142,12 @@ def plot(recorder: Recorder, path: str, parameters: str) -> None:
 async def load(peers: Any, names: Sequence[str], clients: int, *, duration: float | None,
                count: int | None, reactor: Any, seed: int = 1, symbol: str = "BTCUSD",
                progress: Callable[[Recorder, float, bool], None] = lambda recorder, done, final: None,
-               interval: float = 0.5, credential_of: Callable[[str], Any] | None = None) -> Recorder:
+               interval: float = 0.5, credential_of: Callable[[str], Any] | None = None,
+               on_start: Callable[[], None] = lambda: None) -> Recorder:
     """Run ``clients`` clients, one order in flight each, until ``duration``
     seconds passed or ``count`` orders were sent; the finished Recorder.
-    The clock starts once every client has its connections (``_connect``).
+    The clock starts once every client has its connections (``_connect``);
+    ``on_start()`` is called then.
 
     ``credential_of(name)`` (secure mode) is client ``name``'s credential: each
     client sends as itself, as only its own credential may.
@@ -157,6 +159,7 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
     senders = [{"credential": credential_of(w.client)} if credential_of else {} for w in workloads]
     await defer.gatherResults([defer.ensureDeferred(_connect(peers, names, send_as)) for send_as in senders],
                               consumeErrors=True)
+    on_start()
     recorder = Recorder(reactor.seconds())
     deadline = recorder.started + duration if duration is not None else None
     sent = [0]

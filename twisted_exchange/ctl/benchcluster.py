@@ -87,10 +87,12 @@ orders/s with 2 of 3 books diverged.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -158,16 +160,49 @@ async def failover(peers: Peers, names: Sequence[str], supervisor: Supervisor, r
     raise CtlError(f"no order committed within {limit:g}s of killing the leader {leader}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds process ``pid`` has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CPUMeter:
+    """CPU time of the peers (by the pids supervisord reports) and of this
+    process (the bench clients) over one measurement: on one machine the
+    two share its cores, so their sum per order bounds the throughput."""
+
+    def __init__(self, supervisor: Supervisor, names: Sequence[str]) -> None:
+        self._pids = [supervisor.process(name)["pid"] for name in names]
+        self.start()
+
+    def start(self) -> None:
+        """Count from now."""
+        self._peers = sum(map(cpu_seconds, self._pids))
+        self._client = time.process_time()
+
+    def per_order(self, orders: int) -> dict[str, float]:
+        """Milliseconds of CPU per order since ``start``, and the cores that
+        TARGETS' rate would take at that cost."""
+        peers = sum(map(cpu_seconds, self._pids)) - self._peers
+        client = time.process_time() - self._client
+        per_order = {"peers": peers * 1000 / max(orders, 1), "client": client * 1000 / max(orders, 1)}
+        cores = (per_order["peers"] + per_order["client"]) * TARGETS["orders_per_second"] / 1000
+        return {**{k: round(v, 3) for k, v in per_order.items()}, "cores_at_target": round(cores, 2)}
+
+
 async def measure_cluster(peers: Peers, names: Sequence[str], supervisor: Supervisor,
                           duration: float, say: Callable[[str], None],
                           credential_of: CredentialOf = None) -> dict[str, Any]:
-    """Load at 1 and 64 in flight, then failover, then check."""
+    """Load at 1 and 64 in flight (with the CPU each order cost), then
+    failover, then check."""
     results: dict[str, Any] = {}
     for in_flight in (1, 64):
         say(f"cluster: {in_flight} in flight for {duration:g}s")
+        meter = CPUMeter(supervisor, names)
         recorder = await bench.load(peers, names, in_flight, duration=duration, count=None,
-                                    reactor=peers.reactor, seed=in_flight, credential_of=credential_of)
-        results[f"in_flight_{in_flight}"] = recorder.summary()
+                                    reactor=peers.reactor, seed=in_flight, credential_of=credential_of,
+                                    on_start=meter.start)
+        results[f"in_flight_{in_flight}"] = {**recorder.summary(), "cpu_ms_per_order": meter.per_order(recorder.count)}
     say("cluster: SIGKILL of the leader")
     leader, seconds = await failover(peers, names, supervisor, peers.reactor, credential_of)
     results["failover"] = {"killed": leader, "seconds": round(seconds, 3)}
@@ -293,6 +328,11 @@ def report(results: dict[str, Any]) -> str:
                      f"  p50 {s['latency_ms']['p50']:.2f} ms  p99 {s['latency_ms']['p99']:.2f} ms"
                      f"  ({s['committed']} committed, {s['failed']} failed)")
     fast = cluster["in_flight_64"]
+    cpu = fast.get("cpu_ms_per_order")
+    if cpu:
+        lines.append(f"CPU per order at 64 in flight: peers {cpu['peers']:.3f} ms + clients {cpu['client']:.3f} ms"
+                     f" (at {TARGETS['orders_per_second']:,} orders/s: {cpu['cores_at_target']:.2f} cores,"
+                     f" this machine has {os.cpu_count()})")
     lines.append(f"failover: {cluster['failover']['seconds']:.3f} s from SIGKILL of "
                  f"{cluster['failover']['killed']} to the next commit")
     lines.append(f"check: {cluster['check']['summary']}")
