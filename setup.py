@@ -30,7 +30,8 @@ import os
 
 from setuptools import find_packages, setup
 
-#: The core modules mypyc compiles: everything on the path of Exchange.apply.
+#: The core modules mypyc compiles: everything on the path of Exchange.apply
+#: (not core/native.py, whose interpreted branch must stay reachable).
 CORE_COMPILED = ["memo", "numbers", "errors", "order", "book", "commands", "exchange"]
 
 

@@ -1,5 +1,6 @@
 """Example tests for every matching rule of the core (see core/__init__.py)."""
 import json
+import sys
 import unittest
 
 from twisted_exchange.core import Exchange
@@ -402,3 +403,17 @@ class EmptiedLevelTests(ExchangeTestCase):
         fresh = Exchange.restore(self.exchange.snapshot())
         self.assertEqual(fresh.state_hash(), self.exchange.state_hash())
         self.assertEqual(fresh.apply(submit("bob", "sell", "50", "1"))["fills"][0]["price"], "50")
+
+
+class DiscardTests(ExchangeTestCase):
+    """Compiled, orders are not seen by the cyclic collector (core/order.py): reference counting alone must free them."""
+
+    def test_a_discarded_exchange_unlinks_its_resting_orders(self):
+        for _ in range(3):
+            self.ok(submit("alice", "buy", "100", "1"))
+        middle = self.exchange._orders[2]
+        self.assertIsNotNone(middle.prev)
+        del self.exchange
+        self.assertIsNone(middle.prev)
+        self.assertIsNone(middle.next)
+        self.assertEqual(sys.getrefcount(middle), 2)  # ``middle`` and the argument: nothing else holds it

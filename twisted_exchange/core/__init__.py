@@ -68,10 +68,11 @@ Queries and state
   ERR_INVALID_SNAPSHOT rather than build a state that could fail later.
 Speed
   See :mod:`.bench` (``python -m twisted_exchange.core.bench``) and
-  :mod:`.peers.bench` (against the order books of PyPI).  A long-running
-  process holding a big book may call ``gc.freeze()`` after restoring it:
-  the cyclic collector's scans of long-lived orders are the largest cost
-  that is not the engine's own.
+  :mod:`.peers.bench` (against the order books of PyPI).  Compiled, orders
+  and trades are not tracked by the cyclic collector (see :mod:`.order`),
+  whose scans of them were the largest cost that is not the engine's own;
+  the source's still are, so a long-running process on the source holding a
+  big book may call ``gc.freeze()`` after restoring it.
 Pure or compiled
   The modules on the path of :meth:`Exchange.apply` are plain Python and also
   compile, unchanged, with mypyc (``make core-compiled``, see setup.py) into
@@ -86,8 +87,9 @@ Pure or compiled
   entry points take ``object`` and check it themselves (a compiled function
   raises TypeError on a wrong argument type before our ERR_ checks could
   answer), module constants are ``Final`` (else every use is a dict lookup),
-  and expected refusals are returned, not raised (a raise through compiled
-  frames builds a traceback entry per frame).
+  expected refusals are returned, not raised (a raise through compiled
+  frames builds a traceback entry per frame), and orders and trades are
+  left out of the cyclic collector (:mod:`.order`, :mod:`.native`).
 """
 import os
 import sys

@@ -97,6 +97,16 @@ class PriceLevel:
             yield order
             order = order.next
 
+    def __del__(self) -> None:
+        """Unlink the orders of a level that is discarded with them (its whole
+        exchange is): compiled, the cyclic collector does not see orders
+        (:mod:`.order`), so their links would keep them alive."""
+        order = self.head
+        while order is not None:
+            following = order.next
+            order.prev = order.next = None
+            order = following
+
 
 class Side:
     """The levels of one side by key (emptied ones kept, see the module),

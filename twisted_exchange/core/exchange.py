@@ -25,6 +25,7 @@ from .errors import (
     FOK_UNFILLABLE, INVALID_ORDER, INVALID_QUERY, INVALID_SNAPSHOT, NOT_OWNER, ORDER_CLOSED,
     POST_ONLY_WOULD_TAKE, UNKNOWN_ORDER, ExchangeError,
 )
+from .native import mypyc_attr
 from .numbers import format_ticks, parse_ticks
 from .order import CANCELLED, FILLED, FOK, GTC, OPEN, PARTIALLY_FILLED, Order
 
@@ -33,11 +34,13 @@ _STATUSES: Final = {status: status for status in (OPEN, PARTIALLY_FILLED, FILLED
 _EMPTY: Final = Book("")
 
 
+@mypyc_attr(acyclic=True)
 class Trade:
     """A kept trade (the last ``trades_kept`` of each symbol).
 
     A small class rather than a tuple: compiled, its amounts and ids are C
-    integers, where a tuple would hold five int objects allocated per fill.
+    integers, where a tuple would hold five int objects allocated per fill;
+    it holds no container, so the cyclic collector need not track it.
     """
 
     __slots__ = ("id", "price", "quantity", "maker", "taker", "maker_client", "taker_client", "taker_side")
