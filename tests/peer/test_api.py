@@ -26,6 +26,11 @@ class FakeNode:
     def deliver(self, sender, messages):
         self.delivered.append((sender, messages))
 
+    def deliver_and_reply(self, sender, messages):
+        self.deliver(sender, messages)
+        self.replied = defer.Deferred()
+        return self.replied
+
     def status(self):
         return {"id": self.node_id, "role": "leader"}
 
@@ -137,6 +142,21 @@ class PeerAPITests(SynchronousTestCase):
                            "messages": [{"type": "raft.append"}]})
         self.assertEqual(reply, {"ok": True, "id": "peer1"})
         self.assertEqual(self.node.delivered, [("peer2", [{"type": "raft.append"}])])
+
+    def test_a_raft_batch_asking_for_replies_is_answered_with_the_peers_messages(self):
+        d = defer.maybeDeferred(self.api, "exchange", {"action": "raft.batch", "from": "peer2", "to": "peer1",
+                                                       "messages": [{"type": "raft.append"}], "replies": True})
+        self.assertEqual(self.node.delivered, [("peer2", [{"type": "raft.append"}])])
+        self.assertNoResult(d)
+        self.node.replied.callback([{"type": "raft.append_reply"}])
+        self.assertEqual(self.successResultOf(d), {"ok": True, "id": "peer1",
+                                                   "messages": [{"type": "raft.append_reply"}]})
+
+    def test_replies_must_be_true_when_given(self):
+        for replies in (False, 1, "yes", None):
+            payload = {"action": "raft.batch", "from": "peer2", "to": "peer1", "messages": [], "replies": replies}
+            self.assertEqual(self.refused(payload).code, "ERR_BAD_MESSAGE", replies)
+        self.assertEqual(self.node.delivered, [])
 
     def test_book_queries_are_answered_in_a_later_reactor_turn_in_arrival_order(self):
         self.call(submit())

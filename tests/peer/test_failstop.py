@@ -26,7 +26,9 @@ def vote(**overrides) -> dict:
     return message
 
 
-class PeerEdgeTests(SynchronousTestCase):
+class PeerHarness(SynchronousTestCase):
+    """peer1 of three on a task.Clock, its sends captured in ``self.sent``."""
+
     def setUp(self):
         self.clock = task.Clock()
         self.data_dir = tempfile.mkdtemp(prefix="tx-failstop-")
@@ -38,6 +40,9 @@ class PeerEdgeTests(SynchronousTestCase):
         self.addCleanup(self.peer._storage.close)
         self.sent: list[dict] = []
         self.peer._transport.send = self.sent.extend
+
+
+class PeerEdgeTests(PeerHarness):
 
     def test_a_malformed_message_with_a_higher_term_changes_nothing(self):
         malformed = {"type": "raft.append", "from": "peer2", "to": "peer1", "term": 9,

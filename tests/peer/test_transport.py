@@ -149,6 +149,35 @@ class RaftTransportTests(SynchronousTestCase):
         self.assertEqual(len(sent), MAX_QUEUED)
         self.assertEqual(sent[-1]["n"], MAX_QUEUED + 9)
 
+    def test_a_batch_asks_for_replies_and_the_answers_messages_are_delivered_as_from_that_peer(self):
+        delivered = []
+        transport = RaftTransport("peer1", self.directory, self.client,
+                                  deliver=lambda sender, messages: delivered.append((sender, messages)))
+        transport.send([message("peer2", 1)])
+        self.assertIs(self.client.calls[0][2]["replies"], True)
+        self.client.calls[0][3].callback({"ok": True, "id": "peer2", "messages": [{"n": "ack"}]})
+        self.assertEqual(len(self.client.calls), 1)
+        self.assertEqual(delivered, [("peer2", [{"n": "ack"}])])
+        for answer in ({"ok": True, "id": "peer2"}, {"ok": True, "messages": []}, {"messages": "x"}, None):
+            transport.send([message("peer2", 2)])
+            self.client.calls[-1][3].callback(answer)
+        self.assertEqual(len(delivered), 1)
+
+    def test_a_peer_that_refuses_replies_gets_batches_without_them(self):
+        self.transport.send([message("peer2", 1)])
+        self.client.calls[0][3].errback(GrenacheError("ERR_BAD_MESSAGE", "raft.batch takes exactly ..."))
+        self.transport.send([message("peer2", 2)])
+        self.assertNotIn("replies", self.client.calls[1][2])
+        self.assertEqual(self.client.calls[1][2]["messages"], [message("peer2", 2)])
+
+    def test_take_hands_over_what_is_queued_for_a_peer(self):
+        self.transport.send([message("peer2", 1)])
+        self.transport.send([message("peer2", 2), message("peer3", 3)])
+        self.assertEqual(self.transport.take("peer2"), [message("peer2", 2)])
+        self.assertEqual(self.transport.take("peer2"), [])
+        self.client.calls[0][3].callback({"ok": True})
+        self.assertEqual(len(self.client.calls), 1)  # nothing left for peer2
+
     def test_stop_cancels_batches_in_flight(self):
         self.transport.send([message("peer2", 1)])
         self.transport.stop()

@@ -44,6 +44,7 @@ class Node(Protocol):
 
     def propose(self, command: dict) -> Deferred: ...
     def deliver(self, sender: str, messages: list) -> None: ...
+    def deliver_and_reply(self, sender: str, messages: list) -> Deferred: ...
     def change_membership(self, change: str, peer: str) -> Deferred: ...
     def status(self) -> dict: ...
     @property
@@ -87,10 +88,13 @@ class PeerAPI:
     def _command(self, request: protocol.Command) -> Deferred:
         return self._node.propose(request.command).addCallback(_result_or_error)
 
-    def _raft_batch(self, request: protocol.RaftBatch) -> dict:
+    def _raft_batch(self, request: protocol.RaftBatch) -> dict | Deferred:
         self._addressed_here(request.to)
-        self._node.deliver(request.sender, request.messages)
-        return {"ok": True, "id": self._node.node_id}
+        if not request.replies:
+            self._node.deliver(request.sender, request.messages)
+            return {"ok": True, "id": self._node.node_id}
+        replied = self._node.deliver_and_reply(request.sender, request.messages)
+        return replied.addCallback(lambda messages: {"ok": True, "id": self._node.node_id, "messages": messages})
 
     def _snapshot_chunk(self, request: protocol.SnapshotChunk) -> dict:
         self._addressed_here(request.to)

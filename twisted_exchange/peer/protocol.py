@@ -162,11 +162,17 @@ class StatusQuery:
 
 @dataclass(frozen=True)
 class RaftBatch:
-    """Raft messages from peer ``sender`` to peer ``to``; each is parsed by its receiver."""
+    """Raft messages from peer ``sender`` to peer ``to``; each is parsed by its receiver.
+
+    With ``replies`` the sender takes the receiver's next messages to it in
+    the answer (after the receiver persisted what they depend on), rather
+    than as a call of their own.
+    """
 
     sender: str
     to: str
     messages: list
+    replies: bool = False
 
 
 @dataclass(frozen=True)
@@ -246,14 +252,16 @@ def _status(payload: dict) -> StatusQuery:
 
 
 def _raft_batch(payload: dict) -> RaftBatch:
-    if payload.keys() != {"action", "from", "to", "messages"}:
-        raise RequestError(ERR_BAD_MESSAGE, "raft.batch takes exactly from, to and messages")
+    if payload.keys() - {"replies"} != {"action", "from", "to", "messages"}:
+        raise RequestError(ERR_BAD_MESSAGE, "raft.batch takes exactly from, to, messages and optionally replies")
+    if payload.get("replies", True) is not True:
+        raise RequestError(ERR_BAD_MESSAGE, "replies, when given, must be true")
     sender, to, messages = payload["from"], payload["to"], payload["messages"]
     if not (_is_text(sender, MAX_PEER_ID) and _is_text(to, MAX_PEER_ID)):
         raise RequestError(ERR_BAD_MESSAGE, f"from and to must be peer ids of 1 to {MAX_PEER_ID} characters")
     if type(messages) is not list or len(messages) > MAX_BATCH:
         raise RequestError(ERR_BAD_MESSAGE, f"messages must be a list of at most {MAX_BATCH}")
-    return RaftBatch(sender, to, messages)
+    return RaftBatch(sender, to, messages, "replies" in payload)
 
 
 def _snapshot_chunk(payload: dict) -> SnapshotChunk:

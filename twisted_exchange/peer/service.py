@@ -7,6 +7,11 @@ the Deferreds of finished client commands.  Persisting before sending is the
 Raft stable-storage rule: a vote or an acknowledgement never leaves the peer
 before it is on disk.
 
+A peer that sent a Raft batch asking for ``replies`` (peer.transport) gets
+this peer's messages to it in the answer, from the flush after its batch
+was stepped: an acknowledgement rides back on the call that carried the
+entries, instead of costing a call of its own each way.
+
 Fail-stop (as etcd panics on a WAL error): an unexpected exception in a tick,
 a flush or a background loop, or a failed write or fsync, ends the process
 at once with :data:`EXIT_FAIL_STOP` and one ``fail-stop:`` log line.  A peer
@@ -125,7 +130,8 @@ class PeerService(Service):
         self._client = RPCClient(self._links[0], reactor=reactor, tls=credential)
         self._directory = PeerDirectory(self._links, [p for p in self._peers if p != node_id])
         self._secure = credential is not None
-        self._transport = RaftTransport(node_id, self._directory, self._client, verify=self._secure)
+        self._transport = RaftTransport(node_id, self._directory, self._client, verify=self._secure,
+                                        deliver=self.deliver)
         api = self.metrics.metered(PeerAPI(self, reactor, authenticated=self._secure,
                                            admin_clients=admin_clients))
         self._server = RPCServer(api, host=host, port=port, max_body=MAX_BODY, utf8_only=True,
@@ -134,6 +140,7 @@ class PeerService(Service):
         self._admin = (AdminPort(admin_resource(self), host, admin_port, reactor)
                        if admin_port is not None else None)
         self._waiting: dict[int, defer.Deferred] = {}
+        self._replies: dict[str, defer.Deferred] = {}  # peer -> the answer to its batch, at the next flush
         self._flush_call = None
         self._loops: list[task.LoopingCall] = []
         self._role = None
@@ -197,6 +204,23 @@ class PeerService(Service):
                 continue
             self._guarded(self._step, sender, parsed)
         self._schedule_flush()
+
+    def deliver_and_reply(self, sender: str, messages: list) -> defer.Deferred:
+        """``deliver``, then fire with this peer's messages to ``sender`` from
+        the next flush (persisted, as every message is before it leaves).
+        A newer batch from the same sender takes over: the older one's
+        answer fires empty."""
+        replied = defer.Deferred()
+        earlier = self._replies.pop(sender, None)
+        if earlier is not None:
+            earlier.callback([])
+        if self._stopped_by is None:
+            self._replies[sender] = replied
+            self.deliver(sender, messages)
+            self._schedule_flush()
+        else:
+            replied.callback([])
+        return replied
 
     def _step(self, sender: str, message: dict) -> None:
         self._heard.add(sender)  # durably, before its vote or acknowledgement can count
@@ -334,6 +358,9 @@ class PeerService(Service):
         self._loops.clear()
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
+        replies, self._replies = self._replies, {}
+        for replied in replies.values():
+            replied.callback([])
         self._transport.stop()
         if self._admin is not None:
             yield self._admin.stop()
@@ -408,12 +435,29 @@ class PeerService(Service):
         self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
         if ready.compaction is not None:
             self._storage.compact(ready.compaction)
-        self._transport.send(ready.messages)
+        self._send(ready.messages)
         for token, result in ready.results:
             d = self._waiting.pop(token, None)
             if d is not None:
                 d.callback(result)
         self._log_role()
+
+    def _send(self, messages: list[dict]) -> None:
+        """Messages to a peer whose batch waits for its answer go in that
+        answer, with what the transport still queued for it (snapshots
+        excepted: they stream in chunks); the rest go through the transport."""
+        replies, self._replies = self._replies, {}
+        answers = {peer: self._transport.take(peer) for peer in replies}
+        others = []
+        for message in messages:
+            answer = answers.get(message["to"])
+            if answer is None or message["type"] == "raft.snapshot":
+                others.append(message)
+            else:
+                answer.append(message)
+        self._transport.send(others)
+        for peer, replied in replies.items():
+            replied.callback(answers[peer])
 
     def _log_role(self) -> None:
         node = self.replica.node

@@ -10,8 +10,16 @@ follower still needs on its next heartbeat).
 With ``verify`` (secure mode) a batch goes only to a server whose TLS
 certificate names the destination peer; an address that cannot prove it is
 forgotten, so a fake announced on the grape costs one failed call.
+
+A batch asks for ``replies``: the destination answers it with its own
+messages to this peer (peer.service), which are handed to ``deliver`` as
+if that peer had sent them, so an acknowledgement needs no call of its
+own.  A peer of an older version refuses the field (ERR_BAD_MESSAGE); its
+batches then go without it.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
@@ -19,7 +27,7 @@ from twisted.logger import Logger
 from twisted_exchange.grenache import GrenacheError, RPCClient
 from twisted_exchange.peer.directory import PeerDirectory
 from twisted_exchange.grenache.errors import ERR_TLS_IDENTITY
-from twisted_exchange.peer.protocol import ERR_WRONG_PEER, RAFT_BATCH, service_name
+from twisted_exchange.peer.protocol import ERR_BAD_MESSAGE, ERR_WRONG_PEER, RAFT_BATCH, service_name
 from twisted_exchange.peer.snapshots import SnapshotSender
 from twisted_exchange.pki import PEER, Identity
 
@@ -33,8 +41,11 @@ class RaftTransport:
     log = Logger()
 
     def __init__(self, node_id: str, directory: PeerDirectory, client: RPCClient,
-                 timeout: float = 1.0, verify: bool = False) -> None:
+                 timeout: float = 1.0, verify: bool = False,
+                 deliver: Callable[[str, list], None] = lambda sender, messages: None) -> None:
         self._node_id = node_id
+        self._deliver = deliver
+        self._without_replies: set[str] = set()  # peers of a version that refuses them
         self._directory = directory
         self._client = client
         self._timeout = timeout
@@ -56,6 +67,10 @@ class RaftTransport:
         for destination in list(self._queues):
             self._flush(destination)
 
+    def take(self, destination: str) -> list[dict]:
+        """The messages queued for ``destination``, which the caller sends another way."""
+        return self._queues.pop(destination, [])
+
     def _flush(self, destination: str) -> None:
         if destination in self._in_flight or not self._queues.get(destination):
             return
@@ -65,12 +80,21 @@ class RaftTransport:
         batch = self._queues.pop(destination)
         payload = {"action": RAFT_BATCH, "from": self._node_id, "to": destination,
                    "messages": batch}
+        if destination not in self._without_replies:
+            payload["replies"] = True
         expect = Identity(PEER, destination) if self._verify else None
         d = self._client.request_to(address, service_name(destination), payload,
                                     timeout=self._timeout, expect=expect)
         self._in_flight[destination] = d
-        d.addErrback(self._failed, destination, address)
+        d.addCallbacks(self._replied, self._failed, (destination,), None, (destination, address))
         d.addBoth(self._done, destination)
+
+    def _replied(self, answer: object, destination: str) -> None:
+        """Hand the destination's messages in ``answer`` on, as from that peer
+        (each is parsed there like any other; secure mode checked who answered)."""
+        messages = answer.get("messages") if isinstance(answer, dict) else None
+        if isinstance(messages, list) and messages:
+            self._deliver(destination, messages)
 
     def stop(self) -> None:
         """Drop queued messages and cancel the batches and snapshots in flight."""
@@ -83,7 +107,9 @@ class RaftTransport:
         if failure.check(CancelledError):
             return
         error = failure.value
-        if isinstance(error, GrenacheError) and error.code in (ERR_WRONG_PEER, ERR_TLS_IDENTITY):
+        if isinstance(error, GrenacheError) and error.code == ERR_BAD_MESSAGE:
+            self._without_replies.add(destination)  # an older peer; Raft sends the batch again
+        elif isinstance(error, GrenacheError) and error.code in (ERR_WRONG_PEER, ERR_TLS_IDENTITY):
             self._directory.forget(destination, address)  # someone else answers there
         else:
             self._directory.failed(destination, address)
