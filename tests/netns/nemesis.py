@@ -51,6 +51,13 @@ running): 109 faults (63 partitions), 68,360 invoked and acknowledged
 5.77 s unavailable, all 3 peers at 68,415 with one digest 0.02 s after the
 heal.
 
+Seed 1 again after acknowledgements moved into the answers of raft.batch
+calls (2026-11-30, quiet machine): 108 faults (16 leader-minority, 21
+bridge, 14 isolate, 11 blackhole, 14 kill-grape, 10 delay, 10 reorder, 7
+drop, 5 kill), 123,444 invoked and acknowledged (411/s), 0 failed, 0
+unknown, 0 lost, 0 duplicated, 0 divergent, no violations, at most 4.66 s
+unavailable, all 3 peers at 123,485 with one digest 0.92 s after the heal.
+
 Seed 2, the same 300 s: 110 faults (60 partitions), 51,863 invoked and
 acknowledged, 0 lost, 0 duplicated, 0 divergent, at most 5.01 s unavailable.
 
