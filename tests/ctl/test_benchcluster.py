@@ -112,7 +112,7 @@ class CPUMeterTests(unittest.SynchronousTestCase):
     def test_cpu_seconds_of_a_process_is_what_it_used(self):
         before = cpu_seconds(os.getpid())
         self.burn(0.3)
-        self.assertAlmostEqual(cpu_seconds(os.getpid()) - before, 0.3, delta=0.1)
+        self.assertLess(abs(cpu_seconds(os.getpid()) - before - 0.3), 0.1)
 
     def test_cost_per_order_and_the_cores_the_target_would_take(self):
         class OneProcess:
@@ -121,6 +121,6 @@ class CPUMeterTests(unittest.SynchronousTestCase):
         meter = CPUMeter(OneProcess(), ["peer1"])  # the "peers" are this process too
         self.burn(0.5)
         cost = meter.per_order(1000)
-        self.assertAlmostEqual(cost["peers"], 0.5, delta=0.1)
-        self.assertAlmostEqual(cost["client"], 0.5, delta=0.1)
-        self.assertAlmostEqual(cost["cores_at_target"], (cost["peers"] + cost["client"]) * 5, delta=0.02)
+        self.assertLess(abs(cost["peers"] - 0.5), 0.1)  # ms per order: 0.5 s over 1,000 orders
+        self.assertLess(abs(cost["client"] - 0.5), 0.1)
+        self.assertLess(abs(cost["cores_at_target"] - (cost["peers"] + cost["client"]) * 5), 0.02)
