@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_exchange.grenache import GrenacheError
 from twisted_exchange.peer.directory import PeerDirectory
 from twisted_exchange.peer.service import announcing_links
+from twisted_exchange.peer.protocol import MAX_BATCH
 from twisted_exchange.peer.transport import MAX_QUEUED, RaftTransport
 from twisted_exchange.pki import Identity
 
@@ -162,6 +163,18 @@ class RaftTransportTests(SynchronousTestCase):
             transport.send([message("peer2", 2)])
             self.client.calls[-1][3].callback(answer)
         self.assertEqual(len(delivered), 1)
+
+    def test_an_answer_with_more_messages_than_a_batch_holds_is_dropped(self):
+        delivered = []
+        transport = RaftTransport("peer1", self.directory, self.client,
+                                  deliver=lambda sender, messages: delivered.append(messages))
+        transport.send([message("peer2", 1)])
+        self.client.calls[0][3].callback({"ok": True, "messages": [{}] * (MAX_BATCH + 1)})
+        self.assertEqual(delivered, [])
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        transport.send([message("peer2", 2)])
+        self.client.calls[1][3].callback({"ok": True, "messages": [{}] * MAX_BATCH})
+        self.assertEqual([len(m) for m in delivered], [MAX_BATCH])
 
     def test_a_peer_that_refuses_replies_gets_batches_without_them(self):
         self.transport.send([message("peer2", 1)])

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted_exchange.grenache import GrenacheError, RPCClient
 from twisted_exchange.peer.directory import PeerDirectory
 from twisted_exchange.grenache.errors import ERR_TLS_IDENTITY
-from twisted_exchange.peer.protocol import ERR_BAD_MESSAGE, ERR_WRONG_PEER, RAFT_BATCH, service_name
+from twisted_exchange.peer.protocol import ERR_BAD_MESSAGE, ERR_WRONG_PEER, MAX_BATCH, RAFT_BATCH, service_name
 from twisted_exchange.peer.snapshots import SnapshotSender
 from twisted_exchange.pki import PEER, Identity
 
@@ -91,10 +91,16 @@ class RaftTransport:
 
     def _replied(self, answer: object, destination: str) -> None:
         """Hand the destination's messages in ``answer`` on, as from that peer
-        (each is parsed there like any other; secure mode checked who answered)."""
+        (each is parsed there like any other; secure mode checked who
+        answered), within the bound a batch has."""
         messages = answer.get("messages") if isinstance(answer, dict) else None
-        if isinstance(messages, list) and messages:
-            self._deliver(destination, messages)
+        if not isinstance(messages, list) or not messages:
+            return
+        if len(messages) > MAX_BATCH:
+            self.log.warn("dropped an answer of {count} raft messages from {peer}: more than a batch holds",
+                          count=len(messages), peer=destination)
+            return
+        self._deliver(destination, messages)
 
     def stop(self) -> None:
         """Drop queued messages and cancel the batches and snapshots in flight."""
