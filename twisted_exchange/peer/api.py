@@ -90,11 +90,12 @@ class PeerAPI:
 
     def _raft_batch(self, request: protocol.RaftBatch) -> dict | Deferred:
         self._addressed_here(request.to)
+        answer = {"ok": True, "id": self._node.node_id}
         if not request.replies:
             self._node.deliver(request.sender, request.messages)
-            return {"ok": True, "id": self._node.node_id}
+            return answer
         replied = self._node.deliver_and_reply(request.sender, request.messages)
-        return replied.addCallback(lambda messages: {"ok": True, "id": self._node.node_id, "messages": messages})
+        return replied.addCallback(lambda messages: {**answer, "messages": messages})
 
     def _snapshot_chunk(self, request: protocol.SnapshotChunk) -> dict:
         self._addressed_here(request.to)

@@ -217,7 +217,7 @@ class PeerService(Service):
         if self._stopped_by is None:
             self._replies[sender] = replied
             self.deliver(sender, messages)
-            self._schedule_flush()
+            self._schedule_flush()  # also when deliver dropped the batch: the answer comes from a flush
         else:
             replied.callback([])
         return replied
