@@ -10,10 +10,9 @@ Runtime dependencies and why each is here:
   orjson           canonical JSON of every applied command and result (session
                    fingerprints, the state digest): 6x faster than json, which
                    was a third of the cost of applying an entry
-  cryptography     the cluster CA and the peer and client certificates (pki.py)
-  pyOpenSSL        TLS for Grenache RPC in secure mode (mutual TLS), through
-                   Twisted's twisted.internet.ssl (the twisted[tls] extra)
-  service_identity required by twisted[tls]; Twisted warns without it
+  cryptography     the cluster CA and the peer and client certificates (pki.py);
+                   TLS itself is Python's ssl (grenache/tlsbio.py: pyOpenSSL,
+                   through Twisted's TLS layer, cost 2.5x the CPU per record)
   prometheus_client the /metrics of every peer and grape (admin port), in the
                    Prometheus text format its scrapers expect
 
@@ -63,8 +62,6 @@ setup(
         "hdrhistogram>=0.10",
         "orjson>=3.10",
         "cryptography>=43",
-        "pyOpenSSL>=24",
-        "service_identity>=24",
         "prometheus_client>=0.20",
     ],
     extras_require={

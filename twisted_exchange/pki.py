@@ -21,7 +21,7 @@ on: Node's https client (``tls.checkServerIdentity``) checks the address it
 dialled against them, an IP only against ``IP Address`` SANs, never the CN.
 
 Keys are ECDSA P-256 with SHA-256 signatures: accepted by every TLS stack
-involved (OpenSSL through pyOpenSSL, Node 20), cheaper to sign with than
+involved (OpenSSL through Python's ssl, Node 20), cheaper to sign with than
 RSA, and small.  On disk, in one directory: ``ca.crt`` (and ``ca.key`` where
 certificates are issued), ``<kind>-<name>.crt`` and ``<kind>-<name>.key``;
 key files are written 0600, atomically.  No Twisted here.

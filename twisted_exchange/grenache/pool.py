@@ -22,13 +22,14 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_exchange.grenache import tls as secure
+from twisted_exchange.grenache.tlsbio import TLSFactory, TLSProtocol
 from twisted_exchange.pki import Credential, Identity, identity_of
 
 Address = tuple[str, int]
@@ -224,6 +225,11 @@ class _Connection(Protocol):
         self.closed.callback(None)
 
 
+def _inner(connected: Any) -> _Connection:
+    """The ``_Connection`` an endpoint connected: itself, or inside its TLS layer."""
+    return connected.wrappedProtocol if isinstance(connected, TLSProtocol) else connected
+
+
 class _ConnectionFactory(Factory):
     noisy = False
 
@@ -244,7 +250,7 @@ class ConnectionPool:
     def __init__(self, reactor: Any, per_host: int = 32, tls: Credential | None = None) -> None:
         self._reactor = reactor
         self.per_host = per_host
-        self._tls = secure.options(tls) if tls is not None else None
+        self._tls = secure.context(tls, server_side=False) if tls is not None else None
         self._idle: dict[Address, list[_Connection]] = {}
         self._open: set[_Connection] = set()
 
@@ -262,8 +268,11 @@ class ConnectionPool:
         idle = self._idle.get(address)
         if idle:
             return defer.maybeDeferred(self._send, idle.pop(), head, body, expect)
-        connecting = self._endpoint(address).connect(_ConnectionFactory(self, address))
-        return connecting.addCallback(lambda connection: connection.ready).addCallback(
+        factory: Any = _ConnectionFactory(self, address)
+        if self._tls is not None:
+            factory = TLSFactory(self._tls, False, factory)
+        connecting = self._endpoint(address).connect(factory)
+        return connecting.addCallback(lambda connected: _inner(connected).ready).addCallback(
             self._send, head, body, expect)
 
     def _send(self, connection: _Connection, head: bytes, body: bytes,
@@ -277,10 +286,8 @@ class ConnectionPool:
     def _endpoint(self, address: Address) -> Any:
         host, port = address
         if isIPAddress(host):  # no resolver thread, refusals reported at once
-            endpoint = TCP4ClientEndpoint(self._reactor, host, port)
-        else:
-            endpoint = HostnameEndpoint(self._reactor, host.encode("idna"), port)
-        return wrapClientTLS(self._tls, endpoint) if self._tls is not None else endpoint
+            return TCP4ClientEndpoint(self._reactor, host, port)
+        return HostnameEndpoint(self._reactor, host.encode("idna"), port)
 
     def _idle_again(self, connection: _Connection) -> None:
         idle = self._idle.setdefault(connection.address, [])

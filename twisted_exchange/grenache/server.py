@@ -43,14 +43,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.protocols.policies import TimeoutMixin
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.web import http
 
 from twisted_exchange.grenache import wire
 from twisted_exchange.grenache.errors import (
     ERR_BUSY, ERR_HEADER_PARSE_GR, ERR_INTERNAL, ERR_REQUEST_INVALID,
     ERR_REQUEST_TOO_LARGE, ERR_TIMEOUT, ERR_TLS_REQUIRED, GrenacheError, wire_of)
-from twisted_exchange.grenache.tls import TLS_HANDSHAKE, Caller, caller_of, options as tls_options
+from twisted_exchange.grenache.tls import TLS_HANDSHAKE, Caller, caller_of, context as tls_context
+from twisted_exchange.grenache.tlsbio import TLSFactory, TLSProtocol
 from twisted_exchange.pki import Credential
 
 #: ``handler(key, payload)``, or ``handler(key, payload, caller)`` with_caller.
@@ -446,7 +446,7 @@ class _Channel(Protocol, TimeoutMixin):
         held.held = 0
 
 
-class _TLSOnly(TLSMemoryBIOProtocol):
+class _TLSOnly(TLSProtocol):
     """Server-side TLS that answers a client speaking plain HTTP in plain
     HTTP (400 ERR_TLS_REQUIRED), rather than with a TLS alert it cannot read."""
 
@@ -462,14 +462,13 @@ class _TLSOnly(TLSMemoryBIOProtocol):
         super().dataReceived(data)
 
 
-class _TLSFactory(TLSMemoryBIOFactory):
+class _TLSFactory(TLSFactory):
     """A site's factory wrapped in server-side mutual TLS."""
 
     protocol = _TLSOnly
-    noisy = False
 
     def __init__(self, credential: Credential, site: _Site) -> None:
-        super().__init__(tls_options(credential), False, site)
+        super().__init__(tls_context(credential, server_side=True), True, site)
 
 
 class _Site(Factory):

@@ -7,7 +7,8 @@ the other's against the CA (TLS 1.2 at least); neither checks host names or
 IPs, because the address came from an untrusted DHT and proves nothing: what
 counts is the identity the certificate names (``Caller`` on the server,
 ``expect`` on the client).  OpenSSL also checks the extended key usage, so
-only a peer certificate can serve.
+only a peer certificate can serve.  The connections run TLS through the
+standard library's ``ssl`` (tlsbio.py).
 
 Mixed modes fail at once with a readable reason (server.py): a server in
 secure mode answers plain HTTP with a plain 400 ``ERR_TLS_REQUIRED``, a
@@ -15,13 +16,12 @@ plain server answers a TLS handshake with a 400 ``ERR_REQUEST_INVALID``.
 """
 from __future__ import annotations
 
+import os
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from twisted.internet import ssl
-from twisted.internet.interfaces import ISSLTransport
 
 from twisted_exchange.pki import Credential, Identity, identity_of
 
@@ -29,17 +29,22 @@ from twisted_exchange.pki import Credential, Identity, identity_of
 TLS_HANDSHAKE = b"\x16"
 
 
-def options(credential: Credential) -> ssl.CertificateOptions:
-    """TLS options for either side: present our certificate, require and
-    verify the other side's against the CA."""
-    return ssl.CertificateOptions(
-        # cryptography objects, which Twisted only hands to pyOpenSSL's
-        # Context.use_privatekey/use_certificate: its PKey and X509 are deprecated there
-        privateKey=load_pem_private_key(credential.key, None),
-        certificate=x509.load_pem_x509_certificate(credential.cert),
-        # a trustRoot also makes a server require the client's certificate
-        trustRoot=ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(credential.ca)]),
-        raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+def context(credential: Credential, server_side: bool) -> ssl.SSLContext:
+    """TLS for one side: present our certificate, require and verify the
+    other side's against the CA (a server also asks for the client's)."""
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_REQUIRED
+    tls.load_verify_locations(cadata=credential.ca.decode("ascii"))
+    # ssl reads a key only from a file: an anonymous one in memory (memfd), never on disk
+    chain = os.memfd_create("credential", os.MFD_CLOEXEC)
+    try:
+        os.write(chain, credential.key + b"\n" + credential.cert)
+        tls.load_cert_chain(f"/proc/self/fd/{chain}")
+    finally:
+        os.close(chain)
+    return tls
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,7 @@ class Caller:
 
 def certificate_of(transport: Any) -> x509.Certificate | None:
     """The verified certificate of the other end of a TLS transport, else None."""
-    peer = transport.getPeerCertificate() if ISSLTransport.providedBy(transport) else None
-    return peer.to_cryptography() if peer is not None else None
+    return getattr(transport, "peer_certificate", None)
 
 
 def caller_of(transport: Any) -> Caller:

@@ -8,11 +8,11 @@ expected identity becomes ``ERR_TLS_IDENTITY``.
 """
 from __future__ import annotations
 
+import ssl
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from OpenSSL import SSL
 from twisted.internet import defer, error as netError
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
@@ -49,10 +49,10 @@ def _reason(failure: Failure) -> str:
         if failure.check(kind):
             return reason
     value = failure.value
-    if isinstance(value, SSL.Error):  # args: [[(library, function, reason), ...]]
-        reasons = [entry[-1] for entry in (value.args[0] if value.args else [])
-                   if isinstance(entry, tuple)]
-        return "TLS: " + ("; ".join(reasons) or "handshake failed")
+    if isinstance(value, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed: {value.verify_message}"
+    if isinstance(value, ssl.SSLError):
+        return "TLS: " + (value.reason or "handshake failed").lower().replace("_", " ")
     text = str(value).strip()
     return f"{type(value).__name__}: {text}" if text else type(value).__name__
 

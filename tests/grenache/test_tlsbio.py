@@ -1,0 +1,143 @@
+"""The TLS layer over Python's ssl (tlsbio.py), end to end over loopback TCP."""
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from cryptography import x509
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.trial import unittest
+from zope.interface import implementer
+
+from twisted_exchange.grenache.tls import context
+from twisted_exchange.grenache.tlsbio import TLSFactory
+from twisted_exchange.pki import CA, CLIENT, PEER, Credential, Identity
+
+CLUSTER = CA.create()
+SERVER, CLIENT_CREDENTIAL = CLUSTER.issue(Identity(PEER, "peer1")), CLUSTER.issue(Identity(CLIENT, "alice"))
+
+
+@implementer(IHandshakeListener)
+class Recorder(Protocol):
+    """Keeps what it receives; says when its connection is up, handshaken and lost."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.handshaken: defer.Deferred[None] = defer.Deferred()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+        self.reason: Any = None
+        self._until: list[tuple[int, defer.Deferred[None]]] = []
+
+    def handshakeCompleted(self) -> None:
+        self.handshaken.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        arrived = [d for size, d in self._until if len(self.received) >= size]
+        self._until = [(size, d) for size, d in self._until if d not in arrived]
+        for d in arrived:
+            d.callback(None)
+
+    def until(self, size: int) -> defer.Deferred[None]:
+        """Fires once ``size`` bytes have arrived in all."""
+        self._until.append((size, defer.Deferred()))
+        d = self._until[-1][1]
+        self.dataReceived(b"")
+        return d
+
+    def connectionLost(self, reason: Any) -> None:
+        self.reason = reason  # a Failure: the Deferred would take it for an error
+        self.lost.callback(None)
+
+
+class TLSLayerTests(unittest.TestCase):
+
+    async def pair(self, client_credential: Any = CLIENT_CREDENTIAL) -> tuple[Recorder, Recorder]:
+        """(server side, client side) of one TLS connection over loopback."""
+        servers: list[Recorder] = []
+        def accept(_: Any) -> Recorder:
+            servers.append(Recorder())
+            return servers[-1]
+        server_factory = Factory()
+        server_factory.buildProtocol = accept  # type: ignore[method-assign]
+        port = reactor.listenTCP(0, TLSFactory(context(SERVER, server_side=True), True, server_factory),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = Recorder()
+        tls = await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+            TLSFactory(context(client_credential, server_side=False), False,
+                       ClientFactory.forProtocol(lambda: client)))
+        self.addCleanup(tls.transport.abortConnection)
+        return servers[0], client
+
+    async def test_both_sides_see_the_other_sides_verified_certificate_after_the_handshake(self) -> None:
+        server, client = await self.pair()
+        await client.handshaken
+        await server.handshaken
+        self.assertEqual(client.transport.peer_certificate.serial_number, _serial(SERVER.cert))
+        self.assertEqual(server.transport.peer_certificate.serial_number, _serial(CLIENT_CREDENTIAL.cert))
+
+    async def test_what_is_written_during_the_handshake_arrives_after_it(self) -> None:
+        server, client = await self.pair()
+        client.transport.write(b"early")  # before the handshake can have finished: no turn has passed
+        client.transport.writeSequence([b" and ", b"on time"])
+        await server.until(len(b"early and on time"))
+        self.assertEqual(bytes(server.received), b"early and on time")
+
+    async def test_a_megabyte_crosses_whole_in_both_directions(self) -> None:
+        server, client = await self.pair()
+        await server.handshaken
+        payload = bytes(range(256)) * 4096
+        client.transport.write(payload)
+        server.transport.write(payload[::-1])
+        await server.until(len(payload))
+        await client.until(len(payload))
+        self.assertEqual((bytes(server.received), bytes(client.received)), (payload, payload[::-1]))
+
+    async def test_lose_connection_sends_close_notify_and_the_other_side_closes_cleanly(self) -> None:
+        server, client = await self.pair()
+        await client.handshaken
+        client.transport.write(b"last words")
+        client.transport.loseConnection()
+        client.transport.write(b"after the close: dropped")
+        await server.lost
+        reason = server.reason
+        self.assertEqual(bytes(server.received), b"last words")
+        self.assertTrue(reason.check(ConnectionDone), reason)
+        await client.lost
+
+    async def test_tcp_closed_under_tls_is_a_lost_connection_not_a_clean_close(self) -> None:
+        server, client = await self.pair()
+        await server.handshaken
+        client.transport.write(b"cut")
+        client.transport.transport.loseConnection()  # under the TLS layer: no close_notify
+        await server.lost
+        self.assertTrue(server.reason.check(ConnectionLost), server.reason)
+        self.assertEqual(bytes(server.received), b"cut")
+
+    async def test_a_client_certificate_from_another_ca_loses_the_connection_with_the_tls_error(self) -> None:
+        stranger = CA.create().issue(Identity(CLIENT, "mallory"))
+        server, client = await self.pair(Credential(stranger.key, stranger.cert, SERVER.ca))
+        await server.lost
+        reason = server.reason
+        self.assertTrue(reason.check(ssl.SSLError), reason)
+        self.assertFalse(server.handshaken.called)
+        await client.lost
+        self.assertEqual(bytes(server.received), b"")
+
+    async def test_garbage_instead_of_a_record_loses_the_connection_with_the_tls_error(self) -> None:
+        server, client = await self.pair()
+        await server.handshaken
+        client.transport.transport.write(b"\x17\x03\x03\x00\x05garbage")  # under the TLS layer
+        await server.lost
+        reason = server.reason
+        self.assertTrue(reason.check(ssl.SSLError), reason)
+        self.assertEqual(bytes(server.received), b"")
+
+
+def _serial(pem: bytes) -> int:
+    return x509.load_pem_x509_certificate(pem).serial_number
