@@ -14,11 +14,13 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from twisted_exchange.grenache import RPCServer
+from twisted_exchange.pki import CA, PEER, Identity
 
 MAX_BODY = 1000
 MAX_BUFFERED = 2000  # large bodies share 1750 of it; bodies up to 31 bytes may use it all
 TIMEOUT = 10.0
 CALL = b'["r","k",1]'
+PEER_CREDENTIAL = CA.create().issue(Identity(PEER, "peer1"))
 
 
 def echo(key: str, payload: object) -> object:
@@ -103,6 +105,18 @@ class ServerLimitTests(unittest.TestCase):
         self.clock.advance(1)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.budget.used, 0)
+
+    def test_a_tls_handshake_that_stops_arriving_is_closed_after_body_timeout(self) -> None:
+        server = RPCServer(echo, body_timeout=TIMEOUT, reactor=self.clock, tls=PEER_CREDENTIAL)
+        server.startService()
+        tls = server._factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
+        transport = StringTransport()
+        tls.makeConnection(transport)
+        tls.dataReceived(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, then silence
+        self.clock.advance(TIMEOUT - 1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
 
     def test_declared_length_over_max_body_is_refused_before_any_body_byte(self) -> None:
         channel, transport = self.connect()

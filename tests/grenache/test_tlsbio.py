@@ -141,3 +141,15 @@ class TLSLayerTests(unittest.TestCase):
 
 def _serial(pem: bytes) -> int:
     return x509.load_pem_x509_certificate(pem).serial_number
+
+
+class ContextTests(unittest.TestCase):
+
+    def test_both_sides_require_tls_1_2_a_verified_certificate_and_refuse_renegotiation(self) -> None:
+        for server_side, credential in ((True, SERVER), (False, CLIENT_CREDENTIAL)):
+            tls = context(credential, server_side)
+            self.assertEqual((tls.minimum_version, tls.verify_mode, tls.check_hostname),
+                             (ssl.TLSVersion.TLSv1_2, ssl.CERT_REQUIRED, False))
+            self.assertTrue(tls.options & ssl.OP_NO_RENEGOTIATION)
+            self.assertTrue(tls.options & ssl.OP_NO_COMPRESSION)
+
