@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
+import uuid
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.grenache.fakes import WireStub
 from tests.support import free_port
-from twisted_exchange.grenache import GrenacheError, RPCClient, RPCServer
+from twisted_exchange.grenache import GrenacheError, RPCClient, RPCServer, wire
 from twisted_exchange.grenache.bench import FixedLink
 
 
@@ -185,3 +187,25 @@ class ClientWireTests(unittest.SynchronousTestCase):
         bad = client.request("svc", 1)
         self.peer.answer(200, b'["x",null,1]')
         self.assertEqual(self.error_of(bad).code, "ERR_REPLY_ENCODING_COMPRESSION")
+
+
+class RequestIdTests(unittest.TestCase):
+    """``wire.request_id``: the rid of every call, in the form of Node's uuid.v4()."""
+
+    def test_request_ids_are_distinct_uuid4_strings(self) -> None:
+        ids = [wire.request_id() for _ in range(10_000)]
+        self.assertEqual(len(set(ids)), len(ids))
+        for rid in ids[:100]:
+            parsed = uuid.UUID(rid)
+            self.assertEqual((str(parsed), parsed.version, parsed.variant), (rid, 4, uuid.RFC_4122))
+
+    def test_a_forked_child_draws_other_ids_than_its_parent(self) -> None:
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.write(write, wire.request_id().encode())
+            os._exit(0)
+        os.close(write)
+        os.waitpid(child, 0)
+        with os.fdopen(read, "rb") as pipe:
+            self.assertNotEqual(pipe.read().decode(), wire.request_id())

@@ -18,7 +18,6 @@ costs a retry and never sees the payload.
 from __future__ import annotations
 
 import random
-import uuid
 import zlib
 from typing import Any, Literal
 
@@ -117,7 +116,7 @@ class RPCClient:
 
     def _call(self, dest: str, key: str, payload: Any,
               expect: Identity | None) -> defer.Deferred[Any]:
-        rid = str(uuid.uuid4())
+        rid = wire.request_id()
         body = wire.encode([rid, key, payload])
         if self._compress:
             body = wire.gzip(body)

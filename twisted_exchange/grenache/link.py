@@ -19,7 +19,6 @@ address is for the caller to check end to end.
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any, Callable
 
 from twisted.internet import defer, task
@@ -149,7 +148,7 @@ class Link:
 
     def _call(self, kind: str, data: Any, expected: Callable[[Any], bool]) -> defer.Deferred[Any]:
         url = f"{self.grape_url}/{kind}"
-        body = wire.encode({"rid": str(uuid.uuid4()), "data": data})
+        body = wire.encode({"rid": wire.request_id(), "data": data})
         d = self._poster.post(url, body, _HEADERS)
         d.addCallback(_grape_answer, url, expected)
         return deadline(d, self._timeout, self._reactor, f"grape {url}")

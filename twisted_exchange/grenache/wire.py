@@ -14,6 +14,7 @@ an integer past 64 bits reads as a float, and a float NaN writes as null.
 from __future__ import annotations
 
 import json
+import random
 import zlib
 from typing import Any
 
@@ -28,6 +29,10 @@ def _reject_constant(name: str) -> Any:
 
 
 _decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+#: uuid.UUID(version=4): the variant and version bits cleared, then set
+_UUID4_CLEAR = ~((0xc000 << 48) | (0xf000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
 
 # orjson writes dataclasses and datetimes the json module refuses: hand them back
 _ORJSON = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
@@ -82,3 +87,16 @@ def gunzip(data: bytes, limit: int) -> bytes:
     if not inflater.eof:
         raise zlib.error("truncated gzip data")
     return out
+
+
+def request_id() -> str:
+    """A fresh rid in the form of Node's ``uuid.v4()``.
+
+    A rid only pairs a reply with its request, so it must be unique, not
+    secret: it comes from the process's PRNG (seeded from the OS, and again
+    in a forked child) rather than ``uuid.uuid4()``'s system call per
+    request, 4x the time (a client paid 2-5% of its CPU for it).
+    """
+    digits = f"{random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
