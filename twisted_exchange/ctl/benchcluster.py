@@ -133,6 +133,42 @@ orders/s, p50 19.8 ms, p99 35.8 ms; CPU per order at 64 in flight 0.33 ms
 (peers) + 0.16 ms (bench clients), 2.42 cores at 5,000 orders/s; failover
 0.56 s; Node's plain RPC 5,335 req/s, ratio_to_rpc 0.60; the naive baseline
 5,121 orders/s with 2 of 3 books diverged.
+
+Issue 12, third session (2026-11-30, compiled core, mutual TLS):
+
+- TLS through Python's ssl (grenache/tlsbio.py) instead of pyOpenSSL through
+  Twisted's TLS layer.  Interleaved with the code before it, two pairs: 64
+  in flight 3,001 / 3,143 -> 3,397 / 3,758 orders/s, p50 20.2-20.8 ->
+  16.4-18.5 ms, p99 36.9-37.0 -> 32.7-34.0 ms; CPU per order at 64 in
+  flight, peers 0.33-0.35 -> 0.28-0.32 ms, bench clients 0.16 -> 0.13-0.15
+  ms; 1 in flight within noise (p99 4.1-5.0 ms either way).  TLS over
+  plain: peers 0.372 against 0.277 ms per order before the change.
+- Where a peer's time goes now (py-spy on the leader at 64 in flight,
+  ~3,100 orders/s): 35% of its wall time in fsync (mean 0.76 ms a sync
+  under this load, 0.17 ms on an idle disk), 11% socket sends, 10% epoll,
+  the rest Python.  The bench client: Deferreds and coroutines a third,
+  TLS 10%, uuid4 and secrets 7% (now the PRNG: wire.request_id).
+- Tried and not kept: (1) the log allocated ahead (fallocate KEEP_SIZE)
+  and fdatasync: alone, three writers synced 22% faster; in the cluster the
+  peers' mean sync stayed 0.72-0.99 ms either way (the flush and the wait
+  for a core, not the allocation).  (2) Closed orders forgotten 4,096 at a
+  time in id order (core/peers/bench.py): no faster at 10^6.
+- Log compaction's share of the tail, measured by running the same bench
+  with ``--snapshot-every 0``: p99 40.7-40.8 -> 34.7-37.1 ms, p99.9 90-100
+  -> 58-60 ms.  A compaction holds a peer's reactor 30-50 ms: the state
+  machine's snapshot 16-35 ms (the exchange's rows: 0.6 us per order, with
+  10,000 closed orders kept), its 3 MB of JSON 5-10 ms, the snapshot file
+  3-11 ms, the log rewrite 2-5 ms.  Off the reactor it would take a fork
+  (the rows are Python objects, under the GIL) and an ordering of the
+  background write against an incoming InstallSnapshot in FileStorage.
+
+``make bench-cluster`` at the end of that session, twice (quiet machine):
+1 in flight 402 / 374 orders/s, p50 2.37 / 2.50 ms, p99 4.37 / 4.95 ms; 64
+in flight 3,767 / 3,294 orders/s, p50 16.4 / 18.6 ms, p99 33.3 / 41.1 ms;
+CPU per order at 64 in flight 0.29 / 0.35 ms (peers) + 0.13 / 0.15 ms
+(bench clients), 2.14 / 2.50 cores at 5,000 orders/s; failover 0.63 / 0.95
+s; Node's plain RPC 5,254 / 5,200 req/s, ratio_to_rpc 0.72 / 0.63; the
+naive baseline 5,780 / 5,126 orders/s with 2 of 3 books diverged.
 """
 from __future__ import annotations
 

@@ -20,6 +20,13 @@ this process at 32 in flight: ~118 -> ~98-112 us plain, ~186-215 ->
 ~146-176 us TLS.  What changed: orjson for the wire (wire.py) and a lean
 HTTP/1.1 reader in the server instead of twisted.web (server.py).
 
+2026-11-30, TLS through Python's ssl instead of pyOpenSSL (tlsbio.py), the
+code before it run from a worktree and interleaved with it (best of 3
+rounds, req/s at 1 / 32 in flight): ours with TLS 7,279-7,348 /
+9,775-9,931 -> 8,454-8,474 / 11,356-11,644, so TLS over plain 0.61-0.62 /
+0.65 -> 0.71 / 0.76; p99 at 1 in flight 0.19-0.20 ms either way; plain
+unchanged at 11,879-12,016 / 14,855-15,324; Node 4,469-4,508 / 5,986-6,013.
+
 ``baseline()`` is the yardstick of ``exchangectl bench-cluster``: plain RPC
 at its 64 in flight, Node's when node is there, else ours.
 """
