@@ -108,8 +108,9 @@ cancels 2.3x as many resting (cold) orders and fills 15% more makers.
 index is walked in memory order), was no faster either, interleaved with
 this build, 3 rounds each: 420-454k / 326-364k cmds/s (this build) against
 420-454k / 346-353k (batched) at 10^3 / 10^6.  So the cost is not the
-deletions but what unbounded retention also avoids: freeing orders, whose
-memory then serves new orders scattered over the heap instead of fresh.
+deletions; the likeliest rest (not measured: no perf counters in this VM)
+is what unbounded retention also avoids, freeing orders, whose memory then
+serves new orders scattered over the heap instead of fresh.
 """
 from __future__ import annotations
 
