@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
+from unittest import mock
 
 from cryptography import x509
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.trial import unittest
 from zope.interface import implementer
 
 from twisted_exchange.grenache.tls import context
+from twisted_exchange.grenache import tlsbio
 from twisted_exchange.grenache.tlsbio import TLSFactory
 from twisted_exchange.pki import CA, CLIENT, PEER, Credential, Identity
 
@@ -118,6 +120,21 @@ class TLSLayerTests(unittest.TestCase):
         await server.lost
         self.assertTrue(server.reason.check(ConnectionLost), server.reason)
         self.assertEqual(bytes(server.received), b"cut")
+
+    async def test_an_abort_is_reported_as_such_not_as_a_missing_close_notify(self) -> None:
+        server, client = await self.pair()
+        await client.handshaken
+        client.transport.abortConnection()
+        await client.lost
+        self.assertTrue(client.reason.check(ConnectionAborted), client.reason)
+
+    async def test_a_certificate_that_cryptography_cannot_read_fails_the_handshake_not_the_reactor(self) -> None:
+        with mock.patch.object(tlsbio.x509, "load_der_x509_certificate", side_effect=ValueError("odd DER")):
+            server, client = await self.pair()
+            await server.lost
+        self.assertTrue(server.reason.check(ssl.SSLError), server.reason)
+        self.assertIn("cannot be read: odd DER", str(server.reason.value))
+        self.assertFalse(server.handshaken.called)
 
     async def test_a_client_certificate_from_another_ca_loses_the_connection_with_the_tls_error(self) -> None:
         stranger = CA.create().issue(Identity(CLIENT, "mallory"))

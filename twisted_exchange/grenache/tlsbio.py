@@ -81,7 +81,10 @@ class TLSProtocol(ProtocolWrapper):
     def _handshaken(self) -> None:
         self._handshaking = False
         der = self._tls.getpeercert(binary_form=True)
-        self.peer_certificate = x509.load_der_x509_certificate(der) if der else None
+        try:
+            self.peer_certificate = x509.load_der_x509_certificate(der) if der else None
+        except ValueError as error:  # verified by OpenSSL, yet refused by cryptography's stricter parser
+            raise ssl.SSLError(f"the other side's certificate cannot be read: {error}") from None
         unsent, self._unsent = self._unsent, []
         for data in unsent:
             self._tls.write(data)
@@ -134,6 +137,11 @@ class TLSProtocol(ProtocolWrapper):
                 pass
             self._send()
         self.transport.loseConnection()
+
+    def abortConnection(self) -> None:
+        """Close TCP at once: no close_notify, nothing still buffered is sent."""
+        self._closing = True
+        self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure) -> None:
         if self._error is not None:
