@@ -1,6 +1,7 @@
 """The TLS layer over Python's ssl (tlsbio.py), end to end over loopback TCP."""
 from __future__ import annotations
 
+import os
 import ssl
 from typing import Any
 from unittest import mock
@@ -15,7 +16,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from twisted_exchange.grenache.tls import context
-from twisted_exchange.grenache import tlsbio
+from twisted_exchange.grenache import tls as tls_module, tlsbio
 from twisted_exchange.grenache.tlsbio import TLSFactory
 from twisted_exchange.pki import CA, CLIENT, PEER, Credential, Identity
 
@@ -169,4 +170,17 @@ class ContextTests(unittest.TestCase):
                              (ssl.TLSVersion.TLSv1_2, ssl.CERT_REQUIRED, False))
             self.assertTrue(tls.options & ssl.OP_NO_RENEGOTIATION)
             self.assertTrue(tls.options & ssl.OP_NO_COMPRESSION)
+
+    def test_without_memfd_the_credential_passes_through_a_private_file_that_is_gone_after(self) -> None:
+        seen: list[tuple[str, int]] = []
+        load = ssl.SSLContext.load_cert_chain
+        def spy(tls: ssl.SSLContext, path: str) -> None:
+            seen.append((path, os.stat(path).st_mode & 0o777))
+            load(tls, path)
+        with mock.patch.object(tls_module, "_memfd_create", None), \
+                mock.patch.object(ssl.SSLContext, "load_cert_chain", spy):
+            context(SERVER, server_side=True)
+        [(path, mode)] = seen
+        self.assertEqual(mode, 0o600)
+        self.assertFalse(os.path.exists(path))
 

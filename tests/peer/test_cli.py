@@ -99,6 +99,17 @@ class PeerCommandLineTests(unittest.TestCase):
         self.assertIn("error: no usable credential for peer:peer1", done.stderr)
         self.assertNotIn("Traceback", done.stderr)
 
+    def test_a_key_that_does_not_go_with_its_certificate_is_one_error_line_and_exit_1(self):
+        pki_dir = Path(self.data_dir) / "pki"
+        for name in ("peer1", "peer2"):
+            pki.ensure(pki_dir, Identity("peer", name))
+        files = pki.paths(pki_dir, Identity("peer", "peer1"))
+        files["key"].write_bytes(pki.paths(pki_dir, Identity("peer", "peer2"))["key"].read_bytes())
+        done = self.run_peer("--id", "peer1", "--pki", str(pki_dir), "--grape", "http://127.0.0.1:1")
+        self.assertEqual(done.returncode, 1)
+        self.assertRegex(done.stderr, r"^error: no usable credential for peer:peer1 in .*key values mismatch")
+        self.assertNotIn("Traceback", done.stderr)
+
     def test_pki_on_first_start_makes_the_ca_and_this_peers_credential_and_serves_mutual_tls_only(self):
         pki_dir = Path(self.data_dir) / "pki"
         port, = free_ports(1)

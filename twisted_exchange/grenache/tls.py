@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import os
 import ssl
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
 
 from twisted_exchange.pki import Credential, Identity, identity_of
+
+_memfd_create = getattr(os, "memfd_create", None)  # Linux
 
 #: The first byte of the record that opens every TLS connection.
 TLS_HANDSHAKE = b"\x16"
@@ -38,14 +43,27 @@ def context(credential: Credential, server_side: bool) -> ssl.SSLContext:
     tls.check_hostname = False
     tls.verify_mode = ssl.CERT_REQUIRED
     tls.load_verify_locations(cadata=credential.ca.decode("ascii"))
-    # ssl reads a key only from a file: an anonymous one in memory (memfd), never on disk
-    chain = os.memfd_create("credential", os.MFD_CLOEXEC)
-    try:
-        os.write(chain, credential.key + b"\n" + credential.cert)
-        tls.load_cert_chain(f"/proc/self/fd/{chain}")
-    finally:
-        os.close(chain)
+    with _as_file(credential.key + b"\n" + credential.cert) as path:
+        tls.load_cert_chain(path)  # ssl reads a key only from a file
     return tls
+
+
+@contextmanager
+def _as_file(data: bytes) -> Iterator[str]:
+    """A path to ``data`` while the block runs: an anonymous file in memory
+    (Linux memfd), else a private temporary file, deleted at once."""
+    if _memfd_create is not None:
+        fd = _memfd_create("credential", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+    else:
+        with tempfile.NamedTemporaryFile(prefix="credential-") as file:  # mode 0600
+            file.write(data)
+            file.flush()
+            yield file.name
 
 
 @dataclass(frozen=True)

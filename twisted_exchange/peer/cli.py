@@ -13,6 +13,7 @@ from cryptography import x509
 from twisted.internet.error import CannotListenError
 
 from twisted_exchange import gctuning, pki
+from twisted_exchange.grenache import tls
 from twisted_exchange.logs import begin_logging, log_options
 from twisted_exchange.peer.membership import MembershipError, recorded
 from twisted_exchange.pki import PEER, Credential, Identity
@@ -120,7 +121,8 @@ def _credential(pki_dir: str, node_id: str, host: str) -> Credential:
         credential = pki.obtain(pki_dir, identity, [host])
         found = pki.verify(x509.load_pem_x509_certificate(credential.cert),
                            x509.load_pem_x509_certificate(credential.ca))
-    except (OSError, ValueError) as e:
+        tls.context(credential, server_side=True)  # also a key that goes with its certificate
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
         click.echo(f"error: no usable credential for {identity} in {pki_dir}: {e}", err=True)
         sys.exit(1)
     if found != identity:
