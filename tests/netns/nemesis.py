@@ -62,9 +62,9 @@ Seed 1 again after TLS moved to Python's ssl (grenache/tlsbio.py;
 2026-11-30, quiet machine): 108 faults (the same mix), 133,985 invoked and
 acknowledged (445/s), 0 failed, 0 unknown, 0 lost, 0 duplicated, 0
 divergent, no violations, at most 4.4 s unavailable, all 3 peers at
-134,032 with one digest 1.0 s after the heal.  (A credential fix to
-grenache/tls.py landed while it ran; peers restarted by the nemesis
-loaded it, so both versions talked to each other.)
+134,032 with one digest 1.0 s after the heal.  (A credential-loading
+change to grenache/tls.py, the same on the wire, landed while it ran;
+peers the nemesis restarted after it may have run it.)
 
 Seed 2, the same 300 s: 110 faults (60 partitions), 51,863 invoked and
 acknowledged, 0 lost, 0 duplicated, 0 divergent, at most 5.01 s unavailable.
