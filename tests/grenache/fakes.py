@@ -5,7 +5,8 @@
 moves when the test advances the clock.  ``FakeGrape`` is a twisted.web
 resource that answers grape API calls from a script, for tests over real
 loopback sockets.  ``http_post`` calls a server through twisted.web's Agent,
-a client independent of ours.
+a client independent of ours.  ``Recorder`` keeps what a real connection
+receives and says when its connection is handshaken and lost.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import json
 from typing import Any, Callable
 
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web import resource, server
 from twisted.web.client import Agent, ResponseDone
@@ -146,3 +149,36 @@ async def http_post(agent: Agent, url: bytes, body: bytes, headers: dict[bytes, 
     collect = _Collect()
     response.deliverBody(collect)
     return response.code, response.headers, await collect.done
+
+
+@implementer(IHandshakeListener)
+class Recorder(Protocol):
+    """Keeps what it receives; says when its connection is up, handshaken and lost."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.handshaken: defer.Deferred[None] = defer.Deferred()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+        self.reason: Any = None
+        self._until: list[tuple[int, defer.Deferred[None]]] = []
+
+    def handshakeCompleted(self) -> None:
+        self.handshaken.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        arrived = [d for size, d in self._until if len(self.received) >= size]
+        self._until = [(size, d) for size, d in self._until if d not in arrived]
+        for d in arrived:
+            d.callback(None)
+
+    def until(self, size: int) -> defer.Deferred[None]:
+        """Fires once ``size`` bytes have arrived in all."""
+        self._until.append((size, defer.Deferred()))
+        d = self._until[-1][1]
+        self.dataReceived(b"")
+        return d
+
+    def connectionLost(self, reason: Any) -> None:
+        self.reason = reason  # a Failure: the Deferred would take it for an error
+        self.lost.callback(None)

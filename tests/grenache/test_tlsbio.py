@@ -7,54 +7,20 @@ from typing import Any
 from unittest import mock
 
 from cryptography import x509
-from twisted.internet import defer, reactor
+from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IHandshakeListener
-from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.protocol import ClientFactory, Factory
 from twisted.trial import unittest
-from zope.interface import implementer
 
 from twisted_exchange.grenache.tls import context
+from tests.grenache.fakes import Recorder
 from twisted_exchange.grenache import tls as tls_module, tlsbio
 from twisted_exchange.grenache.tlsbio import TLSFactory
 from twisted_exchange.pki import CA, CLIENT, PEER, Credential, Identity
 
 CLUSTER = CA.create()
 SERVER, CLIENT_CREDENTIAL = CLUSTER.issue(Identity(PEER, "peer1")), CLUSTER.issue(Identity(CLIENT, "alice"))
-
-
-@implementer(IHandshakeListener)
-class Recorder(Protocol):
-    """Keeps what it receives; says when its connection is up, handshaken and lost."""
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self.handshaken: defer.Deferred[None] = defer.Deferred()
-        self.lost: defer.Deferred[None] = defer.Deferred()
-        self.reason: Any = None
-        self._until: list[tuple[int, defer.Deferred[None]]] = []
-
-    def handshakeCompleted(self) -> None:
-        self.handshaken.callback(None)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        arrived = [d for size, d in self._until if len(self.received) >= size]
-        self._until = [(size, d) for size, d in self._until if d not in arrived]
-        for d in arrived:
-            d.callback(None)
-
-    def until(self, size: int) -> defer.Deferred[None]:
-        """Fires once ``size`` bytes have arrived in all."""
-        self._until.append((size, defer.Deferred()))
-        d = self._until[-1][1]
-        self.dataReceived(b"")
-        return d
-
-    def connectionLost(self, reason: Any) -> None:
-        self.reason = reason  # a Failure: the Deferred would take it for an error
-        self.lost.callback(None)
 
 
 class TLSLayerTests(unittest.TestCase):

@@ -30,6 +30,7 @@ from zope.interface import implementer
 
 from twisted_exchange.grenache import tls as secure
 from twisted_exchange.grenache.tlsbio import TLSFactory, TLSProtocol
+from twisted_exchange.grenache.writenow import write_now
 from twisted_exchange.pki import Credential, Identity, identity_of
 
 Address = tuple[str, int]
@@ -184,7 +185,7 @@ class _Connection(Protocol):
     def request(self, head: bytes, body: bytes) -> defer.Deferred[tuple[int, bytes]]:
         self._reply = _Reply()
         self._waiting = defer.Deferred(lambda _: self.transport.abortConnection())
-        self.transport.write(head + body)
+        write_now(self.transport, head + body)
         return self._waiting
 
     def dataReceived(self, data: bytes) -> None:

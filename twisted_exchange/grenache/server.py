@@ -51,6 +51,7 @@ from twisted_exchange.grenache.errors import (
     ERR_REQUEST_TOO_LARGE, ERR_TIMEOUT, ERR_TLS_REQUIRED, GrenacheError, wire_of)
 from twisted_exchange.grenache.tls import TLS_HANDSHAKE, Caller, caller_of, context as tls_context
 from twisted_exchange.grenache.tlsbio import TLSFactory, TLSProtocol
+from twisted_exchange.grenache.writenow import write_now
 from twisted_exchange.pki import Credential
 
 #: ``handler(key, payload)``, or ``handler(key, payload, caller)`` with_caller.
@@ -281,7 +282,7 @@ class _Channel(Protocol, TimeoutMixin):
             status, _REASONS.get(status, b"Unknown"), len(body))
         if not request.keep_alive:
             head += b"Connection: close\r\n"
-        self.transport.write(head + b"\r\n" + (b"" if request.method == b"HEAD" else body))
+        write_now(self.transport, head + b"\r\n" + (b"" if request.method == b"HEAD" else body))
         if not request.keep_alive:
             self._closed = True
             self.transport.loseConnection()

@@ -12,11 +12,13 @@ any application data, then records both ways; the wrapped protocol gets
 ``handshakeCompleted`` (``IHandshakeListener``) and the verified certificate
 of the other side in ``peer_certificate``.  ``loseConnection`` sends a TLS
 close_notify and then closes TCP without waiting for the other side's,
-which HTTP, each message sized by its head, does not need.  A TLS error
-(a refused certificate, garbage) sends OpenSSL's alert, closes, and is the
-reason ``connectionLost`` gives the wrapped protocol; TCP closed without a
-close_notify is ``ConnectionLost`` (what came may be cut short), as in
-Twisted's layer.
+which HTTP, each message sized by its head, does not need; the other
+side's close_notify is answered by closing TCP (``ConnectionDone``).
+Records leave at once (writenow.py), not on the reactor's next turn.  A TLS
+error (a refused certificate, garbage) sends OpenSSL's alert, closes, and
+is the reason ``connectionLost`` gives the wrapped protocol; TCP closed
+without a close_notify is ``ConnectionLost`` (what came may be cut short),
+as in Twisted's layer.
 """
 from __future__ import annotations
 
@@ -24,10 +26,12 @@ import ssl
 from typing import Any
 
 from cryptography import x509
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
+
+from twisted_exchange.grenache.writenow import write_now
 
 #: Decrypted bytes asked of OpenSSL per read: more than a TLS record holds.
 READ_SIZE = 65536
@@ -39,6 +43,7 @@ class TLSProtocol(ProtocolWrapper):
     factory: TLSFactory
     peer_certificate: x509.Certificate | None = None
     _error: ssl.SSLError | None = None
+    _notified = False  # the other side's close_notify came
 
     def __init__(self, factory: TLSFactory, wrapped: Any) -> None:
         super().__init__(factory, wrapped)
@@ -75,8 +80,9 @@ class TLSProtocol(ProtocolWrapper):
             self._send()
         if received and not self._closing:
             self.wrappedProtocol.dataReceived(received)
-        if closed:
-            self.loseConnection()
+        if closed:  # the other side is done: close TCP without a close_notify of ours, which
+            self._closing = self._notified = True  # would only meet its closed socket (a reset)
+            self.transport.loseConnection()
 
     def _handshaken(self) -> None:
         self._handshaking = False
@@ -105,7 +111,7 @@ class TLSProtocol(ProtocolWrapper):
 
     def _send(self) -> None:
         if self._outgoing.pending:
-            self.transport.write(self._outgoing.read())
+            write_now(self.transport, self._outgoing.read())
 
     def _fail(self, error: ssl.SSLError) -> None:
         self._error = error
@@ -146,6 +152,8 @@ class TLSProtocol(ProtocolWrapper):
     def connectionLost(self, reason: Failure) -> None:
         if self._error is not None:
             reason = Failure(self._error)
+        elif self._notified:
+            reason = Failure(ConnectionDone("the other side closed TLS cleanly"))
         elif not (self._handshaking or self._closing):  # TCP closed under TLS: maybe cut short
             reason = Failure(ConnectionLost("closed without a TLS close_notify"))
         super().connectionLost(reason)
