@@ -66,6 +66,14 @@ divergent, no violations, at most 4.4 s unavailable, all 3 peers at
 change to grenache/tls.py, the same on the wire, landed while it ran;
 peers the nemesis restarted after it may have run it.)
 
+Seed 1 again after messages were sent at once (grenache/writenow.py) and
+the TLS layer answered a close_notify by closing (2026-11-30, quiet
+machine): 109 faults (21 leader-minority, 20 bridge, 15 isolate, 7
+blackhole, 14 kill-grape, 10 delay, 10 reorder, 7 drop, 5 kill), 165,106
+invoked and acknowledged (549/s), 0 failed, 0 unknown, 0 lost, 0
+duplicated, 0 divergent, no violations, at most 5.03 s unavailable, all 3
+peers at 165,165 with one digest 1.66 s after the heal.
+
 Seed 2, the same 300 s: 110 faults (60 partitions), 51,863 invoked and
 acknowledged, 0 lost, 0 duplicated, 0 divergent, at most 5.01 s unavailable.
 

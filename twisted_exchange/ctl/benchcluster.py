@@ -162,6 +162,19 @@ Issue 12, third session (2026-11-30, compiled core, mutual TLS):
   (the rows are Python objects, under the GIL) and an ordering of the
   background write against an incoming InstallSnapshot in FileStorage.
 
+- Messages leave at once when nothing is queued (grenache/writenow.py),
+  instead of on the reactor's next turn after epoll says writable.  Four
+  interleaved pairs, before -> after: 64 in flight 3,665 -> 4,664, 4,567
+  -> 4,631, 3,739 -> 4,100 and 3,162 -> 3,857 orders/s (the machine's
+  speed drifted by a third between pairs; within each pair after won); 1
+  in flight 430 -> 494, 464 -> 479, 419 -> 431, 380 -> 464 orders/s.
+- The leader's appends sent before its own write (branch send-first of
+  the session before, rebased): measured again now that a send leaves at
+  once, three interleaved pairs: 1 in flight p50 2.06-2.29 -> 1.86-2.20 ms
+  but p99 3.4-3.8 -> 3.4-5.0 ms, and 64 in flight 3,921-4,350 ->
+  3,544-3,775 orders/s with 10% more CPU per order (a batch's write in a
+  turn of its own: more, smaller writes and syncs).  Not kept.
+
 ``make bench-cluster`` at the end of that session, twice (quiet machine):
 1 in flight 402 / 374 orders/s, p50 2.37 / 2.50 ms, p99 4.37 / 4.95 ms; 64
 in flight 3,767 / 3,294 orders/s, p50 16.4 / 18.6 ms, p99 33.3 / 41.1 ms;
@@ -169,6 +182,16 @@ CPU per order at 64 in flight 0.29 / 0.35 ms (peers) + 0.13 / 0.15 ms
 (bench clients), 2.14 / 2.50 cores at 5,000 orders/s; failover 0.63 / 0.95
 s; Node's plain RPC 5,254 / 5,200 req/s, ratio_to_rpc 0.72 / 0.63; the
 naive baseline 5,780 / 5,126 orders/s with 2 of 3 books diverged.
+
+Again after writenow.py, twice: 1 in flight 421 / 469 orders/s, p50 2.24 /
+2.05 ms, p99 4.25 / 3.60 ms; 64 in flight 3,969 / 4,079 orders/s, p50 15.4
+/ 15.2 ms, p99 41.1 / 32.7 ms, p99.9 98 / 86 ms; CPU per order at 64 in
+flight 0.28 ms (peers) + 0.13 ms (bench clients), 2.07 / 2.06 cores at
+5,000 orders/s; failover 0.72 / 0.85 s; Node's plain RPC 5,325 / 5,497
+req/s, ratio_to_rpc 0.75 / 0.74; the naive baseline 5,866 / 5,949 orders/s
+with 2 of 3 books diverged.  Still NOT met: 5,000 orders/s with p99 <= 20
+ms at 64 in flight (the CPU bound above, and compaction's pauses in the
+tail).  Met: p99 <= 5 ms at 1 in flight, ratio_to_rpc >= 0.5, failover.
 """
 from __future__ import annotations
 

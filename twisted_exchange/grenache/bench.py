@@ -26,6 +26,9 @@ rounds, req/s at 1 / 32 in flight): ours with TLS 7,279-7,348 /
 9,775-9,931 -> 8,454-8,474 / 11,356-11,644, so TLS over plain 0.61-0.62 /
 0.65 -> 0.71 / 0.76; p99 at 1 in flight 0.19-0.20 ms either way; plain
 unchanged at 11,879-12,016 / 14,855-15,324; Node 4,469-4,508 / 5,986-6,013.
+Then messages sent at once when nothing is queued (writenow.py), the same
+way: ours with TLS 8,949-9,030 / 12,041-12,082 -> 11,095-11,309 /
+12,726-12,990, p50 at 1 in flight 0.11 -> 0.09 ms.
 
 ``baseline()`` is the yardstick of ``exchangectl bench-cluster``: plain RPC
 at its 64 in flight, Node's when node is there, else ours.
