@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from twisted_exchange.replication.records import empty_hard_state
 from twisted_exchange.replication.storage import MemoryStorage, Recovered, StorageError
 from twisted_exchange.wal import FileStorage
-from twisted_exchange.wal.file_storage import PREALLOCATE
 
 
 def entry(index: int, term: int) -> dict:
@@ -282,29 +281,6 @@ class FileStorageTests(unittest.TestCase):
         self.storage.save(None, run(1, 2, 1))
         self.assertEqual(self.log.read_bytes(), record(entry(1, 1)) + record(entry(2, 1)))
 
-    def test_the_log_is_allocated_ahead_and_keeps_its_size_and_bytes(self) -> None:
-        self.start("batch")
-        self.storage.save(None, run(1, 2, 1))
-        written = record(entry(1, 1)) + record(entry(2, 1))
-        self.assertEqual(self.log.read_bytes(), written)
-        self.assertGreaterEqual(self.log.stat().st_blocks * 512, PREALLOCATE)
-        self.storage.save(None, run(2, 2, 2))  # a cut: the space ahead goes, and comes back
-        self.assertEqual(self.log.read_bytes(), record(entry(1, 1)) + record(entry(2, 2)))
-        self.assertGreaterEqual(self.log.stat().st_blocks * 512, PREALLOCATE)
-        self.assertEqual(self.start().entries, [entry(1, 1), entry(2, 2)])
-
-    def test_appends_are_synced_with_fdatasync_and_a_cut_with_fsync(self) -> None:
-        self.start("batch")
-        log = self.storage._log.fileno()
-        with mock.patch("os.fsync", wraps=os.fsync) as fsync, \
-                mock.patch("os.fdatasync", wraps=os.fdatasync) as fdatasync:
-            self.storage.save(None, run(1, 3, 1))
-            self.assertEqual((fdatasync.call_args_list, fsync.call_args_list), ([mock.call(log)], []))
-            self.storage.save(None, run(3, 3, 2))
-            self.assertEqual(fsync.call_args_list, [mock.call(log)])
-            self.storage.save(None, run(4, 4, 2))
-            self.assertEqual((len(fdatasync.call_args_list), len(fsync.call_args_list)), (2, 1))
-
     def assertCut(self, recovered: Recovered, reason: str, entries: list[dict]) -> None:
         """The damaged tail was cut, reported, and the file holds only good records."""
         self.assertEqual(recovered.entries, entries)
@@ -507,8 +483,7 @@ class FileStorageTests(unittest.TestCase):
     def test_failed_fsync_raises_and_nothing_is_written_until_load(self) -> None:
         self.start("batch")
         self.storage.save({"term": 1, "vote": None, "commit": 0}, run(1, 2, 1))
-        failing = OSError(5, "Input/output error")
-        with mock.patch("os.fsync", side_effect=failing), mock.patch("os.fdatasync", side_effect=failing):
+        with mock.patch("os.fsync", side_effect=OSError(5, "Input/output error")):
             with self.assertRaises(OSError):
                 self.storage.save({"term": 2, "vote": None, "commit": 0}, run(3, 4, 2))
         size = self.log.stat().st_size

@@ -7,7 +7,6 @@ peer.
 """
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
 import logging
@@ -29,10 +28,6 @@ HARD_STATE = "hardstate.json"
 SNAPSHOT = "snapshot.json"
 DAMAGED = ".damaged"   # suffix of a damaged snapshot moved aside for inspection
 FSYNC_POLICIES = ("batch", "never")
-#: The log's disk space is allocated this far past its end at a time, so that
-#: an append's sync flushes the data and the new size, not block allocations
-#: too (fdatasync then took 22% less time with three peers on one disk).
-PREALLOCATE = 16 << 20
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +96,6 @@ class FileStorage(StorageRules):
         self._terms: list[int] = []
         self._offsets: list[int] = []
         self._end = 0
-        self._allocated = 0   # the log's space allocated ahead, up to this offset
-        self._resized = False  # the log was cut since its last sync: fsync, not fdatasync
         self._directory.mkdir(parents=True, exist_ok=True)
         self._directory_fd: int | None = os.open(self._directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -153,7 +146,7 @@ class FileStorage(StorageRules):
             self._replace(LOG, data[start:end])
         self._open_log()
         if start == 0 and end < len(data):
-            self._truncate_log(end)
+            self._log.truncate(end)
             self._sync_log()
         self._snapshot = None if snapshot is None else {"index": floor, "term": snapshot["term"]}
         entries = entries[keep:]
@@ -238,9 +231,9 @@ class FileStorage(StorageRules):
         if self._fsync:
             self._sync(self._directory_fd)
 
-    def _sync(self, fd: int, sync: Callable[[int], None] = os.fsync) -> None:
+    def _sync(self, fd: int) -> None:
         started = time.perf_counter()
-        sync(fd)
+        os.fsync(fd)
         if self._on_fsync is not None:
             self._on_fsync(time.perf_counter() - started)
 
@@ -249,7 +242,6 @@ class FileStorage(StorageRules):
             self._log.close()
         created = not self._path(LOG).exists()
         self._log = open(self._path(LOG), "ab")
-        self._allocated = 0
         if created:
             self._sync_directory()
 
@@ -280,34 +272,22 @@ class FileStorage(StorageRules):
 
     def _truncate_from(self, index: int) -> None:
         position = index - self._first
-        self._truncate_log(self._offsets[position])
+        self._log.truncate(self._offsets[position])
         self._end = self._offsets[position]
         del self._terms[position:], self._offsets[position:]
 
     def _append(self, entries: list[Entry]) -> None:
         records = [codec.encode(entry) for entry in entries]
-        data = b"".join(records)
-        if self._end + len(data) > self._allocated:
-            self._allocated = self._end + len(data) + PREALLOCATE
-            _allocate(self._log.fileno(), self._end, self._allocated - self._end)
-        self._log.write(data)
+        self._log.write(b"".join(records))
         self._log.flush()
         for entry, record in zip(entries, records):
             self._terms.append(entry["term"])
             self._offsets.append(self._end)
             self._end += len(record)
 
-    def _truncate_log(self, end: int) -> None:
-        self._log.truncate(end)  # frees the space allocated ahead too
-        self._allocated = end
-        self._resized = True
-
     def _sync_log(self) -> None:
-        """fdatasync after appends: the data and the size that reads them back
-        (POSIX), not the timestamps; fsync after a cut, to be plain about it."""
         if self._fsync:
-            self._sync(self._log.fileno(), os.fsync if self._resized else os.fdatasync)
-            self._resized = False
+            self._sync(self._log.fileno())
 
     def _store_hard_state(self, hard_state: HardState) -> None:
         self._replace(HARD_STATE, codec.compact_json(hard_state))
@@ -324,22 +304,6 @@ def _kept_after(entries: list[Entry], snapshot: Snapshot | None) -> int:
     if position < len(entries) and entries[position]["term"] == snapshot["term"]:
         return position + 1
     return len(entries)
-
-
-def _allocator() -> Callable[[int, int, int], None]:
-    """``allocate(fd, offset, length)``: Linux fallocate with KEEP_SIZE (the
-    file's size and bytes stay as written), or nothing where there is none."""
-    try:
-        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
-    except (OSError, AttributeError):
-        return lambda fd, offset, length: None
-    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    keep_size = 1  # FALLOC_FL_KEEP_SIZE
-    # Best effort: a filesystem that refuses (EOPNOTSUPP, ENOSPC) only makes syncs slower.
-    return lambda fd, offset, length: fallocate(fd, keep_size, offset, length) and None
-
-
-_allocate = _allocator()
 
 
 def replace_file(path: Path, data: bytes, sync: Callable[[int], None] | None = os.fsync,
