@@ -33,13 +33,13 @@ class TLSLayerTests(unittest.TestCase):
             return servers[-1]
         server_factory = Factory()
         server_factory.buildProtocol = accept  # type: ignore[method-assign]
-        port = reactor.listenTCP(0, TLSFactory(context(SERVER, server_side=True), True, server_factory),
+        port = reactor.listenTCP(0, TLSFactory(context(SERVER, server_side=True), server_factory, server_side=True),
                                  interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         client = Recorder()
         tls = await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
-            TLSFactory(context(client_credential, server_side=False), False,
-                       ClientFactory.forProtocol(lambda: client)))
+            TLSFactory(context(client_credential, server_side=False),
+                       ClientFactory.forProtocol(lambda: client), server_side=False))
         self.addCleanup(tls.transport.abortConnection)
         return servers[0], client
 

@@ -5,8 +5,8 @@ request ids by (length, text) and refuses an id at or below the highest one
 whose result it dropped.  An id here is the wall clock in nanoseconds as 20
 digits, a dash, and 4 random hex digits (so two processes acting for one
 client rarely collide: the PRNG does, reseeded in a forked child): fixed
-width, so the text order is the time order.  Within a process the time part never repeats or goes back, even if the clock
-steps back.
+width, so the text order is the time order.  Within a process the time part
+never repeats or goes back, even if the clock steps back.
 """
 from __future__ import annotations
 

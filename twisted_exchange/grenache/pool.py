@@ -271,7 +271,7 @@ class ConnectionPool:
             return defer.maybeDeferred(self._send, idle.pop(), head, body, expect)
         factory: Any = _ConnectionFactory(self, address)
         if self._tls is not None:
-            factory = TLSFactory(self._tls, False, factory)
+            factory = TLSFactory(self._tls, factory, server_side=False)
         connecting = self._endpoint(address).connect(factory)
         return connecting.addCallback(lambda connected: _inner(connected).ready).addCallback(
             self._send, head, body, expect)

@@ -469,7 +469,7 @@ class _TLSFactory(TLSFactory):
     protocol = _TLSOnly
 
     def __init__(self, credential: Credential, site: _Site) -> None:
-        super().__init__(tls_context(credential, server_side=True), True, site)
+        super().__init__(tls_context(credential, server_side=True), site, server_side=True)
 
 
 class _Site(Factory):

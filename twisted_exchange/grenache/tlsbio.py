@@ -165,7 +165,7 @@ class TLSFactory(WrappingFactory):
     protocol = TLSProtocol
     noisy = False
 
-    def __init__(self, context: ssl.SSLContext, server_side: bool, wrapped: Any) -> None:
+    def __init__(self, context: ssl.SSLContext, wrapped: Any, *, server_side: bool) -> None:
         super().__init__(wrapped)
         self.context = context
         self.server_side = server_side
