@@ -57,12 +57,15 @@ class LinkWireTests(unittest.SynchronousTestCase):
         self.assertEqual(len(self.successResultOf(d)), 64)
 
     def test_lookup_is_cached_for_one_second(self) -> None:
+        self.assertFalse(self.link.knows("svc"))
         self.link.lookup("svc")
         self.grape.answer(200, b'["127.0.0.1:1"]')
         self.grape.reactor.advance(0.9)
+        self.assertTrue(self.link.knows("svc"))
         self.assertEqual(self.successResultOf(self.link.lookup("svc")), ["127.0.0.1:1"])
         self.assertEqual(self.grape.pending(), 0)
         self.grape.reactor.advance(0.2)
+        self.assertFalse(self.link.knows("svc"))
         d = self.link.lookup("svc")
         self.grape.answer(200, b'["127.0.0.1:2"]')
         self.assertEqual(self.successResultOf(d), ["127.0.0.1:2"])

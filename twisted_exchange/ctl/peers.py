@@ -13,6 +13,7 @@ hands its result back to the synchronous click command.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from twisted.internet import defer, task
@@ -52,6 +53,7 @@ class Peers:
         self._links = [Link(url, reactor=reactor, timeout=timeout) for url in grapes]
         self._clients: dict[tuple[int, Credential | None], RPCClient] = {}
         self._down_until: dict[int, float] = {}
+        self._found: dict[str, int] = {}  # key -> the grape that last found it
 
     async def call(self, payload: dict, peer: str | None = None, timeout: float | None = None,
                    credential: Credential | None = None) -> Any:
@@ -60,9 +62,13 @@ class Peers:
         clients each send with their own)."""
         credential = credential or self._credential
         key = service_name(peer)
-        client = await self._client_for(key, peer, credential)
+        found = self._found.get(key)
+        if found is not None and self._links[found].knows(key):
+            client = self._client(found, credential)  # the common case: no lookup to wait for
+        else:
+            client = await self._client_for(key, peer, credential)
         try:
-            expect = Identity(PEER, peer) if credential is not None and peer is not None else None
+            expect = self._identity(peer) if credential is not None and peer is not None else None
             return await client.request(key, payload, timeout=timeout, expect=expect)
         except GrenacheError as e:
             if e.code in TRANSPORT_CODES:
@@ -86,11 +92,17 @@ class Peers:
                     reasons.append(str(e))
             else:
                 self._down_until.pop(index, None)
+                self._found[key] = index
                 return self._client(index, credential)
         if None in reasons:
             who = f"{peer} is" if peer is not None else "no peer is"
             raise CtlError(f"{who} announced on no grape (is it running? see: exchangectl status)")
         raise CtlError(f"no grape reachable ({'; '.join(reasons)}); is the cluster up? (exchangectl up)")
+
+    @staticmethod
+    @lru_cache(maxsize=256)
+    def _identity(peer: str) -> Identity:
+        return Identity(PEER, peer)
 
     def _client(self, index: int, credential: Credential | None) -> RPCClient:
         client = self._clients.get((index, credential))

@@ -66,22 +66,27 @@ class RPCClient:
         ``timeout`` bounds the whole call, lookup and retries included;
         ``expect`` (TLS only) is the identity the destination must prove.
         """
-        d = defer.ensureDeferred(self._request(key, payload, retry, expect))
+        d = self._link.lookup(key).addCallback(self._attempt, key, payload, retry, expect, set())
         return self._within(d, timeout, f"request {key!r}")
 
-    async def _request(self, key: str, payload: Any, retry: int,
-                       expect: Identity | None) -> Any:
-        dests = await self._link.lookup(key)
-        tried: set[str] = set()
-        for attempt in range(retry + 1):
-            untried = [d for d in dests if d not in tried] or dests
-            dest = self._rng.choice(untried)
-            try:
-                return await self._call(dest, key, payload, expect)
-            except GrenacheError as e:
-                if e.code not in RETRYABLE or attempt == retry:
-                    raise
-                tried.add(dest)
+    def _attempt(self, dests: list[str], key: str, payload: Any, retry: int,
+                 expect: Identity | None, tried: set[str]) -> defer.Deferred[Any]:
+        """One call to a destination not ``tried`` yet (any, once all were);
+        on a retryable failure, the next attempt while ``retry`` lasts.
+        (Callbacks, not a coroutine: this is every request's path.)"""
+        untried = [d for d in dests if d not in tried] if tried else dests
+        dest = self._rng.choice(untried or dests)
+        d = self._call(dest, key, payload, expect)
+        if retry:
+            d.addErrback(self._again, dest, dests, key, payload, retry - 1, expect, tried)
+        return d
+
+    def _again(self, failure: Any, dest: str, dests: list[str], key: str, payload: Any,
+               retry: int, expect: Identity | None, tried: set[str]) -> Any:
+        if not (failure.check(GrenacheError) and failure.value.code in RETRYABLE):
+            return failure
+        tried.add(dest)
+        return self._attempt(dests, key, payload, retry, expect, tried)
 
     def request_to(self, dest: str, key: str, payload: Any, timeout: float | None = None,
                    expect: Identity | None = None) -> defer.Deferred[Any]:

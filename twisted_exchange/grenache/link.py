@@ -108,6 +108,11 @@ class Link:
                           reason=failure.getErrorMessage())
         return self.announce(name, port).addCallbacks(lambda _: None, failed)
 
+    def knows(self, name: str) -> bool:
+        """Whether ``lookup(name)`` would answer from its cache, at once."""
+        cached = self._found.get(name)
+        return cached is not None and cached[0] > self._reactor.seconds()
+
     def lookup(self, name: str) -> defer.Deferred[list[str]]:
         """The ``"host:port"`` addresses announcing ``name``.
 
