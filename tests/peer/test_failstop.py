@@ -149,25 +149,6 @@ class PeerEdgeTests(PeerHarness):
         self.assertEqual(health["problems"], ["not voting until a leader after term 3 catches it up "
                                               "(damaged data discarded)"])
 
-    def test_a_committed_answer_leaves_before_the_batch_that_came_with_it_is_persisted(self):
-        order = {"action": "submit", "client": "alice", "request": "r1", "symbol": "BTCUSD",
-                 "side": "buy", "type": "limit", "price": "100", "quantity": "1"}
-        self.peer.replica.node.leader = "peer2"
-        events: list[str] = []
-        self.peer.propose(order).addCallback(lambda result: events.append(f"answered ok={result['ok']}"))
-        self.clock.advance(0)
-        # the forward went out; peer2's append commits it and brings a newer entry
-        committed = {"index": 1, "term": 1, "command": self.peer.replica._pending[1].command}
-        newer = {"index": 2, "term": 1, "command": None}
-        save = self.peer._storage.save
-        self.peer._storage.save = lambda *a: (events.append(f"saved {[e['index'] for e in a[1]]}"), save(*a))
-        self.peer.deliver("peer2", [{"type": "raft.append", "from": "peer2", "to": "peer1", "term": 1,
-                                     "prev_index": 0, "prev_term": 0, "entries": [committed, newer],
-                                     "commit": 1, "last_index": 2, "epoch": None}])
-        self.clock.advance(0)
-        self.assertEqual(events, ["answered ok=True", "saved [1, 2]"])
-        self.assertEqual(self.stops, [])
-
     def test_a_bug_in_propose_stops_the_peer_but_a_refusal_does_not(self):
         with self.assertRaises(ReplicationError):
             self.peer.propose({"action": "submit", "quantity": 1e999})

@@ -271,16 +271,6 @@ class LeaderReplicationTests(unittest.TestCase):
         self.assertEqual(node.commit, 1)
         self.assertEqual([e["index"] for e in node.ready().committed], [1])
 
-    def test_leader_counts_only_entries_it_has_handed_out_to_persist_as_its_own(self):
-        node = elect(make(term=1))
-        node.ready()                      # the no-op (1) is handed out to persist
-        node.propose({"n": 2})            # appended, not handed out yet
-        node.step(reply("b", term=2, success=True, match=2))  # more than was ever sent
-        self.assertEqual(node.commit, 1)  # a majority's disks hold 1, not 2
-        node.ready()                      # 2 handed out; the next acknowledgement counts it
-        node.step(reply("c", term=2, success=True, match=2))
-        self.assertEqual(node.commit, 2)
-
     def test_leader_does_not_commit_previous_term_entry_by_counting_replicas(self):
         node = elect(make(terms=(1, 2), term=2))   # leader of term 3; index 3 is its no-op
         node.ready()

@@ -8,7 +8,7 @@ import unittest
 from hypothesis import given, settings, strategies as st
 
 from twisted_exchange.replication.raft import LEADER, RaftConfig
-from twisted_exchange.replication.replica import Replica, ReplicationError, compaction_phase
+from twisted_exchange.replication.replica import Replica, ReplicationError
 from twisted_exchange.replication.state_machine import ReplicatedStateMachine
 from twisted_exchange.replication.storage import MemoryStorage
 
@@ -230,22 +230,6 @@ class ReplicaTests(unittest.TestCase):
         self.assertEqual(cluster.replicas[lagging].status()["digest"],
                          cluster.replicas[leader].status()["digest"])
         self.assertEqual(len(cluster.replicas[lagging].exchange.book("BTCUSD", depth=20)["bids"]), 12)
-
-    def test_replicas_compact_once_per_interval_each_at_its_own_phase(self):
-        cluster = Cluster(RaftConfig(compact_every=9))
-        leader = cluster.leader()
-        for n in range(40):
-            cluster.replicas[leader].propose(order("alice", f"r{n}", price=str(90 + n % 7)))
-            cluster.tick()
-        compacted = {i: [r.compaction["index"] for r in cluster.readies[i] if r.compaction] for i in IDS}
-        phases = {i: compaction_phase(i, [p for p in IDS if p != i], 9) for i in IDS}
-        self.assertEqual(sorted(phases.values()), [0, 3, 6])
-        for node_id, indices in compacted.items():
-            self.assertGreaterEqual(len(indices), 3, node_id)
-            # each one at the first applied index past a boundary of its own phase
-            self.assertEqual([(i - phases[node_id]) // 9 for i in indices],
-                             list(range((indices[0] - phases[node_id]) // 9, (indices[0] - phases[node_id]) // 9 + len(indices))))
-        self.assertEqual(len({tuple(i) for i in compacted.values()}), 3)  # no two at the same indices
 
     def test_restarted_replica_recovers_its_state_from_storage(self):
         cluster = Cluster()

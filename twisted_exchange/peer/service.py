@@ -2,13 +2,10 @@
 
 Every event (a tick, a Raft batch, a client command) mutates the replica; one
 flush per reactor turn then takes its ready batch and, in this order,
-fires the Deferreds of finished client commands, persists the batch (hard
-state, entries, snapshot), and sends its messages.  Persisting before
-sending is the Raft stable-storage rule: a vote or an acknowledgement never
-leaves the peer before it is on disk.  An answer need not wait for this
-batch's fsync: it is for an entry already on a majority's disks (see
-``RaftNode._commit_candidate``), read from this peer's applied state, or for
-a command that never entered the log.
+persists it (hard state, entries, snapshot), sends its messages, and fires
+the Deferreds of finished client commands.  Persisting before sending is the
+Raft stable-storage rule: a vote or an acknowledgement never leaves the peer
+before it is on disk.
 
 A peer that sent a Raft batch asking for ``replies`` (peer.transport) gets
 this peer's messages to it in the answer, from the flush after its batch
@@ -435,14 +432,14 @@ class PeerService(Service):
         if self._stopped_by is not None:
             return
         ready = self.replica.ready()
-        for token, result in ready.results:
-            d = self._waiting.pop(token, None)
-            if d is not None:
-                d.callback(result)
         self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
         if ready.compaction is not None:
             self._storage.compact(ready.compaction)
         self._send(ready.messages)
+        for token, result in ready.results:
+            d = self._waiting.pop(token, None)
+            if d is not None:
+                d.callback(result)
         self._log_role()
 
     def _send(self, messages: list[dict]) -> None:

@@ -13,9 +13,8 @@ the peer's transport, peer/snapshots.py).
 The node does no I/O and reads no clock: time is ``tick()``, input is
 ``step(message)`` and ``propose(command)``, and everything the caller must do
 comes back from ``ready()``, in this order: persist ``hard_state``,
-``entries`` and ``snapshot``; then send ``messages``.  ``committed`` may be
-applied (and its results answered) before that: a committed entry is
-already durable on a majority (``_commit_candidate``).  Randomness (election timeouts) comes only from the injected
+``entries`` and ``snapshot``; then send ``messages``; then apply
+``committed``.  Randomness (election timeouts) comes only from the injected
 ``random.Random``.  Messages are plain JSON-able dicts whose ``type`` starts
 with ``raft.`` (they travel as Grenache RPC actions)::
 
@@ -653,14 +652,8 @@ class RaftNode:
 
     def _commit_candidate(self) -> int:
         """The highest index a majority of the voters holds, if it is from the
-        current term (5.4.2).  A leader that removed itself does not count.
-
-        The leader holds what it has handed out to persist (``ready()``; the
-        caller persists it before its next event), not entries appended since:
-        so every committed entry is on a majority's disks the moment it is
-        handed out to apply, even with one voter, and the caller may answer
-        its clients before persisting the batch that comes with it."""
-        matched = sorted((match for peer, match in [(self.id, self._unstable - 1), *self._match.items()]
+        current term (5.4.2).  A leader that removed itself does not count."""
+        matched = sorted((match for peer, match in [(self.id, self.last_index), *self._match.items()]
                           if self._counts(peer)), reverse=True)
         quorum = self.configuration.quorum
         if len(matched) < quorum:

@@ -23,10 +23,7 @@ This is the pure object the peer shell (twisted_exchange.peer.service) drives:
 
 Every ``RaftConfig.compact_every`` applied entries the replica snapshots the
 state machine and compacts the Raft log; ``Ready.compaction`` tells the shell
-to do the same on disk.  Each replica does so at its own phase (its place
-among the members it started with, spread over the interval): a compaction
-holds a peer for tens of milliseconds, and staggered, one peer at a time
-pauses while the other two still make a quorum.
+to do the same on disk.
 """
 from __future__ import annotations
 
@@ -112,7 +109,6 @@ class Replica:
         self._results: list[tuple[int, dict]] = []
         self._changes: dict[int, tuple[int, int]] = {}  # log index -> (token, term) of a membership change
         self._ticks = 0
-        self._compact_phase = compaction_phase(node_id, peers, config.compact_every)
 
     @property
     def id(self) -> str:
@@ -290,8 +286,8 @@ class Replica:
 
     def _maybe_compact(self) -> Snapshot | None:
         applied = self.state_machine.applied
-        every, phase = self.config.compact_every, self._compact_phase
-        if not every or (applied - phase) // every <= (self.node.snap_index - phase) // every:
+        every = self.config.compact_every
+        if not every or applied - self.node.snap_index < every:
             return None
         snapshot = {"index": applied, "term": self.node.term_at(applied),
                     "data": self.state_machine.snapshot(),
@@ -309,13 +305,6 @@ class Replica:
                 "pending": len(self._pending), "configuration": node.configuration.to_json(),
                 "configuration_index": node.configuration_index,
                 "match": node.progress() if node.role == LEADER else None}
-
-
-def compaction_phase(node_id: str, peers: list[str], every: int) -> int:
-    """Where in each interval of ``every`` entries ``node_id`` compacts: its
-    place among the members, spread evenly (0 for the first)."""
-    members = sorted({node_id, *peers})
-    return members.index(node_id) * every // len(members)
 
 
 def _key(command: dict) -> Key:
