@@ -192,6 +192,47 @@ req/s, ratio_to_rpc 0.75 / 0.74; the naive baseline 5,866 / 5,949 orders/s
 with 2 of 3 books diverged.  Still NOT met: 5,000 orders/s with p99 <= 20
 ms at 64 in flight (the CPU bound above, and compaction's pauses in the
 tail).  Met: p99 <= 5 ms at 1 in flight, ratio_to_rpc >= 0.5, failover.
+
+Issue 12, fourth session (2026-11-30).  The machine's speed drifted more
+than ever between runs: the same build cost 0.35 ms of CPU per order in one
+run and 0.58 ms in the next, and Node's plain RPC did 3,475-5,249 req/s,
+so every comparison below is interleaved, and a difference smaller than a
+third is read from several pairs or not at all.
+
+- Log compaction every 50,000 entries instead of 10,000 (peer/service.py
+  says why).  Same cluster, 49,000-50,000 orders at 64 in flight: p99.9 97
+  -> 51 ms, max 154 -> 67 ms, p99 34 -> 34 ms.  A 5 s run of this bench
+  (~20,000 orders) no longer meets a compaction at all; a cluster running
+  for long pauses each peer 30-50 ms every 50,000 orders, 0.13% of orders
+  at 64 in flight: in the p99.9, not the p99.
+- The bench client's calls without coroutines (RPCClient.request as
+  callbacks; Peers.call takes the client of the grape whose lookup cache is
+  fresh without awaiting it): the client's layers above the connection pool
+  cost 13.6 instead of 16.3 us per call (transport faked, best of 5 x
+  50,000), and callgrind counts 352k instead of 385k instructions per
+  order for the whole client process (marginal over 2,000 orders, +-5%
+  from run to run).  What the client costs at all: posting through
+  ConnectionPool directly (same TLS, JSON, workload and histogram) 0.087-
+  0.10 ms per order; through RPCClient.request_to 0.097; exchangectl's path
+  0.118-0.15 (Peers, the lookups, the retry and deadline around each call).
+  The floor itself is TLS, sockets, HTTP and JSON.
+- Where a peer's busy time goes now (py-spy on the leader / a follower,
+  fsync and epoll waits left out): replication 26 / 35% (the state
+  machine with the compiled matching, sessions and digest; Raft; the WAL's
+  encoding), socket sends 21 / 12%, HTTP 11 / 11%, Twisted's reactor and
+  Deferreds 12 / 14%, TLS 9 / 5%, JSON 7 / 3%, the peer shell 6 / 8%,
+  metrics 4 / 5%.  Each peer waits in fsync 35-40% of its wall time; the
+  two cores are 88% busy (vmstat: us 75, sy 13) at 3,700-4,200 orders/s.
+  No share is big enough for a 25% cut by itself.
+- Tried and not kept, interleaved (2 x 15 s at 64 in flight per arm, 2-3
+  rounds): (1) staggered compaction, each peer at its own phase of the
+  interval: p99.9 90-125 -> 55-71 ms but p99 27-48 -> 41-53 ms (three
+  pauses, of which the leader's still holds every order in flight, touch
+  more orders than one); (2) answering a flush's finished commands before
+  persisting the batch that came with them (the leader then counting as
+  its own only entries handed out to persist): 3,135-4,075 against
+  3,235-4,198 orders/s, p99 36-49 against 37-48 ms, so not worth a second
+  rule on the commit path.
 """
 from __future__ import annotations
 
