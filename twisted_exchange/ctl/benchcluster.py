@@ -199,12 +199,18 @@ run and 0.58 ms in the next, and Node's plain RPC did 3,475-5,249 req/s,
 so every comparison below is interleaved, and a difference smaller than a
 third is read from several pairs or not at all.
 
-- Log compaction every 50,000 entries instead of 10,000 (peer/service.py
-  says why).  Same cluster, 49,000-50,000 orders at 64 in flight: p99.9 97
-  -> 51 ms, max 154 -> 67 ms, p99 34 -> 34 ms.  A 5 s run of this bench
-  (~20,000 orders) no longer meets a compaction at all; a cluster running
-  for long pauses each peer 30-50 ms every 50,000 orders, 0.13% of orders
-  at 64 in flight: in the p99.9, not the p99.
+- Log compaction every 50,000 entries instead of 10,000: tried, kept for
+  an hour, reverted.  On one cluster, about 50,000 orders at 64 in flight:
+  p99 34 -> 34 ms, p99.9 97 -> 51 ms, and a 5 s run of this bench (~20,000
+  orders) no longer met a compaction at all.  But timed in the peers (the
+  flush that compacts), a compaction of 50,000 entries held each peer
+  78-106 ms against 28-52 ms for 10,000 (the snapshot and its file cost
+  the same; freeing 50,000 log entries at once, 22 ms alone, and the longer
+  log's bookkeeping make the rest; freeing them 2,000 per reactor turn
+  did not measurably shorten it), all three peers at once: runs of 15 s
+  had a max of 188-253 ms against 115 ms.  Fewer, longer stalls, a bench
+  that no longer shows them, 30 MB more memory per peer and 0.7 s more
+  from kill -9 to caught up: not a trade worth making.
 - The bench client's calls without coroutines (RPCClient.request as
   callbacks; Peers.call takes the client of the grape whose lookup cache is
   fresh without awaiting it): the client's layers above the connection pool

@@ -55,14 +55,8 @@ TICK_SECONDS = 0.05
 DIRECTORY_REFRESH_SECONDS = 1.0
 #: Seconds between re-announcements (the grape forgets after --dpa).
 ANNOUNCE_SECONDS = 1.0
-#: Applied entries between snapshots (log compaction).  A snapshot holds
-#: each peer for tens of milliseconds (its cost follows the state, ~3 MB of
-#: JSON with 64 busy clients, not the log), and the thesis (5.1.3) has the
-#: log grow to several times the snapshot before compacting.  Measured
-#: against 10,000 (issue 12): 11 MB of log at the peak, 30 MB more memory
-#: (125 against 96 MB), 0.7 s more from kill -9 to caught up (2.2 against
-#: 1.5 s), and a fifth of the pauses.  etcd's default is 100,000.
-SNAPSHOT_EVERY = 50_000
+#: Applied entries between snapshots (log compaction).
+SNAPSHOT_EVERY = 10_000
 #: Seconds without a tick after which status reports the loop as stalled.
 STALL_SECONDS = 1.0
 #: Seconds between checks that the data directory still takes a durable write.
