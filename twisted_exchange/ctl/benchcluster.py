@@ -230,6 +230,13 @@ third is read from several pairs or not at all.
   metrics 4 / 5%.  Each peer waits in fsync 35-40% of its wall time; the
   two cores are 88% busy (vmstat: us 75, sy 13) at 3,700-4,200 orders/s.
   No share is big enough for a 25% cut by itself.
+- The peers' cyclic collector under this load (gc.callbacks, pauses over 3
+  ms, 20 s at 64 in flight): young collections 3-10 ms, middle ones 5-40
+  ms (one scanned 67,000 objects: 50,000 dicts, the Raft log's entries,
+  which nest a dict and so are never untracked, and 13,000 lists), full
+  ones 14-45 ms, a few of each per peer per 20 s.  The collector switched
+  off in the peers measured no better in two interleaved pairs (p99 35 /
+  38 against 40 / 31 ms): these pauses are not what holds p99 up.
 - Tried and not kept, interleaved (2 x 15 s at 64 in flight per arm, 2-3
   rounds): (1) staggered compaction, each peer at its own phase of the
   interval: p99.9 90-125 -> 55-71 ms but p99 27-48 -> 41-53 ms (three
