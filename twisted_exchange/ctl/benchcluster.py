@@ -200,7 +200,7 @@ so every comparison below is interleaved, and a difference smaller than a
 third is read from several pairs or not at all.
 
 - Log compaction every 50,000 entries instead of 10,000: tried, kept for
-  an hour, reverted.  On one cluster, about 50,000 orders at 64 in flight:
+  half an hour, reverted.  On one cluster, about 50,000 orders at 64 in flight:
   p99 34 -> 34 ms, p99.9 97 -> 51 ms, and a 5 s run of this bench (~20,000
   orders) no longer met a compaction at all.  But timed in the peers (the
   flush that compacts), a compaction of 50,000 entries held each peer
