@@ -13,9 +13,9 @@ from twisted.internet.error import ConnectionAborted, ConnectionDone, Connection
 from twisted.internet.protocol import ClientFactory, Factory
 from twisted.trial import unittest
 
-from twisted_exchange.grenache.tls import context
 from tests.grenache.fakes import Recorder
 from twisted_exchange.grenache import tls as tls_module, tlsbio
+from twisted_exchange.grenache.tls import context
 from twisted_exchange.grenache.tlsbio import TLSFactory
 from twisted_exchange.pki import CA, CLIENT, PEER, Credential, Identity
 

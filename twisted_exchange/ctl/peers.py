@@ -62,11 +62,7 @@ class Peers:
         clients each send with their own)."""
         credential = credential or self._credential
         key = service_name(peer)
-        found = self._found.get(key)
-        if found is not None and self._links[found].knows(key):
-            client = self._client(found, credential)  # the common case: no lookup to wait for
-        else:
-            client = await self._client_for(key, peer, credential)
+        client = await self._client_for(key, peer, credential)
         try:
             expect = self._identity(peer) if credential is not None and peer is not None else None
             return await client.request(key, payload, timeout=timeout, expect=expect)
@@ -76,8 +72,12 @@ class Peers:
             raise CtlError(str(e), e.code) from None
 
     async def _client_for(self, key: str, peer: str | None, credential: Credential | None) -> RPCClient:
-        """The ``credential``'s client of the first grape that knows someone
-        announcing ``key``; a grape that failed is asked last for a while."""
+        """The ``credential``'s client of the grape that last found ``key``
+        while its lookup cache is fresh, else of the first grape that knows
+        someone announcing it; a grape that failed is asked last for a while."""
+        found = self._found.get(key)
+        if found is not None and self._links[found].knows(key):
+            return self._client(found, credential)  # the common case: no lookup to wait for
         reasons = []
         now = self.reactor.seconds()
         order = sorted(range(len(self._links)), key=lambda i: self._down_until.get(i, 0) > now)

@@ -110,17 +110,21 @@ class Link:
 
     def knows(self, name: str) -> bool:
         """Whether ``lookup(name)`` would answer from its cache, at once."""
+        return self._cached(name) is not None
+
+    def _cached(self, name: str) -> list[str] | None:
+        """The addresses found for ``name`` while they are fresh, else None."""
         cached = self._found.get(name)
-        return cached is not None and cached[0] > self._reactor.seconds()
+        return cached[1] if cached is not None and cached[0] > self._reactor.seconds() else None
 
     def lookup(self, name: str) -> defer.Deferred[list[str]]:
         """The ``"host:port"`` addresses announcing ``name``.
 
         ERR_GRAPE_LOOKUP_EMPTY when there are none.
         """
-        cached = self._found.get(name)
-        if cached is not None and cached[0] > self._reactor.seconds():
-            return defer.succeed(list(cached[1]))
+        cached = self._cached(name)
+        if cached is not None:
+            return defer.succeed(list(cached))
         waiter: defer.Deferred[list[str]] = defer.Deferred()
         waiters = self._asking.setdefault(name, [])
         waiters.append(waiter)
