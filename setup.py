@@ -31,7 +31,7 @@ from setuptools import find_packages, setup
 
 #: The core modules mypyc compiles: everything on the path of Exchange.apply
 #: (not core/native.py, whose interpreted branch must stay reachable).
-CORE_COMPILED = ["memo", "numbers", "errors", "order", "book", "commands", "exchange"]
+CORE_COMPILED = ["memo", "numbers", "errors", "order", "index", "book", "commands", "exchange"]
 
 
 def compiled_core() -> list:

@@ -411,7 +411,7 @@ class DiscardTests(ExchangeTestCase):
     def test_a_discarded_exchange_unlinks_its_resting_orders(self):
         for _ in range(3):
             self.ok(submit("alice", "buy", "100", "1"))
-        middle = self.exchange._orders[2]
+        middle = self.exchange._orders.get(2)
         self.assertIsNotNone(middle.prev)
         del self.exchange
         self.assertIsNone(middle.prev)

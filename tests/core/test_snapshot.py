@@ -70,7 +70,8 @@ class SnapshotTests(unittest.TestCase):
                        good | {"resting": {"BTCUSD": ["404"]}}, good | {"last_order_id": "x"},
                        good | {"last_order_id": 1}, good | {"closed": good["closed"] + ["1"]},
                        good | {"closed": good["closed"][1:]}, good | {"closed": ["404"]},
-                       good | {"resting": {}}, good | {"closed_orders_kept": 1}]:
+                       good | {"resting": {}}, good | {"closed_orders_kept": 1},
+                       good | {"orders": good["orders"][::-1]}, good | {"orders": good["orders"][:1] * 2}]:
             with self.subTest(broken=str(broken)[:60]), self.assertRaises(ExchangeError) as caught:
                 Exchange.restore(broken)
             self.assertEqual(caught.exception.code, "ERR_INVALID_SNAPSHOT")

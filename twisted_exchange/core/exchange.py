@@ -25,6 +25,7 @@ from .errors import (
     FOK_UNFILLABLE, INVALID_ORDER, INVALID_QUERY, INVALID_SNAPSHOT, NOT_OWNER, ORDER_CLOSED,
     POST_ONLY_WOULD_TAKE, UNKNOWN_ORDER, ExchangeError,
 )
+from .index import OrderIndex
 from .native import mypyc_attr
 from .numbers import format_ticks, parse_ticks
 from .order import CANCELLED, FILLED, FOK, GTC, OPEN, PARTIALLY_FILLED, Order
@@ -85,7 +86,7 @@ class Exchange:
         self._closed_orders_kept = closed_orders_kept
         self._trades_kept = trades_kept
         self._books: dict[str, Book] = {}
-        self._orders: dict[int, Order] = {}  # by id: ints hash to neighbouring slots, strings anywhere
+        self._orders = OrderIndex()
         self._closed: deque[Order] = deque()  # the orders themselves: no id to box, no extra object
         self._trades: dict[str, deque[Trade]] = {}
         self._last_order_id = 0
@@ -121,7 +122,7 @@ class Exchange:
             return _refused(ExchangeError(FOK_UNFILLABLE, "a fok order cannot fill completely now"))
         self._last_order_id += 1
         order.id = self._last_order_id
-        self._orders[order.id] = order
+        self._orders.add(order)
         return self._take(book, order)
 
     def _cancel(self, command: Cancel) -> dict:
@@ -216,7 +217,7 @@ class Exchange:
         closed = self._closed
         closed.append(order)
         if len(closed) > self._closed_orders_kept:
-            del self._orders[closed.popleft().id]
+            self._orders.remove(closed.popleft().id)
 
     # -- queries ----------------------------------------------------------
 
@@ -293,10 +294,7 @@ class Exchange:
             "trades_kept": self._trades_kept,
             "last_order_id": self._last_order_id,
             "last_trade_id": self._last_trade_id,
-            "orders": [
-                _order_row(self._orders[order_id])
-                for order_id in sorted(self._orders)
-            ],
+            "orders": [_order_row(order) for order in self._orders.values()],
             "resting": {
                 symbol: [str(order.id) for order in book.resting()]
                 for symbol, book in sorted(self._books.items()) if book
@@ -331,21 +329,23 @@ class Exchange:
                        trades_kept=int(snapshot["trades_kept"]))
         exchange._last_order_id = int(snapshot["last_order_id"])
         exchange._last_trade_id = int(snapshot["last_trade_id"])
+        previous = 0
         for row in snapshot["orders"]:
             order = _order_from_row(row)
-            if not order.id <= exchange._last_order_id or order.id in exchange._orders:
+            if not previous < order.id <= exchange._last_order_id:
                 raise ExchangeError(INVALID_SNAPSHOT, f"order id {order.id} is out of place")
-            exchange._orders[order.id] = order
+            exchange._orders.add(order)
+            previous = order.id
         resting = 0
         for symbol, order_ids in snapshot["resting"].items():
             book = exchange._books[symbol] = Book(symbol)
             for order_id in order_ids:
-                order = exchange._orders[_snapshot_id(order_id)]
+                order = exchange._known(order_id)
                 if not order.is_open or order.symbol != symbol or order.price is None or order.prev or order.next:
                     raise ExchangeError(INVALID_SNAPSHOT, f"order {order_id} cannot rest")
                 book.rest(order)
                 resting += 1
-        exchange._closed.extend([exchange._orders[_snapshot_id(order_id)] for order_id in snapshot["closed"]])
+        exchange._closed.extend([exchange._known(order_id) for order_id in snapshot["closed"]])
         closed = set(exchange._closed)
         if (len(closed) != len(exchange._closed) or len(closed) > exchange._closed_orders_kept
                 or closed != {o for o in exchange._orders.values() if not o.is_open}
@@ -355,6 +355,13 @@ class Exchange:
             exchange._trades[symbol] = deque(
                 [_trade_from_row(row) for row in rows], maxlen=exchange._trades_kept)
         return exchange
+
+    def _known(self, order_id: Any) -> Order:
+        """The indexed order a snapshot names, else KeyError (a malformed snapshot)."""
+        order = self._orders.get(_snapshot_id(order_id))
+        if order is None:
+            raise KeyError(order_id)
+        return order
 
 
 def _refused(error: ExchangeError) -> dict:

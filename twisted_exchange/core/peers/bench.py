@@ -111,6 +111,32 @@ this build, 3 rounds each: 420-454k / 326-364k cmds/s (this build) against
 deletions; the likeliest rest (not measured: no perf counters in this VM)
 is what unbounded retention also avoids, freeing orders, whose memory then
 serves new orders scattered over the heap instead of fresh.
+
+Fifth session (2026-11-30): the order index is a list for the dense run of
+recent ids and a dict for stragglers (:mod:`twisted_exchange.core.index`)
+instead of one dict of int keys: a lookup reads one 8-byte slot instead of
+the dict's index, entry and key object, and an order no longer costs an
+entry and an int.  Interleaved with the build before it (the engine alone,
+``engines.py`` on the same workload files, 13 rounds each, cmds/s best /
+median)::
+
+                       D=10^3        D=10^6        10^6 vs 10^3 (best / median)  bytes/order at 10^6
+    dict (before)      431k / 387k   345k / 320k   1.25 / 1.21                     276
+    OrderIndex         455k / 442k   382k / 341k   1.19 / 1.30                     170
+
+Faster at both depths and 38% less memory per resting order, but the
+ratio is still 1.2-1.3 (not met): what grew with depth is mostly not the
+index.  ``make bench-peers`` right after (3 rounds; the machine slower
+during the 10^6 runs, every engine's figure there below the table
+above's)::
+
+    engine                     D=10^3     D=10^5     D=10^6   10^6 vs 10^3   bytes/order
+    core, compiled            450,255    417,199    335,898   1.34               170
+    cython-orderbook          248,160    257,977    206,303                      359
+    akhil4n-orderbook         231,880    249,641    190,380                      407
+    pyorderbook               121,017    132,436    114,281                      493
+    fastlob                    61,870     63,045     58,806                      518
+    limit-order-book (C++)    817,624    817,404    737,054                       92
 """
 from __future__ import annotations
 
