@@ -23,9 +23,11 @@ def order(client: str, request: str, side: str = "buy", price: str = "100", quan
 class Cluster:
     """Three replicas on a perfect in-memory network, driven by hand."""
 
-    def __init__(self, config: RaftConfig = RaftConfig(), ids: list[str] = IDS) -> None:
+    def __init__(self, config: RaftConfig = RaftConfig(), ids: list[str] = IDS, background: bool = False) -> None:
         self.config = config
         self.ids = ids
+        self.background = background
+        self.due: dict[str, list[dict]] = {i: [] for i in ids}  # background snapshots taken, not handed back
         self.storage = {i: MemoryStorage() for i in ids}
         self.replicas = {i: self._start(i) for i in ids}
         self.down: set[str] = set()
@@ -36,7 +38,7 @@ class Cluster:
 
     def _start(self, node_id: str) -> Replica:
         return Replica(node_id, self.ids, self.storage[node_id].load(),
-                       random.Random(node_id), self.config)
+                       random.Random(node_id), self.config, background_snapshots=self.background)
 
     def restart(self, node_id: str) -> None:
         self.replicas[node_id] = self._start(node_id)
@@ -53,6 +55,8 @@ class Cluster:
                 self.storage[node_id].save(ready.hard_state, ready.entries, ready.snapshot)
                 if ready.compaction:
                     self.storage[node_id].compact(ready.compaction)
+                if ready.snapshot_due:  # taken now, as the shell's fork does, handed back by the test
+                    self.due[node_id].append(dict(ready.snapshot_due, data=replica.state_machine.snapshot()))
                 self.inflight.extend(ready.messages)
                 self.results[node_id].update(ready.results)
             if not self.inflight:
@@ -230,6 +234,52 @@ class ReplicaTests(unittest.TestCase):
         self.assertEqual(cluster.replicas[lagging].status()["digest"],
                          cluster.replicas[leader].status()["digest"])
         self.assertEqual(len(cluster.replicas[lagging].exchange.book("BTCUSD", depth=20)["bids"]), 12)
+
+    def test_a_background_snapshot_is_asked_for_once_and_compacts_when_handed_back(self):
+        cluster = Cluster(RaftConfig(compact_every=5), background=True)
+        leader = cluster.leader()
+        replica = cluster.replicas[leader]
+        for n in range(12):
+            replica.propose(order("alice", f"r{n}", price=str(90 + n)))
+            cluster.tick()
+        self.assertFalse(any(r.compaction for r in cluster.readies[leader]))
+        [due] = cluster.due[leader]                       # one at a time, however far past the interval
+        self.assertEqual(replica.node.snap_index, 0)
+        self.assertTrue(replica.snapshot_taken(due))
+        self.assertEqual(replica.node.snap_index, due["index"])
+        self.assertLess(replica.node.snap_index, replica.state_machine.applied)
+        cluster.storage[leader].compact(due)
+        cluster.tick()
+        self.assertEqual(len(cluster.due[leader]), 2)   # due again at once: 5 more were applied meanwhile
+        replica.snapshot_abandoned()                       # the shell failed to take it: asked again
+        cluster.tick()
+        self.assertEqual(len(cluster.due[leader]), 3)
+        self.assertEqual(cluster.due[leader][1]["index"], cluster.due[leader][2]["index"])
+
+    def test_a_snapshot_installed_while_one_is_taken_makes_that_one_stale(self):
+        cluster = Cluster(RaftConfig(compact_every=5), background=True)
+        leader = cluster.leader()
+        follower = next(i for i in IDS if i != leader)
+        for n in range(6):
+            cluster.replicas[leader].propose(order("alice", f"r{n}", price=str(90 + n)))
+            cluster.tick()
+        [stale] = cluster.due[follower]
+        cluster.drop = lambda message: follower in (message["to"], message["from"])
+        for n in range(6, 20):
+            cluster.replicas[leader].propose(order("alice", f"r{n}", price=str(90 + n)))
+            cluster.tick()
+            for due in cluster.due[leader]:  # the leader's shell hands each back at once
+                cluster.replicas[leader].snapshot_taken(due)
+            cluster.due[leader].clear()
+        self.assertGreater(cluster.replicas[leader].node.snap_index, cluster.replicas[follower].node.last_index)
+        cluster.drop = lambda message: False
+        cluster.tick(4)
+        installed = cluster.replicas[follower].node.snap_index
+        self.assertTrue(any(r.snapshot for r in cluster.readies[follower]))
+        self.assertGreater(installed, stale["index"])
+        self.assertFalse(cluster.replicas[follower].snapshot_taken(stale))
+        self.assertEqual(cluster.replicas[follower].node.snap_index, installed)
+        self.assertEqual(cluster.replicas[follower].status()["digest"], cluster.replicas[leader].status()["digest"])
 
     def test_restarted_replica_recovers_its_state_from_storage(self):
         cluster = Cluster()

@@ -37,6 +37,7 @@ from twisted_exchange.grenache import Link, RPCClient, RPCServer
 from twisted_exchange.pki import PEER, Credential, Identity
 from twisted_exchange.peer.admin import admin_resource
 from twisted_exchange.peer.api import PeerAPI
+from twisted_exchange.peer.compactor import BackgroundSnapshot
 from twisted_exchange.peer.directory import PeerDirectory
 from twisted_exchange.peer.history import SAMPLE_SECONDS, Digests, Throughput
 from twisted_exchange.peer import membership
@@ -125,7 +126,8 @@ class PeerService(Service):
             self.log.warn("storage repaired: {what}", what=recovered.repaired)
         config = RaftConfig(compact_every=snapshot_every)
         self.replica = Replica(node_id, self._peers, recovered, random.Random(seed), config,
-                               on_apply=self._applied)
+                               on_apply=self._applied, background_snapshots=True)
+        self._compactor = BackgroundSnapshot(self._storage.background_path(), sync=fsync == "batch")
         self._links = [Link(url, reactor=reactor) for url in grape_urls]
         self._client = RPCClient(self._links[0], reactor=reactor, tls=credential)
         self._directory = PeerDirectory(self._links, [p for p in self._peers if p != node_id])
@@ -368,6 +370,7 @@ class PeerService(Service):
         yield self._client.close()
         for link in self._links:
             yield link.close()
+        self._compactor.stop()
         self._storage.close()
         self.log.info("{peer} stopped", peer=self.node_id)
 
@@ -419,6 +422,7 @@ class PeerService(Service):
 
     def _tick(self) -> None:
         self._last_tick = self._reactor.seconds()
+        self._compacted()
         self.replica.tick()
         self._directory.track(self.replica.node.peers)  # the live configuration's members
         self._flush()
@@ -440,7 +444,23 @@ class PeerService(Service):
             d = self._waiting.pop(token, None)
             if d is not None:
                 d.callback(result)
+        if ready.snapshot_due is not None:  # the state machine is still as that ready() left it
+            self._compactor.start(ready.snapshot_due, self.replica.state_machine)
         self._log_role()
+
+    def _compacted(self) -> None:
+        """Compact to the snapshot a child finished writing, if one did."""
+        done = self._compactor.poll()
+        if done is None:
+            return
+        snapshot, failure = done
+        if snapshot is None:
+            self.log.error("background snapshot failed ({why}); asking again", why=failure)
+            self.replica.snapshot_abandoned()
+        elif self.replica.snapshot_taken(snapshot):
+            self._storage.compact(snapshot)
+        else:
+            self._storage.background_path().unlink(missing_ok=True)
 
     def _send(self, messages: list[dict]) -> None:
         """Messages to a peer whose batch waits for its answer go in that

@@ -28,6 +28,7 @@ from twisted_exchange.peer.protocol import (
     ERR_BAD_MESSAGE, MAX_SNAPSHOT_BYTES, SNAPSHOT_CHUNK, RequestError, SnapshotChunk, service_name,
 )
 from twisted_exchange.pki import PEER, Identity
+from twisted_exchange.wal.file_storage import WrittenData
 
 #: Bytes of the encoded snapshot message per call (base64 of it stays under 1 MiB bodies).
 CHUNK_BYTES = 512 << 10
@@ -56,6 +57,8 @@ class SnapshotSender:
         if old is not None:
             old.cancel()
         snapshot = message["snapshot"]
+        if isinstance(snapshot["data"], WrittenData):  # in a file, not in memory: spliced in as it is
+            message = {**message, "snapshot": {**snapshot, "data": snapshot["data"].fragment()}}
         transfer = f"{snapshot['index']}.{snapshot['term']}.{uuid.uuid4().hex[:12]}"
         d = defer.ensureDeferred(self._stream(destination, transfer, wire.encode(message)))
         d.addErrback(self._failed, destination)

@@ -23,7 +23,12 @@ This is the pure object the peer shell (twisted_exchange.peer.service) drives:
 
 Every ``RaftConfig.compact_every`` applied entries the replica snapshots the
 state machine and compacts the Raft log; ``Ready.compaction`` tells the shell
-to do the same on disk.
+to do the same on disk.  With ``background_snapshots`` the replica asks
+instead (``Ready.snapshot_due``: index, term and configuration, no data) and
+goes on; the shell takes the state machine's snapshot as it is at that
+``ready()`` (peer/compactor.py forks) and hands it back later to
+:meth:`Replica.snapshot_taken`, which compacts then, unless a snapshot
+installed meanwhile already covers it.  One is asked for at a time.
 """
 from __future__ import annotations
 
@@ -71,6 +76,7 @@ class Ready:
     entries: list[Entry] = field(default_factory=list)
     snapshot: Snapshot | None = None
     compaction: Snapshot | None = None
+    snapshot_due: Snapshot | None = None  # background_snapshots: take this one (no data yet)
     messages: list[Message] = field(default_factory=list)
     results: list[tuple[int, dict]] = field(default_factory=list)
 
@@ -88,14 +94,18 @@ class Replica:
 
     ``node_factory`` exists for the tests' fault injection (a RaftNode
     subclass with one rule broken); ``on_apply(index, command, result)`` lets
-    the simulator observe every applied entry.
+    the simulator observe every applied entry; ``background_snapshots``: see
+    the module docstring.
     """
 
     def __init__(self, node_id: str, peers: list[str], recovered: Recovered, rng: random.Random,
                  config: RaftConfig = RaftConfig(), *,
                  node_factory: Callable[..., RaftNode] = RaftNode,
-                 on_apply: Callable[[int, dict | None, dict | None], None] | None = None) -> None:
+                 on_apply: Callable[[int, dict | None, dict | None], None] | None = None,
+                 background_snapshots: bool = False) -> None:
         self.config = config
+        self._background_snapshots = background_snapshots
+        self._snapshot_due: int | None = None  # the index of the snapshot asked for and not yet taken
         self.node = node_factory(node_id, peers, rng, config, recovered.hard_state,
                                  recovered.snapshot, recovered.entries)
         self.state_machine = (ReplicatedStateMachine.restore(recovered.snapshot["data"])
@@ -265,8 +275,9 @@ class Replica:
                 key = _key(command)
                 self._proposed.pop(key, None)
                 self._answer(key, command, result)
+        compaction, due = self._compaction()
         ready = Ready(hard_state=raft.hard_state, entries=raft.entries, snapshot=raft.snapshot,
-                      compaction=self._maybe_compact(), messages=raft.messages + self._outbox,
+                      compaction=compaction, snapshot_due=due, messages=raft.messages + self._outbox,
                       results=self._results)
         self._outbox, self._results = [], []
         return ready
@@ -284,16 +295,34 @@ class Replica:
             if known is not None:
                 self._finish(token, known)
 
-    def _maybe_compact(self) -> Snapshot | None:
+    def _compaction(self) -> tuple[Snapshot | None, Snapshot | None]:
+        """A compaction done now, or (background snapshots) the snapshot to take, if one is due."""
         applied = self.state_machine.applied
         every = self.config.compact_every
-        if not every or applied - self.node.snap_index < every:
-            return None
+        if not every or applied - self.node.snap_index < every or self._snapshot_due is not None:
+            return None, None
         snapshot = {"index": applied, "term": self.node.term_at(applied),
-                    "data": self.state_machine.snapshot(),
                     "config": self.node.configuration_at(applied).to_json()}
+        if self._background_snapshots:
+            self._snapshot_due = applied
+            return None, snapshot
+        snapshot["data"] = self.state_machine.snapshot()
         self.node.compact(snapshot)
-        return snapshot
+        return snapshot, None
+
+    def snapshot_taken(self, snapshot: Snapshot) -> bool:
+        """The snapshot ``Ready.snapshot_due`` asked for, with its ``data``:
+        compact the log to it and say so, or False if a snapshot installed
+        since covers it (the shell then drops it)."""
+        self._snapshot_due = None
+        if snapshot["index"] <= self.node.snap_index:
+            return False
+        self.node.compact(snapshot)
+        return True
+
+    def snapshot_abandoned(self) -> None:
+        """The shell could not take the snapshot asked for: ask again when one is due."""
+        self._snapshot_due = None
 
     def status(self) -> dict:
         """A JSON-able summary for operators and tests, O(1) in the size of the state."""

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import orjson
+
 from twisted_exchange.replication.records import (
     Entry, HardState, Snapshot, abstaining, empty_hard_state, is_hard_state, is_snapshot,
 )
@@ -26,6 +28,7 @@ from twisted_exchange.wal import codec
 LOG = "log"
 HARD_STATE = "hardstate.json"
 SNAPSHOT = "snapshot.json"
+BACKGROUND = SNAPSHOT + ".background"  # a snapshot written off the reactor (peer/compactor.py)
 DAMAGED = ".damaged"   # suffix of a damaged snapshot moved aside for inspection
 FSYNC_POLICIES = ("batch", "never")
 
@@ -58,6 +61,8 @@ class FileStorage(StorageRules):
       no votes until a leader has caught the node up), and it is reported
       in ``Recovered.discarded``.  A damaged snapshot is kept aside as
       ``snapshot.json.damaged``;
+    - ``snapshot.json.background``, a snapshot a forked child was writing
+      when the peer stopped, is removed (the log still holds what it covers).
     - a damaged hard-state file: StorageError, the peer does not start.
       Atomic replacement never leaves it half-written, and without its term
       and vote the peer could vote twice in one term.  The message says how
@@ -110,8 +115,8 @@ class FileStorage(StorageRules):
             raise StorageError(f"{self._directory}: storage is closed")
         hard_state = self._read_hard_state()
         snapshot, snapshot_damage = self._read_json(SNAPSHOT, is_snapshot)
-        for name in (LOG, HARD_STATE, SNAPSHOT):
-            self._path(name + ".tmp").unlink(missing_ok=True)
+        for name in (LOG + ".tmp", HARD_STATE + ".tmp", SNAPSHOT + ".tmp", BACKGROUND):
+            self._path(name).unlink(missing_ok=True)
         try:
             data = self._path(LOG).read_bytes()
         except FileNotFoundError:
@@ -252,8 +257,18 @@ class FileStorage(StorageRules):
         position = index - self._first
         return self._terms[position] if 0 <= position < len(self._terms) else None
 
+    def background_path(self) -> Path:
+        """Where :func:`write_snapshot` may write a snapshot for :meth:`compact` to move into place."""
+        return self._path(BACKGROUND)
+
     def _store_snapshot(self, snapshot: Snapshot) -> None:
-        self._replace(SNAPSHOT, codec.compact_json(snapshot))
+        data = snapshot["data"]
+        if isinstance(data, WrittenData):
+            os.replace(data.path, self._path(SNAPSHOT))
+            data.path = self._path(SNAPSHOT)
+            self._sync_directory()
+        else:
+            self._replace(SNAPSHOT, codec.compact_json(snapshot))
         self._snapshot = {"index": snapshot["index"], "term": snapshot["term"]}
 
     def _drop_through(self, index: int, keep_rest: bool) -> None:
@@ -291,6 +306,45 @@ class FileStorage(StorageRules):
 
     def _store_hard_state(self, hard_state: HardState) -> None:
         self._replace(HARD_STATE, codec.compact_json(hard_state))
+
+
+class WrittenData:
+    """The ``data`` of a snapshot :func:`write_snapshot` wrote: a place in a file.
+
+    :meth:`FileStorage.compact` moves that file into place instead of
+    encoding the data again, and the bytes are read back only to send the
+    snapshot to a peer (:meth:`fragment`), so the peer holds no copy of it.
+    """
+
+    def __init__(self, path: Path, start: int, end: int) -> None:
+        self.path = path
+        self.start = start
+        self.end = end
+
+    def fragment(self) -> orjson.Fragment:
+        """The data's JSON, to splice into a message unchanged (orjson)."""
+        with open(self.path, "rb") as file:
+            file.seek(self.start)
+            return orjson.Fragment(file.read(self.end - self.start))
+
+
+def write_snapshot(path: Path, snapshot: Snapshot, data: object, sync: bool = True) -> None:
+    """Write ``snapshot`` (index, term, config) with ``data`` to ``path``,
+    durably unless not ``sync``, in the form :func:`written_snapshot` reads.
+    A forked child runs it (peer/compactor.py)."""
+    with open(path, "wb") as file:
+        file.write(codec.compact_json(snapshot)[:-1] + b',"data":')
+        file.write(codec.compact_json(data))
+        file.write(b"}")
+        if sync:
+            file.flush()
+            os.fsync(file.fileno())
+
+
+def written_snapshot(path: Path, snapshot: Snapshot) -> Snapshot:
+    """``snapshot`` with the data :func:`write_snapshot` wrote to ``path``."""
+    start = len(codec.compact_json(snapshot)) - 1 + len(b',"data":')
+    return {**snapshot, "data": WrittenData(path, start, os.path.getsize(path) - 1)}
 
 
 def _kept_after(entries: list[Entry], snapshot: Snapshot | None) -> int:

@@ -1,0 +1,100 @@
+"""Log compaction off the reactor: the state machine's snapshot taken by a forked child.
+
+A snapshot is the whole state: its rows (0.6 us per order), their JSON and
+its file took 2 s at 10^6 resting orders and 0.25 s at 10^5, all on the
+reactor.  Every peer reached the compaction point together and stopped for
+that long; a leader stopped past the election timeout (0.5-1 s) lost its
+leadership.  So the replica only asks for a snapshot
+(``Ready.snapshot_due``, see replication/replica.py), and
+:class:`BackgroundSnapshot` forks: the child sees the state machine exactly
+as it was at that ``ready()`` (copy-on-write), writes the snapshot
+(wal/file_storage.py :func:`write_snapshot`) and exits, while the parent
+goes on serving; the parent's tick polls for the child's end and hands the
+snapshot back to the replica, and the storage moves the file into place.
+
+The child runs no reactor and no Twisted code: it closes every inherited
+descriptor first (a listening socket or the data directory's lock held by
+an orphan would keep a restarted peer from starting), restores the default
+signal handlers, switches the cyclic collector off (a collection would
+write to every object's header and copy the whole heap) and leaves with
+``os._exit``.  A crash of either side loses nothing: until the parent
+moves the file into place the log still holds every entry, and
+``FileStorage.load`` removes a file left behind.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from twisted_exchange.replication.records import Snapshot
+from twisted_exchange.replication.state_machine import ReplicatedStateMachine
+from twisted_exchange.wal.file_storage import write_snapshot, written_snapshot
+
+
+class BackgroundSnapshot:
+    """At most one child writing a snapshot to ``path`` at a time."""
+
+    def __init__(self, path: Path, sync: bool = True) -> None:
+        self._path = path
+        self._sync = sync
+        self._child: int | None = None
+        self._snapshot: Snapshot | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._child is not None
+
+    def start(self, snapshot: Snapshot, state_machine: ReplicatedStateMachine) -> None:
+        """Fork a child that writes ``snapshot`` (no data yet) with the state
+        machine's snapshot as its data; one child at a time."""
+        if self._child is not None:
+            raise RuntimeError("a snapshot is being written already")
+        pid = os.fork()
+        if pid == 0:
+            _child(self._path, snapshot, state_machine, self._sync)
+        self._child, self._snapshot = pid, snapshot
+
+    def poll(self) -> tuple[Snapshot | None, str | None] | None:
+        """None while the child runs (or none does); else ``(snapshot, None)``,
+        the snapshot with its data written, or ``(None, why it failed)``."""
+        if self._child is None:
+            return None
+        pid, status = os.waitpid(self._child, os.WNOHANG)
+        if pid == 0:
+            return None
+        snapshot = self._snapshot
+        self._child = self._snapshot = None
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            self._path.unlink(missing_ok=True)
+            return None, f"exit code {code}" if code > 0 else f"killed by signal {-code}"
+        assert snapshot is not None
+        return written_snapshot(self._path, snapshot), None
+
+    def stop(self) -> None:
+        """Kill a child still writing, wait for it and remove its file."""
+        if self._child is not None:
+            os.kill(self._child, signal.SIGKILL)
+            os.waitpid(self._child, 0)
+            self._child = self._snapshot = None
+            self._path.unlink(missing_ok=True)
+
+
+def _child(path: Path, snapshot: Snapshot, state_machine: Any, sync: bool) -> None:
+    """The forked child: write the snapshot and leave, never returning."""
+    code = 1
+    try:
+        gc.disable()
+        signal.set_wakeup_fd(-1)
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(number, signal.SIG_DFL)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        write_snapshot(path, snapshot, state_machine.snapshot(), sync)
+        code = 0
+    except BaseException as error:  # stderr (fd 2) is still open: the peer's log
+        os.write(2, f"background snapshot failed: {error!r}\n".encode())
+    finally:
+        os._exit(code)
