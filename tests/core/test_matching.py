@@ -315,8 +315,11 @@ class QueryTests(ExchangeTestCase):
         exchange = Exchange(closed_orders_kept=2)
         for n in range(3):
             exchange.apply(submit("a", "buy", "100", "1"))
+        self.assertEqual(exchange.known_orders(), 3)
         for order_id in ["2", "1", "3"]:
             exchange.apply(cancel("a", order_id))
+        self.assertEqual(exchange.known_orders(), 2)
+        self.assertEqual(exchange.known_orders(), exchange.stats()["known_orders"])
         self.assertIsNone(exchange.order("2"))
         self.assertEqual(exchange.order("1")["status"], "cancelled")
         reply = exchange.apply(cancel("a", "2"))

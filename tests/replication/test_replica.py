@@ -256,6 +256,28 @@ class ReplicaTests(unittest.TestCase):
         self.assertEqual(len(cluster.due[leader]), 3)
         self.assertEqual(cluster.due[leader][1]["index"], cluster.due[leader][2]["index"])
 
+    def test_a_big_book_lets_the_log_grow_to_a_quarter_of_its_orders_between_snapshots(self):
+        cluster = Cluster(RaftConfig(compact_every=5), background=True)
+        leader = cluster.leader()
+        replica = cluster.replicas[leader]
+
+        def rest(count):
+            for _ in range(count):
+                rest.n += 1
+                replica.propose(order("alice", f"r{rest.n:04d}", price=str(rest.n)))
+            cluster.tick()
+            for due in cluster.due[leader]:
+                replica.snapshot_taken(due)
+            taken = len(cluster.due[leader])
+            cluster.due[leader].clear()
+            return taken
+        rest.n = 0
+        self.assertEqual(rest(40), 1)
+        first = replica.node.snap_index
+        self.assertEqual(rest(10), 0)      # 10 entries < 50 orders / 4, though > compact_every
+        self.assertEqual(rest(10), 1)      # 20 >= 60 / 4
+        self.assertGreaterEqual(replica.node.snap_index - first, replica.exchange.known_orders() // 4)
+
     def test_a_snapshot_installed_while_one_is_taken_makes_that_one_stale(self):
         cluster = Cluster(RaftConfig(compact_every=5), background=True)
         leader = cluster.leader()

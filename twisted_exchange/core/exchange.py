@@ -269,6 +269,10 @@ class Exchange:
             "last_trade_id": self._last_trade_id,
         }
 
+    def known_orders(self) -> int:
+        """Orders known, resting and closed ones kept (O(1)): what a snapshot's size grows with."""
+        return len(self._orders)
+
     def resting_by_symbol(self) -> dict:
         """Resting orders per symbol that has any, for metrics (O(known orders))."""
         counts: dict = {}
