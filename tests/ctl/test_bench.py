@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 from unittest import mock
 
@@ -46,3 +47,24 @@ def _needs_matplotlib() -> None:
         bench.require_plotting()
     except CtlError:
         raise unittest.SkipTest("matplotlib is not installed (pip install 'twisted-exchange[plot]')") from None
+
+
+class WorkloadTests(unittest.SynchronousTestCase):
+
+    def prices(self, resting: bool) -> dict[str, list[Decimal]]:
+        workload = bench.Workload("alice", seed=3, resting=resting)
+        prices: dict[str, list[Decimal]] = {"buy": [], "sell": []}
+        for _ in range(2000):
+            order = workload.next_order()
+            prices[order["side"]].append(Decimal(order["price"]))
+        return prices
+
+    def test_crossing_orders_overlap_around_the_mid(self):
+        prices = self.prices(resting=False)
+        self.assertGreater(max(prices["buy"]), min(prices["sell"]))
+
+    def test_resting_orders_never_cross_and_stay_positive(self):
+        prices = self.prices(resting=True)
+        self.assertLess(max(prices["buy"]), min(prices["sell"]))
+        self.assertGreater(min(prices["buy"]), 0)
+        self.assertGreater(len(set(prices["buy"])), 100)   # spread over many levels, as a real book

@@ -1,7 +1,9 @@
 """``exchangectl bench``: concurrent clients placing crossing orders on every peer.
 
 ``Workload`` makes the orders (seeded, so a run can be repeated): buys priced
-from ``mid`` up and sells from ``mid`` down, so nearly every order trades.
+from ``mid`` up and sells from ``mid`` down, so nearly every order trades;
+or, ``resting``, buys below and sells above ``mid``, so none does and the
+book grows by every order (what a big book costs: snapshots, memory).
 ``Recorder`` keeps each committed order's latency in an HdrHistogram
 (microseconds, 3 significant digits) plus the (time, latency) points of the
 plot, and counts failures by error code.  ``load`` is the Twisted part: N
@@ -25,18 +27,24 @@ _CODE = re.compile(r"ERR_[A-Z0-9_]+")
 
 
 class Workload:
-    """Crossing limit orders for client ``client``, reproducible from ``seed``."""
+    """Crossing (or ``resting``) limit orders for client ``client``, reproducible from ``seed``."""
 
-    def __init__(self, client: str, seed: int, symbol: str = "BTCUSD", mid: int = 100) -> None:
+    def __init__(self, client: str, seed: int, symbol: str = "BTCUSD", mid: int = 100,
+                 resting: bool = False) -> None:
         self.client = client
         self._random = random.Random(seed)
         self._symbol = symbol
         self._mid = mid
+        self._resting = resting
 
     def next_order(self) -> dict:
-        """The next ``submit`` payload: a buy at mid..mid+2 or a sell at mid-2..mid."""
+        """The next ``submit`` payload: a buy at mid..mid+2 or a sell at mid-2..mid;
+        ``resting``: a buy at 0.25..mid-2.25 or a sell at mid+2.25..2*mid-0.25."""
         side = self._random.choice(("buy", "sell"))
-        offset = self._random.randint(0, 8)
+        if self._resting:
+            offset = -self._random.randint(9, self._mid * 4 - 1)
+        else:
+            offset = self._random.randint(0, 8)
         ticks = self._mid * 4 + (offset if side == "buy" else -offset)
         return {"action": "submit", "client": self.client, "request": new_request_id(),
                 "symbol": self._symbol, "side": side, "type": "limit",
@@ -143,7 +151,7 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
                count: int | None, reactor: Any, seed: int = 1, symbol: str = "BTCUSD",
                progress: Callable[[Recorder, float, bool], None] = lambda recorder, done, final: None,
                interval: float = 0.5, credential_of: Callable[[str], Any] | None = None,
-               on_start: Callable[[], None] = lambda: None) -> Recorder:
+               on_start: Callable[[], None] = lambda: None, resting: bool = False) -> Recorder:
     """Run ``clients`` clients, one order in flight each, until ``duration``
     seconds passed or ``count`` orders were sent; the finished Recorder.
     The clock starts once every client has its connections (``_connect``);
@@ -153,9 +161,10 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
     client sends as itself, as only its own credential may.
 
     ``progress(recorder, fraction_done, final)`` is called every ``interval``
-    seconds, and once with ``final`` true at the end.
+    seconds, and once with ``final`` true at the end.  ``resting``: see Workload.
     """
-    workloads = [Workload(f"bench{number}", seed * 1_000_003 + number, symbol) for number in range(clients)]
+    workloads = [Workload(f"bench{number}", seed * 1_000_003 + number, symbol, resting=resting)
+                 for number in range(clients)]
     senders = [{"credential": credential_of(w.client)} if credential_of else {} for w in workloads]
     await defer.gatherResults([defer.ensureDeferred(_connect(peers, names, send_as)) for send_as in senders],
                               consumeErrors=True)

@@ -744,9 +744,11 @@ def check(wait: float, as_json: bool) -> None:
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write latency over time to this PNG.")
 @click.option("--wait", type=click.FloatRange(0, 600), default=10.0, show_default=True,
               help="Seconds the final check lets peers catch up.")
+@click.option("--resting", is_flag=True,
+              help="Orders that never cross instead: the book grows by every order (big-book costs).")
 @json_option
 def bench(clients: int, duration: float, count: int | None, symbol: str, seed: int,
-          plot: str | None, wait: float, as_json: bool) -> None:
+          plot: str | None, wait: float, resting: bool, as_json: bool) -> None:
     """Load every peer with crossing orders, report throughput and latency, then check."""
     from twisted_exchange.ctl import bench as benchmark
     from twisted_exchange.ctl.peers import check as poll_until_agreed
@@ -760,7 +762,7 @@ def bench(clients: int, duration: float, count: int | None, symbol: str, seed: i
     async def work(peers):
         recorder = await benchmark.load(peers, names, clients, duration=None if count else duration,
                                         count=count, reactor=peers.reactor, seed=seed,
-                                        symbol=symbol, credential_of=credential_of,
+                                        symbol=symbol, credential_of=credential_of, resting=resting,
                                         progress=lambda r, f, final: live.update(_bar(r, f), final))
         return recorder, await poll_until_agreed(peers, names, wait)
 
