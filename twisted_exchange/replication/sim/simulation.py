@@ -14,7 +14,11 @@ learner, or remove a member (the leader itself too); now and then two at
 once (promote, then remove another voter; the second must be refused)
 with a split right after between the leader plus the promoted node and
 the rest; a removed node is stopped for good a while later, once its
-removal is committed.  Virtual time is an event queue; a
+removal is committed.  Odd-numbered nodes take their snapshots in the
+background, as the peers do (``Ready.snapshot_due``): the state is captured
+when asked for and handed back 1-40 ticks later, lost if the node crashed
+meanwhile, now and then failed (the replica asks again), and stale if a
+snapshot was installed in between.  Virtual time is an event queue; a
 step is one event.  Node input (tick, message) and the node's ``ready()``
 are separate events, so a crash can fall between them.
 
@@ -66,6 +70,8 @@ MEMBERSHIP_REFUSED = "membership refused"
 MEMBERSHIP_TICKS = (10, 40)   # a membership change is asked for every so many ticks
 SPLIT_AFTER_CHANGE = 0.3      # share of membership changes right after which the network splits
 BACK_TO_BACK = 0.25           # share of them that are two changes at once, then a split within a tick
+SNAPSHOT_TICKS = (1, 40)  # a background snapshot is handed back this many ticks after it was asked for
+SNAPSHOT_FAILS = 0.1      # share of background snapshots whose writer fails (the replica asks again)
 SIM_CONFIG = RaftConfig(election_ticks=10, heartbeat_ticks=2, max_entries_per_message=64,
                         forward_ticks=4, no_leader_ticks=30, compact_every=40)
 
@@ -98,6 +104,7 @@ class Simulation:
                  membership_ticks: tuple[int, int] | None = MEMBERSHIP_TICKS) -> None:
         self.outcome = Outcome(seed, nodes, steps)
         self.rng = random.Random(seed)
+        self.snapshot_rng = random.Random(seed ^ 0x5EED)  # background snapshots: leaves self.rng's sequence alone
         self.steps = steps
         self.config = config
         self.node_factory = node_factory
@@ -185,7 +192,8 @@ class Simulation:
         replica = self.replica_factory(
             node_id, self.initial, recovered, random.Random(self.rng.random()), self.config,
             node_factory=self.node_factory,
-            on_apply=lambda index, command, result: self.check.apply(node_id, index, command, result))
+            on_apply=lambda index, command, result: self.check.apply(node_id, index, command, result),
+            background_snapshots=_background(node_id))
         self.replicas[node_id] = replica
         self.checked_commit[node_id] = replica.node.snap_index + 1
         self._at(self.now + self.rng.randint(1, TICK), self._tick, node_id, self.incarnation[node_id])
@@ -259,6 +267,10 @@ class Simulation:
             self.check.state(node_id, replica.state_machine.applied, replica.state_machine.state_hash())
         for message in ready.messages:
             self._send(message)
+        if ready.snapshot_due is not None:  # taken now, as the peer's fork does; handed back later
+            snapshot = dict(ready.snapshot_due, data=replica.state_machine.snapshot())
+            self._at(self.now + self.snapshot_rng.randint(*SNAPSHOT_TICKS) * TICK, self._snapshot_taken,
+                     node_id, self.incarnation[node_id], snapshot)
         for token, result in ready.results:
             if self.changes.pop((node_id, token), None) is not None:
                 self.outcome.faults["member change committed" if result["ok"] else "member change lost"] += 1
@@ -266,14 +278,32 @@ class Simulation:
             client, request = self.tokens.pop((node_id, token))
             self._client_answer(client, request, result)
 
+    def _snapshot_taken(self, node_id: str, incarnation: int, snapshot: dict) -> None:
+        """A background snapshot's writer is done (lost if its node crashed meanwhile)."""
+        replica = self._alive(node_id, incarnation)
+        if replica is None:
+            return
+        if self.snapshot_rng.random() < SNAPSHOT_FAILS:
+            self.outcome.faults["background snapshot failed"] += 1
+            replica.snapshot_abandoned()
+        elif replica.snapshot_taken(snapshot):
+            self._stored(node_id, lambda storage: storage.compact(snapshot))
+        else:
+            self.outcome.faults["background snapshot stale"] += 1
+
     def _persisted(self, node_id: str, ready) -> bool:
-        """Persist the batch; on a write failure fail-stop (crash now, restart
-        later from what was stored) and say so, as the peer shell does."""
-        storage = self.storage[node_id]
-        try:
+        """Persist the batch (see :meth:`_stored`)."""
+        def persist(storage: FaultyStorage) -> None:
             storage.save(ready.hard_state, ready.entries, ready.snapshot)
             if ready.compaction is not None:
                 storage.compact(ready.compaction)
+        return self._stored(node_id, persist)
+
+    def _stored(self, node_id: str, write: Callable[[FaultyStorage], None]) -> bool:
+        """``write`` to the node's storage; on a write failure fail-stop (crash
+        now, restart later from what was stored) and say so, as the peer shell does."""
+        try:
+            write(self.storage[node_id])
         except DiskFault as fault:
             self.outcome.faults[fault.kind] += 1
             self._crash(node_id)
@@ -513,3 +543,9 @@ class Simulation:
 def simulate(seed: int, nodes: int = 3, steps: int = DEFAULT_STEPS, **options) -> Outcome:
     """Run one seed and return its Outcome (``options`` go to Simulation)."""
     return Simulation(seed, nodes, steps, **options).run()
+
+
+def _background(node_id: str) -> bool:
+    """Odd-numbered nodes take their snapshots in the background, the others
+    at once: every run mixes both (and the seed's RNG sequence is unchanged)."""
+    return int(node_id[1:]) % 2 == 1
