@@ -2,6 +2,9 @@
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -46,8 +49,7 @@ class BackgroundSnapshotTests(unittest.TestCase):
     def setUp(self):
         self.directory = Path(tempfile.mkdtemp(prefix="compactor-"))
         self.addCleanup(shutil.rmtree, self.directory)
-        self.path = self.directory / BACKGROUND
-        self.writer = BackgroundSnapshot(self.path)
+        self.writer = BackgroundSnapshot(self.directory / BACKGROUND)
         self.addCleanup(self.writer.stop)
 
     def finished(self):
@@ -68,9 +70,10 @@ class BackgroundSnapshotTests(unittest.TestCase):
         snapshot, failure = self.finished()
         self.assertIsNone(failure)
         self.assertFalse(self.writer.running)
-        self.assertEqual(json.loads(self.path.read_bytes()),
-                         {"index": 5, "term": 1, "config": {"voters": ["a"], "learners": []}, "data": expected})
         self.assertIsInstance(snapshot["data"], WrittenData)
+        self.assertEqual(snapshot["data"].path.parent, self.directory)
+        self.assertEqual(json.loads(snapshot["data"].path.read_bytes()),
+                         {"index": 5, "term": 1, "config": {"voters": ["a"], "learners": []}, "data": expected})
         self.assertEqual(orjson.dumps(snapshot["data"].fragment()), codec.compact_json(expected))
 
     def test_a_failed_child_is_reported_and_leaves_no_file(self):
@@ -78,7 +81,7 @@ class BackgroundSnapshotTests(unittest.TestCase):
         snapshot, failure = self.finished()
         self.assertIsNone(snapshot)
         self.assertEqual(failure, "exit code 1")
-        self.assertFalse(self.path.exists())
+        self.assertEqual(self.left(), [])
 
     def test_stop_kills_a_running_child_and_removes_its_file(self):
         self.writer.start({"index": 1, "term": 1, "config": {}}, Sleeping())
@@ -88,7 +91,7 @@ class BackgroundSnapshotTests(unittest.TestCase):
             self.writer.start({"index": 2, "term": 1, "config": {}}, Sleeping())
         self.writer.stop()
         self.assertFalse(self.writer.running)
-        self.assertFalse(self.path.exists())
+        self.assertEqual(self.left(), [])
         with self.assertRaises(ChildProcessError):                 # reaped: no zombie left
             os.waitpid(child, os.WNOHANG)
 
@@ -101,7 +104,7 @@ class BackgroundSnapshotTests(unittest.TestCase):
         self.writer.start({"index": 5, "term": 1, "config": {"voters": ["a"], "learners": []}}, machine)
         snapshot, _ = self.finished()
         storage.compact(snapshot)
-        self.assertFalse(self.path.exists())
+        self.assertEqual(self.left(), [])
         self.assertEqual(snapshot["data"].path, self.directory / SNAPSHOT)
         self.assertEqual(orjson.dumps(snapshot["data"].fragment()), codec.compact_json(machine.snapshot()))
         storage.close()
@@ -111,9 +114,61 @@ class BackgroundSnapshotTests(unittest.TestCase):
         self.assertEqual(recovered.snapshot["data"], machine.snapshot())
         self.assertEqual([e["index"] for e in recovered.entries], [6, 7])
 
-    def test_a_file_left_by_a_stopped_peer_is_removed_on_load(self):
-        self.path.write_bytes(b'{"index": 9, "term"')
+    def test_files_left_by_a_stopped_peer_are_removed_on_load(self):
+        for pid in (41, 42):
+            (self.directory / f"{BACKGROUND}.{pid}").write_bytes(b'{"index": 9, "term"')
         storage = FileStorage(self.directory)
         self.addCleanup(storage.close)
         storage.load()
-        self.assertFalse(self.path.exists())
+        self.assertEqual(self.left(), [])
+
+    def test_a_child_dies_with_its_parent(self):
+        """A peer killed with SIGKILL takes its writer with it: an orphan could
+        otherwise go on writing after the peer restarted."""
+        parent = subprocess.Popen([sys.executable, "-c", ORPHANING, str(self.directory / BACKGROUND)],
+                                  stdout=subprocess.PIPE, text=True)
+        self.addCleanup(parent.wait)
+        self.addCleanup(parent.kill)
+        child = int(parent.stdout.readline())
+        self.addCleanup(_kill, child)  # if it did outlive its parent
+        self.assertTrue(_alive(child))
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertFalse(_alive(child), "the writer outlived its parent")
+
+    def left(self):
+        return sorted(self.directory.glob(BACKGROUND + "*"))
+
+
+#: A parent that starts a writer which never finishes, says the writer's pid and waits.
+ORPHANING = """
+import sys, time
+from pathlib import Path
+from twisted_exchange.peer.compactor import BackgroundSnapshot
+class Sleeping:
+    def snapshot(self):
+        time.sleep(3600)
+writer = BackgroundSnapshot(Path(sys.argv[1]))
+writer.start({"index": 1, "term": 1, "config": {}}, Sleeping())
+print(writer._child, flush=True)
+time.sleep(3600)
+"""
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    """Is ``pid`` a process that has not exited (a zombie has)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

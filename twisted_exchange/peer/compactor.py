@@ -12,17 +12,21 @@ as it was at that ``ready()`` (copy-on-write), writes the snapshot
 goes on serving; the parent's tick polls for the child's end and hands the
 snapshot back to the replica, and the storage moves the file into place.
 
-The child runs no reactor and no Twisted code: it closes every inherited
-descriptor first (a listening socket or the data directory's lock held by
-an orphan would keep a restarted peer from starting), restores the default
-signal handlers, switches the cyclic collector off (a collection would
-write to every object's header and copy the whole heap) and leaves with
-``os._exit``.  A crash of either side loses nothing: until the parent
-moves the file into place the log still holds every entry, and
-``FileStorage.load`` removes a file left behind.
+The child runs no reactor and no Twisted code: it asks the kernel to kill
+it when the parent dies, closes every inherited descriptor (a listening
+socket or the data directory's lock held by an orphan would keep a
+restarted peer from starting), restores the default signal handlers,
+switches the cyclic collector off (a collection would write to every
+object's header and copy the whole heap) and leaves with ``os._exit``.
+Each child writes a file of its own, named after its pid and created
+exclusively, so a child outliving its parent can never write into the file
+of the restarted peer's child.  A crash of either side loses nothing:
+until the parent moves the file into place the log still holds every
+entry, and ``FileStorage.load`` removes files left behind.
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import signal
@@ -34,10 +38,15 @@ from twisted_exchange.replication.state_machine import ReplicatedStateMachine
 from twisted_exchange.wal.file_storage import write_snapshot, written_snapshot
 
 
+#: prctl(2) option: the signal the kernel sends a process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
 class BackgroundSnapshot:
-    """At most one child writing a snapshot to ``path`` at a time."""
+    """At most one child writing a snapshot, to ``path`` + ``.<its pid>``."""
 
     def __init__(self, path: Path, sync: bool = True) -> None:
+        self._base = path
         self._path = path
         self._sync = sync
         self._child: int | None = None
@@ -52,10 +61,14 @@ class BackgroundSnapshot:
         machine's snapshot as its data; one child at a time."""
         if self._child is not None:
             raise RuntimeError("a snapshot is being written already")
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
-            _child(self._path, snapshot, state_machine, self._sync)
-        self._child, self._snapshot = pid, snapshot
+            _child(parent, self._file(os.getpid()), snapshot, state_machine, self._sync)
+        self._child, self._snapshot, self._path = pid, snapshot, self._file(pid)
+
+    def _file(self, pid: int) -> Path:
+        return self._base.with_name(f"{self._base.name}.{pid}")
 
     def poll(self) -> tuple[Snapshot | None, str | None] | None:
         """None while the child runs (or none does); else ``(snapshot, None)``,
@@ -83,10 +96,13 @@ class BackgroundSnapshot:
             self._path.unlink(missing_ok=True)
 
 
-def _child(path: Path, snapshot: Snapshot, state_machine: Any, sync: bool) -> None:
+def _child(parent: int, path: Path, snapshot: Snapshot, state_machine: Any, sync: bool) -> None:
     """The forked child: write the snapshot and leave, never returning."""
     code = 1
     try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent:  # the parent died before that
+            return
         gc.disable()
         signal.set_wakeup_fd(-1)
         for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):

@@ -460,7 +460,7 @@ class PeerService(Service):
         elif self.replica.snapshot_taken(snapshot):
             self._storage.compact(snapshot)
         else:
-            self._storage.background_path().unlink(missing_ok=True)
+            snapshot["data"].path.unlink(missing_ok=True)
 
     def _send(self, messages: list[dict]) -> None:
         """Messages to a peer whose batch waits for its answer go in that

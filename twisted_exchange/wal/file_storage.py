@@ -28,7 +28,7 @@ from twisted_exchange.wal import codec
 LOG = "log"
 HARD_STATE = "hardstate.json"
 SNAPSHOT = "snapshot.json"
-BACKGROUND = SNAPSHOT + ".background"  # a snapshot written off the reactor (peer/compactor.py)
+BACKGROUND = SNAPSHOT + ".background"  # + ".<pid>": snapshots written off the reactor (peer/compactor.py)
 DAMAGED = ".damaged"   # suffix of a damaged snapshot moved aside for inspection
 FSYNC_POLICIES = ("batch", "never")
 
@@ -61,8 +61,9 @@ class FileStorage(StorageRules):
       no votes until a leader has caught the node up), and it is reported
       in ``Recovered.discarded``.  A damaged snapshot is kept aside as
       ``snapshot.json.damaged``;
-    - ``snapshot.json.background``, a snapshot a forked child was writing
-      when the peer stopped, is removed (the log still holds what it covers).
+    - ``snapshot.json.background.<pid>``, a snapshot a forked child was
+      writing when the peer stopped, is removed (the log still holds what
+      it covers).
     - a damaged hard-state file: StorageError, the peer does not start.
       Atomic replacement never leaves it half-written, and without its term
       and vote the peer could vote twice in one term.  The message says how
@@ -115,8 +116,10 @@ class FileStorage(StorageRules):
             raise StorageError(f"{self._directory}: storage is closed")
         hard_state = self._read_hard_state()
         snapshot, snapshot_damage = self._read_json(SNAPSHOT, is_snapshot)
-        for name in (LOG + ".tmp", HARD_STATE + ".tmp", SNAPSHOT + ".tmp", BACKGROUND):
+        for name in (LOG + ".tmp", HARD_STATE + ".tmp", SNAPSHOT + ".tmp"):
             self._path(name).unlink(missing_ok=True)
+        for left in self._directory.glob(BACKGROUND + ".*"):
+            left.unlink(missing_ok=True)
         try:
             data = self._path(LOG).read_bytes()
         except FileNotFoundError:
@@ -258,7 +261,8 @@ class FileStorage(StorageRules):
         return self._terms[position] if 0 <= position < len(self._terms) else None
 
     def background_path(self) -> Path:
-        """Where :func:`write_snapshot` may write a snapshot for :meth:`compact` to move into place."""
+        """Where (+ ``.<pid>``) :func:`write_snapshot` may write a snapshot for
+        :meth:`compact` to move into place; ``load`` removes what it finds there."""
         return self._path(BACKGROUND)
 
     def _store_snapshot(self, snapshot: Snapshot) -> None:
@@ -332,7 +336,7 @@ def write_snapshot(path: Path, snapshot: Snapshot, data: object, sync: bool = Tr
     """Write ``snapshot`` (index, term, config) with ``data`` to ``path``,
     durably unless not ``sync``, in the form :func:`written_snapshot` reads.
     A forked child runs it (peer/compactor.py)."""
-    with open(path, "wb") as file:
+    with open(path, "xb") as file:  # exclusively: never into another writer's file
         file.write(codec.compact_json(snapshot)[:-1] + b',"data":')
         file.write(codec.compact_json(data))
         file.write(b"}")
