@@ -379,17 +379,39 @@ class FileStorageTests(unittest.TestCase):
         self.assertEqual(contents[0], contents[1])
         self.assertEqual(sorted(contents[0]), ["hardstate.json", "log", "snapshot.json"])
 
-    def test_compaction_survives_restart_and_shrinks_the_log(self) -> None:
+    def test_compaction_survives_restart_which_drops_the_dead_records(self) -> None:
         self.start("batch")
         self.storage.save(None, run(1, 100, 1))
         full = self.log.stat().st_size
         self.storage.compact(snapshot(90, 1))
-        self.assertEqual(self.log.stat().st_size, sum(len(record(e)) for e in run(91, 100, 1)))
-        self.assertLess(self.log.stat().st_size, full)
+        self.assertEqual(self.log.stat().st_size, full)  # compacted records stay, dead, until they outgrow the rest
         self.storage.save(None, run(95, 96, 2))
         recovered = self.start("batch")
         self.assertEqual(recovered.snapshot, snapshot(90, 1))
         self.assertEqual(recovered.entries, run(91, 94, 1) + run(95, 96, 2))
+        self.assertEqual(self.log.stat().st_size, sum(len(record(e)) for e in recovered.entries))
+
+    def test_dead_records_are_rewritten_away_once_they_outgrow_the_live_ones(self) -> None:
+        self.start("batch")
+        self.storage.save(None, run(1, 100, 1))
+        live = sum(len(record(e)) for e in run(91, 100, 1))
+        with mock.patch("twisted_exchange.wal.file_storage.DEAD_BYTES", live):
+            self.storage.compact(snapshot(10, 1))             # 10 dead records, 90 live: kept
+            self.assertEqual(self.log.stat().st_size, sum(len(record(e)) for e in run(1, 100, 1)))
+            self.storage.compact(snapshot(90, 1))             # 90 dead, 10 live: rewritten
+        self.assertEqual(self.log.stat().st_size, live)
+        self.storage.save(None, run(101, 101, 1))
+        self.storage.save(None, run(99, 99, 2))              # a truncation after the rewrite
+        self.assertEqual(self.start("batch").entries, run(91, 98, 1) + run(99, 99, 2))
+
+    def test_an_installed_snapshot_the_log_contradicts_drops_the_dead_records_too(self) -> None:
+        self.start("batch")
+        self.storage.save(None, run(1, 3, 1))
+        self.storage.compact(snapshot(3, 1))                  # records 1-3 dead, none live
+        self.storage.save(None, [], snapshot(3, 2))           # installed: term 2 at index 3
+        self.storage.save(None, run(4, 4, 2))
+        recovered = self.start("batch")
+        self.assertEqual((recovered.snapshot, recovered.entries), (snapshot(3, 2), run(4, 4, 2)))
 
     def test_crash_between_snapshot_and_log_rewrite_recovers_the_installed_state(self) -> None:
         # Simulate the crash: the snapshot file is replaced, the log is not.
@@ -573,6 +595,10 @@ class StorageModelTests(unittest.TestCase):
     @settings(max_examples=60)
     @given(st.data())
     def test_random_saves_and_compactions_load_back_the_reference_state(self, data) -> None:
+        dead_bytes = data.draw(st.sampled_from([0, 300, 1 << 30]), label="dead_bytes")  # rewrite at once, sometimes, never
+        patch = mock.patch("twisted_exchange.wal.file_storage.DEAD_BYTES", dead_bytes)
+        patch.start()
+        self.addCleanup(patch.stop)
         directory = temporary_directory(self)
         file_storage = FileStorage(directory, "never")
         self.addCleanup(lambda: file_storage.close())

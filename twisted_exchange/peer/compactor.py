@@ -103,6 +103,7 @@ def _child(parent: int, path: Path, snapshot: Snapshot, state_machine: Any, sync
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
         if os.getppid() != parent:  # the parent died before that
             return
+        os.nice(19)  # the peer's own work first: the child uses what CPU is left over
         gc.disable()
         signal.set_wakeup_fd(-1)
         for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):

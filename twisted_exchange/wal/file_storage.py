@@ -30,6 +30,9 @@ HARD_STATE = "hardstate.json"
 SNAPSHOT = "snapshot.json"
 BACKGROUND = SNAPSHOT + ".background"  # + ".<pid>": snapshots written off the reactor (peer/compactor.py)
 DAMAGED = ".damaged"   # suffix of a damaged snapshot moved aside for inspection
+#: The log file keeps compacted records (a dead prefix) until they are this many
+#: bytes and more than the live ones: then it is rewritten without them.
+DEAD_BYTES = 64 << 20
 FSYNC_POLICIES = ("batch", "never")
 
 logger = logging.getLogger(__name__)
@@ -48,8 +51,12 @@ class FileStorage(StorageRules):
         Replaced atomically: temp file, fsync, rename, fsync the directory.
         Object keys keep their order, so a snapshot loads back exactly as
         MemoryStorage would return it.
-        Compaction replaces ``log`` the same way, with only the entries
-        after the snapshot.
+        Compaction leaves the records it drops in ``log``, a dead prefix
+        that ``load()`` skips (the snapshot covers it), until it is
+        :data:`DEAD_BYTES` and more than the live records: then ``log`` is
+        replaced the same way, with only the entries after the snapshot.
+        So most compactions cost no copy and no fsync, and the copies cost
+        O(1) per entry.
 
     What ``load()`` does with damage (see README "Recovering a damaged peer"):
 
@@ -102,6 +109,7 @@ class FileStorage(StorageRules):
         self._terms: list[int] = []
         self._offsets: list[int] = []
         self._end = 0
+        self._dead = 0  # bytes of compacted records at the start of the log file
         self._directory.mkdir(parents=True, exist_ok=True)
         self._directory_fd: int | None = os.open(self._directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -162,6 +170,7 @@ class FileStorage(StorageRules):
         self._terms = [entry["term"] for entry in entries]
         self._offsets = [offset - start for offset in offsets[keep:]]
         self._end = end - start
+        self._dead = 0
         self._failed = None
         recovered = Recovered(hard_state, snapshot, entries)
         if repaired:
@@ -267,10 +276,9 @@ class FileStorage(StorageRules):
 
     def _store_snapshot(self, snapshot: Snapshot) -> None:
         data = snapshot["data"]
-        if isinstance(data, WrittenData):
+        if isinstance(data, WrittenData):  # durable (the directory synced) before the log loses a record
             os.replace(data.path, self._path(SNAPSHOT))
             data.path = self._path(SNAPSHOT)
-            self._sync_directory()
         else:
             self._replace(SNAPSHOT, codec.compact_json(snapshot))
         self._snapshot = {"index": snapshot["index"], "term": snapshot["term"]}
@@ -278,16 +286,25 @@ class FileStorage(StorageRules):
     def _drop_through(self, index: int, keep_rest: bool) -> None:
         drop = min(index + 1 - self._first, len(self._terms)) if keep_rest else len(self._terms)
         if drop > 0:
-            start = self._offsets[drop] if drop < len(self._offsets) else self._end
-            with open(self._path(LOG), "rb") as file:
-                file.seek(start)
-                rest = file.read()
-            self._replace(LOG, rest)
-            self._open_log()
-            del self._terms[:drop]
-            self._offsets = [offset - start for offset in self._offsets[drop:]]
-            self._end -= start
+            self._dead = self._offsets[drop] if drop < len(self._offsets) else self._end
+            del self._terms[:drop], self._offsets[:drop]
+        # a snapshot the log does not hold (installed) may contradict dead records: they go at once
+        if self._dead and (not keep_rest or self._dead >= max(DEAD_BYTES, self._end - self._dead)):
+            self._rewrite()
         self._first = max(self._first, index + 1)  # the log never starts before the snapshot
+
+    def _rewrite(self) -> None:
+        """Replace the log file by its live records."""
+        self._sync_directory()  # the snapshot that covers the dead records is durable first
+        start = self._dead
+        with open(self._path(LOG), "rb") as file:
+            file.seek(start)
+            rest = file.read()
+        self._replace(LOG, rest)
+        self._open_log()
+        self._offsets = [offset - start for offset in self._offsets]
+        self._end -= start
+        self._dead = 0
 
     def _truncate_from(self, index: int) -> None:
         position = index - self._first
