@@ -225,6 +225,30 @@ class SnapshotCatchUpTests(ClusterTestCase):
         self.assertIn(f"exchangectl member replace {victim}", self.cluster.log(victim))
 
 
+class SnapshotCrashTests(ClusterTestCase):
+    """Snapshots are written by forked children every 40 entries here: peers
+    killed -9 at any moment of that (the child dies with its peer) lose
+    nothing and come back."""
+    peer_args = "--snapshot-every 40"
+
+    @defer.inlineCallbacks
+    def test_peers_killed_while_compacting_under_load_lose_nothing(self):
+        trader = Trader(self.cluster, self.peers, seed=13)
+        load = trader.run(clients=20, orders_each=25)
+        for round, victim in enumerate([self.leader] + [p for p in self.peers if p != self.leader]):
+            yield eventually(lambda: len(trader.acked) >= 100 * (round + 1), what=f"load under way ({round})")
+            pid = self.cluster.supervisor.kill(victim)
+            self.assertGreater(pid, 0)
+            yield eventually(lambda: self.cluster.supervisor.process(victim)["pid"] not in (0, pid),
+                             what=f"supervisord restarting {victim}")
+        yield load
+        self.assertEqual(len(trader.acked), 500)
+        self.assertEqual(trader.refused, [])
+        found = yield wait_for_convergence(self.client, self.peers, timeout=60)
+        self.assertTrue(all(status["snapshot_index"] > 0 for status in found.values()), found)
+        yield self.assert_consistent(trader)
+
+
 class NodeGrapeClusterTests(ClusterTestCase):
     """The real grenache-grape stands in for ours; a Node grenache client in
     secure mode trades with a credential from ``exchangectl client add``, and
