@@ -1,6 +1,8 @@
 """Three PeerServices and a grape in one reactor, over real loopback sockets."""
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import tempfile
 
@@ -8,7 +10,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
-from twisted_exchange.peer import membership
+from twisted_exchange.peer import compactor, membership, service
 from twisted_exchange.peer.protocol import MAX_CLIENT_BODY
 from twisted_exchange.peer.service import PeerService
 from twisted_exchange.pki import CA, Identity
@@ -57,6 +59,46 @@ class PeerClusterTests(TestCase):
 
     def call(self, peer_id: str, payload: dict):
         return self.client.request(f"exchange:{peer_id}", payload)
+
+    @defer.inlineCallbacks
+    def restart_compacting(self, every: int = 5):
+        """Every peer restarted on its data, taking a snapshot every ``every`` entries."""
+        for peer_id in PEERS:
+            peer = self.peers[peer_id]
+            yield peer.stopService()
+            yield self.start_peer(peer_id, peer._data_dir, snapshot_every=every)
+        yield eventually(self.one_leader_known_to_all)
+
+    @defer.inlineCallbacks
+    def trade(self, count: int, prefix: str = "r"):
+        for n in range(count):
+            yield self.call(PEERS[n % 3], order("alice", f"{prefix}{n:03d}", "buy", str(100 + n), "1"))
+
+    @defer.inlineCallbacks
+    def test_every_peer_compacts_to_snapshots_written_in_the_background(self):
+        yield self.restart_compacting()
+        yield self.trade(30)
+        yield eventually(lambda: all(p.replica.node.snap_index >= 5 for p in self.peers.values()))
+        for peer in self.peers.values():
+            self.assertIn("snapshot.json", os.listdir(peer._data_dir))
+        yield eventually(lambda: len({p.replica.state_machine.state_hash() for p in self.peers.values()}) == 1)
+
+    @defer.inlineCallbacks
+    def test_a_peer_that_cannot_fork_serves_on_and_snapshots_later(self):
+        yield self.restart_compacting()
+        real_fork, failures = os.fork, []
+
+        def fork():
+            if len(failures) < 2:
+                failures.append(1)
+                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+            return real_fork()
+        self.patch(compactor.os, "fork", fork)
+        self.patch(service, "SNAPSHOT_RETRY_SECONDS", 0.2)
+        yield self.trade(30)
+        self.assertTrue(all(p.running for p in self.peers.values()))
+        yield eventually(lambda: all(p.replica.node.snap_index >= 5 for p in self.peers.values()))
+        self.assertEqual(len(failures), 2)
 
     @defer.inlineCallbacks
     def test_order_submitted_on_one_peer_rests_in_every_peers_book(self):

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from twisted.application.service import Service
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -58,6 +58,8 @@ DIRECTORY_REFRESH_SECONDS = 1.0
 ANNOUNCE_SECONDS = 1.0
 #: Compacted log entries freed per reactor turn: 10,000 at once held the reactor ~10 ms.
 RETIRE_PER_TURN = 1000
+#: Seconds before a snapshot that could not be written (no fork, a failed child) is asked for again.
+SNAPSHOT_RETRY_SECONDS = 5.0
 #: Applied entries between snapshots (log compaction).
 SNAPSHOT_EVERY = 10_000
 #: Seconds without a tick after which status reports the loop as stalled.
@@ -130,6 +132,7 @@ class PeerService(Service):
         self.replica = Replica(node_id, self._peers, recovered, random.Random(seed), config,
                                on_apply=self._applied, background_snapshots=True)
         self._compactor = BackgroundSnapshot(self._storage.background_path(), sync=fsync == "batch")
+        self._snapshot_retry: IDelayedCall | None = None
         self._links = [Link(url, reactor=reactor) for url in grape_urls]
         self._client = RPCClient(self._links[0], reactor=reactor, tls=credential)
         self._directory = PeerDirectory(self._links, [p for p in self._peers if p != node_id])
@@ -373,6 +376,8 @@ class PeerService(Service):
         for link in self._links:
             yield link.close()
         self._compactor.stop()
+        if self._snapshot_retry is not None and self._snapshot_retry.active():
+            self._snapshot_retry.cancel()
         self._storage.close()
         self.log.info("{peer} stopped", peer=self.node_id)
 
@@ -447,7 +452,10 @@ class PeerService(Service):
             if d is not None:
                 d.callback(result)
         if ready.snapshot_due is not None:  # the state machine is still as that ready() left it
-            self._compactor.start(ready.snapshot_due, self.replica.state_machine)
+            try:
+                self._compactor.start(ready.snapshot_due, self.replica.state_machine)
+            except OSError as error:  # no process or memory for a child: the log grows meanwhile
+                self._snapshot_failed(f"fork: {error}")
         self._log_role()
 
     def _compacted(self) -> None:
@@ -457,8 +465,7 @@ class PeerService(Service):
             return
         snapshot, failure = done
         if snapshot is None:
-            self.log.error("background snapshot failed ({why}); asking again", why=failure)
-            self.replica.snapshot_abandoned()
+            self._snapshot_failed(failure)
             return
         node = self.replica.node
         retired = node.log[:max(0, snapshot["index"] - node.snap_index)]  # what compacting drops: freed below
@@ -467,6 +474,11 @@ class PeerService(Service):
         else:
             snapshot["data"].path.unlink(missing_ok=True)
         self._retire(retired)
+
+    def _snapshot_failed(self, why: str) -> None:
+        self.log.error("background snapshot failed ({why}); trying again in {seconds} s",
+                       why=why, seconds=SNAPSHOT_RETRY_SECONDS)
+        self._snapshot_retry = self._reactor.callLater(SNAPSHOT_RETRY_SECONDS, self.replica.snapshot_abandoned)
 
     def _retire(self, entries: list) -> None:
         """Free ``entries`` a slice per reactor turn."""
