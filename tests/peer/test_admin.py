@@ -104,6 +104,20 @@ class PeerMetricsTests(SynchronousTestCase):
         self.assertEqual(self.value("fsync_seconds_bucket", le="0.0005"), 1)
 
 
+    def test_background_snapshots_count_by_outcome_and_time_what_compacted(self):
+        self.assertEqual(self.value("snapshots_total", outcome="failed"), 0)  # every outcome shown from the start
+        self.metrics.snapshotted("compacted", 0.3)
+        self.metrics.snapshotted("stale")
+        self.metrics.snapshotted("failed")
+        self.metrics.snapshotted("failed")
+        self.assertEqual(self.value("snapshots_total", outcome="compacted"), 1)
+        self.assertEqual(self.value("snapshots_total", outcome="stale"), 1)
+        self.assertEqual(self.value("snapshots_total", outcome="failed"), 2)
+        self.assertEqual(self.value("snapshot_seconds_count"), 1)
+        self.assertEqual(self.value("snapshot_seconds_bucket", le="0.25"), 0)
+        self.assertEqual(self.value("snapshot_seconds_bucket", le="0.5"), 1)
+
+
 class AgreementTests(SynchronousTestCase):
     def setUp(self):
         self.digests = Digests()

@@ -24,6 +24,10 @@ def order(client: str, request: str, side: str, price: str, quantity: str) -> di
             "side": side, "type": "limit", "price": price, "quantity": quantity}
 
 
+def snapshots(peer: PeerService, outcome: str) -> float:
+    return peer.metrics.registry.get_sample_value("twisted_exchange_snapshots_total", {"outcome": outcome})
+
+
 class PeerClusterTests(TestCase):
     timeout = 60
     fsync = "never"
@@ -81,6 +85,7 @@ class PeerClusterTests(TestCase):
         yield eventually(lambda: all(p.replica.node.snap_index >= 5 for p in self.peers.values()))
         for peer in self.peers.values():
             self.assertIn("snapshot.json", os.listdir(peer._data_dir))
+            self.assertGreater(snapshots(peer, "compacted"), 0)
         yield eventually(lambda: len({p.replica.state_machine.state_hash() for p in self.peers.values()}) == 1)
 
     @defer.inlineCallbacks
@@ -99,6 +104,7 @@ class PeerClusterTests(TestCase):
         self.assertTrue(all(p.running for p in self.peers.values()))
         yield eventually(lambda: all(p.replica.node.snap_index >= 5 for p in self.peers.values()))
         self.assertEqual(len(failures), 2)
+        self.assertEqual(sum(snapshots(peer, "failed") for peer in self.peers.values()), 2)
 
     @defer.inlineCallbacks
     def test_order_submitted_on_one_peer_rests_in_every_peers_book(self):

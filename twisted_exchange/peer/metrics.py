@@ -6,8 +6,8 @@ once; everything that is state (Raft term, commit and applied index,
 leadership, resting orders per symbol, health) is read by a collector at
 scrape time, so it costs nothing between scrapes.  The WAL reports each
 fsync's duration through FileStorage's ``on_fsync`` hook (the storage knows
-nothing of Prometheus) and trades are counted as entries are applied
-(Replica's ``on_apply``).
+nothing of Prometheus), trades are counted as entries are applied
+(Replica's ``on_apply``), and the peer reports each background snapshot.
 
 Label values are bounded, whatever clients send: ``action`` is one of the
 protocol's actions (else ``invalid``); ``outcome`` is ``ok`` or an ``ERR_``
@@ -36,6 +36,9 @@ MAX_SYMBOLS = 100
 OTHER = "other"
 REQUEST_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 FSYNC_BUCKETS = (.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1)
+SNAPSHOT_BUCKETS = (.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
+#: Outcomes of a background snapshot (peer/compactor.py).
+SNAPSHOT_OUTCOMES = ("compacted", "stale", "failed")
 
 Handler = Callable[..., Any]
 
@@ -65,6 +68,14 @@ class PeerMetrics:
         self._fsync_seconds = Histogram(f"{PREFIX}_fsync_seconds", "Seconds per fsync of the Raft log "
                                         "and its atomically replaced files.", buckets=FSYNC_BUCKETS,
                                         registry=self.registry)
+        self._snapshots = Counter(f"{PREFIX}_snapshots", "Background snapshots by outcome: compacted "
+                                  "the log, stale (a snapshot installed meanwhile covered it) or failed.",
+                                  ["outcome"], registry=self.registry)
+        self._snapshot_seconds = Histogram(f"{PREFIX}_snapshot_seconds", "Seconds from forking a "
+                                           "snapshot writer to compacting to its snapshot.",
+                                           buckets=SNAPSHOT_BUCKETS, registry=self.registry)
+        for outcome in SNAPSHOT_OUTCOMES:
+            self._snapshots.labels(outcome)
         self.registry.register(_StateCollector(peer))
         self._outcomes: dict[tuple[str, str], Any] = {}
         self._durations: dict[str, Any] = {}
@@ -99,6 +110,12 @@ class PeerMetrics:
     def fsynced(self, seconds: float) -> None:
         """FileStorage's ``on_fsync``."""
         self._fsync_seconds.observe(seconds)
+
+    def snapshotted(self, outcome: str, seconds: float | None = None) -> None:
+        """A background snapshot ended (one of SNAPSHOT_OUTCOMES); ``seconds`` if it compacted."""
+        self._snapshots.labels(outcome).inc()
+        if seconds is not None:
+            self._snapshot_seconds.observe(seconds)
 
     # -- label children, bound once -------------------------------------------------
 

@@ -133,6 +133,7 @@ class PeerService(Service):
                                on_apply=self._applied, background_snapshots=True)
         self._compactor = BackgroundSnapshot(self._storage.background_path(), sync=fsync == "batch")
         self._snapshot_retry: IDelayedCall | None = None
+        self._snapshot_started = 0.0
         self._links = [Link(url, reactor=reactor) for url in grape_urls]
         self._client = RPCClient(self._links[0], reactor=reactor, tls=credential)
         self._directory = PeerDirectory(self._links, [p for p in self._peers if p != node_id])
@@ -454,6 +455,7 @@ class PeerService(Service):
         if ready.snapshot_due is not None:  # the state machine is still as that ready() left it
             try:
                 self._compactor.start(ready.snapshot_due, self.replica.state_machine)
+                self._snapshot_started = self._reactor.seconds()
             except OSError as error:  # no process or memory for a child: the log grows meanwhile
                 self._snapshot_failed(f"fork: {error}")
         self._log_role()
@@ -471,11 +473,14 @@ class PeerService(Service):
         retired = node.log[:max(0, snapshot["index"] - node.snap_index)]  # what compacting drops: freed below
         if self.replica.snapshot_taken(snapshot):
             self._storage.compact(snapshot)
+            self.metrics.snapshotted("compacted", self._reactor.seconds() - self._snapshot_started)
         else:
             snapshot["data"].path.unlink(missing_ok=True)
+            self.metrics.snapshotted("stale")
         self._retire(retired)
 
     def _snapshot_failed(self, why: str) -> None:
+        self.metrics.snapshotted("failed")
         self.log.error("background snapshot failed ({why}); trying again in {seconds} s",
                        why=why, seconds=SNAPSHOT_RETRY_SECONDS)
         self._snapshot_retry = self._reactor.callLater(SNAPSHOT_RETRY_SECONDS, self.replica.snapshot_abandoned)
