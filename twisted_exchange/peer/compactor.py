@@ -103,7 +103,7 @@ def _child(parent: int, path: Path, snapshot: Snapshot, state_machine: Any, sync
     """The forked child: write the snapshot and leave, never returning."""
     code = 1
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        _die_with_parent()
         if os.getppid() != parent:  # the parent died before that
             return
         os.nice(19)  # the peer's own work first: the child uses what CPU is left over
@@ -118,3 +118,13 @@ def _child(parent: int, path: Path, snapshot: Snapshot, state_machine: Any, sync
         os.write(2, f"background snapshot failed: {error!r}\n".encode())
     finally:
         os._exit(code)
+
+
+def _die_with_parent() -> None:
+    """SIGKILL when the parent dies (Linux's prctl); elsewhere an orphan may
+    outlive its peer, harmlessly: its file is its own."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except AttributeError:
+        return
+    prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
