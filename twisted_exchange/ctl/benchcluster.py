@@ -305,6 +305,13 @@ Issue 12, fifth session (2026-11-30): log compaction off the reactor.
   run's 99th percentile); 1 in flight p99 5.87 / 4.51 -> 4.70 / 3.86 ms;
   failover 0.87 / 0.53 -> 0.51 / 0.60 s; ratio_to_rpc 0.70 / 0.71 -> 0.79
   / 0.79.
+- A book to 10^6: ``exchangectl bench --resting --clients 64 --duration
+  270`` took it to 976,000 resting orders at 3,616 orders/s, p50 16.2 ms,
+  p99 54 ms, p99.9 117 ms, max 535 ms (the collector's full pass over a
+  heap with up to 250,000 log entries in it, the likeliest), no election,
+  ``check`` ok; 14 snapshots, the last ones every ~200,000 entries, ~6 s
+  each from fork to compaction at nice 19; 560 MB resident per peer at
+  the end.
 """
 from __future__ import annotations
 
