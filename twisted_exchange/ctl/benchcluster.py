@@ -319,6 +319,15 @@ Issue 12, fifth session (2026-11-30): log compaction off the reactor.
   interleaved, 3 rounds at 64 in flight (crossing): 3,248-4,180 against
   3,525-4,015 orders/s, p99 32-47 against 35-42 ms, p99.9 42-63 against
   53-80 ms: within the noise, not kept.
+
+``make bench-cluster`` at the end of that session, twice (Node's plain RPC
+5,080 / 4,774 req/s): 1 in flight 461 / 444 orders/s, p50 2.09 / 2.15 ms,
+p99 3.72 / 3.99 ms; 64 in flight 4,055 / 3,887 orders/s, p50 14.9 / 16.1
+ms, p99 36.3 / 34.4 ms, p99.9 63.7 / 44.0 ms; CPU per order at 64 in
+flight 0.294 / 0.303 ms (peers) + 0.125 / 0.128 ms (bench clients), 2.10 /
+2.16 cores at 5,000 orders/s; failover 0.49 / 0.78 s; ratio_to_rpc 0.80 /
+0.81.  Still NOT met: 5,000 orders/s and p99 <= 20 ms at 64 in flight.
+Met: p99 <= 5 ms at 1 in flight, ratio_to_rpc, failover.
 """
 from __future__ import annotations
 
