@@ -63,7 +63,8 @@ def _grape_list(ctx, param, value: str) -> list[str]:
 @click.option("--fsync", default="batch", show_default=True, type=click.Choice(["batch", "never"]),
               help="fsync every ready batch; 'never' is for tests and benchmarks only.")
 @click.option("--snapshot-every", default=SNAPSHOT_EVERY, show_default=True, type=click.IntRange(0),
-              help="Snapshot the state and compact the Raft log every N applied entries (0: never).")
+              help="Snapshot the state and compact the Raft log every N applied entries, or every "
+                   "quarter as many entries as the exchange knows orders if more (0: never).")
 @click.option("--pki", "pki_dir", type=click.Path(file_okay=False),
               help="Directory with ca.crt and this peer's peer-ID.crt/.key (twisted_exchange.pki), "
                    "issued there on first start if it also holds the CA key (or nothing yet): "
