@@ -49,7 +49,6 @@ class BackgroundSnapshot:
 
     def __init__(self, path: Path, sync: bool = True) -> None:
         self._base = path
-        self._path = path  # the running child's file, once there is one
         self._sync = sync
         self._child: int | None = None
         self._snapshot: Snapshot | None = None
@@ -68,7 +67,7 @@ class BackgroundSnapshot:
         pid = os.fork()
         if pid == 0:
             _child(parent, self._file(os.getpid()), snapshot, state_machine, self._sync)
-        self._child, self._snapshot, self._path = pid, snapshot, self._file(pid)
+        self._child, self._snapshot = pid, snapshot
 
     def _file(self, pid: int) -> Path:
         return self._base.with_name(f"{self._base.name}.{pid}")
@@ -81,22 +80,22 @@ class BackgroundSnapshot:
         pid, status = os.waitpid(self._child, os.WNOHANG)
         if pid == 0:
             return None
-        snapshot = self._snapshot
+        snapshot, path = self._snapshot, self._file(pid)
         self._child = self._snapshot = None
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
-            self._path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             return None, f"exit code {code}" if code > 0 else f"killed by signal {-code}"
         assert snapshot is not None
-        return written_snapshot(self._path, snapshot), None
+        return written_snapshot(path, snapshot), None
 
     def stop(self) -> None:
         """Kill a child still writing, wait for it and remove its file."""
         if self._child is not None:
             os.kill(self._child, signal.SIGKILL)
             os.waitpid(self._child, 0)
+            self._file(self._child).unlink(missing_ok=True)
             self._child = self._snapshot = None
-            self._path.unlink(missing_ok=True)
 
 
 def _child(parent: int, path: Path, snapshot: Snapshot, state_machine: Any, sync: bool) -> None:

@@ -23,8 +23,8 @@ This is the pure object the peer shell (twisted_exchange.peer.service) drives:
 
 Every ``RaftConfig.compact_every`` applied entries, or every quarter as many
 entries as the exchange knows orders if that is more (:data:`LOG_PER_ORDERS`),
-the replica snapshots the state machine and compacts the Raft log; ``Ready.compaction`` tells the shell
-to do the same on disk.  With ``background_snapshots`` the replica asks
+the replica snapshots the state machine and compacts the Raft log;
+``Ready.compaction`` tells the shell to do the same on disk.  With ``background_snapshots`` the replica asks
 instead (``Ready.snapshot_due``: index, term and configuration, no data) and
 goes on; the shell takes the state machine's snapshot as it is at that
 ``ready()`` (peer/compactor.py forks) and hands it back later to

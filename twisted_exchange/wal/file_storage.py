@@ -354,7 +354,7 @@ def write_snapshot(path: Path, snapshot: Snapshot, data: object, sync: bool = Tr
     durably unless not ``sync``, in the form :func:`written_snapshot` reads.
     A forked child runs it (peer/compactor.py)."""
     with open(path, "xb") as file:  # exclusively: never into another writer's file
-        file.write(codec.compact_json(snapshot)[:-1] + b',"data":')
+        file.write(_head(snapshot))
         file.write(codec.compact_json(data))
         file.write(b"}")
         if sync:
@@ -364,8 +364,12 @@ def write_snapshot(path: Path, snapshot: Snapshot, data: object, sync: bool = Tr
 
 def written_snapshot(path: Path, snapshot: Snapshot) -> Snapshot:
     """``snapshot`` with the data :func:`write_snapshot` wrote to ``path``."""
-    start = len(codec.compact_json(snapshot)) - 1 + len(b',"data":')
-    return {**snapshot, "data": WrittenData(path, start, os.path.getsize(path) - 1)}
+    return {**snapshot, "data": WrittenData(path, len(_head(snapshot)), os.path.getsize(path) - 1)}
+
+
+def _head(snapshot: Snapshot) -> bytes:
+    """What a written snapshot's file holds before its data (and ``}`` after it)."""
+    return codec.compact_json(snapshot)[:-1] + b',"data":'
 
 
 def _kept_after(entries: list[Entry], snapshot: Snapshot | None) -> int:
