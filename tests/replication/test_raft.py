@@ -355,7 +355,9 @@ class SnapshotTests(unittest.TestCase):
         node = make(terms=(1, 1, 2), term=2)
         node.step(append(term=2, prev_index=3, prev_term=2, entries=[], commit=3))
         node.ready()
-        node.compact({"index": 2, "term": 1, "data": "state"})
+        dropped = node.compact({"index": 2, "term": 1, "data": "state"})
+        self.assertEqual([entry["index"] for entry in dropped], [1, 2])
+        self.assertEqual([entry["index"] for entry in node.log], [3])
         self.assertEqual((node.snap_index, node.term_at(2), node.term_at(3), node.term_at(1)), (2, 1, 2, None))
         with self.assertRaises(ValueError):
             node.compact({"index": 4, "term": 2, "data": "beyond applied"})

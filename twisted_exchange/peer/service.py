@@ -469,15 +469,14 @@ class PeerService(Service):
         if snapshot is None:
             self._snapshot_failed(failure)
             return
-        node = self.replica.node
-        retired = node.log[:max(0, snapshot["index"] - node.snap_index)]  # what compacting drops: freed below
-        if self.replica.snapshot_taken(snapshot):
-            self._storage.compact(snapshot)
-            self.metrics.snapshotted("compacted", self._reactor.seconds() - self._snapshot_started)
-        else:
+        dropped = self.replica.snapshot_taken(snapshot)
+        if dropped is None:
             snapshot["data"].path.unlink(missing_ok=True)
             self.metrics.snapshotted("stale")
-        self._retire(retired)
+            return
+        self._storage.compact(snapshot)
+        self.metrics.snapshotted("compacted", self._reactor.seconds() - self._snapshot_started)
+        self._retire(dropped)
 
     def _snapshot_failed(self, why: str) -> None:
         self.metrics.snapshotted("failed")

@@ -350,8 +350,10 @@ class RaftNode:
         self.log.append(entry)
         return entry["index"]
 
-    def compact(self, snapshot: Snapshot) -> None:
-        """Replace the log up to ``snapshot["index"]`` (<= applied) by ``snapshot``."""
+    def compact(self, snapshot: Snapshot) -> list[Entry]:
+        """Replace the log up to ``snapshot["index"]`` (<= applied) by
+        ``snapshot``; the entries dropped, which the caller may free when it
+        suits it (peer/service.py frees them a slice per reactor turn)."""
         index = snapshot["index"]
         if not self.snap_index < index <= self.applied:
             raise ValueError(f"cannot compact to {index}: snapshot {self.snap_index}, applied {self.applied}")
@@ -359,8 +361,10 @@ class RaftNode:
             raise ValueError(f"snapshot term {snapshot['term']} != log term at {index}")
         self._snap_config = self.configuration_at(index)
         self._configs = [(i, c) for i, c in self._configs if i > index]
+        dropped = self.log[:index - self.snap_index]
         del self.log[:index - self.snap_index]
         self.snapshot, self.snap_index, self.snap_term = snapshot, index, snapshot["term"]
+        return dropped
 
     def step(self, message: Message) -> None:
         """Handle one message from another node (Figure 2, "Rules for Servers")."""

@@ -316,15 +316,14 @@ class Replica:
         self.node.compact(snapshot)
         return snapshot, None
 
-    def snapshot_taken(self, snapshot: Snapshot) -> bool:
+    def snapshot_taken(self, snapshot: Snapshot) -> list[Entry] | None:
         """The snapshot ``Ready.snapshot_due`` asked for, with its ``data``:
-        compact the log to it and say so, or False if a snapshot installed
-        since covers it (the shell then drops it)."""
+        compact the log to it and return the entries dropped (RaftNode.compact),
+        or None if a snapshot installed since covers it (the shell then drops it)."""
         self._snapshot_due = None
         if snapshot["index"] <= self.node.snap_index:
-            return False
-        self.node.compact(snapshot)
-        return True
+            return None
+        return self.node.compact(snapshot)
 
     def snapshot_abandoned(self) -> None:
         """The shell could not take the snapshot asked for: ask again when one is due."""
