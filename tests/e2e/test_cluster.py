@@ -211,6 +211,8 @@ class SnapshotCatchUpTests(ClusterTestCase):
         self.cluster.supervisor.stop(victim)
         more = Trader(self.cluster, [p for p in self.peers if p != victim], seed=6, name="later")
         yield more.run(clients=5, orders_each=20)  # the leader compacts past what the victim holds
+        yield eventually(lambda: statuses(self.client, [self.leader]).addCallback(  # in the background
+            lambda s: s[self.leader]["snapshot_index"] > before[victim]["applied"]), what="the leader compacting")
         self.cluster.supervisor.start(victim)
         found = yield wait_for_convergence(self.client, self.peers, timeout=60)
         self.assertGreater(found[victim]["snapshot_index"], before[victim]["applied"])

@@ -231,6 +231,8 @@ class DamagedDataTests(ClusterTestCase):
         yield Trader(self.cluster, self.peers, seed=21).run(clients=10, orders_each=10)
         victim = next(p for p in self.peers if p != self.leader)
         yield wait_for_convergence(self.client, self.peers)
+        yield eventually(lambda: statuses(self.client, [victim]).addCallback(  # written in the background
+            lambda s: s[victim]["snapshot_index"] > 0), what=f"{victim} holding a snapshot")
         self.cluster.supervisor.stop(victim)
         return victim
 
