@@ -1,7 +1,9 @@
 """Every rejection of malformed input: ERR_INVALID_ORDER, nothing changed, never an exception."""
+import json
 import unittest
 
 from twisted_exchange.core import Exchange
+from twisted_exchange.core.commands import parse_command
 
 from .builders import amend, cancel, submit
 
@@ -94,3 +96,15 @@ class RejectionTests(unittest.TestCase):
     def test_huge_input_is_refused_cheaply(self):
         self.assertInvalid(submit("a", "buy", "1" * 1_000_000, "1"), "too long")
         self.assertInvalid(submit("a" * 1_000_000, "buy", "1", "1"), "client")
+
+
+class ParsedNamesTests(unittest.TestCase):
+    def test_equal_symbols_and_clients_from_the_wire_share_one_string(self):
+        # A peer decodes every command from JSON: a new string per field.
+        # Each resting order holds its symbol and client, so a million of
+        # them must not hold a million copies of "BTCUSD".
+        first, second = (parse_command(json.loads(json.dumps(submit("alice", "buy", "1", "1"))))
+                         for _ in range(2))
+        self.assertEqual(first.symbol, "BTCUSD")
+        self.assertIs(first.symbol, second.symbol)
+        self.assertIs(first.client, second.client)

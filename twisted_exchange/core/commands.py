@@ -109,7 +109,8 @@ def _submit(command: dict) -> Order:
             or side_text is _MISSING or kind is _MISSING or quantity_text is _MISSING):
         _check_fields(command, _SUBMIT_REQUIRED, _SUBMIT_ALLOWED)
     name = _client(request, client)
-    if type(symbol) is not str or not is_symbol(symbol):
+    symbol_name = _symbol(symbol)
+    if symbol_name is None:
         _invalid("symbol must match [A-Z0-9]{2,12}")
     side = SIDES.get(side_text) if type(side_text) is str else None  # the constant: sides compare by identity
     if side is None:
@@ -140,7 +141,7 @@ def _submit(command: dict) -> Order:
         price = None
     else:
         _invalid("type must be limit or market")
-    return Order(0, name, symbol, side, price, quantity, tif, post_only)
+    return Order(0, name, symbol_name, side, price, quantity, tif, post_only)
 
 
 def _cancel(command: dict) -> Cancel:
@@ -212,17 +213,25 @@ def _not_text(value: object, longest: int) -> bool:
 
 def is_symbol(value: object) -> bool:
     """Is ``value`` a string matching ``[A-Z0-9]{2,12}``?"""
+    return _symbol(value) is not None
+
+
+def _symbol(value: object) -> Optional[str]:
+    """``value`` interned if it is a symbol, else None.
+
+    Every order holds its symbol, and a command parsed from JSON brings a
+    new string each time: interned, a million resting orders share one
+    instead of holding 56 bytes each, as restored ones already do.
+    """
     if type(value) is not str:
-        return False
-    if value in _SYMBOLS:
-        return True
-    if len(value) > 12 or SYMBOL.fullmatch(value) is None:
-        return False
-    remember(_SYMBOLS, value, True)
-    return True
+        return None
+    name = _SYMBOLS.get(value)
+    if name is None and len(value) <= 12 and SYMBOL.fullmatch(value) is not None:
+        name = remember(_SYMBOLS, value, sys.intern(value))
+    return name
 
 
-_SYMBOLS: Final[dict[str, bool]] = {}  # valid symbols seen (see .memo)
+_SYMBOLS: Final[dict[str, str]] = {}  # valid symbols seen, interned (see .memo)
 
 
 def _tif(value: object, default: str) -> str:
