@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from twisted.internet import defer, task, utils
+from twisted.internet import defer, protocol, reactor, task, utils
 from twisted.trial import unittest
 
 from tests.ctl.fakepeer import FakeCluster, FakePeer
@@ -96,6 +96,26 @@ class CallTests(PeersTestCase):
     async def test_a_dead_first_grape_is_skipped(self):
         await self.cluster.add(FakePeer("peer1"))
         peers = self.connect([f"http://{LOOPBACK}:{free_port()}", self.cluster.grape_url])
+        self.assertEqual((await peers.call({"action": "status"}, "peer1"))["id"], "peer1")
+
+    @_async
+    async def test_a_hung_first_grape_does_not_hold_the_call(self):
+        # It accepts connections and never answers (SIGSTOP, a silent host):
+        # the next grape is asked LOOKUP_HEDGE_SECONDS later, well inside the
+        # minute this lookup would otherwise wait for its timeout.
+        await self.cluster.add(FakePeer("peer1"))
+        hung = reactor.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), interface=LOOPBACK)
+        self.addCleanup(hung.stopListening)
+        peers = self.connect([f"http://{LOOPBACK}:{hung.getHost().port}", self.cluster.grape_url], timeout=60)
+        self.assertEqual((await peers.call({"action": "status"}, "peer1"))["id"], "peer1")
+        self.assertIn("exchange:peer1", peers._links[0]._asking)  # still waiting for the hung grape
+
+    @_async
+    async def test_a_grape_that_knows_nobody_does_not_hide_one_that_does(self):
+        await self.cluster.add(FakePeer("peer1"))
+        empty = FakeCluster(self)
+        await empty.add(FakePeer("peer2"))
+        peers = self.connect([empty.grape_url, self.cluster.grape_url])
         self.assertEqual((await peers.call({"action": "status"}, "peer1"))["id"], "peer1")
 
     @_async

@@ -2,7 +2,8 @@
 
 A peer is reached by its service name, ``exchange:<peer_id>`` (or
 ``exchange`` for any peer), looked up on the first grape that answers, so
-one grape being down costs nothing.  In secure mode (a client
+one grape being down costs nothing, and one that hangs costs
+``LOOKUP_HEDGE_SECONDS`` (the next grape is asked then too).  In secure mode (a client
 ``credential``) every call is mutual TLS and ``exchange:<peer_id>`` must
 prove it is that peer, so a fake announced on a grape costs a retry.  Every failure becomes a ``CtlError``
 with the line the user sees: an ``ERR_...`` reply from a peer exactly as the
@@ -36,6 +37,9 @@ TRANSPORT_CODES = frozenset({ERR_TIMEOUT, ERR_REQUEST_GENERIC, ERR_REPLY_EMPTY,
 
 #: Seconds a grape that failed is asked after the others.
 GRAPE_DOWN_SECONDS = 10.0
+#: Seconds a lookup waits for a grape before it also asks the next one: a
+#: hung grape (stopped, or its host silent) costs this, not the whole timeout.
+LOOKUP_HEDGE_SECONDS = 0.3
 
 
 class Peers:
@@ -78,26 +82,74 @@ class Peers:
         found = self._found.get(key)
         if found is not None and self._links[found].knows(key):
             return self._client(found, credential)  # the common case: no lookup to wait for
-        reasons = []
         now = self.reactor.seconds()
         order = sorted(range(len(self._links)), key=lambda i: self._down_until.get(i, 0) > now)
-        for index in order:
-            try:
-                await self._links[index].lookup(key)
-            except GrenacheError as e:
-                if e.code == ERR_GRAPE_LOOKUP_EMPTY:
-                    reasons.append(None)
-                else:
-                    self._down_until[index] = self.reactor.seconds() + GRAPE_DOWN_SECONDS
-                    reasons.append(str(e))
-            else:
-                self._down_until.pop(index, None)
-                self._found[key] = index
-                return self._client(index, credential)
+        index, reasons = await self._first_to_find(key, order)
+        if index is not None:
+            return self._client(index, credential)
         if None in reasons:
             who = f"{peer} is" if peer is not None else "no peer is"
             raise CtlError(f"{who} announced on no grape (is it running? see: exchangectl status)")
         raise CtlError(f"no grape reachable ({'; '.join(reasons)}); is the cluster up? (exchangectl up)")
+
+    def _first_to_find(self, key: str, order: list[int]) -> defer.Deferred[tuple[int | None, list]]:
+        """Ask the grapes in ``order`` to look ``key`` up, each the moment the
+        one before it fails or has not answered for LOOKUP_HEDGE_SECONDS.
+
+        Fires with ``(index, [])`` of the first grape that finds someone (later
+        answers only update which grapes are down), or with ``(None, reasons)``
+        once every grape has failed: None for "nobody announces it", else
+        what went wrong.
+        """
+        done: defer.Deferred[tuple[int | None, list]] = defer.Deferred()
+        waiting = list(order)
+        unanswered: set[int] = set()
+        reasons: list = []
+        hedge: list = []  # the pending call of ask_next, if any
+
+        def ask_next() -> None:
+            while hedge:
+                call = hedge.pop()
+                if call.active():
+                    call.cancel()
+            if done.called or not waiting:
+                return
+            index = waiting.pop(0)
+            unanswered.add(index)
+            self._links[index].lookup(key).addCallbacks(
+                found, failed, callbackArgs=(index,), errbackArgs=(index,))
+            if waiting and not done.called:
+                hedge.append(self.reactor.callLater(LOOKUP_HEDGE_SECONDS, ask_next))
+
+        def found(_: object, index: int) -> None:
+            unanswered.discard(index)
+            self._down_until.pop(index, None)
+            if not done.called:
+                self._found[key] = index
+                done.callback((index, []))
+                ask_next()  # cancels the hedge
+
+        def failed(failure: Any, index: int) -> None:
+            unanswered.discard(index)
+            if not failure.check(GrenacheError):  # a bug, not a grape's answer: the caller sees it
+                if not done.called:
+                    done.errback(failure)
+                return
+            error = failure.value
+            if error.code == ERR_GRAPE_LOOKUP_EMPTY:
+                reasons.append(None)
+            else:
+                self._down_until[index] = self.reactor.seconds() + GRAPE_DOWN_SECONDS
+                reasons.append(str(error))
+            if done.called:
+                return
+            if waiting:
+                ask_next()
+            elif not unanswered:
+                done.callback((None, reasons))
+
+        ask_next()
+        return done
 
     @staticmethod
     @lru_cache(maxsize=256)
