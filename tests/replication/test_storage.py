@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from twisted_exchange.replication.records import empty_hard_state
 from twisted_exchange.replication.storage import MemoryStorage, Recovered, StorageError
-from twisted_exchange.wal import FileStorage
+from twisted_exchange.wal import FileStorage, read_log
 
 
 def entry(index: int, term: int) -> dict:
@@ -426,6 +426,40 @@ class FileStorageTests(unittest.TestCase):
                 self.assertEqual((recovered.snapshot, recovered.entries, recovered.repaired), (snap, expected, None))
                 self.assertEqual(self.log.read_bytes(), b"".join(record(e) for e in expected))
 
+    def test_read_log_holds_the_compacted_records_until_the_file_is_rewritten(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 10, 1))
+        self.storage.compact(snapshot(8, 1))
+        self.storage.save(None, run(11, 12, 1))
+        self.assertEqual(read_log(self.log), run(1, 12, 1))   # running: the dead prefix is still there
+        self.assertEqual(self.start().entries, run(9, 12, 1))
+        self.assertEqual(read_log(self.log), run(9, 12, 1))   # a restart rewrote the file without it
+
+    def test_read_log_after_an_overwrite_holds_the_new_records_only(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 6, 1))
+        self.storage.compact(snapshot(2, 1))
+        self.storage.save(None, run(4, 5, 2))
+        self.assertEqual(read_log(self.log), run(1, 3, 1) + run(4, 5, 2))
+
+    def test_read_log_after_an_installed_snapshot_the_log_contradicts_starts_after_it(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 5, 1))
+        self.storage.compact(snapshot(3, 1))
+        self.storage.save(None, run(8, 9, 2), snapshot(7, 2))
+        self.assertEqual(read_log(self.log), run(8, 9, 2))
+
+    def test_read_log_stops_before_a_torn_tail_and_changes_nothing(self) -> None:
+        self.start()
+        self.storage.save(None, run(1, 3, 1))
+        self.damage(record(entry(4, 1))[:-3])
+        before = self.log.read_bytes()
+        self.assertEqual(read_log(self.log), run(1, 3, 1))
+        self.assertEqual(self.log.read_bytes(), before)
+
+    def test_read_log_of_a_missing_file_is_empty(self) -> None:
+        self.assertEqual(read_log(self.log), [])
+
     def test_corrupt_hard_state_file_refuses_to_start_and_says_how_to_recover(self) -> None:
         self.start()
         self.storage.save({"term": 4, "vote": "p1", "commit": 0}, [])
@@ -590,7 +624,9 @@ class ReferenceStorage:
 
 class StorageModelTests(unittest.TestCase):
     """Any sequence of valid saves, compactions and restarts loads back what
-    the reference holds, from either storage."""
+    the reference holds, from either storage; and after every step the log
+    file holds the reference's entries after the snapshot (``read_log``),
+    and before it only entries once saved (the dead prefix)."""
 
     @settings(max_examples=60)
     @given(st.data())
@@ -605,6 +641,7 @@ class StorageModelTests(unittest.TestCase):
         file_storage.load()
         storages = [MemoryStorage(), file_storage]
         reference = ReferenceStorage()
+        saved: set = set()
         term = 1
         for step in range(data.draw(st.integers(1, 12), label="steps")):
             action = data.draw(st.sampled_from(["save", "save", "compact", "restart"]), label=f"{step}")
@@ -635,5 +672,13 @@ class StorageModelTests(unittest.TestCase):
                 args = (hard_state, entries, snap)
             for storage in [reference] + storages:
                 getattr(storage, action)(*args)
+            saved.update(_key(e) for e in (args[1] if action == "save" else []))
+            on_file = read_log(directory / "log")
+            self.assertEqual([e for e in on_file if e["index"] > reference.floor()], reference.recovered().entries)
+            self.assertLessEqual({_key(e) for e in on_file}, saved)  # the dead prefix: entries once saved
         for storage in storages:
             self.assertEqual(storage.load(), reference.recovered())
+
+
+def _key(e: dict) -> tuple:
+    return e["index"], e["term"], e["command"]["request"]

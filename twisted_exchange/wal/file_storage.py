@@ -52,7 +52,8 @@ class FileStorage(StorageRules):
         Object keys keep their order, so a snapshot loads back exactly as
         MemoryStorage would return it.
         Compaction leaves the records it drops in ``log``, a dead prefix
-        that ``load()`` skips (the snapshot covers it), until it is
+        that ``load()`` skips (the snapshot covers it; :func:`read_log`
+        reads it), until it is
         :data:`DEAD_BYTES` and more than the live records: then ``log`` is
         replaced the same way, with only the entries after the snapshot.
         So most compactions cost no copy and no fsync, and the copies cost
@@ -370,6 +371,28 @@ def written_snapshot(path: Path, snapshot: Snapshot) -> Snapshot:
 def _head(snapshot: Snapshot) -> bytes:
     """What a written snapshot's file holds before its data (and ``}`` after it)."""
     return codec.compact_json(snapshot)[:-1] + b',"data":'
+
+
+def read_log(path: str | os.PathLike) -> list[Entry]:
+    """Every entry the log file at ``path`` holds, in file order, from its
+    first record: the compacted ones too (the dead prefix that ``load()``
+    skips, see FileStorage).  They stay until the file is rewritten: by
+    ``load()`` when a snapshot covers any record, by an installed snapshot
+    the log contradicts, or past :data:`DEAD_BYTES`.
+
+    Read-only and without the directory's lock: it may read the file of a
+    running peer, or a copy or hard link of one.  It stops before the first
+    record that cannot be trusted (a torn tail, a record still being
+    written; ``codec.scan``) and returns [] for a missing file.  A file
+    never holds two records for one index: an overwrite truncates the file
+    first.  So, of a file ``load()`` finds undamaged, the entries after a
+    snapshot that matches the log are exactly those ``load()`` returns.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    return codec.scan(data).entries
 
 
 def _kept_after(entries: list[Entry], snapshot: Snapshot | None) -> int:
