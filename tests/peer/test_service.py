@@ -7,6 +7,7 @@ import shutil
 import tempfile
 
 from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
@@ -78,15 +79,43 @@ class PeerClusterTests(TestCase):
         for n in range(count):
             yield self.call(PEERS[n % 3], order("alice", f"{prefix}{n:03d}", "buy", str(100 + n), "1"))
 
+    def logged(self) -> list[str]:
+        """The text of every event logged from now on."""
+        events: list[str] = []
+
+        def observe(event):
+            events.append(formatEvent(event))
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return events
+
     @defer.inlineCallbacks
     def test_every_peer_compacts_to_snapshots_written_in_the_background(self):
         yield self.restart_compacting()
+        logged = self.logged()
         yield self.trade(30)
         yield eventually(lambda: all(p.replica.node.snap_index >= 5 for p in self.peers.values()))
-        for peer in self.peers.values():
+        for peer_id, peer in self.peers.items():
             self.assertIn("snapshot.json", os.listdir(peer._data_dir))
             self.assertGreater(snapshots(peer, "compacted"), 0)
+            self.assertTrue(any(line.startswith(f"{peer_id} compacted its log to entry ") for line in logged))
         yield eventually(lambda: len({p.replica.state_machine.state_hash() for p in self.peers.values()}) == 1)
+
+    @defer.inlineCallbacks
+    def test_a_peer_behind_the_compacted_log_installs_the_leaders_snapshot_and_says_so(self):
+        yield self.restart_compacting()
+        leader = self.peers["peer1"].replica.node.leader
+        lagging = next(p for p in PEERS if p != leader)
+        data_dir = self.peers[lagging]._data_dir
+        yield self.peers[lagging].stopService()
+        for n in range(20):
+            yield self.call(leader, order("alice", f"l{n:03d}", "buy", str(100 + n), "1"))
+        yield eventually(lambda: self.peers[leader].replica.node.snap_index >= 10)
+        logged = self.logged()
+        yield self.start_peer(lagging, data_dir, snapshot_every=5)
+        yield eventually(lambda: self.peers[lagging].applied == self.peers[leader].applied)
+        self.assertTrue(any(line.startswith(f"{lagging} installed a snapshot from {leader} of entries up to ")
+                            for line in logged), logged)
 
     @defer.inlineCallbacks
     def test_a_peer_that_cannot_fork_serves_on_and_snapshots_later(self):

@@ -445,6 +445,10 @@ class PeerService(Service):
             return
         ready = self.replica.ready()
         self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
+        if ready.snapshot is not None:
+            self.log.info("{peer} installed a snapshot from {leader} of entries up to {index} (term {term})",
+                          peer=self.node_id, leader=self.replica.node.leader, index=ready.snapshot["index"],
+                          term=ready.snapshot["term"])
         if ready.compaction is not None:
             self._storage.compact(ready.compaction)
         self._send(ready.messages)
@@ -475,7 +479,11 @@ class PeerService(Service):
             self.metrics.snapshotted("stale")
             return
         self._storage.compact(snapshot)
-        self.metrics.snapshotted("compacted", self._reactor.seconds() - self._snapshot_started)
+        seconds = self._reactor.seconds() - self._snapshot_started
+        self.metrics.snapshotted("compacted", seconds)
+        self.log.info("{peer} compacted its log to entry {index} (term {term}; snapshot written in "
+                      "{seconds:.2f} s)", peer=self.node_id, index=snapshot["index"], term=snapshot["term"],
+                      seconds=seconds)
         self._retire(dropped)
 
     def _snapshot_failed(self, why: str) -> None:
