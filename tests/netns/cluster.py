@@ -15,13 +15,26 @@ nemesis delays, drops, reorders and cuts.
 
 Secure mode as shipped: one CA, each peer's credential issued before start
 for its own address, each client with its own.  ``--fsync never`` as in the
-single-host e2e tests (a SIGKILL does not lose the page cache), and
-``--snapshot-every 0``: the checker reads every peer's whole log back.
+single-host e2e tests (a SIGKILL does not lose the page cache).
+
+Compaction on, often: ``--snapshot-every`` :data:`SNAPSHOT_EVERY` (the
+peers stretch it to a quarter of the orders they know, a few thousand
+entries here), so the nemesis also meets background snapshots (forked
+writers killed with their peer), dead log prefixes, log files rewritten at
+restarts, and InstallSnapshot to the followers it cut off or killed.  A
+peer then seldom keeps its log from entry 1, so ``archive.LogArchive``
+keeps every version of every peer's log file, and the committed log is
+rebuilt from them (:meth:`NetCluster.committed`).  Each peer's own final state is
+replayed from its own files: its snapshot restored (the digest is part of
+the state, so the hash chain goes on), then its log after it
+(:meth:`NetCluster.replay_peer`).
 """
 from __future__ import annotations
 
 import configparser
+import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -32,9 +45,12 @@ from pathlib import Path
 from twisted_exchange import pki
 from twisted_exchange.ctl.topology import GRAPE_PORTS, render
 from twisted_exchange.pki import PEER, Identity
+from twisted_exchange.replication.records import Entry
 from twisted_exchange.replication.state_machine import ReplicatedStateMachine
-from twisted_exchange.wal import FileStorage
+from twisted_exchange.wal import codec, read_log
+from twisted_exchange.wal.file_storage import LOG, SNAPSHOT
 
+from tests.netns.archive import LogArchive, contiguous
 from tests.netns.hosts import Network
 from tests.netns.proxy import Control
 from tests.support import ROOT
@@ -43,6 +59,8 @@ PEERS = ("peer1", "peer2", "peer3")
 GRAPES = ("grape1", "grape2")
 PEER_PORTS = (5001, 5002, 5003)
 CLIENT_HOST = "client"
+#: The peers' --snapshot-every: often, so that a run takes and installs many snapshots.
+SNAPSHOT_EVERY = 500
 #: Last octet of each host's address in hosts.SUBNET.
 OCTETS = {"grape1": 11, "grape2": 12, "peer1": 21, "peer2": 22, "peer3": 23, CLIENT_HOST: 100}
 
@@ -61,12 +79,14 @@ class NetCluster:
         self.proxies = {g: Control(str(run_dir / f"proxy-{g}.sock")) for g in GRAPES}
         self._running: dict[str, subprocess.Popen] = {}
         self.exits: list[str] = []
+        self.archive = LogArchive({peer: run_dir / peer for peer in PEERS}, run_dir / "archive")
 
     def _programs(self) -> dict[str, list[str]]:
         """Each program's command line, from the config of the machine it runs on."""
         python = sys.executable
         kwargs = dict(grape_ports=GRAPE_PORTS, peer_ports=PEER_PORTS, run_dir=str(self.run_dir),
-                      peer_command=f"{python} -m twisted_exchange.peer --fsync never --snapshot-every 0",
+                      peer_command=f"{python} -m twisted_exchange.peer --fsync never "
+                                   f"--snapshot-every {SNAPSHOT_EVERY}",
                       grape_command=f"{python} -m twisted_exchange.grape", stopwaitsecs=3, secure=True,
                       peer_hosts=[self.hosts[p].address for p in PEERS],
                       grape_hosts=[self.hosts[g].address for g in GRAPES],
@@ -131,25 +151,71 @@ class NetCluster:
                     proc.kill()
                     proc.wait()
 
-    def replay(self, peer: str, applied: int) -> list[dict]:
-        """``peer``'s log entries 1..``applied`` (the peer stopped), each with
-        the result and digest a replay through the state machine gives:
-        ``{"index", "command", "result", "digest"}``."""
-        storage = FileStorage(self.run_dir / peer, fsync="never")
+    def committed(self, applied: dict[str, int], head: int) -> tuple[list[Entry], list[str]]:
+        """The committed log 1..``head`` from every archived log file, and
+        the conflicts among them (``LogArchive.committed``), once the peers
+        stopped; ``applied``: the index each peer reported.  AssertionError
+        if an entry is missing."""
+        self.archive.poll()  # the files as the peers left them
+        known = [(index, term) for peer in PEERS for _, index, term in self._snapshot_lines(peer)]
+        log, conflicts = self.archive.committed(known, applied)
+        return contiguous(log, head), conflicts
+
+    def replay_peer(self, peer: str, head: int) -> tuple[int, str] | None:
+        """``(applied, digest)`` of ``peer``'s own files (it stopped): its
+        snapshot restored, then its log after it replayed, up to ``head``;
+        None if that applies nothing."""
+        data = self.run_dir / peer
         try:
-            recovered = storage.load()
-        finally:
-            storage.close()
-        if recovered.snapshot is not None:
-            raise AssertionError(f"{peer} compacted its log at {recovered.snapshot['index']}: "
-                                 "run peers with --snapshot-every 0")
-        machine = ReplicatedStateMachine()
-        replayed = []
-        for entry in recovered.entries[:applied]:
-            result = machine.apply(entry)
-            replayed.append({"index": entry["index"], "command": entry["command"],
-                             "result": result, "digest": machine.digest})
-        return replayed
+            snapshot = json.loads((data / SNAPSHOT).read_bytes())
+        except FileNotFoundError:
+            snapshot = None
+        machine = ReplicatedStateMachine.restore(snapshot["data"]) if snapshot else ReplicatedStateMachine()
+        for entry in read_log(data / LOG):  # the dead prefix too: skipped, the snapshot covers it
+            if entry["index"] > head:
+                break
+            if entry["index"] == machine.applied + 1:
+                machine.apply(entry)
+        return (machine.applied, machine.digest) if machine.applied else None
+
+    def first_entries(self) -> dict[str, int | None]:
+        """The index of the first entry each peer's log file holds now (dead
+        prefix included): 1 only if the file was never rewritten."""
+        firsts = {}
+        for peer in PEERS:
+            data = (self.run_dir / peer / LOG).read_bytes()
+            firsts[peer] = codec.decode(data, 0)[0]["index"] if data else None
+        return firsts
+
+    def snapshots(self) -> dict[str, dict[str, int]]:
+        """Per peer, the snapshots it took (and compacted its log to) and
+        those it installed from a leader, over every start."""
+        counts = {}
+        for peer in PEERS:
+            kinds = [kind for kind, _, _ in self._snapshot_lines(peer)]
+            counts[peer] = {"taken": kinds.count("compacted"), "installed": kinds.count("installed")}
+        return counts
+
+    def _snapshot_lines(self, peer: str) -> list[tuple[str, int, int]]:
+        """``(kind, index, term)`` of each snapshot ``peer`` logged
+        (``peer/service.py``): "compacted" or "installed"."""
+        text = (self.run_dir / f"{peer}.log").read_text(errors="replace")
+        pattern = re.compile(rf"{peer} (compacted) its log to entry (\d+) \(term (\d+)"
+                             rf"|{peer} (installed) a snapshot from \S+ of entries up to (\d+) \(term (\d+)\)")
+        return [(m[1] or m[4], int(m[2] or m[5]), int(m[3] or m[6])) for m in pattern.finditer(text)]
+
+
+def replay(entries: list[Entry]) -> list[dict]:
+    """The log ``entries`` from entry 1, each with the result and digest a
+    replay through the state machine gives: ``{"index", "command", "result",
+    "digest"}``."""
+    machine = ReplicatedStateMachine()
+    replayed = []
+    for entry in entries:
+        result = machine.apply(entry)
+        replayed.append({"index": entry["index"], "command": entry["command"],
+                         "result": result, "digest": machine.digest})
+    return replayed
 
 
 def _poll(ready, proc: subprocess.Popen, what: str, timeout: float = 15.0) -> None:

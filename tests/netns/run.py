@@ -1,14 +1,20 @@
 """One nemesis run, end to end: ``python -m tests.netns.run --seconds 300``.
 
 Builds the hosts (``hosts.py``), starts the exchange on them
-(``cluster.py``), moves this process onto the client host, trades with
-``--clients`` clients (``workload.py``) while the nemesis (``nemesis.py``)
-breaks things for ``--seconds``, heals everything, waits for every peer to
-reach the same applied index and digest, stops the peers, replays each
-peer's log, and checks the history against it (``checker.py``).  Prints the
-figures (and writes them as JSON with ``--json``); exits 0 only on a clean
-verdict, 1 otherwise (the run directory with every log is then kept and
-named), 2 when namespaces cannot be used here.  Every process and namespace
+(``cluster.py``, compaction on), moves this process onto the client host,
+trades with ``--clients`` clients (``workload.py``) while the nemesis
+(``nemesis.py``) breaks things for ``--seconds`` and every version of every
+peer's log file is archived (``archive.py``), heals everything, waits for
+every peer to reach the same applied index and digest, stops the peers,
+rebuilds the committed log from the archive and replays it, replays each
+peer's own snapshot and log, and checks the history against the committed
+log (``checker.py``).  The figures count the snapshots each peer took and
+installed, how often its log file was rewritten and the first entry its
+last file holds, so a run shows that compaction happened under the faults
+and whether the witness needed the archive.  Prints the figures (and writes
+them as JSON with ``--json``); exits 0 only on a clean verdict, 1 otherwise
+(the run directory with every log and the archive is then kept and named),
+2 when namespaces cannot be used here.  Every process and namespace
 is gone when it returns, whatever happened; a run killed with SIGKILL
 leaves namespaces that the next run sweeps.
 """
@@ -32,13 +38,15 @@ from twisted_exchange.pki import CLIENT
 
 from tests.e2e.cluster import statuses, wait_for_convergence, wait_for_leader
 from tests.netns import checker
-from tests.netns.cluster import CLIENT_HOST, PEERS, NetCluster
+from tests.netns.cluster import CLIENT_HOST, PEERS, NetCluster, replay
 from tests.netns.hosts import Network, sweep_leftovers, unavailable
 from tests.netns.nemesis import Nemesis
 from tests.netns.workload import Workload
 
 #: Seconds every peer gets, after the heal, to reach the same applied index and digest.
 CONVERGE_SECONDS = 90
+#: Seconds between two looks at every peer's log file (``archive.LogArchive.poll``).
+ARCHIVE_SECONDS = 0.1
 
 
 def _client(cluster: NetCluster, grape_url: str, name: str) -> RPCClient:
@@ -54,6 +62,8 @@ async def _leader(watcher: RPCClient) -> str | None:
 
 async def session(reactor, cluster: NetCluster, args: argparse.Namespace, figures: dict) -> None:
     """Trade under the nemesis, heal, converge, check; the figures go into ``figures``."""
+    archiving = task.LoopingCall(cluster.archive.poll)
+    archived = archiving.start(ARCHIVE_SECONDS)
     names = [f"client{i + 1}" for i in range(args.clients)]
     rpcs = {name: [_client(cluster, url, name) for url in cluster.grape_urls] for name in names}
     watcher = _client(cluster, cluster.grape_urls[0], "watcher")
@@ -77,12 +87,14 @@ async def session(reactor, cluster: NetCluster, args: argparse.Namespace, figure
     converged = time.monotonic() - healed
     reported = {p: (found[p]["applied"], found[p]["digest"]) if p in found else None for p in PEERS}
     await deferToThread(cluster.stop_peers)
+    if archiving.running:
+        archiving.stop()
+    await archived  # raises what stopped the archive early, if anything did
     head = max((state[0] for state in reported.values() if state), default=0)
-    logs = {p: cluster.replay(p, head) for p in PEERS}
+    committed, conflicts = cluster.committed({p: state[0] for p, state in reported.items() if state}, head)
+    witness = replay(committed)
     finals = dict(reported)
-    finals.update({f"{p} log": (log[-1]["index"], log[-1]["digest"]) if log else None for p, log in logs.items()})
-    witness = next((logs[p] for p in PEERS if logs[p] and reported[p] == (logs[p][-1]["index"], logs[p][-1]["digest"])),
-                   logs[PEERS[0]])
+    finals.update({f"{p} log": cluster.replay_peer(p, head) for p in PEERS})
     verdict = checker.check(workload.history, witness, finals)
     outcomes = {kind: sum(op.outcome == kind for op in workload.history) for kind in ("ok", "fail", "info")}
     figures.update({
@@ -95,9 +107,12 @@ async def session(reactor, cluster: NetCluster, args: argparse.Namespace, figure
         "max_unavailable_seconds": round(checker.longest_gap(workload.history), 2),
         "converged_after_heal_seconds": round(converged, 2), "applied": head,
         "lost": len(verdict.lost), "duplicated": len(verdict.duplicated), "divergent": len(verdict.divergent),
+        "conflicting": len(conflicts), "snapshots": cluster.snapshots(),
+        "log_rewrites": cluster.archive.rewrites(), "first_entry_on_file": cluster.first_entries(),
         "unexpected_exits": cluster.exits,
-        "violations": {k: v for k, v in asdict(verdict).items() if k != "info_executed" and v},
-        "ok": verdict.ok and not cluster.exits,
+        "violations": {**{k: v for k, v in asdict(verdict).items() if k != "info_executed" and v},
+                       **({"conflicting": conflicts[:20]} if conflicts else {})},
+        "ok": verdict.ok and not conflicts and not cluster.exits,
     })
 
 

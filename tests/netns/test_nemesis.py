@@ -1,4 +1,5 @@
-"""CI-sized nemesis run: 45 s of faults across namespaces, then a clean verdict.
+"""CI-sized nemesis run: 45 s of faults across namespaces, compaction on,
+then a clean verdict.
 
 The run is a child process (``tests.netns.run``): it moves itself onto the
 client host's namespace and runs its own reactor, neither of which a test
@@ -26,7 +27,7 @@ class NemesisTests(unittest.TestCase):
         if reason is not None:
             self.skipTest(reason)
 
-    def test_faults_for_45_seconds_lose_duplicate_and_diverge_nothing(self):
+    def test_faults_for_45_seconds_while_every_peer_compacts_lose_duplicate_and_diverge_nothing(self):
         with tempfile.TemporaryDirectory() as tmp:
             report = Path(tmp) / "figures.json"
             run = subprocess.Popen(
@@ -45,3 +46,4 @@ class NemesisTests(unittest.TestCase):
         self.assertEqual((figures["lost"], figures["duplicated"], figures["divergent"]), (0, 0, 0))
         self.assertGreaterEqual(figures["faults_total"], 5, figures["faults"])
         self.assertGreater(figures["acked"], 100, figures)
+        self.assertTrue(all(peer["taken"] for peer in figures["snapshots"].values()), figures["snapshots"])
