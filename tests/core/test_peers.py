@@ -3,6 +3,7 @@ import unittest
 from collections import Counter
 
 from twisted_exchange.core import Exchange
+from twisted_exchange.core.peers.bench import flatness
 from twisted_exchange.core.peers.engines import Ours, measure
 from twisted_exchange.core.peers.workload import FAR, MID, Workload
 
@@ -72,3 +73,15 @@ class OurAdapterTests(unittest.TestCase):
         buyers = {c["client"] for c in commands if c.get("side") == "buy"}
         sellers = {c["client"] for c in commands if c.get("side") == "sell"}
         self.assertFalse(buyers & sellers)
+
+
+class FlatnessTests(unittest.TestCase):
+    def test_cost_at_the_largest_depth_over_the_smallest_per_engine_that_ran_at_both(self):
+        by_depth = {
+            1000: {"ours": {"seconds": 1.0, "commands": 100}, "other": {"seconds": 2.0, "commands": 100},
+                   "broken": {"error": "boom"}},
+            10**6: {"ours": {"seconds": 1.5, "commands": 100}, "other": {"seconds": 2.0, "commands": 50},
+                    "broken": {"seconds": 1.0, "commands": 100}},
+        }
+        self.assertEqual(flatness(by_depth), {"ours": 1.5, "other": 2.0})
+        self.assertEqual(flatness({1000: by_depth[1000]}), {})
