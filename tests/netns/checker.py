@@ -34,6 +34,13 @@ trade between a buy and a sell at the maker's price within the taker's
 limit (**bad trades**); and **divergent** replicas: any final state other
 than the log's own ``(applied, digest)``, the hash chain over every command
 and result, so equal digests mean equal logs and equal answers.
+
+A *replay* (``Op.replay``: a client sent an acknowledged submit again,
+late, on purpose) takes no part in 1-3 as an op of its own: it must be
+answered with exactly the reply of the execution (else **contradicted**),
+must not be refused, since it is within the session window (else
+**forgotten**), and a second execution of it shows in the log as
+**duplicated**.
 """
 from __future__ import annotations
 
@@ -57,12 +64,14 @@ class Verdict:
     overfilled: list = field(default_factory=list)
     bad_trades: list = field(default_factory=list)
     divergent: list = field(default_factory=list)
+    forgotten: list = field(default_factory=list)
     info_executed: int = 0
 
     @property
     def ok(self) -> bool:
         return not any((self.lost, self.duplicated, self.failed_executed, self.contradicted,
-                        self.reordered, self.overfilled, self.bad_trades, self.divergent))
+                        self.reordered, self.overfilled, self.bad_trades, self.divergent,
+                        self.forgotten))
 
 
 def check(history: list[Op], log: list[dict], finals: dict[str, tuple[int, str] | None]) -> Verdict:
@@ -76,7 +85,9 @@ def check(history: list[Op], log: list[dict], finals: dict[str, tuple[int, str] 
     for op in history:
         key = (op.process, op.request)
         entry = executed.get(key)
-        if op.outcome == "ok":
+        if op.replay:
+            _check_replay(op, entry, verdict)
+        elif op.outcome == "ok":
             if entry is None:
                 verdict.lost.append(key)
                 continue
@@ -91,6 +102,15 @@ def check(history: list[Op], log: list[dict], finals: dict[str, tuple[int, str] 
     verdict.reordered = _real_time_violations(placed)
     _conserve(orders, log, verdict)
     return verdict
+
+
+def _check_replay(op: Op, entry: dict | None, verdict: Verdict) -> None:
+    """A late duplicate of an acknowledged submit: the original answer, or nothing."""
+    key = (op.process, op.request)
+    if op.outcome == "ok" and (entry is None or op.result != entry["result"]):
+        verdict.contradicted.append(key)
+    elif op.outcome == "fail":
+        verdict.forgotten.append(key)
 
 
 def _executions(log: list[dict], verdict: Verdict) -> tuple[dict, dict]:

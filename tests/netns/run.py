@@ -103,6 +103,8 @@ async def session(reactor, cluster: NetCluster, args: argparse.Namespace, figure
         "unknown": outcomes["info"], "unknown_executed": verdict.info_executed,
         "acked_per_second": round(outcomes["ok"] / max(healed - started, 1e-9), 1),
         "most_attempts": max((op.attempts for op in workload.history), default=0),
+        "replays": sum(op.replay for op in workload.history),
+        "replays_acked": sum(op.replay and op.outcome == "ok" for op in workload.history),
         "faults": nemesis.counts(), "faults_total": len(nemesis.faults),
         "max_unavailable_seconds": round(checker.longest_gap(workload.history), 2),
         "converged_after_heal_seconds": round(converged, 2), "applied": head,

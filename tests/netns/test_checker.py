@@ -58,6 +58,34 @@ class CheckerTests(unittest.TestCase):
         verdict = check([acked(SELL, log, 0, 1), acked(BUY, log, 2, 3)], log, {"peer1": head(log)})
         self.assertTrue(verdict.ok, verdict)
 
+    def test_late_replay_answered_with_the_original_reply_passes(self):
+        log = replay(SELL, BUY, SELL)  # the replay's own entry, answered from the session table
+        original = acked(SELL, log, 0.0, 1.0)
+        late = Op("alice", "r1", SELL, 5.0, 6.0, "ok", log[2]["result"], replay=True)
+        verdict = check([original, acked(BUY, log, 2.0, 3.0), late], log, {"peer1": head(log)})
+        self.assertEqual(log[2]["result"], log[0]["result"])
+        self.assertTrue(verdict.ok, verdict)
+
+    def test_late_replay_executed_again_is_duplicated_and_contradicted(self):
+        log = replay(SELL, BUY)
+        again = replay(SELL, BUY, {**SELL, "request": "r2"})[-1]  # a session table that forgot r1
+        log.append({**again, "command": SELL})
+        late = Op("alice", "r1", SELL, 5.0, 6.0, "ok", again["result"], replay=True)
+        verdict = check([*self.history, late], log, {"peer1": head(log)})
+        self.assertEqual(verdict.duplicated, [("alice", "r1")])
+        self.assertEqual(verdict.contradicted, [("alice", "r1")])
+
+    def test_late_replay_refused_is_forgotten(self):
+        late = Op("alice", "r1", SELL, 5.0, 6.0, "fail", error="ERR_STALE_REQUEST: r1", replay=True)
+        verdict = check([*self.history, late], self.log, self.finals)
+        self.assertEqual(verdict.forgotten, [("alice", "r1")])
+        self.assertFalse(verdict.ok)
+
+    def test_late_replay_takes_no_part_in_real_time_order(self):
+        # It completes after BUY began, yet "executes" at SELL's index: no reordering.
+        late = Op("alice", "r1", SELL, 1.5, 1.8, "ok", self.log[0]["result"], replay=True)
+        self.assertTrue(check([*self.history, late], self.log, self.finals).ok)
+
     def test_acknowledged_order_missing_from_the_log_is_lost(self):
         log = self.log[:1]
         verdict = check(self.history, log, {"peer1": head(log)})

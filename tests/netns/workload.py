@@ -8,6 +8,15 @@ table makes that safe.  As in Jepsen, every operation is recorded as
 invoked, then completed ``ok`` (acknowledged, with the reply), ``fail`` (a
 definite refusal) or ``info`` (gave up after ``give_up`` seconds: it may or
 may not have executed, now or later).
+
+Late duplicates, on purpose: now and then (:data:`REPLAY`) a client sends
+one of its recent acknowledged submits again, same request id and payload,
+as a client does that lost the reply and retries long after.  The session
+table must answer it with the original reply and never execute it again,
+however many snapshots, restarts and snapshot installs came in between:
+the recent ones are within the table's window (:data:`REPLAY_FROM` <
+``sessions.WINDOW``), so a refusal is a fault too.  A replay is recorded
+as an op of its own (``replay=True``) with the same (client, request).
 """
 from __future__ import annotations
 
@@ -25,6 +34,10 @@ PRICES = ("99", "99.5", "100", "100.5", "101")
 #: Errors after which the command may still be unexecuted *and* may be retried as is.
 RETRY = frozenset({"ERR_TIMEOUT", "ERR_REQUEST_GENERIC", "ERR_NO_LEADER", "ERR_GRAPE_LOOKUP_EMPTY",
                    "ERR_REPLY_EMPTY", "ERR_BUSY", "ERR_TLS_IDENTITY"})
+#: Share of a client's operations that replay one of its acknowledged submits.
+REPLAY = 0.05
+#: A replay picks among the client's last this many acknowledged submits.
+REPLAY_FROM = 32
 
 
 @dataclass
@@ -40,6 +53,7 @@ class Op:
     result: dict | None = None
     error: str | None = None
     attempts: int = 0
+    replay: bool = False  # a late duplicate of an acknowledged op with this (process, request)
 
 
 class Workload:
@@ -75,10 +89,15 @@ class Workload:
         rpcs = self.clients[name]
         attempt = index
         n = 0
+        acked: list[dict] = []  # this client's last REPLAY_FROM acknowledged commands
         while self._running:
-            n += 1
-            command = self._order(name, n)
-            op = Op(name, command["request"], command, time.monotonic())
+            if acked and self.rng.random() < REPLAY:
+                command = self.rng.choice(acked)
+                op = Op(name, command["request"], command, time.monotonic(), replay=True)
+            else:
+                n += 1
+                command = self._order(name, n)
+                op = Op(name, command["request"], command, time.monotonic())
             self.history.append(op)
             while True:
                 peer = self.peers[attempt % len(self.peers)]
@@ -102,3 +121,5 @@ class Workload:
                     break
                 await task.deferLater(reactor, 0.05, lambda: None)
             op.completed = time.monotonic()
+            if op.outcome == "ok" and not op.replay:
+                acked = [*acked[1 - REPLAY_FROM:], command]
