@@ -37,10 +37,11 @@ and result, so equal digests mean equal logs and equal answers.
 
 A *replay* (``Op.replay``: a client sent an acknowledged submit again,
 late, on purpose) takes no part in 1-3 as an op of its own: it must be
-answered with exactly the reply of the execution (else **contradicted**),
-must not be refused, since it is within the session window (else
-**forgotten**), and a second execution of it shows in the log as
-**duplicated**.
+answered with exactly the reply of the execution (else **contradicted**)
+or, if it may be older than the session window (``Op.stale_ok``), refused
+as ERR_STALE_REQUEST; any other refusal is **forgotten**; a second
+execution shows in the log as **duplicated**, or on a replica as
+**divergent**.
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ def _check_replay(op: Op, entry: dict | None, verdict: Verdict) -> None:
     key = (op.process, op.request)
     if op.outcome == "ok" and (entry is None or op.result != entry["result"]):
         verdict.contradicted.append(key)
-    elif op.outcome == "fail":
+    elif op.outcome == "fail" and not (op.stale_ok and (op.error or "").startswith("ERR_STALE_REQUEST")):
         verdict.forgotten.append(key)
 
 

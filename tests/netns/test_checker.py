@@ -75,11 +75,18 @@ class CheckerTests(unittest.TestCase):
         self.assertEqual(verdict.duplicated, [("alice", "r1")])
         self.assertEqual(verdict.contradicted, [("alice", "r1")])
 
-    def test_late_replay_refused_is_forgotten(self):
+    def test_late_replay_within_the_window_refused_is_forgotten(self):
         late = Op("alice", "r1", SELL, 5.0, 6.0, "fail", error="ERR_STALE_REQUEST: r1", replay=True)
         verdict = check([*self.history, late], self.log, self.finals)
         self.assertEqual(verdict.forgotten, [("alice", "r1")])
         self.assertFalse(verdict.ok)
+
+    def test_late_replay_beyond_the_window_may_be_stale_and_nothing_else(self):
+        stale = Op("alice", "r1", SELL, 5.0, 6.0, "fail", error="ERR_STALE_REQUEST: r1", replay=True, stale_ok=True)
+        self.assertTrue(check([*self.history, stale], self.log, self.finals).ok)
+        reused = Op("alice", "r1", SELL, 5.0, 6.0, "fail", error="ERR_REQUEST_REUSED: r1", replay=True,
+                    stale_ok=True)
+        self.assertEqual(check([*self.history, reused], self.log, self.finals).forgotten, [("alice", "r1")])
 
     def test_late_replay_takes_no_part_in_real_time_order(self):
         # It completes after BUY began, yet "executes" at SELL's index: no reordering.

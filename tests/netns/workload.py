@@ -10,13 +10,17 @@ definite refusal) or ``info`` (gave up after ``give_up`` seconds: it may or
 may not have executed, now or later).
 
 Late duplicates, on purpose: now and then (:data:`REPLAY`) a client sends
-one of its recent acknowledged submits again, same request id and payload,
-as a client does that lost the reply and retries long after.  The session
-table must answer it with the original reply and never execute it again,
-however many snapshots, restarts and snapshot installs came in between:
-the recent ones are within the table's window (:data:`REPLAY_FROM` <
-``sessions.WINDOW``), so a refusal is a fault too.  A replay is recorded
-as an op of its own (``replay=True``) with the same (client, request).
+one of its acknowledged submits again, same request id and payload, as a
+client does that lost the reply and retries long after.  The session
+table must never execute it again, however many snapshots, restarts and
+snapshot installs came in between.  Half the replays pick among the
+client's last :data:`REPLAY_FROM` acknowledged submits, within the table's
+window (``sessions.WINDOW``), so they must get the original reply; the
+other half pick among all of them, mostly older than the window and than
+the last snapshot, so ERR_STALE_REQUEST is a right answer too (and what a
+replica that restored its sessions wrongly would execute instead).  A
+replay is recorded as an op of its own (``replay=True``, ``stale_ok``)
+with the same (client, request).
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ class Op:
     error: str | None = None
     attempts: int = 0
     replay: bool = False  # a late duplicate of an acknowledged op with this (process, request)
+    stale_ok: bool = False  # a replay that may be older than the session window
 
 
 class Workload:
@@ -89,11 +94,12 @@ class Workload:
         rpcs = self.clients[name]
         attempt = index
         n = 0
-        acked: list[dict] = []  # this client's last REPLAY_FROM acknowledged commands
+        acked: list[dict] = []  # this client's acknowledged commands, oldest first
         while self._running:
             if acked and self.rng.random() < REPLAY:
-                command = self.rng.choice(acked)
-                op = Op(name, command["request"], command, time.monotonic(), replay=True)
+                old = self.rng.random() < 0.5
+                command = self.rng.choice(acked if old else acked[-REPLAY_FROM:])
+                op = Op(name, command["request"], command, time.monotonic(), replay=True, stale_ok=old)
             else:
                 n += 1
                 command = self._order(name, n)
@@ -122,4 +128,4 @@ class Workload:
                 await task.deferLater(reactor, 0.05, lambda: None)
             op.completed = time.monotonic()
             if op.outcome == "ok" and not op.replay:
-                acked = [*acked[1 - REPLAY_FROM:], command]
+                acked.append(command)
