@@ -46,4 +46,5 @@ class NemesisTests(unittest.TestCase):
         self.assertEqual((figures["lost"], figures["duplicated"], figures["divergent"]), (0, 0, 0))
         self.assertGreaterEqual(figures["faults_total"], 5, figures["faults"])
         self.assertGreater(figures["acked"], 100, figures)
+        self.assertGreater(figures["replays_acked"], 0, figures)  # late duplicates were sent and answered
         self.assertTrue(all(peer["taken"] for peer in figures["snapshots"].values()), figures["snapshots"])

@@ -20,7 +20,10 @@ other half pick among all of them, mostly older than the window and than
 the last snapshot, so ERR_STALE_REQUEST is a right answer too (and what a
 replica that restored its sessions wrongly would execute instead).  A
 replay is recorded as an op of its own (``replay=True``, ``stale_ok``)
-with the same (client, request).
+with the same (client, request).  The first client is sparse (one op per
+:data:`SPARSE_PAUSE` seconds, :data:`SPARSE_REPLAY` of them replays): a
+busy client's window refills from the log within a second of a replica's
+restore, hiding a restore that lost it; a sparse one's takes minutes.
 """
 from __future__ import annotations
 
@@ -42,6 +45,9 @@ RETRY = frozenset({"ERR_TIMEOUT", "ERR_REQUEST_GENERIC", "ERR_NO_LEADER", "ERR_G
 REPLAY = 0.05
 #: A replay picks among the client's last this many acknowledged submits.
 REPLAY_FROM = 32
+#: Seconds the first client waits between operations, and its share of replays.
+SPARSE_PAUSE = 1.0
+SPARSE_REPLAY = 0.3
 
 
 @dataclass
@@ -95,8 +101,9 @@ class Workload:
         attempt = index
         n = 0
         acked: list[dict] = []  # this client's acknowledged commands, oldest first
+        sparse = index == 0
         while self._running:
-            if acked and self.rng.random() < REPLAY:
+            if acked and self.rng.random() < (SPARSE_REPLAY if sparse else REPLAY):
                 old = self.rng.random() < 0.5
                 command = self.rng.choice(acked if old else acked[-REPLAY_FROM:])
                 op = Op(name, command["request"], command, time.monotonic(), replay=True, stale_ok=old)
@@ -129,3 +136,5 @@ class Workload:
             op.completed = time.monotonic()
             if op.outcome == "ok" and not op.replay:
                 acked.append(command)
+            if sparse and self._running:
+                await task.deferLater(reactor, SPARSE_PAUSE, lambda: None)
