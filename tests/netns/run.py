@@ -96,15 +96,17 @@ async def session(reactor, cluster: NetCluster, args: argparse.Namespace, figure
     finals = dict(reported)
     finals.update({f"{p} log": cluster.replay_peer(p, head) for p in PEERS})
     verdict = checker.check(workload.history, witness, finals)
-    outcomes = {kind: sum(op.outcome == kind for op in workload.history) for kind in ("ok", "fail", "info")}
+    submits = [op for op in workload.history if not op.replay]
+    replays = [op for op in workload.history if op.replay]
+    outcomes = {kind: sum(op.outcome == kind for op in submits) for kind in ("ok", "fail", "info")}
     figures.update({
         "seconds": round(healed - started, 1), "seed": args.seed, "clients": args.clients,
-        "invoked": len(workload.history), "acked": outcomes["ok"], "failed": outcomes["fail"],
+        "invoked": len(submits), "acked": outcomes["ok"], "failed": outcomes["fail"],
         "unknown": outcomes["info"], "unknown_executed": verdict.info_executed,
         "acked_per_second": round(outcomes["ok"] / max(healed - started, 1e-9), 1),
         "most_attempts": max((op.attempts for op in workload.history), default=0),
-        "replays": sum(op.replay for op in workload.history),
-        "replays_acked": sum(op.replay and op.outcome == "ok" for op in workload.history),
+        "replays": len(replays), "replays_acked": sum(op.outcome == "ok" for op in replays),
+        "replays_stale": sum(op.outcome == "fail" for op in replays),
         "faults": nemesis.counts(), "faults_total": len(nemesis.faults),
         "max_unavailable_seconds": round(checker.longest_gap(workload.history), 2),
         "converged_after_heal_seconds": round(converged, 2), "applied": head,
