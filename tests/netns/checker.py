@@ -13,7 +13,8 @@ completed before another was invoked comes first); the search is
 exponential in the worst case.  A Raft state machine *claims* its order: the
 committed log.  So this checker verifies the claim, in O(n log n):
 
-1. the order exists: every acknowledged submit is executed in the log
+1. the order exists: every acknowledged command (a submit, or a cancel
+   of one of the client's orders) is executed in the log
    (else **lost**), exactly once (a (client, request) whose entries carry
    two different order ids is **duplicated**); a definite refusal is never
    executed (**failed-executed**); an ``info`` may or may not be;

@@ -93,6 +93,16 @@ class CheckerTests(unittest.TestCase):
         late = Op("alice", "r1", SELL, 1.5, 1.8, "ok", self.log[0]["result"], replay=True)
         self.assertTrue(check([*self.history, late], self.log, self.finals).ok)
 
+    def test_cancel_racing_a_fill_is_checked_like_any_command(self):
+        cancel = {"action": "cancel", "client": "alice", "request": "r2", "order_id": "1"}
+        log = replay(SELL, BUY, cancel)  # the fill came first: the cancel takes the rest, 1 of 2
+        history = [*self.history, acked(cancel, log, 4.0, 5.0)]
+        self.assertEqual(log[2]["result"]["order"]["filled"], "1")
+        self.assertTrue(check(history, log, {"peer1": head(log)}).ok)
+        refused = Op("alice", "r2", cancel, 4.0, 5.0, "fail", error="ERR_ORDER_CLOSED: order 1 is filled")
+        verdict = check([*self.history, refused], log, {"peer1": head(log)})
+        self.assertEqual(verdict.failed_executed, [("alice", "r2")])
+
     def test_acknowledged_order_missing_from_the_log_is_lost(self):
         log = self.log[:1]
         verdict = check(self.history, log, {"peer1": head(log)})

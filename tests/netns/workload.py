@@ -1,7 +1,8 @@
 """Clients that trade while the nemesis works, and the history they record.
 
-Each client has its own credential and one submit in flight, with
-increasing request ids.  An attempt that fails in transport (timeout,
+Each client has its own credential and one command in flight, with
+increasing request ids: submits, and cancels of its own recent orders
+(:data:`CANCEL`), which race the fills of the other clients' submits.  An attempt that fails in transport (timeout,
 refused, reset, no leader, lookup failed, busy) is retried on the next peer,
 through the next grape, with the *same* request id: the replicated session
 table makes that safe.  As in Jepsen, every operation is recorded as
@@ -45,6 +46,12 @@ RETRY = frozenset({"ERR_TIMEOUT", "ERR_REQUEST_GENERIC", "ERR_NO_LEADER", "ERR_G
 REPLAY = 0.05
 #: A replay picks among the client's last this many acknowledged submits.
 REPLAY_FROM = 32
+#: Share of operations that cancel one of the client's last CANCEL_FROM orders,
+#: resting, filled or cancelled already: a cancel races the fills of other
+#: clients' submits, and every answer (the cancelled rest, or ERR_ORDER_CLOSED)
+#: must be the one the log's order gives.
+CANCEL = 0.15
+CANCEL_FROM = 20
 #: Seconds the first client waits between operations, and its share of replays.
 SPARSE_PAUSE = 1.0
 SPARSE_REPLAY = 0.3
@@ -100,16 +107,23 @@ class Workload:
         rpcs = self.clients[name]
         attempt = index
         n = 0
-        acked: list[dict] = []  # this client's acknowledged commands, oldest first
+        acked: list[dict] = []  # this client's acknowledged submits, oldest first
+        placed: list[str] = []  # ids of the orders they placed
         sparse = index == 0
         while self._running:
-            if acked and self.rng.random() < (SPARSE_REPLAY if sparse else REPLAY):
+            roll = self.rng.random()
+            replays = SPARSE_REPLAY if sparse else REPLAY
+            if acked and roll < replays:
                 old = self.rng.random() < 0.5
                 command = self.rng.choice(acked if old else acked[-REPLAY_FROM:])
                 op = Op(name, command["request"], command, time.monotonic(), replay=True, stale_ok=old)
             else:
                 n += 1
-                command = self._order(name, n)
+                if placed and roll < replays + CANCEL:
+                    command = {"action": "cancel", "client": name, "request": f"r{n}",
+                               "order_id": self.rng.choice(placed[-CANCEL_FROM:])}
+                else:
+                    command = self._order(name, n)
                 op = Op(name, command["request"], command, time.monotonic())
             self.history.append(op)
             while True:
@@ -134,7 +148,8 @@ class Workload:
                     break
                 await task.deferLater(reactor, 0.05, lambda: None)
             op.completed = time.monotonic()
-            if op.outcome == "ok" and not op.replay:
+            if op.outcome == "ok" and not op.replay and command["action"] == "submit":
                 acked.append(command)
+                placed.append(op.result["order"]["id"])
             if sparse and self._running:
                 await task.deferLater(reactor, SPARSE_PAUSE, lambda: None)
