@@ -328,6 +328,27 @@ flight 0.294 / 0.303 ms (peers) + 0.125 / 0.128 ms (bench clients), 2.10 /
 2.16 cores at 5,000 orders/s; failover 0.49 / 0.78 s; ratio_to_rpc 0.80 /
 0.81.  Still NOT met: 5,000 orders/s and p99 <= 20 ms at 64 in flight.
 Met: p99 <= 5 ms at 1 in flight, ratio_to_rpc, failover.
+
+Issue 12, sixth session (2026-11-30): no change to the cluster's path,
+only measurement.  ``make bench-cluster`` three times at different moments:
+1 in flight 425 / 361 / 386 orders/s, p99 4.37 / 5.15 / 5.21 ms; 64 in
+flight 3,134 / 3,644 / 4,093 orders/s, p50 20.3 / 15.8 / 14.3 ms, p99 40.4
+/ 62.7 / 53.9 ms; CPU per order at 64 in flight 0.386 / 0.321 / 0.276 ms
+(peers) + 0.169 / 0.152 / 0.130 ms (bench clients); failover 0.64 / 0.64
+/ 0.71 s; Node's plain RPC 4,324 / 4,746 / 5,281 req/s, ratio_to_rpc 0.72 /
+0.77 / 0.78.  Interleaved with the session's first commit (f9759e9), three
+pairs, before / after: 1 in flight p99 3.14 / 4.14, 5.30 / 5.03, 5.99 /
+5.07 ms; 64 in flight 4,259 / 3,597, 3,902 / 3,643, 3,434 / 3,690
+orders/s, p99 36.0 / 42.5, 38.9 / 39.6, 39.8 / 37.5 ms: no change beyond
+the machine's drift, which moves 1 in flight's p99 across the 5 ms line
+from one run to the next.  Where the time goes (manual cluster, 20 s at 64
+in flight, 3,484-3,795 orders/s): vmstat us 73, sy 15, id 7, wa 3-4, so
+the two cores are the limit; py-spy on the leader (wall time, fsync and
+all): the WAL's fsync 42%, TLS 14%, socket sends 9%, epoll 9%, the state
+machine 7%, the peer shell 7%, Raft 4%.  Compiling replication with mypyc
+as the core is was looked at, not tried: mypy finds 270 errors in it
+(raft.py reads its messages, a union of TypedDicts, by keys some members
+lack), so Raft's messages would need types of their own first.
 """
 from __future__ import annotations
 
