@@ -67,6 +67,21 @@ class TLSLayerTests(unittest.TestCase):
         await client.until(len(payload))
         self.assertEqual((bytes(server.received), bytes(client.received)), (payload, payload[::-1]))
 
+    async def test_records_arriving_a_byte_at_a_time_are_read_whole_once_complete(self) -> None:
+        # Each byte but a record's last leaves OpenSSL wanting more; the
+        # reader must then stop, and go on when the rest comes.
+        server, client = await self.pair()
+        await server.handshaken
+        layer = server.transport
+        whole = layer.dataReceived
+        layer.dataReceived = lambda data: [whole(data[i:i + 1]) for i in range(len(data))]
+        for message in (b"first", b"second record", b"third" * 1000):
+            client.transport.write(message)
+        client.transport.loseConnection()  # and a close_notify, a byte at a time too
+        await server.lost
+        self.assertEqual(bytes(server.received), b"firstsecond record" + b"third" * 1000)
+        self.assertIsInstance(server.reason.value, ConnectionDone)
+
     async def test_lose_connection_sends_close_notify_and_the_other_side_closes_cleanly(self) -> None:
         server, client = await self.pair()
         await client.handshaken

@@ -30,6 +30,13 @@ Then messages sent at once when nothing is queued (writenow.py), the same
 way: ours with TLS 8,949-9,030 / 12,041-12,082 -> 11,095-11,309 /
 12,726-12,990, p50 at 1 in flight 0.11 -> 0.09 ms.
 
+2026-11-30, sixth session: the TLS reader stops before the read that can
+only raise SSLWantReadError (tlsbio.py), the code before it run from a
+worktree, six pairs of one round each, before -> after: ours with TLS at
+1 in flight 10,232-11,757 -> 11,287-12,620 req/s, and TLS over plain
+(measured in the same run, so the machine's drift cancels) 0.62-0.69 ->
+0.67-0.80 at 1 in flight and 0.62-0.74 -> 0.69-0.81 at 32.
+
 ``baseline()`` is the yardstick of ``exchangectl bench-cluster``: plain RPC
 at its 64 in flight, Node's when node is there, else ours.
 """
