@@ -14,7 +14,7 @@ exponential in the worst case.  A Raft state machine *claims* its order: the
 committed log.  So this checker verifies the claim, in O(n log n):
 
 1. the order exists: every acknowledged command (a submit, or a cancel
-   of one of the client's orders) is executed in the log
+   or an amend of one of the client's orders) is executed in the log
    (else **lost**), exactly once (a (client, request) whose entries carry
    two different order ids is **duplicated**); a definite refusal is never
    executed (**failed-executed**); an ``info`` may or may not be;
@@ -32,7 +32,8 @@ linearization, but then the replicas would have agreed on an order that is
 not one, which is the bug).  On top, bank-style conservation over the
 executed fills: no order filled beyond its quantity (**overfilled**), every
 trade between a buy and a sell at the maker's price within the taker's
-limit (**bad trades**); and **divergent** replicas: any final state other
+limit (**bad trades**), prices and quantities as the log's amends left
+them; and **divergent** replicas: any final state other
 than the log's own ``(applied, digest)``, the hash chain over every command
 and result, so equal digests mean equal logs and equal answers.
 
@@ -79,7 +80,7 @@ class Verdict:
 def check(history: list[Op], log: list[dict], finals: dict[str, tuple[int, str] | None]) -> Verdict:
     """The rules above, over ``history``, the replayed ``log`` and each replica's final state."""
     verdict = Verdict()
-    executed, orders = _executions(log, verdict)
+    executed = _executions(log, verdict)
     head = (log[-1]["index"], log[-1]["digest"]) if log else (0, "")
     verdict.divergent = sorted(name for name, state in finals.items()
                                if state is None or tuple(state) != head)
@@ -102,7 +103,7 @@ def check(history: list[Op], log: list[dict], finals: dict[str, tuple[int, str] 
             verdict.info_executed += 1
             placed.append((op, entry["index"]))
     verdict.reordered = _real_time_violations(placed)
-    _conserve(orders, log, verdict)
+    _conserve(log, verdict)
     return verdict
 
 
@@ -115,22 +116,19 @@ def _check_replay(op: Op, entry: dict | None, verdict: Verdict) -> None:
         verdict.forgotten.append(key)
 
 
-def _executions(log: list[dict], verdict: Verdict) -> tuple[dict, dict]:
-    """First entry executing each (client, request), and every order created."""
+def _executions(log: list[dict], verdict: Verdict) -> dict:
+    """First entry executing each (client, request)."""
     first: dict[tuple[str, str], dict] = {}
     ids: dict[tuple[str, str], set] = defaultdict(set)
-    orders: dict[str, dict] = {}
     for entry in log:
         command, result = entry["command"], entry["result"]
         if not command or not isinstance(result, dict) or not result.get("ok"):
             continue
         key = (command["client"], command["request"])
         first.setdefault(key, entry)
-        order = result["order"]
-        ids[key].add(order["id"])
-        orders.setdefault(order["id"], order)
+        ids[key].add(result["order"]["id"])
     verdict.duplicated = sorted(key for key, found in ids.items() if len(found) > 1)
-    return first, orders
+    return first
 
 
 def _real_time_violations(placed: list[tuple[Op, int]]) -> list:
@@ -150,20 +148,25 @@ def _real_time_violations(placed: list[tuple[Op, int]]) -> list:
     return sorted(violations)
 
 
-def _conserve(orders: dict[str, dict], log: list[dict], verdict: Verdict) -> None:
+def _conserve(log: list[dict], verdict: Verdict) -> None:
     """No order filled beyond its quantity; every fill a buy against a sell
-    at the maker's price, within the taker's limit."""
+    at the maker's price, within the taker's limit, each as the log's
+    commands had left them (an amend moves a price or a quantity)."""
+    latest: dict[str, dict] = {}  # each order as the last command executing on it left it
     filled: dict[str, Decimal] = defaultdict(Decimal)
-    seen: set[str] = set()
+    answered: set[tuple[str, str]] = set()
     for entry in log:
-        result = entry["result"]
-        if not isinstance(result, dict) or not result.get("ok"):
+        command, result = entry["command"], entry["result"]
+        if not command or not isinstance(result, dict) or not result.get("ok"):
             continue
-        for fill in result.get("fills", []):
-            if fill["trade_id"] in seen:
-                continue  # the same answer again: a retry answered from the session table
-            seen.add(fill["trade_id"])
-            maker, taker = orders.get(fill["maker_order"]), orders.get(fill["taker_order"])
+        key = (command["client"], command["request"])
+        if key in answered:
+            continue  # the same answer again: a retry answered from the session table
+        answered.add(key)
+        order = result["order"]
+        for fill in result["fills"]:
+            maker = latest.get(fill["maker_order"])
+            taker = order if fill["taker_order"] == order["id"] else None
             quantity, price = Decimal(fill["quantity"]), Decimal(fill["price"])
             if maker is None or taker is None or maker["side"] == taker["side"] \
                     or price != Decimal(maker["price"]) \
@@ -173,8 +176,9 @@ def _conserve(orders: dict[str, dict], log: list[dict], verdict: Verdict) -> Non
                 continue
             filled[maker["id"]] += quantity
             filled[taker["id"]] += quantity
+        latest[order["id"]] = order
     verdict.overfilled = sorted(order_id for order_id, total in filled.items()
-                                if total > Decimal(orders[order_id]["quantity"]))
+                                if total > Decimal(latest[order_id]["quantity"]))
 
 
 def longest_gap(history: list[Op]) -> float:

@@ -147,6 +147,16 @@ blackhole, 5 bridge, 4 reorder, 3 kill-grape, 3 drop); 64,292 invoked,
 answered with the original reply, 1,645 refused as stale; 0 lost, 0
 duplicated, 0 divergent, 0 conflicting, no violations; at most 5.89 s
 unavailable; snapshots 24/4, 19/8, 24/4.
+
+Then amends too (5%: a new price or quantity of one of those orders; the
+fills checked against what the amends left), 150 s of seed 6: 56 faults (9
+kill-grape, 9 leader-minority, 8 isolate, 8 bridge, 6 drop, 6 blackhole, 4
+reorder, 4 kill, 2 delay); 61,025 invoked, 51,046 acknowledged, 9,979
+refused, 0 unknown; 9,661 cancels (2,173 acknowledged: most orders had
+filled by then) and 3,222 amends (731); 3,246 replays, 1,621 answered
+with the original reply, 1,625 stale; 0 lost, 0 duplicated, 0 divergent,
+0 conflicting, no violations; at most 5.95 s unavailable; snapshots
+25/3, 19/6, 26/2.
 """
 from __future__ import annotations
 

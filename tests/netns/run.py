@@ -107,8 +107,9 @@ async def session(reactor, cluster: NetCluster, args: argparse.Namespace, figure
         "most_attempts": max((op.attempts for op in workload.history), default=0),
         "replays": len(replays), "replays_acked": sum(op.outcome == "ok" for op in replays),
         "replays_stale": sum(op.outcome == "fail" for op in replays),
-        "cancels": sum(op.command["action"] == "cancel" for op in submits),
-        "cancels_acked": sum(op.command["action"] == "cancel" and op.outcome == "ok" for op in submits),
+        **{f"{action}s": sum(op.command["action"] == action for op in submits) for action in ("cancel", "amend")},
+        **{f"{action}s_acked": sum(op.command["action"] == action and op.outcome == "ok" for op in submits)
+           for action in ("cancel", "amend")},
         "faults": nemesis.counts(), "faults_total": len(nemesis.faults),
         "max_unavailable_seconds": round(checker.longest_gap(workload.history), 2),
         "converged_after_heal_seconds": round(converged, 2), "applied": head,

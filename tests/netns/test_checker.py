@@ -103,6 +103,17 @@ class CheckerTests(unittest.TestCase):
         verdict = check([*self.history, refused], log, {"peer1": head(log)})
         self.assertEqual(verdict.failed_executed, [("alice", "r2")])
 
+    def test_fills_are_checked_against_the_price_an_amend_left(self):
+        amend = {"action": "amend", "client": "alice", "request": "r2", "order_id": "1", "price": "102"}
+        buy = submit("bob", "r1", "buy", "103", "1")
+        log = replay(SELL, amend, buy)
+        self.assertEqual(log[2]["result"]["fills"][0]["price"], "102")
+        history = [acked(c, log, 2.0 * i, 2.0 * i + 1) for i, c in enumerate((SELL, amend, buy))]
+        self.assertTrue(check(history, log, {"peer1": head(log)}).ok)
+        forged = copy.deepcopy(log)
+        forged[2]["result"]["fills"][0]["price"] = "100"  # at the price before the amend
+        self.assertEqual(check([], forged, {"peer1": head(log)}).bad_trades, ["1"])
+
     def test_acknowledged_order_missing_from_the_log_is_lost(self):
         log = self.log[:1]
         verdict = check(self.history, log, {"peer1": head(log)})

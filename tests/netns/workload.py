@@ -1,8 +1,9 @@
 """Clients that trade while the nemesis works, and the history they record.
 
 Each client has its own credential and one command in flight, with
-increasing request ids: submits, and cancels of its own recent orders
-(:data:`CANCEL`), which race the fills of the other clients' submits.  An attempt that fails in transport (timeout,
+increasing request ids: submits, and cancels and amends of its own recent
+orders (:data:`CANCEL`, :data:`AMEND`), which race the fills of the other
+clients' submits.  An attempt that fails in transport (timeout,
 refused, reset, no leader, lookup failed, busy) is retried on the next peer,
 through the next grape, with the *same* request id: the replicated session
 table makes that safe.  As in Jepsen, every operation is recorded as
@@ -52,6 +53,10 @@ REPLAY_FROM = 32
 #: must be the one the log's order gives.
 CANCEL = 0.15
 CANCEL_FROM = 20
+#: Share of operations that amend one of them: a new price (it requeues and
+#: may trade at once) or a new quantity (ERR_INVALID_ORDER if not above what
+#: has filled); fills are then checked against what the amend left.
+AMEND = 0.05
 #: Seconds the first client waits between operations, and its share of replays.
 SPARSE_PAUSE = 1.0
 SPARSE_REPLAY = 0.3
@@ -103,6 +108,12 @@ class Workload:
                 "side": self.rng.choice(["buy", "sell"]), "type": "limit",
                 "price": self.rng.choice(PRICES), "quantity": str(self.rng.randint(1, 3))}
 
+    def _amend(self, name: str, n: int, order_id: str) -> dict:
+        """A new price (the order requeues and may trade) or a new quantity."""
+        change = ({"price": self.rng.choice(PRICES)} if self.rng.random() < 0.5
+                  else {"quantity": str(self.rng.randint(1, 5))})
+        return {"action": "amend", "client": name, "request": f"r{n}", "order_id": order_id, **change}
+
     async def _client(self, index: int, name: str) -> None:
         rpcs = self.clients[name]
         attempt = index
@@ -122,6 +133,8 @@ class Workload:
                 if placed and roll < replays + CANCEL:
                     command = {"action": "cancel", "client": name, "request": f"r{n}",
                                "order_id": self.rng.choice(placed[-CANCEL_FROM:])}
+                elif placed and roll < replays + CANCEL + AMEND:
+                    command = self._amend(name, n, self.rng.choice(placed[-CANCEL_FROM:]))
                 else:
                     command = self._order(name, n)
                 op = Op(name, command["request"], command, time.monotonic())
