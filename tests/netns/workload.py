@@ -114,6 +114,24 @@ class Workload:
                   else {"quantity": str(self.rng.randint(1, 5))})
         return {"action": "amend", "client": name, "request": f"r{n}", "order_id": order_id, **change}
 
+    def _next(self, name: str, n: int, acked: list[dict], placed: list[str], sparse: bool) -> tuple[Op, int]:
+        """The client's next op (a replay, or a new command numbered ``n + 1``) and its last number."""
+        roll = self.rng.random()
+        replays = SPARSE_REPLAY if sparse else REPLAY
+        if acked and roll < replays:
+            old = self.rng.random() < 0.5
+            command = self.rng.choice(acked if old else acked[-REPLAY_FROM:])
+            return Op(name, command["request"], command, time.monotonic(), replay=True, stale_ok=old), n
+        n += 1
+        if placed and roll < replays + CANCEL:
+            command = {"action": "cancel", "client": name, "request": f"r{n}",
+                       "order_id": self.rng.choice(placed[-CANCEL_FROM:])}
+        elif placed and roll < replays + CANCEL + AMEND:
+            command = self._amend(name, n, self.rng.choice(placed[-CANCEL_FROM:]))
+        else:
+            command = self._order(name, n)
+        return Op(name, command["request"], command, time.monotonic()), n
+
     async def _client(self, index: int, name: str) -> None:
         rpcs = self.clients[name]
         attempt = index
@@ -122,47 +140,38 @@ class Workload:
         placed: list[str] = []  # ids of the orders they placed
         sparse = index == 0
         while self._running:
-            roll = self.rng.random()
-            replays = SPARSE_REPLAY if sparse else REPLAY
-            if acked and roll < replays:
-                old = self.rng.random() < 0.5
-                command = self.rng.choice(acked if old else acked[-REPLAY_FROM:])
-                op = Op(name, command["request"], command, time.monotonic(), replay=True, stale_ok=old)
-            else:
-                n += 1
-                if placed and roll < replays + CANCEL:
-                    command = {"action": "cancel", "client": name, "request": f"r{n}",
-                               "order_id": self.rng.choice(placed[-CANCEL_FROM:])}
-                elif placed and roll < replays + CANCEL + AMEND:
-                    command = self._amend(name, n, self.rng.choice(placed[-CANCEL_FROM:]))
-                else:
-                    command = self._order(name, n)
-                op = Op(name, command["request"], command, time.monotonic())
+            op, n = self._next(name, n, acked, placed, sparse)
             self.history.append(op)
-            while True:
-                peer = self.peers[attempt % len(self.peers)]
-                rpc = rpcs[attempt % len(rpcs)]
-                op.attempts += 1
-                try:
-                    op.result = await rpc.request(f"exchange:{peer}", command, timeout=self.attempt_timeout,
-                                                  retry=0, expect=Identity(PEER, peer))
-                    op.outcome = "ok"
-                    break
-                except GrenacheError as e:
-                    op.error = str(e)
-                    if e.code not in RETRY:
-                        op.outcome = "fail"
-                        break
-                except Exception as e:  # a transport failure outside Grenache's vocabulary
-                    op.error = repr(e)
-                attempt += 1
-                if time.monotonic() - op.invoked > self.give_up:
-                    op.outcome = "info"
-                    break
-                await task.deferLater(reactor, 0.05, lambda: None)
-            op.completed = time.monotonic()
-            if op.outcome == "ok" and not op.replay and command["action"] == "submit":
-                acked.append(command)
+            attempt = await self._complete(op, rpcs, attempt)
+            if op.outcome == "ok" and not op.replay and op.command["action"] == "submit":
+                acked.append(op.command)
                 placed.append(op.result["order"]["id"])
             if sparse and self._running:
                 await task.deferLater(reactor, SPARSE_PAUSE, lambda: None)
+
+    async def _complete(self, op: Op, rpcs: list[RPCClient], attempt: int) -> int:
+        """Send ``op`` until it is answered, refused or given up, each attempt
+        to the next peer through the next grape; the attempt count so far."""
+        while True:
+            peer = self.peers[attempt % len(self.peers)]
+            rpc = rpcs[attempt % len(rpcs)]
+            op.attempts += 1
+            try:
+                op.result = await rpc.request(f"exchange:{peer}", op.command, timeout=self.attempt_timeout,
+                                              retry=0, expect=Identity(PEER, peer))
+                op.outcome = "ok"
+                break
+            except GrenacheError as e:
+                op.error = str(e)
+                if e.code not in RETRY:
+                    op.outcome = "fail"
+                    break
+            except Exception as e:  # a transport failure outside Grenache's vocabulary
+                op.error = repr(e)
+            attempt += 1
+            if time.monotonic() - op.invoked > self.give_up:
+                op.outcome = "info"
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        op.completed = time.monotonic()
+        return attempt
