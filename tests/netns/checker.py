@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -103,7 +104,7 @@ def check(history: list[Op], log: list[dict], finals: dict[str, tuple[int, str] 
             verdict.info_executed += 1
             placed.append((op, entry["index"]))
     verdict.reordered = _real_time_violations(placed)
-    _conserve(log, verdict)
+    _conserve(executed.values(), verdict)
     return verdict
 
 
@@ -117,7 +118,7 @@ def _check_replay(op: Op, entry: dict | None, verdict: Verdict) -> None:
 
 
 def _executions(log: list[dict], verdict: Verdict) -> dict:
-    """First entry executing each (client, request)."""
+    """First entry executing each (client, request), in log order."""
     first: dict[tuple[str, str], dict] = {}
     ids: dict[tuple[str, str], set] = defaultdict(set)
     for entry in log:
@@ -148,21 +149,16 @@ def _real_time_violations(placed: list[tuple[Op, int]]) -> list:
     return sorted(violations)
 
 
-def _conserve(log: list[dict], verdict: Verdict) -> None:
+def _conserve(executions: Iterable[dict], verdict: Verdict) -> None:
     """No order filled beyond its quantity; every fill a buy against a sell
-    at the maker's price, within the taker's limit, each as the log's
-    commands had left them (an amend moves a price or a quantity)."""
+    at the maker's price, within the taker's limit, each as the commands
+    executed before had left them (an amend moves a price or a quantity).
+    ``executions``: the first entry executing each (client, request), in
+    log order; a later one is the same answer again, from the session table."""
     latest: dict[str, dict] = {}  # each order as the last command executing on it left it
     filled: dict[str, Decimal] = defaultdict(Decimal)
-    answered: set[tuple[str, str]] = set()
-    for entry in log:
-        command, result = entry["command"], entry["result"]
-        if not command or not isinstance(result, dict) or not result.get("ok"):
-            continue
-        key = (command["client"], command["request"])
-        if key in answered:
-            continue  # the same answer again: a retry answered from the session table
-        answered.add(key)
+    for entry in executions:
+        result = entry["result"]
         order = result["order"]
         for fill in result["fills"]:
             maker = latest.get(fill["maker_order"])

@@ -96,19 +96,19 @@ async def session(reactor, cluster: NetCluster, args: argparse.Namespace, figure
     finals = dict(reported)
     finals.update({f"{p} log": cluster.replay_peer(p, head) for p in PEERS})
     verdict = checker.check(workload.history, witness, finals)
-    submits = [op for op in workload.history if not op.replay]
+    commands = [op for op in workload.history if not op.replay]  # submits, cancels, amends
     replays = [op for op in workload.history if op.replay]
-    outcomes = {kind: sum(op.outcome == kind for op in submits) for kind in ("ok", "fail", "info")}
+    outcomes = {kind: sum(op.outcome == kind for op in commands) for kind in ("ok", "fail", "info")}
     figures.update({
         "seconds": round(healed - started, 1), "seed": args.seed, "clients": args.clients,
-        "invoked": len(submits), "acked": outcomes["ok"], "failed": outcomes["fail"],
+        "invoked": len(commands), "acked": outcomes["ok"], "failed": outcomes["fail"],
         "unknown": outcomes["info"], "unknown_executed": verdict.info_executed,
         "acked_per_second": round(outcomes["ok"] / max(healed - started, 1e-9), 1),
         "most_attempts": max((op.attempts for op in workload.history), default=0),
         "replays": len(replays), "replays_acked": sum(op.outcome == "ok" for op in replays),
         "replays_stale": sum(op.outcome == "fail" for op in replays),
-        **{f"{action}s": sum(op.command["action"] == action for op in submits) for action in ("cancel", "amend")},
-        **{f"{action}s_acked": sum(op.command["action"] == action and op.outcome == "ok" for op in submits)
+        **{f"{action}s": sum(op.command["action"] == action for op in commands) for action in ("cancel", "amend")},
+        **{f"{action}s_acked": sum(op.command["action"] == action and op.outcome == "ok" for op in commands)
            for action in ("cancel", "amend")},
         "faults": nemesis.counts(), "faults_total": len(nemesis.faults),
         "max_unavailable_seconds": round(checker.longest_gap(workload.history), 2),
