@@ -113,7 +113,11 @@ class PeerClusterTests(TestCase):
         yield eventually(lambda: self.peers[leader].replica.node.snap_index >= 10)
         logged = self.logged()
         yield self.start_peer(lagging, data_dir, snapshot_every=5)
-        yield eventually(lambda: self.peers[lagging].applied == self.peers[leader].applied)
+        try:
+            yield eventually(lambda: self.peers[lagging].applied == self.peers[leader].applied)
+        except AssertionError as timeout:  # say where each peer stood, for a failure seen once in CI
+            statuses = {p: self.peers[p].replica.status() for p in PEERS}
+            self.fail(f"{lagging} never caught up with {leader}: {timeout}\n{statuses}\n" + "\n".join(logged))
         self.assertTrue(any(line.startswith(f"{lagging} installed a snapshot from {leader} of entries up to ")
                             for line in logged), logged)
 
