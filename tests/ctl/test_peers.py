@@ -192,10 +192,14 @@ class LoadTests(PeersTestCase):
         class Recording:
             reactor = task.Clock()
 
-            async def call(self, payload, peer, **send_as):
-                sent.append((payload["action"], payload.get("client"), peer, send_as))
-                await task.deferLater(self.reactor, 1, lambda: None)
-                return {"ok": True}
+            async def route(self, peer, **send_as):
+                recording = self
+
+                class Route:
+                    def call(self, payload):
+                        sent.append((payload["action"], payload.get("client"), peer, send_as))
+                        return task.deferLater(recording.reactor, 1, lambda: {"ok": True})
+                return Route()
         started_after = []
         result = defer.ensureDeferred(bench.load(Recording(), ["peer1", "peer2"], 3, duration=None,
                                                  count=9, reactor=Recording.reactor,
@@ -216,6 +220,41 @@ class LoadTests(PeersTestCase):
         self.assertEqual(recorder.started, 2)
         self.assertEqual(started_after, [6])
         self.assertEqual({latency for _, latency in recorder.points}, {1000.0})
+
+    def test_a_route_that_fails_in_transport_is_looked_up_again_and_answers_at_once_do_not_recurse(self):
+        routed, answers = [], iter([{"ok": True}, CtlError("peer1: ERR_REQUEST_GENERIC: refused", "ERR_REQUEST_GENERIC"),
+                                    CtlError("ERR_INVALID_ORDER: price", "ERR_INVALID_ORDER")])
+
+        class Answering:
+            reactor = task.Clock()
+
+            def route(self, peer):
+                routed.append(peer)
+                return defer.succeed(self)
+
+            def call(self, payload):
+                answer = next(answers, {"ok": True})
+                return defer.fail(answer) if isinstance(answer, CtlError) else defer.succeed(answer)
+        result = defer.ensureDeferred(bench.load(Answering(), ["peer1"], 1, duration=None, count=5000,
+                                                 reactor=Answering.reactor))
+        recorder = self.successResultOf(result)
+        self.assertEqual(recorder.count, 4998)
+        self.assertEqual(recorder.errors, {"ERR_REQUEST_GENERIC": 1, "ERR_INVALID_ORDER": 1})
+        # one route to connect; a second after the transport failure, none after the refusal
+        self.assertEqual(routed, ["peer1", "peer1"])
+
+    def test_a_bug_in_a_call_fails_the_run_instead_of_hanging_it(self):
+        class Broken:
+            reactor = task.Clock()
+
+            def route(self, peer):
+                return defer.succeed(self)
+
+            def call(self, payload):
+                return defer.succeed({}) if payload["action"] == "status" else defer.fail(KeyError("bug"))
+        result = defer.ensureDeferred(bench.load(Broken(), ["peer1"], 2, duration=None, count=10,
+                                                 reactor=Broken.reactor))
+        self.failureResultOf(result, defer.FirstError)
 
     @_async
     async def test_failures_are_counted_by_code(self):

@@ -19,6 +19,7 @@ from hdrh.histogram import HdrHistogram
 from twisted.internet import defer, task
 
 from twisted_exchange.ctl.errors import CtlError
+from twisted_exchange.ctl.peers import TRANSPORT_CODES
 from twisted_exchange.ctl.ids import new_request_id
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
@@ -157,6 +158,10 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
     The clock starts once every client has its connections (``_connect``);
     ``on_start()`` is called then.
 
+    ``peers.route(peer, **send_as)`` gives a client its way to a peer (see
+    ``Peers.route``); a client keeps it until a call over it fails in
+    transport, then looks the peer up again for its next order there.
+
     ``credential_of(name)`` (secure mode) is client ``name``'s credential: each
     client sends as itself, as only its own credential may.
 
@@ -166,8 +171,8 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
     workloads = [Workload(f"bench{number}", seed * 1_000_003 + number, symbol, resting=resting)
                  for number in range(clients)]
     senders = [{"credential": credential_of(w.client)} if credential_of else {} for w in workloads]
-    await defer.gatherResults([defer.ensureDeferred(_connect(peers, names, send_as)) for send_as in senders],
-                              consumeErrors=True)
+    routes = await defer.gatherResults([defer.ensureDeferred(_connect(peers, names, send_as))
+                                        for send_as in senders], consumeErrors=True)
     on_start()
     recorder = Recorder(reactor.seconds())
     deadline = recorder.started + duration if duration is not None else None
@@ -179,44 +184,95 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
         return min(1.0, (reactor.seconds() - recorder.started) / duration)
 
     def more() -> bool:
-        if count is not None:
-            return sent[0] < count
-        return reactor.seconds() < deadline
-
-    async def client(number: int) -> None:
-        workload, send_as = workloads[number], senders[number]
-        turn = number
-        while more():
-            sent[0] += 1
-            peer = names[turn % len(names)]
-            turn += 1
-            started = reactor.seconds()
-            try:
-                await peers.call(workload.next_order(), peer, **send_as)
-            except CtlError as e:
-                recorder.failed(e, reactor.seconds())
-            else:
-                recorder.committed(started, reactor.seconds())
+        if count is not None and sent[0] >= count:
+            return False
+        if deadline is not None and reactor.seconds() >= deadline:
+            return False
+        sent[0] += 1
+        return True
 
     ticker = task.LoopingCall(lambda: progress(recorder, fraction(), False))
     ticker.clock = reactor
     ticker.start(interval, now=False)
     try:
-        await defer.gatherResults([defer.ensureDeferred(client(n)) for n in range(clients)],
-                                  consumeErrors=True)
+        await defer.gatherResults(
+            [_Client(peers, names, routes[n], workloads[n], senders[n], recorder, reactor, more, n).run()
+             for n in range(clients)], consumeErrors=True)
     finally:
         ticker.stop()
     progress(recorder, 1.0, True)
     return recorder
 
 
-async def _connect(peers: Any, names: Sequence[str], send_as: dict) -> None:
-    """One ``status`` call to each peer as this client, before the clock starts:
-    a client keeps its connections, so their set-up (a TLS handshake each,
-    hundreds at once at the start of a run) is not part of an order's latency.
-    A peer that does not answer now is counted by the run itself."""
+class _Client:
+    """One bench client: its next order goes out when the last one is
+    answered, to the next peer in turn.  Callbacks, not a coroutine: the
+    CPU a client spends per order is CPU the peers on the machine lack."""
+
+    def __init__(self, peers: Any, names: Sequence[str], routes: dict[str, Any], workload: Workload,
+                 send_as: dict, recorder: Recorder, reactor: Any, more: Callable[[], bool],
+                 turn: int) -> None:
+        self._peers = peers
+        self._names = names
+        self._routes = routes
+        self._workload = workload
+        self._send_as = send_as
+        self._recorder = recorder
+        self._reactor = reactor
+        self._more = more
+        self._turn = turn
+        self._done: defer.Deferred[None] = defer.Deferred()
+
+    def run(self) -> defer.Deferred[None]:
+        """Send until ``more()`` says stop; fires then (fails on a bug's exception)."""
+        self._next()
+        return self._done
+
+    def _next(self, _: Any = None) -> None:
+        while not self._done.called and self._more():
+            d = self._send()
+            if not d.called:
+                d.addCallbacks(self._next, self._done.errback)
+                return
+            d.addErrback(self._done.errback)  # answered at once: loop rather than recurse
+        if not self._done.called:
+            self._done.callback(None)
+
+    def _send(self) -> defer.Deferred[None]:
+        peer = self._names[self._turn % len(self._names)]
+        self._turn += 1
+        order = self._workload.next_order()
+        started = self._reactor.seconds()
+        route = self._routes.get(peer)
+        d = route.call(order) if route is not None else defer.ensureDeferred(self._rerouted(peer, order))
+        return d.addCallbacks(self._committed, self._failed, callbackArgs=(started,),
+                              errbackArgs=(peer,))
+
+    async def _rerouted(self, peer: str, order: dict) -> Any:
+        route = self._routes[peer] = await self._peers.route(peer, **self._send_as)
+        return await route.call(order)
+
+    def _committed(self, _: Any, started: float) -> None:
+        self._recorder.committed(started, self._reactor.seconds())
+
+    def _failed(self, failure: Any, peer: str) -> None:
+        failure.trap(CtlError)
+        if failure.value.code in TRANSPORT_CODES:
+            self._routes[peer] = None
+        self._recorder.failed(failure.value, self._reactor.seconds())
+
+
+async def _connect(peers: Any, names: Sequence[str], send_as: dict) -> dict[str, Any]:
+    """Each peer's route for this client, used once (a ``status`` call) before
+    the clock starts: a client keeps its connections, so their set-up (a TLS
+    handshake each, hundreds at once at the start of a run) is not part of an
+    order's latency.  A peer that does not answer now has no route yet."""
+    routes: dict[str, Any] = {}
     for peer in names:
         try:
-            await peers.call({"action": "status"}, peer, **send_as)
+            route = await peers.route(peer, **send_as)
+            await route.call({"action": "status"})
         except CtlError:
-            pass
+            continue
+        routes[peer] = route
+    return routes

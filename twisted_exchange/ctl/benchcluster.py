@@ -367,10 +367,10 @@ from twisted.internet import defer, task
 from twisted_exchange import pki
 from twisted_exchange.ctl import bench
 from twisted_exchange.ctl.errors import CtlError
-from twisted_exchange.ctl.peers import Peers, check, leaders_everywhere
+from twisted_exchange.ctl.peers import Peers, Route, check, leaders_everywhere
 from twisted_exchange.ctl.supervisor import Supervisor
 from twisted_exchange.ctl.topology import HOST, free_ports, parse, render
-from twisted_exchange.grenache import GrenacheError, RPCClient
+from twisted_exchange.grenache import RPCClient
 from twisted_exchange.grenache import bench as rpc_bench
 from twisted_exchange.pki import CLIENT, Credential, Identity
 
@@ -382,19 +382,19 @@ RPC_IN_FLIGHT = 64
 
 
 class Direct:
-    """``call(payload, peer)`` straight to known addresses (the baseline has no grape)."""
+    """``call(payload, peer)`` and ``route(peer)`` straight to known addresses
+    (the baseline has no grape)."""
 
     def __init__(self, addresses: dict[str, str], reactor: Any, timeout: float = 5.0) -> None:
         self.addresses = addresses
         self.reactor = reactor
         self._client = RPCClient(link=None, reactor=reactor, timeout=timeout)
 
+    async def route(self, peer: str) -> Route:
+        return Route(self._client, self.addresses[peer], "exchange", peer)
+
     async def call(self, payload: dict, peer: str) -> Any:
-        try:
-            reply = await self._client.request_to(self.addresses[peer], "exchange", payload)
-        except GrenacheError as e:
-            raise CtlError(f"{peer}: {e}", e.code) from None
-        return reply
+        return await (await self.route(peer)).call(payload)
 
     def close(self) -> defer.Deferred:
         return self._client.close()

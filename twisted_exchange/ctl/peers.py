@@ -14,6 +14,7 @@ hands its result back to the synchronous click command.
 """
 from __future__ import annotations
 
+import random
 from functools import lru_cache
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
@@ -33,6 +34,35 @@ T = TypeVar("T")
 #: Codes the Grenache layer itself produces; any other ERR_ came from the peer.
 TRANSPORT_CODES = frozenset({ERR_TIMEOUT, ERR_REQUEST_GENERIC, ERR_REPLY_EMPTY,
                              ERR_REPLY_ENCODING_COMPRESSION, ERR_GRAPE_LOOKUP_EMPTY, ERR_REMOTE})
+
+
+def ctl_error(error: GrenacheError, peer: str | None) -> CtlError:
+    """The line the user sees for ``error``: a peer's ERR_ reply as it sent
+    it, a transport failure with the peer it concerns."""
+    if error.code in TRANSPORT_CODES:
+        return CtlError(f"{peer or 'any peer'}: {error}", error.code)
+    return CtlError(str(error), error.code)
+
+
+class Route:
+    """Calls to one peer at one address, each a single request (see ``Peers.route``)."""
+
+    def __init__(self, client: RPCClient, address: str, key: str, peer: str,
+                 expect: Identity | None = None) -> None:
+        self._client = client
+        self.address = address
+        self._key = key
+        self._peer = peer
+        self._expect = expect
+
+    def call(self, payload: dict, timeout: float | None = None) -> defer.Deferred[Any]:
+        """The peer's reply to ``payload``, or CtlError (as ``Peers.call``)."""
+        return self._client.request_to(self.address, self._key, payload, timeout,
+                                       self._expect).addErrback(self._failed)
+
+    def _failed(self, failure: Any) -> Any:
+        failure.trap(GrenacheError)
+        raise ctl_error(failure.value, self._peer)
 
 
 #: Seconds a grape that failed is asked after the others.
@@ -68,12 +98,27 @@ class Peers:
         key = service_name(peer)
         client = await self._client_for(key, peer, credential)
         try:
-            expect = self._identity(peer) if credential is not None and peer is not None else None
-            return await client.request(key, payload, timeout=timeout, expect=expect)
+            return await client.request(key, payload, timeout=timeout, expect=self._expect(peer, credential))
         except GrenacheError as e:
-            if e.code in TRANSPORT_CODES:
-                raise CtlError(f"{peer or 'any peer'}: {e}", e.code) from None
-            raise CtlError(str(e), e.code) from None
+            raise ctl_error(e, peer) from None
+
+    async def route(self, peer: str, credential: Credential | None = None) -> Route:
+        """A fixed way to ``peer``: one of the addresses announcing it now,
+        called without a lookup or a retry per call (the bench's clients:
+        what a call costs the client is CPU the peers do not get)."""
+        credential = credential or self._credential
+        key = service_name(peer)
+        client = await self._client_for(key, peer, credential)
+        try:
+            addresses = await self._links[self._found[key]].lookup(key)
+        except GrenacheError as e:
+            raise ctl_error(e, peer) from None
+        return Route(client, random.choice(addresses), key, peer,
+                     self._expect(peer, credential))
+
+    def _expect(self, peer: str | None, credential: Credential | None) -> Identity | None:
+        """The identity ``peer`` must prove: in secure mode, when a peer is named."""
+        return self._identity(peer) if credential is not None and peer is not None else None
 
     async def _client_for(self, key: str, peer: str | None, credential: Credential | None) -> RPCClient:
         """The ``credential``'s client of the grape that last found ``key``
