@@ -4,8 +4,8 @@
 transport failure only (``ERR_REQUEST_GENERIC``: refused, reset, non-2xx),
 tries another; an error answered by the service is final.  ``map`` calls
 every destination and reports each one's result or error instead of failing
-on the first.  Every call ends within its timeout (default 5 s) with the
-result or a GrenacheError.  Connections are kept alive in a pool.
+on the first.  Every call ends within its timeout (default 5 s; up to 50 ms
+more under load, see deadlines.py) with the result or a GrenacheError.  Connections are kept alive in a pool.
 
 Secure mode (``tls=``, a ``pki.Credential``; see tls.py) calls over mutual
 TLS, so every server reached has a certificate from the cluster CA good for

@@ -17,6 +17,7 @@ from twisted.internet import defer, error as netError
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from twisted_exchange.grenache.deadlines import deadlines
 from twisted_exchange.grenache.errors import (
     ERR_REQUEST_GENERIC, ERR_TIMEOUT, ERR_TLS_IDENTITY, GrenacheError)
 from twisted_exchange.grenache.pool import BadResponse, ConnectionPool, WrongIdentity
@@ -106,7 +107,6 @@ class Poster:
 
 def deadline(d: defer.Deferred[Any], seconds: float, clock: IReactorTime,
              what: str) -> defer.Deferred[Any]:
-    """Cancel ``d`` after ``seconds`` and fail it with ERR_TIMEOUT instead."""
-    def timed_out(result: Any, timeout: float) -> Any:
-        raise GrenacheError(ERR_TIMEOUT, f"{what}: no reply within {timeout:g} s")
-    return d.addTimeout(seconds, clock, onTimeoutCancel=timed_out)
+    """Cancel ``d`` after ``seconds`` (see deadlines.py) and fail it with ERR_TIMEOUT instead."""
+    return deadlines(clock).add(
+        d, seconds, lambda: GrenacheError(ERR_TIMEOUT, f"{what}: no reply within {seconds:g} s"))
