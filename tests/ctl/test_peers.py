@@ -221,7 +221,7 @@ class LoadTests(PeersTestCase):
         self.assertEqual(started_after, [6])
         self.assertEqual({latency for _, latency in recorder.points}, {1000.0})
 
-    def test_a_route_that_fails_in_transport_is_looked_up_again_and_answers_at_once_do_not_recurse(self):
+    def test_a_route_that_fails_is_looked_up_again_and_answers_at_once_do_not_recurse(self):
         routed, answers = [], iter([{"ok": True}, CtlError("peer1: ERR_REQUEST_GENERIC: refused", "ERR_REQUEST_GENERIC"),
                                     CtlError("ERR_INVALID_ORDER: price", "ERR_INVALID_ORDER")])
 
@@ -240,8 +240,8 @@ class LoadTests(PeersTestCase):
         recorder = self.successResultOf(result)
         self.assertEqual(recorder.count, 4998)
         self.assertEqual(recorder.errors, {"ERR_REQUEST_GENERIC": 1, "ERR_INVALID_ORDER": 1})
-        # one route to connect; a second after the transport failure, none after the refusal
-        self.assertEqual(routed, ["peer1", "peer1"])
+        # one route to connect, and one after each failure
+        self.assertEqual(routed, ["peer1", "peer1", "peer1"])
 
     def test_a_bug_in_a_call_fails_the_run_instead_of_hanging_it(self):
         class Broken:

@@ -19,7 +19,6 @@ from hdrh.histogram import HdrHistogram
 from twisted.internet import defer, task
 
 from twisted_exchange.ctl.errors import CtlError
-from twisted_exchange.ctl.peers import TRANSPORT_CODES
 from twisted_exchange.ctl.ids import new_request_id
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
@@ -159,8 +158,8 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
     ``on_start()`` is called then.
 
     ``peers.route(peer, **send_as)`` gives a client its way to a peer (see
-    ``Peers.route``); a client keeps it until a call over it fails in
-    transport, then looks the peer up again for its next order there.
+    ``Peers.route``); a client keeps it until a call over it fails, then
+    looks the peer up again for its next order there.
 
     ``credential_of(name)`` (secure mode) is client ``name``'s credential: each
     client sends as itself, as only its own credential may.
@@ -257,8 +256,7 @@ class _Client:
 
     def _failed(self, failure: Any, peer: str) -> None:
         failure.trap(CtlError)
-        if failure.value.code in TRANSPORT_CODES:
-            self._routes[peer] = None
+        self._routes[peer] = None  # whatever went wrong (a peer moved, or another took its address)
         self._recorder.failed(failure.value, self._reactor.seconds())
 
 

@@ -105,7 +105,9 @@ class Peers:
     async def route(self, peer: str, credential: Credential | None = None) -> Route:
         """A fixed way to ``peer``: one of the addresses announcing it now,
         called without a lookup or a retry per call (the bench's clients:
-        what a call costs the client is CPU the peers do not get)."""
+        what a call costs the client is CPU the peers do not get).  Unlike
+        ``call``, a fake address announced for the peer costs a failed call
+        over its route, not a retry: the caller takes a new route then."""
         credential = credential or self._credential
         key = service_name(peer)
         client = await self._client_for(key, peer, credential)
