@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -105,6 +106,24 @@ class ServerLimitTests(unittest.TestCase):
         self.clock.advance(1)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.budget.used, 0)
+
+    def test_a_handler_may_take_longer_than_body_timeout_and_silence_counts_from_its_reply(self) -> None:
+        answers: list[defer.Deferred] = []
+        server = RPCServer(lambda key, payload: answers.append(defer.Deferred()) or answers[-1],
+                           body_timeout=TIMEOUT, reactor=self.clock)
+        server.startService()
+        channel = server._site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40002))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(head(len(CALL)) + CALL)
+        self.clock.advance(TIMEOUT * 3)
+        self.assertEqual((transport.value(), transport.disconnecting), (b"", False))
+        answers[0].callback({"late": True})
+        self.assertEqual(reply(transport), (200, ["r", None, {"late": True}]))
+        self.clock.advance(TIMEOUT - 1)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnecting)
 
     def test_a_tls_handshake_that_stops_arriving_is_closed_after_body_timeout(self) -> None:
         server = RPCServer(echo, body_timeout=TIMEOUT, reactor=self.clock, tls=PEER_CREDENTIAL)

@@ -42,7 +42,6 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.protocols.policies import TimeoutMixin
 from twisted.web import http
 
 from twisted_exchange.grenache import wire
@@ -179,7 +178,7 @@ class _BadRequest(Exception):
     """The bytes are not an HTTP/1.x request we read; answered 400, then closed."""
 
 
-class _Channel(Protocol, TimeoutMixin):
+class _Channel(Protocol):
     """One HTTP/1.1 connection, read as Grenache uses it: a POST, its reply.
 
     Instead of ``twisted.web.http.HTTPChannel``, which parses line by line
@@ -191,6 +190,11 @@ class _Channel(Protocol, TimeoutMixin):
     ``max_body``).  Refusals: see the module docstring; a head that is not
     HTTP/1.x is 400 ``ERR_REQUEST_INVALID``, as is a body framed both ways
     or with a Transfer-Encoding other than chunked.
+
+    Silence is timed by one timer per connection that, when it fires, looks
+    at when the connection was last heard from and sets itself again for
+    the rest (``_silence``), rather than by a timer reset or replaced on
+    every request, as TimeoutMixin does: a request costs a clock reading.
     """
 
     _caller: Caller | None = None
@@ -199,7 +203,7 @@ class _Channel(Protocol, TimeoutMixin):
 
     def __init__(self, site: _Site) -> None:
         self.site = site
-        self.callLater = site.reactor.callLater  # TimeoutMixin's clock
+        self._clock = site.reactor
         self._buffer = bytearray()
         self._body: _Body | None = None
         self.requests: list[_Request] = []  # the one being answered, if any
@@ -227,11 +231,13 @@ class _Channel(Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         self.site.channels.add(self)
         self.lost: defer.Deferred[None] = defer.Deferred()
-        self.setTimeout(self.site.timeout)
+        self._heard = self._clock.seconds()
+        self._silent = self._clock.callLater(self.site.timeout, self._silence)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
-        self.setTimeout(None)
+        if self._silent.active():
+            self._silent.cancel()
         if self._body is not None:
             self._let_go(self._body)
             self._body = None
@@ -253,7 +259,7 @@ class _Channel(Protocol, TimeoutMixin):
                 return
         if self._closed:
             return  # the rest of what was in flight when a refusal closed it
-        self.resetTimeout()
+        self._heard = self._clock.seconds()
         self._buffer += data
         if self.requests:
             if len(self._buffer) > self.max_body + MAX_HEAD and not self._paused:
@@ -262,7 +268,19 @@ class _Channel(Protocol, TimeoutMixin):
             return
         self._advance()
 
-    def timeoutConnection(self) -> None:
+    def _silence(self) -> None:
+        """The timer: while a handler answers, check again in ``body_timeout``
+        (silence counts from the reply); else time out if nothing was heard
+        for that long, or check again when it will have been that long."""
+        wait = self.site.timeout
+        if not self.requests:
+            wait += self._heard - self._clock.seconds()
+            if wait <= 0:
+                self._timed_out()
+                return
+        self._silent = self._clock.callLater(wait, self._silence)
+
+    def _timed_out(self) -> None:
         """Nothing arrived for the site's ``body_timeout`` seconds: refuse a
         body that stopped arriving, or close an idle connection."""
         if self._body is not None:
@@ -287,7 +305,7 @@ class _Channel(Protocol, TimeoutMixin):
             self._closed = True
             self.transport.loseConnection()
             return
-        self.setTimeout(self.site.timeout)
+        self._heard = self._clock.seconds()
         if self._paused:
             self._paused = False
             self.transport.resumeProducing()
@@ -428,8 +446,7 @@ class _Channel(Protocol, TimeoutMixin):
         request = _Request(self, body.method, body.headers, b"".join(body.chunks),
                            body.keep_alive, body.held)
         body.chunks = []
-        self.requests.append(request)
-        self.setTimeout(None)  # a handler may take its time; silence counts from the reply
+        self.requests.append(request)  # a handler may take its time: see _silence
         self.site.resource.call(request)
 
     def _refuse(self, refusal: GrenacheError) -> None:
