@@ -98,10 +98,13 @@ class PeerMetricsTests(SynchronousTestCase):
         self.assertIsNone(self.value("trades_total", symbol=symbols[-1]))
 
     def test_fsync_times_are_a_histogram(self):
-        for seconds in (0.0002, 0.003):
+        for seconds in (0.0002, 0.0005, 0.003):
             self.metrics.fsynced(seconds)
-        self.assertEqual(self.value("fsync_seconds_count"), 2)
-        self.assertEqual(self.value("fsync_seconds_bucket", le="0.0005"), 1)
+        self.assertEqual(self.value("fsync_seconds_count"), 3)
+        self.assertEqual(self.value("fsync_seconds_bucket", le="0.00025"), 1)
+        self.assertEqual(self.value("fsync_seconds_bucket", le="0.0005"), 2)  # a bound is in its own bucket
+        self.assertEqual(self.value("fsync_seconds_bucket", le="+Inf"), 3)
+        self.assertAlmostEqual(self.value("fsync_seconds_sum"), 0.0037)
 
 
     def test_background_snapshots_count_by_outcome_and_time_what_compacted(self):

@@ -1,10 +1,13 @@
 """A peer's Prometheus metrics, in a registry of its own.
 
-Cheap on the hot path (thousands of requests a second): a request costs one
-counter increment and one histogram observation on label children bound
-once; everything that is state (Raft term, commit and applied index,
-leadership, resting orders per symbol, health) is read by a collector at
-scrape time, so it costs nothing between scrapes.  The WAL reports each
+Cheap on the hot path (thousands of requests a second): what happens per
+request, per fsync and per trade is counted in plain numbers
+(:class:`_Histogram`, dicts of ints) that a collector turns into metric
+families at scrape time, because prometheus_client's Counter and Histogram
+take a lock per increment (three per observation), a few percent of a
+peer's CPU; everything that is state (Raft term, commit and applied index,
+leadership, resting orders per symbol, health) is read at scrape time too,
+so it costs nothing between scrapes.  The WAL reports each
 fsync's duration through FileStorage's ``on_fsync`` hook (the storage knows
 nothing of Prometheus), trades are counted as entries are applied
 (Replica's ``on_apply``), and the peer reports each background snapshot.
@@ -18,11 +21,13 @@ busiest), the rest summed as ``other``, since any client can open a book.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
@@ -57,17 +62,10 @@ class PeerMetrics:
     def __init__(self, peer: Observed, now: Callable[[], float] = time.perf_counter) -> None:
         self.registry = CollectorRegistry()
         self._now = now
-        self._requests = Counter(f"{PREFIX}_requests", "Grenache RPC requests answered, by action and outcome.",
-                                 ["action", "outcome"], registry=self.registry)
-        self._request_seconds = Histogram(f"{PREFIX}_request_seconds",
-                                          "Seconds from receiving a request to its answer (commands: "
-                                          "until applied here).", ["action"], buckets=REQUEST_BUCKETS,
-                                          registry=self.registry)
-        self._trades = Counter(f"{PREFIX}_trades", "Trades applied by this peer since it started, by symbol.",
-                               ["symbol"], registry=self.registry)
-        self._fsync_seconds = Histogram(f"{PREFIX}_fsync_seconds", "Seconds per fsync of the Raft log "
-                                        "and its atomically replaced files.", buckets=FSYNC_BUCKETS,
-                                        registry=self.registry)
+        self._requests: dict[tuple[str, str], int] = {}  # (action, outcome) -> answered
+        self._request_seconds: dict[str, _Histogram] = {}  # action -> times
+        self._trades: dict[str, int] = {}  # symbol (MAX_SYMBOLS of them, then OTHER) -> trades
+        self._fsync_seconds = _Histogram(FSYNC_BUCKETS)
         self._snapshots = Counter(f"{PREFIX}_snapshots", "Background snapshots by outcome: compacted "
                                   "the log, stale (a snapshot installed meanwhile covered it) or failed.",
                                   ["outcome"], registry=self.registry)
@@ -77,9 +75,7 @@ class PeerMetrics:
         for outcome in SNAPSHOT_OUTCOMES:
             self._snapshots.labels(outcome)
         self.registry.register(_StateCollector(peer))
-        self._outcomes: dict[tuple[str, str], Any] = {}
-        self._durations: dict[str, Any] = {}
-        self._symbols: dict[str, Any] = {}
+        self.registry.register(_CountsCollector(self))
 
     # -- hooks -------------------------------------------------------------------
 
@@ -104,8 +100,12 @@ class PeerMetrics:
     def applied(self, index: int, command: dict | None, result: dict | None) -> None:
         """Replica's ``on_apply``: count the trades of an applied entry."""
         if result is not None and result.get("fills"):
+            trades = self._trades
             for fill in result["fills"]:
-                self._symbol_trades(fill["symbol"]).inc()
+                symbol = fill["symbol"]
+                if symbol not in trades and len(trades) >= MAX_SYMBOLS:
+                    symbol = OTHER
+                trades[symbol] = trades.get(symbol, 0) + 1
 
     def fsynced(self, seconds: float) -> None:
         """FileStorage's ``on_fsync``."""
@@ -117,31 +117,71 @@ class PeerMetrics:
         if seconds is not None:
             self._snapshot_seconds.observe(seconds)
 
-    # -- label children, bound once -------------------------------------------------
-
     def _settled(self, result: Any, action: str, started: float) -> Any:
         self._answered(action, started, _outcome(result.value) if isinstance(result, Failure) else "ok")
         return result
 
     def _answered(self, action: str, started: float, outcome: str) -> None:
         key = (action, outcome)
-        counter = self._outcomes.get(key)
-        if counter is None:
-            counter = self._outcomes[key] = self._requests.labels(action, outcome)
-        counter.inc()
-        duration = self._durations.get(action)
-        if duration is None:
-            duration = self._durations[action] = self._request_seconds.labels(action)
-        duration.observe(self._now() - started)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        times = self._request_seconds.get(action)
+        if times is None:
+            times = self._request_seconds[action] = _Histogram(REQUEST_BUCKETS)
+        times.observe(self._now() - started)
 
-    def _symbol_trades(self, symbol: str) -> Any:
-        counter = self._symbols.get(symbol)
-        if counter is None:
-            if len(self._symbols) >= MAX_SYMBOLS:
-                symbol = OTHER
-            counter = self._symbols.get(symbol) or self._trades.labels(symbol)
-            self._symbols[symbol] = counter
-        return counter
+    def families(self) -> Iterator[Metric]:
+        """The counted metrics as families, for the scrape."""
+        requests = CounterMetricFamily(f"{PREFIX}_requests", "Grenache RPC requests answered, by action "
+                                       "and outcome.", labels=["action", "outcome"])
+        for (action, outcome), count in self._requests.items():
+            requests.add_metric([action, outcome], count)
+        yield requests
+        seconds = HistogramMetricFamily(f"{PREFIX}_request_seconds", "Seconds from receiving a request to "
+                                        "its answer (commands: until applied here).", labels=["action"])
+        for action, times in self._request_seconds.items():
+            times.add_to(seconds, [action])
+        yield seconds
+        trades = CounterMetricFamily(f"{PREFIX}_trades", "Trades applied by this peer since it started, "
+                                     "by symbol.", labels=["symbol"])
+        for symbol, count in self._trades.items():
+            trades.add_metric([symbol], count)
+        yield trades
+        fsyncs = HistogramMetricFamily(f"{PREFIX}_fsync_seconds", "Seconds per fsync of the Raft log and "
+                                       "its atomically replaced files.")
+        self._fsync_seconds.add_to(fsyncs, [])
+        yield fsyncs
+
+
+class _Histogram:
+    """Observations by bucket (``le`` bounds, then +Inf) and their sum."""
+
+    __slots__ = ("_bounds", "_counts", "_sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1  # the first bound >= value, as Prometheus's le
+        self._sum += value
+
+    def add_to(self, family: HistogramMetricFamily, labels: list[str]) -> None:
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self._bounds, float("inf")), self._counts):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        family.add_metric(labels, buckets, self._sum)
+
+
+class _CountsCollector:
+    """PeerMetrics's plain counts, as families at scrape time."""
+
+    def __init__(self, metrics: PeerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics.families()
 
 
 def _outcome(error: BaseException) -> str:
