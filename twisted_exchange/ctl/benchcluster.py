@@ -349,6 +349,37 @@ machine 7%, the peer shell 7%, Raft 4%.  Compiling replication with mypyc
 as the core is was looked at, not tried: mypy finds 270 errors in it
 (raft.py reads its messages, a union of TypedDicts, by keys some members
 lack), so Raft's messages would need types of their own first.
+
+Issue 12, seventh session (2026-11-30): the bench client, and per-request
+bookkeeping.  On the manual cluster at 64 in flight the bench client took
+50% of a core against the three peers' 120% (0.147 against 0.353 ms per
+order): the load generator was almost a third of the machine.
+
+- The bench's clients keep a route per peer (``Peers.route``: an address,
+  the RPCClient of their credential, the identity to expect) and send by
+  callbacks; before, every order went through ``Peers.call`` (three
+  coroutines, a lookup, a retry errback).  Interleaved, ``make
+  bench-cluster`` before -> after, 2 pairs: 64 in flight 3,251 / 3,208 ->
+  4,271 / 4,431 orders/s, p99 101 / 114 -> 30 / 34 ms (before, the lookups
+  every client made when its cache expired came all at once); CPU per
+  order, bench client 0.140 / 0.167 -> 0.105 / 0.101 ms, peers 0.315 /
+  0.359 -> 0.283 / 0.272 ms.
+- Request deadlines on one reactor timer (grenache/deadlines.py) instead
+  of a DelayedCall per request (``Deferred.addTimeout``).  Three trees
+  interleaved, 2 rounds (the session's start / routes / routes and
+  deadlines): 64 in flight 3,789, 4,070 / 4,164, 4,251 / 4,354, 4,495
+  orders/s; bench client 0.135, 0.118 / 0.112, 0.107 / 0.102, 0.097 ms
+  per order; peers 0.306, 0.287 / 0.290, 0.286 / 0.277, 0.261 ms.
+- On the peers, one silence timer per connection that looks at the last
+  time the connection was heard from when it fires (TimeoutMixin cancelled
+  and replaced it on every request), and the request, fsync and trade
+  metrics in plain numbers turned into families at scrape time
+  (prometheus_client locks per increment).  Alone (timeit, best of 5):
+  a metered request 2.11 -> 1.00 us, an fsync's observation 0.72 -> 0.17
+  us, a fill counted 0.55 -> 0.20 us; about 1% of the peers' CPU each,
+  below what bench-cluster can resolve on this machine (3 interleaved
+  pairs: 3,547 / 4,381 / 3,890 against 4,340 / 3,959 / 4,260 orders/s,
+  peers 0.349 / 0.276 / 0.313 against 0.279 / 0.302 / 0.286 ms per order).
 """
 from __future__ import annotations
 
