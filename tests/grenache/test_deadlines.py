@@ -1,6 +1,9 @@
 """Request deadlines on one timer per clock (grenache/deadlines.py)."""
 from __future__ import annotations
 
+import gc
+import weakref
+
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
@@ -83,7 +86,20 @@ class DeadlinesTests(unittest.SynchronousTestCase):
         for d in requests:
             self.failureResultOf(d, TimedOut)
 
-    def test_one_deadlines_per_clock(self):
+    def test_requests_of_different_timeouts_each_expire_in_time(self):
+        requests = {seconds: self.add(seconds) for seconds in (3, 1, 2)}
+        for second in (1, 2, 3):
+            self.clock.advance(1)
+            self.assertEqual(sorted(s for s, d in requests.items() if d.called), list(range(1, second + 1)))
+        for d in requests.values():
+            self.failureResultOf(d, TimedOut)
+
+    def test_one_deadlines_per_clock_kept_no_longer_than_the_clock(self):
         other = task.Clock()
         self.assertIs(deadlines(self.clock), deadlines(self.clock))
         self.assertIsNot(deadlines(self.clock), deadlines(other))
+        gone = weakref.ref(other)
+        deadlines(other).add(defer.Deferred(), 5, TimedOut).callback("answered")
+        del other
+        gc.collect()
+        self.assertIsNone(gone())

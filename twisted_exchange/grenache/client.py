@@ -5,7 +5,8 @@ transport failure only (``ERR_REQUEST_GENERIC``: refused, reset, non-2xx),
 tries another; an error answered by the service is final.  ``map`` calls
 every destination and reports each one's result or error instead of failing
 on the first.  Every call ends within its timeout (default 5 s; up to 50 ms
-more under load, see deadlines.py) with the result or a GrenacheError.  Connections are kept alive in a pool.
+more under load, see deadlines.py) with the result or a GrenacheError.
+Connections are kept alive in a pool.
 
 Secure mode (``tls=``, a ``pki.Credential``; see tls.py) calls over mutual
 TLS, so every server reached has a certificate from the cluster CA good for
@@ -28,6 +29,7 @@ from twisted_exchange.grenache.errors import (
     ERR_REPLY_EMPTY, ERR_REPLY_ENCODING_COMPRESSION, ERR_REQUEST_GENERIC, RETRYABLE,
     GrenacheError)
 from twisted_exchange.grenache.pool import ConnectionPool
+from twisted_exchange.grenache.deadlines import deadlines
 from twisted_exchange.grenache.transport import Poster, deadline
 from twisted_exchange.pki import Credential, Identity
 
@@ -54,6 +56,7 @@ class RPCClient:
             from twisted.internet import reactor
         self._link = link
         self._reactor = reactor
+        self._deadlines = deadlines(reactor)
         self._timeout = timeout
         self._rng = rng if rng is not None else random.Random()
         self._compress = compress
@@ -117,7 +120,7 @@ class RPCClient:
     def _within(self, d: defer.Deferred[Any], timeout: float | None,
                 what: str) -> defer.Deferred[Any]:
         seconds = self._timeout if timeout is None else timeout
-        return deadline(d, seconds, self._reactor, what)
+        return deadline(d, seconds, self._deadlines, what)
 
     def _call(self, dest: str, key: str, payload: Any,
               expect: Identity | None) -> defer.Deferred[Any]:

@@ -4,11 +4,13 @@
 a push onto the reactor's heap ordered by a Python ``__lt__``, and a cancel
 when the reply comes, which is nearly always.  At thousands of requests a
 second that bookkeeping was a tenth of a bench client's CPU.  Here a request
-costs a tuple on a heap of this module's and one callback; one DelayedCall
-per reactor waits for the earliest deadline.  A reply leaves its entry on
-the heap (finding it would cost more than the entry), and when no request
-is pending the heap is dropped and the timer cancelled, so an idle reactor
-holds nothing.
+costs an entry in a queue of this module's and one callback; one
+DelayedCall per reactor waits for the earliest deadline.  Requests with the
+same timeout are due in the order they were made, so each timeout has a
+first-in first-out queue (a deque: no heap to keep in order).  A reply
+leaves its entry queued (finding it would cost more than the entry), and
+when no request is pending the queues are dropped and the timer cancelled,
+so an idle reactor holds nothing.
 
 Under load the earliest deadline moves on with every request, so the timer
 is set at most once per ``COALESCE`` seconds and each time expires every
@@ -17,8 +19,8 @@ window, and at most ``COALESCE`` late otherwise.
 """
 from __future__ import annotations
 
-import heapq
-import itertools
+import weakref
+from collections import deque
 from typing import Any, Callable
 from weakref import WeakKeyDictionary
 
@@ -34,9 +36,8 @@ class Deadlines:
     """The pending requests of one ``clock`` and when each must be answered."""
 
     def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-        self._heap: list[tuple[float, int, list]] = []
-        self._order = itertools.count()
+        self._clock_of = weakref.ref(clock)  # not the clock itself: see ``deadlines``
+        self._queues: dict[float, deque[tuple[float, list]]] = {}  # timeout -> (due, entry), due first
         self._pending = 0
         self._timer: IDelayedCall | None = None
         self._expired_at = float("-inf")
@@ -45,9 +46,12 @@ class Deadlines:
             timed_out: Callable[[], BaseException]) -> defer.Deferred[Any]:
         """``d``, cancelled once ``seconds`` pass without a result, and then
         failing with ``timed_out()`` instead of CancelledError."""
-        due = self._clock.seconds() + seconds
+        due = self._clock_of().seconds() + seconds
         entry = [d, False]  # the Deferred until it has a result; whether it expired
-        heapq.heappush(self._heap, (due, next(self._order), entry))
+        queue = self._queues.get(seconds)
+        if queue is None:
+            queue = self._queues[seconds] = deque()
+        queue.append((due, entry))
         self._pending += 1
         if self._timer is None or due < self._timer.getTime():
             self._arm()
@@ -57,7 +61,7 @@ class Deadlines:
         entry[0] = None
         self._pending -= 1
         if not self._pending:
-            self._heap.clear()
+            self._queues.clear()
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -68,20 +72,21 @@ class Deadlines:
     def _arm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        now = self._clock.seconds()
-        at = max(self._heap[0][0], self._expired_at + COALESCE)
-        self._timer = self._clock.callLater(max(0.0, at - now), self._expire)
+        clock = self._clock_of()
+        first = min(queue[0][0] for queue in self._queues.values() if queue)
+        at = max(first, self._expired_at + COALESCE)
+        self._timer = clock.callLater(max(0.0, at - clock.seconds()), self._expire)
 
     def _expire(self) -> None:
         self._timer = None
-        now = self._expired_at = self._clock.seconds()
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            entry = heapq.heappop(heap)[2]
-            if entry[0] is not None:
-                entry[1] = True
-                entry[0].cancel()  # may settle the last pending request: the heap is cleared then
-        if heap and self._timer is None:
+        now = self._expired_at = self._clock_of().seconds()
+        for queue in list(self._queues.values()):
+            while queue and queue[0][0] <= now:
+                entry = queue.popleft()[1]
+                if entry[0] is not None:
+                    entry[1] = True
+                    entry[0].cancel()  # may settle the last pending request: the queues are dropped then
+        if self._timer is None and any(self._queues.values()):
             self._arm()
 
 
@@ -89,7 +94,11 @@ _BY_CLOCK: WeakKeyDictionary[IReactorTime, Deadlines] = WeakKeyDictionary()
 
 
 def deadlines(clock: IReactorTime) -> Deadlines:
-    """The one ``Deadlines`` of ``clock``."""
+    """The one ``Deadlines`` of ``clock``, for as long as the clock lives
+    (it refers to its clock weakly, or this registry would keep every
+    clock, and every test's, forever; only a timer still set, while a
+    request is pending, holds the clock).  Look it up once per caller: the
+    lookup costs more than a request's deadline."""
     found = _BY_CLOCK.get(clock)
     if found is None:
         found = _BY_CLOCK[clock] = Deadlines(clock)

@@ -28,6 +28,7 @@ from twisted_exchange.grenache import wire
 from twisted_exchange.grenache.errors import (
     ERR_GRAPE_LOOKUP_EMPTY, ERR_REPLY_EMPTY, ERR_REQUEST_GENERIC, GrenacheError)
 from twisted_exchange.grenache.pool import ConnectionPool
+from twisted_exchange.grenache.deadlines import deadlines
 from twisted_exchange.grenache.transport import Poster, deadline
 
 _HEADERS = b"Content-Type: application/json\r\n"
@@ -76,6 +77,7 @@ class Link:
             from twisted.internet import reactor
         self.grape_url = grape_url.rstrip("/")
         self._reactor = reactor
+        self._deadlines = deadlines(reactor)
         self._timeout = timeout
         self._lookup_cache = lookup_cache
         self._poster = Poster(reactor, pool, per_host=4)
@@ -160,7 +162,7 @@ class Link:
         body = wire.encode({"rid": wire.request_id(), "data": data})
         d = self._poster.post(url, body, _HEADERS)
         d.addCallback(_grape_answer, url, expected)
-        return deadline(d, self._timeout, self._reactor, f"grape {url}")
+        return deadline(d, self._timeout, self._deadlines, f"grape {url}")
 
     def close(self) -> defer.Deferred[None]:
         """Stop announcing and close the connections of an owned pool."""

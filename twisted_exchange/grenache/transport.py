@@ -14,10 +14,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet import defer, error as netError
-from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from twisted_exchange.grenache.deadlines import deadlines
+from twisted_exchange.grenache.deadlines import Deadlines
 from twisted_exchange.grenache.errors import (
     ERR_REQUEST_GENERIC, ERR_TIMEOUT, ERR_TLS_IDENTITY, GrenacheError)
 from twisted_exchange.grenache.pool import BadResponse, ConnectionPool, WrongIdentity
@@ -105,8 +104,8 @@ class Poster:
         return self._pool.close() if self._owned else defer.succeed(None)
 
 
-def deadline(d: defer.Deferred[Any], seconds: float, clock: IReactorTime,
+def deadline(d: defer.Deferred[Any], seconds: float, due: Deadlines,
              what: str) -> defer.Deferred[Any]:
-    """Cancel ``d`` after ``seconds`` (see deadlines.py) and fail it with ERR_TIMEOUT instead."""
-    return deadlines(clock).add(
-        d, seconds, lambda: GrenacheError(ERR_TIMEOUT, f"{what}: no reply within {seconds:g} s"))
+    """Cancel ``d`` after ``seconds`` (``due``: its reactor's ``deadlines``)
+    and fail it with ERR_TIMEOUT instead."""
+    return due.add(d, seconds, lambda: GrenacheError(ERR_TIMEOUT, f"{what}: no reply within {seconds:g} s"))
