@@ -380,6 +380,27 @@ order): the load generator was almost a third of the machine.
   below what bench-cluster can resolve on this machine (3 interleaved
   pairs: 3,547 / 4,381 / 3,890 against 4,340 / 3,959 / 4,260 orders/s,
   peers 0.349 / 0.276 / 0.313 against 0.279 / 0.302 / 0.286 ms per order).
+- Where the 64-in-flight p99 comes from (manual cluster, each client's
+  orders timed by the peer they went to, 4,010 orders/s): sent to the
+  leader p50 10.6 ms, p99 24.8 ms; sent to a follower p50 17.0-17.6 ms,
+  p99 44-48 ms.  A follower's order takes two reactor turns more (its
+  forward to the leader, and the commit index coming back), and under
+  this load a turn of a peer is a few milliseconds, its fsync included;
+  so the run's p99 is the follower path's.  Tried and not kept: the
+  transport holding a follower's next batch, when an answer from it was
+  just delivered, for the leader's flush of that turn (so the commit index
+  the answer advanced goes in it, not a batch later): two interleaved
+  pairs, follower p50 15.6-17.4 against 16.0-17.2 ms, no difference.
+
+``make bench-cluster`` at the end of that session, twice (Node's plain RPC
+5,135 / 5,293 req/s): 1 in flight 434 / 469 orders/s, p50 2.21 / 2.01 ms,
+p99 3.98 / 3.81 ms; 64 in flight 4,572 / 4,652 orders/s, p50 13.8 / 13.5
+ms, p99 31.4 / 29.0 ms; CPU per order at 64 in flight 0.262 / 0.262 ms
+(peers) + 0.100 / 0.098 ms (bench clients), 1.81 / 1.80 cores at 5,000
+orders/s; failover 0.48 / 0.63 s; ratio_to_rpc 0.89 / 0.88; the naive
+baseline 6,632 / 7,085 orders/s with 2 of 3 books diverged.  Still NOT
+met: 5,000 orders/s and p99 <= 20 ms at 64 in flight.  Met: p99 <= 5 ms at
+1 in flight, ratio_to_rpc, failover.
 """
 from __future__ import annotations
 
