@@ -7,7 +7,7 @@ import weakref
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from twisted_exchange.grenache.deadlines import COALESCE, Deadlines, deadlines
+from twisted_exchange.grenache.deadlines import COALESCE, SWEEP_AFTER, Deadlines, deadlines
 
 
 class TimedOut(Exception):
@@ -85,6 +85,15 @@ class DeadlinesTests(unittest.SynchronousTestCase):
         self.assertEqual(fired[int(COALESCE * 1000) + 1], 50)
         for d in requests:
             self.failureResultOf(d, TimedOut)
+
+    def test_answered_entries_are_swept_so_memory_follows_what_is_pending(self):
+        pending = self.add(3600)
+        for _ in range(100 * SWEEP_AFTER):  # an hour's timeout at a high rate, each answered at once
+            self.add(3600, defer.succeed(None))
+        queued = sum(len(queue) for queue in self.deadlines._queues.values())
+        self.assertLessEqual(queued, SWEEP_AFTER + 3)
+        self.clock.advance(3600)
+        self.failureResultOf(pending, TimedOut)
 
     def test_requests_of_different_timeouts_each_expire_in_time(self):
         requests = {seconds: self.add(seconds) for seconds in (3, 1, 2)}

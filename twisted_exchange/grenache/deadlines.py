@@ -8,9 +8,10 @@ costs an entry in a queue of this module's and one callback; one
 DelayedCall per reactor waits for the earliest deadline.  Requests with the
 same timeout are due in the order they were made, so each timeout has a
 first-in first-out queue (a deque: no heap to keep in order).  A reply
-leaves its entry queued (finding it would cost more than the entry), and
-when no request is pending the queues are dropped and the timer cancelled,
-so an idle reactor holds nothing.
+leaves its entry queued (finding it would cost more than the entry) until
+its time comes or a sweep of the answered ones (``SWEEP_AFTER``, amortised
+over as many requests) removes it; when no request is pending the queues
+are dropped and the timer cancelled, so an idle reactor holds nothing.
 
 Under load the earliest deadline moves on with every request, so the timer
 is set at most once per ``COALESCE`` seconds and each time expires every
@@ -30,6 +31,10 @@ from twisted.python.failure import Failure
 
 #: Seconds between two expiries of one reactor's deadlines, at least.
 COALESCE = 0.05
+#: Answered entries a queue may hold beyond twice the pending requests
+#: before they are swept out (so memory follows what is pending, not the
+#: request rate times the timeout).
+SWEEP_AFTER = 1024
 
 
 class Deadlines:
@@ -51,6 +56,8 @@ class Deadlines:
         queue = self._queues.get(seconds)
         if queue is None:
             queue = self._queues[seconds] = deque()
+        elif len(queue) > 2 * self._pending + SWEEP_AFTER:
+            queue = self._queues[seconds] = deque(item for item in queue if item[1][0] is not None)
         queue.append((due, entry))
         self._pending += 1
         if self._timer is None or due < self._timer.getTime():
