@@ -37,6 +37,16 @@ worktree, six pairs of one round each, before -> after: ours with TLS at
 (measured in the same run, so the machine's drift cancels) 0.62-0.69 ->
 0.67-0.80 at 1 in flight and 0.62-0.74 -> 0.69-0.81 at 32.
 
+2026-11-30, seventh session: request deadlines on one reactor timer
+(deadlines.py) and one silence timer per server connection, the session's
+first commit run from a worktree, two pairs of one round each, before ->
+after, req/s at 1 / 32 in flight: ours 16,256-17,242 / 17,062-18,842 ->
+15,432-16,609 / 17,459-18,123, with TLS 12,033-12,801 / 11,950-14,103 ->
+11,394-12,404 / 11,948-12,643; Node 4,133-4,355 / 4,760-5,272: no
+difference beyond the machine's drift here (one connection per in-flight
+call, so few requests share a timer; the bench client of bench-cluster,
+64 clients on one reactor, is where it showed).
+
 ``baseline()`` is the yardstick of ``exchangectl bench-cluster``: plain RPC
 at its 64 in flight, Node's when node is there, else ours.
 """
