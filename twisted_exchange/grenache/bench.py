@@ -43,9 +43,9 @@ first commit run from a worktree, two pairs of one round each, before ->
 after, req/s at 1 / 32 in flight: ours 16,256-17,242 / 17,062-18,842 ->
 15,432-16,609 / 17,459-18,123, with TLS 12,033-12,801 / 11,950-14,103 ->
 11,394-12,404 / 11,948-12,643; Node 4,133-4,355 / 4,760-5,272: no
-difference beyond the machine's drift here (one connection per in-flight
-call, so few requests share a timer; the bench client of bench-cluster,
-64 clients on one reactor, is where it showed).
+difference beyond the machine's drift here (a timer per request was a few
+microseconds of the ~60 us a call costs client and server together; in
+bench-cluster's client, see ctl/benchcluster.py, it showed).
 
 ``baseline()`` is the yardstick of ``exchangectl bench-cluster``: plain RPC
 at its 64 in flight, Node's when node is there, else ours.
