@@ -166,6 +166,15 @@ amends (1,765); 7,939 replays, 4,094 answered with the original reply,
 3,845 stale; 0 lost, 0 duplicated, 0 divergent, 0 conflicting, no
 violations; at most 4.67 s unavailable; all 3 peers at 147,898 0.02 s
 after the heal; snapshots 41/8, 38/10, 42/8.
+
+After request deadlines moved to one timer per reactor and the server's
+silence to one timer per connection (the peers' Raft batches time out
+through them under every partition), 150 s, seed 11: 55 faults (11
+bridge, 8 leader-minority, 7 isolate, 6 blackhole, 6 delay, 5 kill-grape,
+4 kill, 4 drop, 4 reorder); 75,672 invoked, 63,419 acknowledged, 12,253
+refused, 0 unknown; 0 lost, 0 duplicated, 0 divergent, 0 conflicting, no
+violations; at most 3.06 s unavailable; converged 0.01 s after the heal;
+snapshots 29/4, 30/3, 22/7.
 """
 from __future__ import annotations
 
