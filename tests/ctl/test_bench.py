@@ -42,6 +42,22 @@ class PlotTests(unittest.SynchronousTestCase):
         self.assertTrue(str(caught.exception).startswith("cannot write /nonexistent/dir/x.png"))
 
 
+class RecorderTests(unittest.SynchronousTestCase):
+
+    def test_latency_by_the_peer_an_order_was_sent_to(self):
+        recorder = bench.Recorder(started=0.0)
+        for n in range(1, 101):  # peer1: 1..100 ms; peer2: 10 ms each; one without a peer
+            recorder.committed(0.0, n / 1000, "peer1")
+            recorder.committed(0.0, 0.010, "peer2")
+        recorder.committed(0.0, 0.5)
+        summary = recorder.summary()
+        self.assertEqual(summary["committed"], 201)
+        self.assertEqual(summary["latency_ms_by_peer"], {"peer1": {"p50": 50.0, "p99": 99.0},
+                                                         "peer2": {"p50": 10.0, "p99": 10.0}})
+        self.assertIn("by peer sent to: peer1 p50 50.00 p99 99.00, peer2 p50 10.00 p99 10.00",
+                      bench.report(summary))
+
+
 def _needs_matplotlib() -> None:
     try:
         bench.require_plotting()

@@ -80,8 +80,9 @@ class ReportTests(unittest.SynchronousTestCase):
 
     def test_report_compares_with_the_targets_and_the_baseline(self):
         fast = {**self.summary(6000, 30.0),
-                "cpu_ms_per_order": {"peers": 0.4, "client": 0.15, "cores_at_target": 2.75}}
-        text = report({"cluster": {"in_flight_1": self.summary(900, 4.0), "in_flight_64": fast,
+                "cpu_ms_per_order": {"peers": 0.4, "client": 0.15, "cores_at_target": 2.75},
+                "latency_ms_by_peer": {"peer1": {"p50": 17.0, "p99": 44.5}, "peer2": {"p50": 10.6, "p99": 24.8}}}
+        text = report({"cluster": {"in_flight_1": self.summary(900, 4.0), "in_flight_64": fast, "leader": "peer2",
                                    "failover": {"killed": "peer2", "seconds": 2.5},
                                    "check": {"ok": True, "summary": "3 peers agree"}},
                        "baseline": {**self.summary(3000, 9.0), "peers": 3, "diverged_peers": 2,
@@ -89,6 +90,8 @@ class ReportTests(unittest.SynchronousTestCase):
                        "rpc_baseline": {"impl": "node", "in_flight": 64, "requests_per_second": 10000.0},
                        "ratio_to_rpc": 0.6})
         self.assertIn("2 of 3 peers diverged", text)
+        self.assertIn("64 in flight, by peer sent to: peer1 p50 17.00 p99 44.50, peer2 (leader) p50 10.60"
+                      " p99 24.80", text)
         self.assertIn("CPU per order at 64 in flight: peers 0.400 ms + clients 0.150 ms (at 5,000 orders/s:"
                       " 2.75 cores", text)
         self.assertIn("cluster / baseline throughput: 2.00", text)

@@ -184,6 +184,7 @@ class LoadTests(PeersTestCase):
             self.assertEqual([p["action"] for p in fake.received[:4]], ["status"] * 4)
         summary = recorder.summary()
         self.assertEqual(summary["committed"], 30)
+        self.assertEqual(set(summary["latency_ms_by_peer"]), {"peer1", "peer2", "peer3"})
         self.assertGreater(summary["latency_ms"]["p99"], 0)
 
     def test_each_client_connects_first_then_sends_with_its_own_credential(self):

@@ -6,11 +6,14 @@ or, ``resting``, buys below and sells above ``mid``, so none does and the
 book grows by every order (what a big book costs: snapshots, memory).
 ``Recorder`` keeps each committed order's latency in an HdrHistogram
 (microseconds, 3 significant digits) plus the (time, latency) points of the
-plot, and counts failures by error code.  ``load`` is the Twisted part: N
+plot, and counts failures by error code; and each order's latency under
+the peer it was sent to (a follower's orders take two hops more than the
+leader's: see ctl/benchcluster.py).  ``load`` is the Twisted part: N
 clients, each with one order in flight, sent round-robin over the peers.
 """
 from __future__ import annotations
 
+import math
 import random
 import re
 from typing import Any, Callable, Sequence
@@ -64,13 +67,16 @@ class Recorder:
         self.started = started
         self.histogram = HdrHistogram(1, MAX_LATENCY_US, 3)
         self.points: list[tuple[float, float]] = []
+        self.by_peer: dict[str, list[float]] = {}  # the latencies (ms) of the orders sent to each peer
         self.errors: dict[str, int] = {}
         self.ended = started
 
-    def committed(self, sent: float, done: float) -> None:
+    def committed(self, sent: float, done: float, peer: str | None = None) -> None:
         latency_us = max(1, min(MAX_LATENCY_US, round((done - sent) * 1e6)))
         self.histogram.record_value(latency_us)
         self.points.append((sent - self.started, latency_us / 1000))
+        if peer is not None:
+            self.by_peer.setdefault(peer, []).append(latency_us / 1000)
         self.ended = max(self.ended, done)
 
     def failed(self, error: BaseException, done: float) -> None:
@@ -91,7 +97,15 @@ class Recorder:
         latency["mean"] = round(self.histogram.get_mean_value() / 1000, 3) if self.count else 0.0
         return {"committed": self.count, "failed": sum(self.errors.values()), "errors": dict(self.errors),
                 "seconds": round(elapsed, 3), "orders_per_second": round(self.count / elapsed, 1),
-                "latency_ms": latency}
+                "latency_ms": latency,
+                "latency_ms_by_peer": {peer: {"p50": _rank(latencies, 50), "p99": _rank(latencies, 99)}
+                                       for peer, latencies in sorted(self.by_peer.items())}}
+
+
+def _rank(values: list[float], percentile: float) -> float:
+    """The nearest-rank ``percentile`` of ``values`` (after the run: it sorts them)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(percentile / 100 * len(ordered)) - 1)]
 
 
 def report(summary: dict[str, Any]) -> str:
@@ -100,10 +114,19 @@ def report(summary: dict[str, Any]) -> str:
     lines = [f"committed {summary['committed']} orders in {summary['seconds']:.2f}s:"
              f" {summary['orders_per_second']:.0f} orders/s",
              "latency ms: " + "  ".join(f"{k} {v:.2f}" for k, v in latency.items())]
+    if summary.get("latency_ms_by_peer"):
+        lines.append(by_peer(summary["latency_ms_by_peer"]))
     if summary["failed"]:
         lines.append(f"failed {summary['failed']}: " + ", ".join(
             f"{code} x{n}" for code, n in sorted(summary["errors"].items())))
     return "\n".join(lines)
+
+
+def by_peer(latencies: dict[str, dict[str, float]], marked: str | None = None, mark: str = "") -> str:
+    """One line of each peer's p50 and p99 (ms), ``marked`` followed by ``mark``."""
+    return "by peer sent to: " + ", ".join(
+        f"{peer}{mark if peer == marked else ''} p50 {figures['p50']:.2f} p99 {figures['p99']:.2f}"
+        for peer, figures in latencies.items())
 
 
 def require_plotting() -> None:
@@ -244,15 +267,15 @@ class _Client:
         started = self._reactor.seconds()
         route = self._routes.get(peer)
         d = route.call(order) if route is not None else defer.ensureDeferred(self._rerouted(peer, order))
-        return d.addCallbacks(self._committed, self._failed, callbackArgs=(started,),
+        return d.addCallbacks(self._committed, self._failed, callbackArgs=(started, peer),
                               errbackArgs=(peer,))
 
     async def _rerouted(self, peer: str, order: dict) -> Any:
         route = self._routes[peer] = await self._peers.route(peer, **self._send_as)
         return await route.call(order)
 
-    def _committed(self, _: Any, started: float) -> None:
-        self._recorder.committed(started, self._reactor.seconds())
+    def _committed(self, _: Any, started: float, peer: str) -> None:
+        self._recorder.committed(started, self._reactor.seconds(), peer)
 
     def _failed(self, failure: Any, peer: str) -> None:
         failure.trap(CtlError)
