@@ -88,6 +88,27 @@ class PeerDirectoryTests(SynchronousTestCase):
         directory.forget("peer2", "127.0.0.1:1111")
         self.assertEqual(directory.address("peer2"), "127.0.0.1:2222")
 
+    def test_a_restarted_peers_new_address_goes_before_its_old_ones_that_failed(self):
+        for seed in range(20):  # whatever the shuffle
+            listed = {"exchange:peer2": ["127.0.0.1:1111", "127.0.0.1:2222"]}
+            directory = PeerDirectory([FakeLink(listed)], ["peer2"], rng=random.Random(seed))
+            self.successResultOf(directory.refresh())
+            for _ in range(2):  # the peer is gone from both
+                directory.failed("peer2", directory.address("peer2"))
+            listed["exchange:peer2"].append("127.0.0.1:3333")  # and back at a new address
+            self.successResultOf(directory.refresh())
+            self.assertEqual(directory.address("peer2"), "127.0.0.1:3333")
+
+    def test_an_address_that_answers_again_is_no_longer_put_last(self):
+        listed = {"exchange:peer2": ["127.0.0.1:1111"]}
+        directory = PeerDirectory([FakeLink(listed)], ["peer2"], rng=random.Random(0))
+        self.successResultOf(directory.refresh())
+        directory.failed("peer2", "127.0.0.1:1111")
+        directory.answered("peer2", "127.0.0.1:1111")  # it was back
+        listed["exchange:peer2"].append("127.0.0.1:2222")
+        self.successResultOf(directory.refresh())
+        self.assertEqual(directory.address("peer2"), "127.0.0.1:1111")  # the one that answered
+
     def test_new_candidates_are_not_ordered_by_their_string(self):
         addresses = [f"127.0.0.{n}:1" for n in range(1, 9)]
         firsts = set()
@@ -124,6 +145,16 @@ class RaftTransportTests(SynchronousTestCase):
         self.client.calls[0][3].errback(GrenacheError("ERR_REQUEST_GENERIC", "connection refused"))
         self.transport.send([message("peer2", 2)])
         self.assertNotEqual(self.client.calls[1][0], first)
+
+    def test_an_answered_batch_clears_its_address_failure(self):
+        self.transport.send([message("peer2", 1)])
+        address = self.client.calls[0][0]
+        self.client.calls[0][3].errback(GrenacheError("ERR_REQUEST_GENERIC", "connection refused"))
+        self.assertIn(address, self.directory._failing["peer2"])
+        self.directory._candidates["peer2"] = [address]
+        self.transport.send([message("peer2", 2)])
+        self.client.calls[1][3].callback({"ok": True})
+        self.assertNotIn(address, self.directory._failing["peer2"])
 
     def test_address_of_another_peer_is_forgotten(self):
         self.transport.send([message("peer2", 1)])

@@ -7,10 +7,14 @@ A grape may return several addresses for one peer (the Node grape never
 forgets an announcement, so a restarted peer leaves stale ones behind, and
 anyone may announce anything).  The directory keeps every candidate, prefers
 the one that last answered as that peer, and rotates to the next candidate
-when a call fails.  New candidates come in random order: an order an
-announcer could choose (by string, or the grape's) would let a fake always
-go first.  Nothing here blocks: lookups refresh in the background and
-callers read the current view.
+when a call fails.  An address whose last call failed goes behind every
+other on a refresh until it answers again: otherwise a restarted peer's
+new address could stay behind its old, dead ones for as long as the grape
+lists them (a flaky test caught it: the leader never reached the peer).
+New candidates come in random order: an order an announcer could choose
+(by string, or the grape's) would let a fake always go first.  Nothing
+here blocks: lookups refresh in the background and callers read the
+current view.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ class PeerDirectory:
                  rng: random.Random | None = None) -> None:
         self._links = links
         self._candidates: dict[str, list[str]] = {p: [] for p in peer_ids}
+        self._failing: dict[str, set[str]] = {}  # peer -> addresses whose last call failed
         self._rng = rng or random.Random()
 
     def address(self, peer_id: str) -> str | None:
@@ -50,9 +55,16 @@ class PeerDirectory:
 
     def failed(self, peer_id: str, address: str) -> None:
         """A call to ``address`` failed: try the peer's next candidate first."""
+        self._failing.setdefault(peer_id, set()).add(address)
         candidates = self._candidates.get(peer_id, [])
         if len(candidates) > 1 and candidates[0] == address:
             candidates.append(candidates.pop(0))
+
+    def answered(self, peer_id: str, address: str) -> None:
+        """A call to ``address`` was answered by ``peer_id``."""
+        failing = self._failing.get(peer_id)
+        if failing:
+            failing.discard(address)
 
     def forget(self, peer_id: str, address: str) -> None:
         """``address`` answered as another peer: it is not ``peer_id``'s."""
@@ -67,10 +79,13 @@ class PeerDirectory:
             found = yield self._lookup(service_name(peer_id))
             if not found:
                 continue
-            preferred = [a for a in current if a in found][:1]
+            failing = self._failing.get(peer_id, set())
+            preferred = [a for a in current if a in found and a not in failing][:1]
             others = [a for a in found if a not in preferred]
             self._rng.shuffle(others)
+            others.sort(key=lambda address: address in failing)  # stable: the failing ones last
             fresh = preferred + others
+            self._failing[peer_id] = failing & set(found)
             if fresh[:1] != current[:1]:
                 self.log.info("{peer} at {addresses}", peer=peer_id, addresses=",".join(fresh))
             self._candidates[peer_id] = fresh

@@ -86,13 +86,14 @@ class RaftTransport:
         d = self._client.request_to(address, service_name(destination), payload,
                                     timeout=self._timeout, expect=expect)
         self._in_flight[destination] = d
-        d.addCallbacks(self._replied, self._failed, (destination,), None, (destination, address))
+        d.addCallbacks(self._replied, self._failed, (destination, address), None, (destination, address))
         d.addBoth(self._done, destination)
 
-    def _replied(self, answer: object, destination: str) -> None:
+    def _replied(self, answer: object, destination: str, address: str) -> None:
         """Hand the destination's messages in ``answer`` on, as from that peer
         (each is parsed there like any other; secure mode checked who
         answered), within the bound a batch has."""
+        self._directory.answered(destination, address)
         messages = answer.get("messages") if isinstance(answer, dict) else None
         if not isinstance(messages, list) or not messages:
             return
