@@ -422,7 +422,7 @@ from twisted.internet import defer, task
 from twisted_exchange import pki
 from twisted_exchange.ctl import bench
 from twisted_exchange.ctl.errors import CtlError
-from twisted_exchange.ctl.peers import Peers, Route, check, leaders_everywhere
+from twisted_exchange.ctl.peers import Peers, Route, check, leaders_everywhere, named_leader
 from twisted_exchange.ctl.supervisor import Supervisor
 from twisted_exchange.ctl.topology import HOST, free_ports, parse, render
 from twisted_exchange.grenache import RPCClient
@@ -458,8 +458,7 @@ class Direct:
 async def failover(peers: Peers, names: Sequence[str], supervisor: Supervisor, reactor: Any,
                    credential_of: CredentialOf = None, limit: float = 30.0) -> tuple[str, float]:
     """SIGKILL the leader; (its name, seconds until an order sent after the kill commits)."""
-    statuses = await peers.statuses(names)
-    leader = next((s["leader"] for s in statuses.values() if isinstance(s, dict) and s.get("leader")), None)
+    leader = named_leader(await peers.statuses(names))
     if leader is None:
         raise CtlError("no leader to kill")
     survivors = [n for n in names if n != leader]
@@ -516,9 +515,7 @@ async def measure_cluster(peers: Peers, names: Sequence[str], supervisor: Superv
     """Load at 1 and 64 in flight (with the CPU each order cost), then
     failover, then check."""
     results: dict[str, Any] = {}
-    statuses = await peers.statuses(names)
-    results["leader"] = next((s["leader"] for s in statuses.values() if isinstance(s, dict) and s.get("leader")),
-                             None)
+    results["leader"] = named_leader(await peers.statuses(names))
     for in_flight in (1, 64):
         say(f"cluster: {in_flight} in flight for {duration:g}s")
         meter = CPUMeter(supervisor, names)

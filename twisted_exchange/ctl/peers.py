@@ -239,6 +239,11 @@ class Peers:
             await link.close()
 
 
+def named_leader(statuses: dict) -> str | None:
+    """The leader the first peer that answered and knows one names, else None."""
+    return next((s["leader"] for s in statuses.values() if isinstance(s, dict) and s.get("leader")), None)
+
+
 def leaders_everywhere(statuses: dict) -> bool:
     """Every peer answered and names a leader."""
     return all(isinstance(s, dict) and s.get("leader") for s in statuses.values())

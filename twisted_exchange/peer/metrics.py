@@ -75,7 +75,7 @@ class PeerMetrics:
         for outcome in SNAPSHOT_OUTCOMES:
             self._snapshots.labels(outcome)
         self.registry.register(_StateCollector(peer))
-        self.registry.register(_CountsCollector(self))
+        self.registry.register(self)  # collect(): the counts below, as families
 
     # -- hooks -------------------------------------------------------------------
 
@@ -129,7 +129,7 @@ class PeerMetrics:
             times = self._request_seconds[action] = _Histogram(REQUEST_BUCKETS)
         times.observe(self._now() - started)
 
-    def families(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Metric]:
         """The counted metrics as families, for the scrape."""
         requests = CounterMetricFamily(f"{PREFIX}_requests", "Grenache RPC requests answered, by action "
                                        "and outcome.", labels=["action", "outcome"])
@@ -172,16 +172,6 @@ class _Histogram:
             cumulative += count
             buckets.append((floatToGoString(bound), cumulative))
         family.add_metric(labels, buckets, self._sum)
-
-
-class _CountsCollector:
-    """PeerMetrics's plain counts, as families at scrape time."""
-
-    def __init__(self, metrics: PeerMetrics) -> None:
-        self._metrics = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        return self._metrics.families()
 
 
 def _outcome(error: BaseException) -> str:
