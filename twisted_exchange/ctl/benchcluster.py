@@ -420,7 +420,7 @@ from typing import Any, Callable, Sequence
 from twisted.internet import defer, task
 
 from twisted_exchange import pki
-from twisted_exchange.ctl import bench
+from twisted_exchange.ctl import bench, loadgen
 from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.peers import Peers, Route, check, leaders_everywhere, named_leader
 from twisted_exchange.ctl.supervisor import Supervisor
@@ -519,9 +519,9 @@ async def measure_cluster(peers: Peers, names: Sequence[str], supervisor: Superv
     for in_flight in (1, 64):
         say(f"cluster: {in_flight} in flight for {duration:g}s")
         meter = CPUMeter(supervisor, names)
-        recorder = await bench.load(peers, names, in_flight, duration=duration, count=None,
-                                    reactor=peers.reactor, seed=in_flight, credential_of=credential_of,
-                                    on_start=meter.start)
+        recorder = await loadgen.load(peers, names, in_flight, duration=duration, count=None,
+                                      reactor=peers.reactor, seed=in_flight, credential_of=credential_of,
+                                      on_start=meter.start)
         results[f"in_flight_{in_flight}"] = {**recorder.summary(), "cpu_ms_per_order": meter.per_order(recorder.count)}
     say("cluster: SIGKILL of the leader")
     leader, seconds = await failover(peers, names, supervisor, peers.reactor, credential_of)
@@ -547,7 +547,7 @@ async def measure_baseline(reactor: Any, peer_count: int, duration: float,
                  "--others", others], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL))
         await _until(reactor, lambda: _all_answer(direct, names), 15, "the baseline peers did not start")
         say(f"baseline: 64 in flight for {duration:g}s")
-        recorder = await bench.load(direct, names, 64, duration=duration, count=None, reactor=reactor)
+        recorder = await loadgen.load(direct, names, 64, duration=duration, count=None, reactor=reactor)
         total = recorder.count * peer_count
         await _until(reactor, lambda: _all_applied(direct, names, total), 15, None)
         statuses = [await direct.call({"action": "status"}, name) for name in names]

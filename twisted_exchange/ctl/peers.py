@@ -51,18 +51,18 @@ class Route:
                  expect: Identity | None = None) -> None:
         self._client = client
         self.address = address
-        self._key = key
-        self._peer = peer
-        self._expect = expect
+        self.key = key
+        self.peer = peer
+        self.expect = expect
 
     def call(self, payload: dict, timeout: float | None = None) -> defer.Deferred[Any]:
         """The peer's reply to ``payload``, or CtlError (as ``Peers.call``)."""
-        return self._client.request_to(self.address, self._key, payload, timeout,
-                                       self._expect).addErrback(self._failed)
+        return self._client.request_to(self.address, self.key, payload, timeout,
+                                       self.expect).addErrback(self._failed)
 
     def _failed(self, failure: Any) -> Any:
         failure.trap(GrenacheError)
-        raise ctl_error(failure.value, self._peer)
+        raise ctl_error(failure.value, self.peer)
 
 
 #: Seconds a grape that failed is asked after the others.

@@ -133,25 +133,37 @@ class RPCClient:
         return d.addCallback(self._result_of, dest, rid)
 
     def _result_of(self, response: tuple[int, bytes], dest: str, rid: str) -> Any:
-        """The result in a reply, or the GrenacheError it carries."""
         status, body = response
-        if not 200 <= status < 300:
-            text = body[:200].decode("utf-8", "replace")
-            raise GrenacheError(ERR_REQUEST_GENERIC, f"{dest}: HTTP {status} {text}".rstrip())
-        if self._compress:
+        if self._compress and 200 <= status < 300:
             try:
                 body = wire.gunzip(body, _MAX_REPLY)
             except (ValueError, zlib.error):
                 raise GrenacheError(ERR_REPLY_ENCODING_COMPRESSION, dest) from None
-        try:
-            reply = wire.decode(body)
-        except ValueError:
-            reply = None
-        if not isinstance(reply, list) or len(reply) != 3:
-            raise GrenacheError(ERR_REPLY_EMPTY, f"{dest}: reply is not [rid, err, result]")
-        reply_rid, error, result = reply
-        if reply_rid != rid:
-            raise GrenacheError(ERR_REPLY_EMPTY, f"{dest}: reply is for another request")
-        if error:
-            raise GrenacheError.from_wire(error if isinstance(error, str) else wire.encode(error).decode())
-        return result
+        return result_of(status, body, dest, rid)
+
+
+def request_bytes(address: str, rid: str, key: str, payload: Any) -> bytes:
+    """One uncompressed call as the bytes of its HTTP request (ctl/loadgen.py
+    writes them to its own sockets; RPCClient's go through a Poster)."""
+    body = wire.encode([rid, key, payload])
+    return b"POST / HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n%s" % (
+        address.encode(), _PLAIN, len(body), body)
+
+
+def result_of(status: int, body: bytes, dest: str, rid: str) -> Any:
+    """The result in an uncompressed reply to call ``rid``, or the GrenacheError it carries."""
+    if not 200 <= status < 300:
+        text = body[:200].decode("utf-8", "replace")
+        raise GrenacheError(ERR_REQUEST_GENERIC, f"{dest}: HTTP {status} {text}".rstrip())
+    try:
+        reply = wire.decode(body)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, list) or len(reply) != 3:
+        raise GrenacheError(ERR_REPLY_EMPTY, f"{dest}: reply is not [rid, err, result]")
+    reply_rid, error, result = reply
+    if reply_rid != rid:
+        raise GrenacheError(ERR_REPLY_EMPTY, f"{dest}: reply is for another request")
+    if error:
+        raise GrenacheError.from_wire(error if isinstance(error, str) else wire.encode(error).decode())
+    return result

@@ -47,8 +47,8 @@ class WrongIdentity(Exception):
     """The server is not the identity the request expected; nothing was sent."""
 
 
-class _Reply:
-    """Incremental parser of one HTTP/1.x response."""
+class Reply:
+    """Incremental parser of one HTTP/1.x response (also ctl/loadgen.py's, outside the reactor)."""
 
     def __init__(self) -> None:
         self.buffer = bytearray()
@@ -167,7 +167,7 @@ class _Connection(Protocol):
         self.address = address
         self._secure = secure
         self._waiting: defer.Deferred[tuple[int, bytes]] | None = None
-        self._reply: _Reply | None = None
+        self._reply: Reply | None = None
         self.ready: defer.Deferred[_Connection] = defer.Deferred(
             lambda _: self.transport.abortConnection())
         self.closed: defer.Deferred[None] = defer.Deferred()
@@ -183,7 +183,7 @@ class _Connection(Protocol):
         self.ready.callback(self)
 
     def request(self, head: bytes, body: bytes) -> defer.Deferred[tuple[int, bytes]]:
-        self._reply = _Reply()
+        self._reply = Reply()
         self._waiting = defer.Deferred(lambda _: self.transport.abortConnection())
         write_now(self.transport, head + body)
         return self._waiting

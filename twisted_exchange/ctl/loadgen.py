@@ -1,0 +1,242 @@
+"""``bench-cluster``'s load: N clients, one order in flight each, on
+blocking-free sockets and one epoll, in a thread, without the reactor.
+
+Why not ``bench.load``: the benchmark shares the machine's two cores with
+the peers it measures, so every microsecond a client spends on an order is
+one the peers lack.  Through the reactor, Deferreds and the connection pool
+an order cost the bench client 0.10-0.15 ms of CPU (a quarter of the
+machine at 64 in flight); here about 0.06 ms, for the same wire: a Grenache
+POST of ``[rid, key, payload]`` per order over mutual TLS, each client on
+its own connections with its own credential, to the addresses
+``peers.route`` found, a server proving the identity the route expects.
+The same ``Workload`` (same seeds) and ``Recorder``.
+
+A call that fails (the connection lost or refused, no answer within
+``timeout``, an error reply) is counted by its code, and that client sends
+to that peer no more in the run; a client left with no peer stops.  That is
+all a run on a healthy cluster needs; ``exchangectl bench``, which looks a
+peer up again when it moves, stays on ``bench.load``.
+"""
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import time
+from typing import Any, Callable, Sequence
+
+from cryptography import x509
+from twisted.internet import threads
+
+from twisted_exchange.ctl.bench import Recorder, Workload
+from twisted_exchange.ctl.errors import CtlError
+from twisted_exchange.ctl.peers import ctl_error
+from twisted_exchange.grenache import GrenacheError, wire
+from twisted_exchange.grenache.client import request_bytes, result_of
+from twisted_exchange.grenache.errors import ERR_REQUEST_GENERIC, ERR_TIMEOUT, ERR_TLS_IDENTITY
+from twisted_exchange.grenache.pool import BadResponse, Reply
+from twisted_exchange.grenache.tls import context
+from twisted_exchange.pki import identity_of
+
+#: Seconds between checks for calls past their timeout.
+SWEEP_SECONDS = 0.1
+
+
+async def load(peers: Any, names: Sequence[str], clients: int, *, duration: float | None,
+               count: int | None, reactor: Any, seed: int = 1, symbol: str = "BTCUSD",
+               credential_of: Callable[[str], Any] | None = None, timeout: float = 5.0,
+               on_start: Callable[[], None] = lambda: None) -> Recorder:
+    """``bench.load``'s run (same arguments, same clients and orders) on
+    this module's sockets; ``peers.route`` is asked in the reactor, then the
+    run holds a thread of the reactor's pool until it ends."""
+    workloads = [Workload(f"bench{number}", seed * 1_000_003 + number, symbol) for number in range(clients)]
+    routes = []
+    for workload in workloads:
+        send_as = {"credential": credential_of(workload.client)} if credential_of else {}
+        found = {}
+        for peer in names:
+            try:
+                found[peer] = await peers.route(peer, **send_as)
+            except CtlError:
+                continue  # no route: this client does without that peer
+        routes.append((found, send_as.get("credential")))
+    return await threads.deferToThreadPool(reactor, reactor.getThreadPool(), run, names, workloads,
+                                           routes, duration, count, timeout, on_start)
+
+
+def run(names: Sequence[str], workloads: Sequence[Workload], routes: Sequence[tuple[dict[str, Any], Any]],
+        duration: float | None, count: int | None, timeout: float = 5.0,
+        on_start: Callable[[], None] = lambda: None) -> Recorder:
+    """Connect every client to its routes (TLS with its credential if it has
+    one), start the clock, and send until ``duration`` seconds passed or
+    ``count`` orders were sent; the finished Recorder.  Blocks."""
+    clients = [_Client(names, workload, found, credential, timeout, turn)
+               for turn, (workload, (found, credential)) in enumerate(zip(workloads, routes))]
+    poll = select.epoll()
+    by_fd: dict[int, _Connection] = {}
+    try:
+        for client in clients:
+            for connection in client.connections.values():
+                by_fd[connection.socket.fileno()] = connection
+                poll.register(connection.socket, select.EPOLLIN)
+        on_start()
+        return _Run(clients, by_fd, duration, count, timeout).until_done(poll)
+    finally:
+        poll.close()
+        for connection in by_fd.values():
+            connection.socket.close()
+
+
+class _Connection:
+    """One client's connection to one peer, one call at a time."""
+
+    def __init__(self, client: _Client, peer: str, route: Any, tls: ssl.SSLContext | None,
+                 timeout: float) -> None:
+        self.client = client
+        self.peer = peer
+        self.key = route.key
+        self.address = route.address
+        host, _, port = route.address.rpartition(":")
+        plain = socket.create_connection((host, int(port)), timeout=timeout)
+        plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.socket = tls.wrap_socket(plain) if tls is not None else plain
+        if tls is not None and route.expect is not None:
+            der = self.socket.getpeercert(binary_form=True)
+            if der is None or identity_of(x509.load_der_x509_certificate(der)) != route.expect:
+                self.socket.close()
+                raise GrenacheError(ERR_TLS_IDENTITY, f"{route.address}: not {route.expect}")
+        self.socket.setblocking(False)
+        self.rid = ""
+        self.sent = 0.0
+        self.reply: Reply | None = None
+
+    def send(self, order: dict, now: float) -> None:
+        self.rid = wire.request_id()
+        self.reply = Reply()
+        self.sent = now
+        data = request_bytes(self.address, self.rid, self.key, order)
+        if self.socket.send(data) != len(data):  # a few hundred bytes into an empty buffer
+            raise GrenacheError(ERR_REQUEST_GENERIC, f"{self.address}: the request did not fit the send buffer")
+
+    def receive(self) -> Any:
+        """The call's result once its reply is complete, else None; GrenacheError if it failed."""
+        while True:
+            try:
+                data = self.socket.recv(65536)
+            except (ssl.SSLWantReadError, BlockingIOError):
+                return None
+            except OSError as error:
+                raise GrenacheError(ERR_REQUEST_GENERIC, f"{self.address}: {error}") from None
+            if not data:
+                raise GrenacheError(ERR_REQUEST_GENERIC, f"{self.address}: connection closed before the reply")
+            try:
+                done = self.reply.feed(data)
+            except BadResponse as error:
+                raise GrenacheError(ERR_REQUEST_GENERIC, f"{self.address}: {error}") from None
+            if done:
+                reply, self.reply = self.reply, None
+                return result_of(reply.status, bytes(reply.body), self.address, self.rid)
+
+
+class _Client:
+    """One bench client: its orders go to its peers in turn, as in ``bench.load``."""
+
+    def __init__(self, names: Sequence[str], workload: Workload, routes: dict[str, Any],
+                 credential: Any, timeout: float, turn: int) -> None:
+        self.workload = workload
+        self._names = names
+        self._turn = turn
+        tls = context(credential, server_side=False) if credential is not None else None
+        self.connections: dict[str, _Connection] = {}
+        for peer, route in routes.items():
+            try:
+                self.connections[peer] = _Connection(self, peer, route, tls, timeout)
+            except (OSError, GrenacheError):
+                continue  # as bench.load: a peer that does not answer now is not used
+        self.calling: _Connection | None = None
+
+    def next_connection(self) -> _Connection | None:
+        """The connection to the next peer in turn that this client still uses."""
+        for _ in self._names:
+            peer = self._names[self._turn % len(self._names)]
+            self._turn += 1
+            connection = self.connections.get(peer)
+            if connection is not None:
+                return connection
+        return None
+
+    def drop(self, connection: _Connection) -> None:
+        del self.connections[connection.peer]
+        connection.socket.close()
+
+
+class _Run:
+    """The send-receive loop over every client's connections."""
+
+    def __init__(self, clients: list[_Client], by_fd: dict[int, _Connection],
+                 duration: float | None, count: int | None, timeout: float) -> None:
+        self._clients = clients
+        self._by_fd = by_fd
+        self._count = count
+        self._timeout = timeout
+        self._sent = 0
+        self.recorder = Recorder(time.perf_counter())
+        self._deadline = self.recorder.started + duration if duration is not None else None
+
+    def until_done(self, poll: select.epoll) -> Recorder:
+        active = sum(self._send(client) for client in self._clients)
+        swept = self.recorder.started
+        while active:
+            for fd, _ in poll.poll(SWEEP_SECONDS):
+                connection = self._by_fd[fd]
+                if connection.client.calling is not connection:
+                    continue  # a dropped connection's last bytes
+                try:
+                    result = connection.receive()
+                except GrenacheError as error:
+                    active -= self._failed(connection, error)
+                    continue
+                if connection.reply is None:
+                    self.recorder.committed(connection.sent, time.perf_counter(), connection.peer)
+                    active -= not self._send(connection.client)
+            now = time.perf_counter()
+            if now - swept >= SWEEP_SECONDS:
+                swept = now
+                for connection in [c.calling for c in self._clients if c.calling is not None]:
+                    if now - connection.sent > self._timeout:
+                        active -= self._failed(connection, GrenacheError(
+                            ERR_TIMEOUT, f"{connection.address}: no reply within {self._timeout:g} s"))
+        return self.recorder
+
+    def _send(self, client: _Client) -> bool:
+        """Send ``client``'s next order if the run wants one and it has a peer; did it?"""
+        client.calling = None
+        while True:
+            if self._count is not None and self._sent >= self._count:
+                return False
+            now = time.perf_counter()
+            if self._deadline is not None and now >= self._deadline:
+                return False
+            connection = client.next_connection()
+            if connection is None:
+                return False
+            self._sent += 1
+            try:
+                connection.send(client.workload.next_order(), now)
+            except (OSError, GrenacheError) as error:
+                self._record_failure(connection, error)
+                continue
+            client.calling = connection
+            return True
+
+    def _failed(self, connection: _Connection, error: GrenacheError) -> bool:
+        """Count the failed call and drop its connection; did its client stop?"""
+        self._record_failure(connection, error)
+        return not self._send(connection.client)
+
+    def _record_failure(self, connection: _Connection, error: Exception) -> None:
+        if not isinstance(error, GrenacheError):
+            error = GrenacheError(ERR_REQUEST_GENERIC, f"{connection.address}: {error}")
+        self.recorder.failed(ctl_error(error, connection.peer), time.perf_counter())
+        self._by_fd.pop(connection.socket.fileno(), None)
+        connection.client.drop(connection)
