@@ -2,7 +2,7 @@
 reactor: it runs in a thread of the reactor's pool, so the fakes answer it."""
 from __future__ import annotations
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, protocol, reactor
 
 from tests.ctl.fakepeer import FakePeer, Refused
 from tests.ctl.test_peers import PeersTestCase, _async
@@ -26,6 +26,11 @@ class Silent(FakePeer):
     def __call__(self, key, payload):
         self.received.append(payload)
         return defer.Deferred()  # never answers
+
+
+class Closing(protocol.Protocol):
+    def connectionMade(self):
+        self.transport.loseConnection()
 
 
 class Known:
@@ -85,6 +90,16 @@ class LoadTests(PeersTestCase):
         from tests.support import free_port
         await self.cluster.announce("peer2", free_port())
         recorder = await self.load(self.peers, names=["peer1", "peer2"], clients=2, count=10)
+        self.assertEqual((recorder.count, recorder.errors), (10, {}))
+        self.assertEqual(len(fake.received), 10)
+
+    @_async
+    async def test_a_connection_the_server_closes_while_idle_is_dropped_without_a_failure(self):
+        fake = await self.cluster.add(FakePeer("peer1"))
+        closing = reactor.listenTCP(0, protocol.Factory.forProtocol(Closing), interface="127.0.0.1")
+        self.addCleanup(closing.stopListening)
+        await self.cluster.announce("peer2", closing.getHost().port)
+        recorder = await self.load(self.peers, names=["peer1", "peer2"], clients=1, count=10)
         self.assertEqual((recorder.count, recorder.errors), (10, {}))
         self.assertEqual(len(fake.received), 10)
 

@@ -188,11 +188,14 @@ class _Run:
         swept = self.recorder.started
         while active:
             for fd, _ in poll.poll(SWEEP_SECONDS):
-                connection = self._by_fd[fd]
+                connection = self._by_fd.get(fd)
+                if connection is None:
+                    continue
                 if connection.client.calling is not connection:
-                    continue  # a dropped connection's last bytes
+                    self._idle_readable(connection)
+                    continue
                 try:
-                    result = connection.receive()
+                    connection.receive()
                 except GrenacheError as error:
                     active -= self._failed(connection, error)
                     continue
@@ -229,6 +232,18 @@ class _Run:
             client.calling = connection
             return True
 
+    def _idle_readable(self, connection: _Connection) -> None:
+        """Bytes on a connection with no call on it: TLS's own (a session
+        ticket) are read and that is all; else the server closed it (an
+        idle timeout) or is out of step, and it is dropped, with no order lost."""
+        try:
+            connection.socket.recv(65536)
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return
+        except OSError:
+            pass
+        self._drop(connection)
+
     def _failed(self, connection: _Connection, error: GrenacheError) -> bool:
         """Count the failed call and drop its connection; did its client stop?"""
         self._record_failure(connection, error)
@@ -238,5 +253,8 @@ class _Run:
         if not isinstance(error, GrenacheError):
             error = GrenacheError(ERR_REQUEST_GENERIC, f"{connection.address}: {error}")
         self.recorder.failed(ctl_error(error, connection.peer), time.perf_counter())
+        self._drop(connection)
+
+    def _drop(self, connection: _Connection) -> None:
         self._by_fd.pop(connection.socket.fileno(), None)
         connection.client.drop(connection)
