@@ -4,8 +4,8 @@ blocking-free sockets and one epoll, in a thread, without the reactor.
 Why not ``bench.load``: the benchmark shares the machine's two cores with
 the peers it measures, so every microsecond a client spends on an order is
 one the peers lack.  Through the reactor, Deferreds and the connection pool
-an order cost the bench client 0.10-0.15 ms of CPU (a quarter of the
-machine at 64 in flight); here about 0.06 ms, for the same wire: a Grenache
+an order cost the bench client 0.13-0.15 ms of CPU (a quarter of the
+machine at 64 in flight); here 0.075-0.10 ms, for the same wire: a Grenache
 POST of ``[rid, key, payload]`` per order over mutual TLS, each client on
 its own connections with its own credential, to the addresses
 ``peers.route`` found, a server proving the identity the route expects.
@@ -72,13 +72,12 @@ def run(names: Sequence[str], workloads: Sequence[Workload], routes: Sequence[tu
     ``count`` orders were sent; the finished Recorder.  Blocks."""
     clients = [_Client(names, workload, found, credential, timeout, turn)
                for turn, (workload, (found, credential)) in enumerate(zip(workloads, routes))]
+    by_fd = {connection.socket.fileno(): connection
+             for client in clients for connection in client.connections.values()}
     poll = select.epoll()
-    by_fd: dict[int, _Connection] = {}
     try:
-        for client in clients:
-            for connection in client.connections.values():
-                by_fd[connection.socket.fileno()] = connection
-                poll.register(connection.socket, select.EPOLLIN)
+        for fd in by_fd:
+            poll.register(fd, select.EPOLLIN)
         on_start()
         return _Run(clients, by_fd, duration, count, timeout).until_done(poll)
     finally:
@@ -97,14 +96,19 @@ class _Connection:
         self.key = route.key
         self.address = route.address
         host, _, port = route.address.rpartition(":")
-        plain = socket.create_connection((host, int(port)), timeout=timeout)
-        plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.socket = tls.wrap_socket(plain) if tls is not None else plain
-        if tls is not None and route.expect is not None:
-            der = self.socket.getpeercert(binary_form=True)
-            if der is None or identity_of(x509.load_der_x509_certificate(der)) != route.expect:
-                self.socket.close()
-                raise GrenacheError(ERR_TLS_IDENTITY, f"{route.address}: not {route.expect}")
+        connected = socket.create_connection((host, int(port)), timeout=timeout)
+        try:
+            connected.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:
+                connected = tls.wrap_socket(connected)  # a failed handshake closes it
+                der = connected.getpeercert(binary_form=True)
+                if route.expect is not None and (
+                        der is None or identity_of(x509.load_der_x509_certificate(der)) != route.expect):
+                    raise GrenacheError(ERR_TLS_IDENTITY, f"{route.address}: not {route.expect}")
+        except BaseException:
+            connected.close()
+            raise
+        self.socket = connected
         self.socket.setblocking(False)
         self.rid = ""
         self.sent = 0.0
