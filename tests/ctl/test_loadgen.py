@@ -2,11 +2,15 @@
 reactor: it runs in a thread of the reactor's pool, so the fakes answer it."""
 from __future__ import annotations
 
+import threading
+
 from twisted.internet import defer, protocol, reactor
 
 from tests.ctl.fakepeer import FakePeer, Refused
 from tests.ctl.test_peers import PeersTestCase, _async
+from tests.support import free_port
 from twisted_exchange.ctl import loadgen
+from twisted_exchange.ctl.bench import Workload
 from twisted_exchange.ctl.peers import Route
 from twisted_exchange.grenache import RPCServer
 from twisted_exchange.pki import CA, CLIENT, PEER, Identity
@@ -29,8 +33,13 @@ class Silent(FakePeer):
 
 
 class Closing(protocol.Protocol):
+    closed = threading.Event()
+
     def connectionMade(self):
         self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.closed.set()
 
 
 class Known:
@@ -45,11 +54,11 @@ class Known:
 
 class LoadTests(PeersTestCase):
 
-    async def load(self, peers, names=NAMES, clients=4, count=30, **kwargs):
+    async def load(self, peers, names=NAMES, clients=4, count=30, before=lambda: None, **kwargs):
         started = []
         recorder = await loadgen.load(peers, names, clients, duration=None, count=count, reactor=reactor,
-                                      on_start=lambda: started.append(True), **kwargs)
-        self.assertEqual(started, [True])
+                                      on_start=lambda: started.append(before()), **kwargs)
+        self.assertEqual(len(started), 1)
         return recorder
 
     @_async
@@ -69,8 +78,8 @@ class LoadTests(PeersTestCase):
     async def test_the_orders_are_bench_loads_for_the_same_seed(self):
         fake = await self.cluster.add(FakePeer("peer1"))
         await self.load(self.peers, names=["peer1"], clients=1, count=5, seed=3)
-        from twisted_exchange.ctl.bench import Workload
         expected = Workload("bench0", 3 * 1_000_003)
+        self.assertEqual(len(fake.received), 5)
         for sent in fake.received:
             order = expected.next_order()
             self.assertEqual({**sent, "request": None}, {**order, "request": None})
@@ -87,7 +96,6 @@ class LoadTests(PeersTestCase):
     @_async
     async def test_a_peer_that_does_not_listen_is_done_without(self):
         fake = await self.cluster.add(FakePeer("peer1"))
-        from tests.support import free_port
         await self.cluster.announce("peer2", free_port())
         recorder = await self.load(self.peers, names=["peer1", "peer2"], clients=2, count=10)
         self.assertEqual((recorder.count, recorder.errors), (10, {}))
@@ -99,7 +107,9 @@ class LoadTests(PeersTestCase):
         closing = reactor.listenTCP(0, protocol.Factory.forProtocol(Closing), interface="127.0.0.1")
         self.addCleanup(closing.stopListening)
         await self.cluster.announce("peer2", closing.getHost().port)
-        recorder = await self.load(self.peers, names=["peer1", "peer2"], clients=1, count=10)
+        Closing.closed.clear()
+        recorder = await self.load(self.peers, names=["peer1", "peer2"], clients=1, count=10,
+                                   before=lambda: Closing.closed.wait(5))  # closed before the clock starts
         self.assertEqual((recorder.count, recorder.errors), (10, {}))
         self.assertEqual(len(fake.received), 10)
 

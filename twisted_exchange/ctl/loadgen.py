@@ -191,12 +191,12 @@ class _Run:
         active = sum(self._send(client) for client in self._clients)
         swept = self.recorder.started
         while active:
-            for fd, _ in poll.poll(SWEEP_SECONDS):
-                connection = self._by_fd.get(fd)
-                if connection is None:
-                    continue
+            ready = [self._by_fd[fd] for fd, _ in poll.poll(SWEEP_SECONDS) if fd in self._by_fd]
+            for connection in ready:  # idle ones first: one the server closed is not sent on next
                 if connection.client.calling is not connection:
                     self._idle_readable(connection)
+            for connection in ready:
+                if connection.client.calling is not connection:
                     continue
                 try:
                     connection.receive()

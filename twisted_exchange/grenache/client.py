@@ -133,6 +133,7 @@ class RPCClient:
         return d.addCallback(self._result_of, dest, rid)
 
     def _result_of(self, response: tuple[int, bytes], dest: str, rid: str) -> Any:
+        """The result in a reply (unzipped first if gzipped), or the GrenacheError it carries."""
         status, body = response
         if self._compress and 200 <= status < 300:
             try:
