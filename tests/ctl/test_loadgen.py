@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, protocol, reactor, threads
 
 from tests.ctl.fakepeer import FakePeer, Refused
 from tests.ctl.test_peers import PeersTestCase, _async
@@ -143,3 +143,18 @@ class LoadTests(PeersTestCase):
         self.assertEqual(impostor.received, [])
         self.assertEqual({identity for _, identity in callers},
                          {Identity(CLIENT, "bench0"), Identity(CLIENT, "bench1")})
+
+
+class StopTests(PeersTestCase):
+
+    @_async
+    async def test_a_run_that_is_stopped_ends_within_a_sweep(self):
+        await self.cluster.add(Silent("peer1"))  # nothing is ever answered: only stop ends it
+        route = await self.peers.route("peer1")
+        stop = threading.Event()
+        reactor.callLater(0.3, stop.set)
+        started = reactor.seconds()
+        recorder = await threads.deferToThread(loadgen.run, ["peer1"], [Workload("bench0", 1)],
+                                               [({"peer1": route}, None)], 60.0, None, 60.0, stop=stop)
+        self.assertLess(reactor.seconds() - started, 5)
+        self.assertEqual((recorder.count, recorder.errors), (0, {}))

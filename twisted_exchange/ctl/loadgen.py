@@ -22,6 +22,7 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -60,16 +61,24 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
             except CtlError:
                 continue  # no route: this client does without that peer
         routes.append((found, send_as.get("credential")))
-    return await threads.deferToThreadPool(reactor, reactor.getThreadPool(), run, names, workloads,
-                                           routes, duration, count, timeout, on_start)
+    stop = threading.Event()  # the reactor shutting down (^C) ends the run at once
+    trigger = reactor.addSystemEventTrigger("before", "shutdown", stop.set)
+    try:
+        return await threads.deferToThreadPool(reactor, reactor.getThreadPool(), run, names, workloads,
+                                               routes, duration, count, timeout, on_start, stop)
+    finally:
+        if not stop.is_set():  # else the trigger has fired, and is gone
+            reactor.removeSystemEventTrigger(trigger)
 
 
 def run(names: Sequence[str], workloads: Sequence[Workload], routes: Sequence[tuple[dict[str, Any], Any]],
         duration: float | None, count: int | None, timeout: float = 5.0,
-        on_start: Callable[[], None] = lambda: None) -> Recorder:
+        on_start: Callable[[], None] = lambda: None, stop: threading.Event | None = None) -> Recorder:
     """Connect every client to its routes (TLS with its credential if it has
-    one), start the clock, and send until ``duration`` seconds passed or
-    ``count`` orders were sent; the finished Recorder.  Blocks."""
+    one), start the clock, and send until ``duration`` seconds passed,
+    ``count`` orders were sent or ``stop`` is set (then within
+    SWEEP_SECONDS, the calls in flight left uncounted); the finished
+    Recorder.  Blocks."""
     clients = [_Client(names, workload, found, credential, timeout, turn)
                for turn, (workload, (found, credential)) in enumerate(zip(workloads, routes))]
     by_fd = {connection.socket.fileno(): connection
@@ -79,7 +88,7 @@ def run(names: Sequence[str], workloads: Sequence[Workload], routes: Sequence[tu
         for fd in by_fd:
             poll.register(fd, select.EPOLLIN)
         on_start()
-        return _Run(clients, by_fd, duration, count, timeout).until_done(poll)
+        return _Run(clients, by_fd, duration, count, timeout, stop or threading.Event()).until_done(poll)
     finally:
         poll.close()
         for connection in by_fd.values():
@@ -178,8 +187,9 @@ class _Run:
     """The send-receive loop over every client's connections."""
 
     def __init__(self, clients: list[_Client], by_fd: dict[int, _Connection],
-                 duration: float | None, count: int | None, timeout: float) -> None:
+                 duration: float | None, count: int | None, timeout: float, stop: threading.Event) -> None:
         self._clients = clients
+        self._stop = stop
         self._by_fd = by_fd
         self._count = count
         self._timeout = timeout
@@ -190,7 +200,7 @@ class _Run:
     def until_done(self, poll: select.epoll) -> Recorder:
         active = sum(self._send(client) for client in self._clients)
         swept = self.recorder.started
-        while active:
+        while active and not self._stop.is_set():
             ready = [self._by_fd[fd] for fd, _ in poll.poll(SWEEP_SECONDS) if fd in self._by_fd]
             for connection in ready:  # idle ones first: one the server closed is not sent on next
                 if connection.client.calling is not connection:
