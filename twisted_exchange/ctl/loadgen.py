@@ -26,7 +26,6 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from cryptography import x509
 from twisted.internet import threads
 
 from twisted_exchange.ctl.bench import Recorder, Workload
@@ -36,7 +35,7 @@ from twisted_exchange.grenache import GrenacheError, wire
 from twisted_exchange.grenache.client import request_bytes, result_of
 from twisted_exchange.grenache.errors import ERR_REQUEST_GENERIC, ERR_TIMEOUT, ERR_TLS_IDENTITY
 from twisted_exchange.grenache.pool import BadResponse, Reply
-from twisted_exchange.grenache.tls import context
+from twisted_exchange.grenache.tls import context, peer_certificate
 from twisted_exchange.pki import identity_of
 
 #: Seconds between checks for calls past their timeout.
@@ -110,9 +109,9 @@ class _Connection:
             connected.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if tls is not None:
                 connected = tls.wrap_socket(connected)  # a failed handshake closes it
-                der = connected.getpeercert(binary_form=True)
+                certificate = peer_certificate(connected)
                 if route.expect is not None and (
-                        der is None or identity_of(x509.load_der_x509_certificate(der)) != route.expect):
+                        certificate is None or identity_of(certificate) != route.expect):
                     raise GrenacheError(ERR_TLS_IDENTITY, f"{route.address}: not {route.expect}")
         except BaseException:
             connected.close()

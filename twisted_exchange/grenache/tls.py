@@ -80,6 +80,16 @@ class Caller:
     identity: Identity | None = None
 
 
+def peer_certificate(tls: ssl.SSLObject | ssl.SSLSocket) -> x509.Certificate | None:
+    """The other side's certificate once a handshake is done (OpenSSL verified
+    it), else None; ssl.SSLError if cryptography's stricter parser refuses it."""
+    der = tls.getpeercert(binary_form=True)
+    try:
+        return x509.load_der_x509_certificate(der) if der else None
+    except ValueError as error:
+        raise ssl.SSLError(f"the other side's certificate cannot be read: {error}") from None
+
+
 def certificate_of(transport: Any) -> x509.Certificate | None:
     """The verified certificate of the other end of a TLS transport, else None."""
     return getattr(transport, "peer_certificate", None)

@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 
+from twisted_exchange.grenache import tls as secure
 from twisted_exchange.grenache.writenow import write_now
 
 #: Decrypted bytes asked of OpenSSL per read: more than a TLS record holds.
@@ -86,11 +87,7 @@ class TLSProtocol(ProtocolWrapper):
 
     def _handshaken(self) -> None:
         self._handshaking = False
-        der = self._tls.getpeercert(binary_form=True)
-        try:
-            self.peer_certificate = x509.load_der_x509_certificate(der) if der else None
-        except ValueError as error:  # verified by OpenSSL, yet refused by cryptography's stricter parser
-            raise ssl.SSLError(f"the other side's certificate cannot be read: {error}") from None
+        self.peer_certificate = secure.peer_certificate(self._tls)
         unsent, self._unsent = self._unsent, []
         for data in unsent:
             self._tls.write(data)
