@@ -30,7 +30,7 @@ from twisted_exchange.grenache.errors import (
     GrenacheError)
 from twisted_exchange.grenache.pool import ConnectionPool
 from twisted_exchange.grenache.deadlines import deadlines
-from twisted_exchange.grenache.transport import Poster, deadline
+from twisted_exchange.grenache.transport import Poster, deadline, post_head
 from twisted_exchange.pki import Credential, Identity
 
 Outcome = tuple[Literal["ok"], Any] | tuple[Literal["error"], GrenacheError]
@@ -147,8 +147,7 @@ def request_bytes(address: str, rid: str, key: str, payload: Any) -> bytes:
     """One uncompressed call as the bytes of its HTTP request (ctl/loadgen.py
     writes them to its own sockets; RPCClient's go through a Poster)."""
     body = wire.encode([rid, key, payload])
-    return b"POST / HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n%s" % (
-        address.encode(), _PLAIN, len(body), body)
+    return post_head(f"http://{address}/", _PLAIN, len(body))[1] + body
 
 
 def result_of(status: int, body: bytes, dest: str, rid: str) -> Any:

@@ -43,6 +43,13 @@ def _target(url: str) -> tuple[tuple[str, int], bytes]:
     return (parts.hostname, port), f"POST {path} HTTP/1.1\r\nHost: {host}\r\n".encode()
 
 
+def post_head(url: str, headers: bytes, length: int) -> tuple[tuple[str, int], bytes]:
+    """((host, port) of ``url``, the head of a POST of ``length`` bytes to it);
+    ``headers`` are complete ``Name: value\\r\\n`` lines."""
+    address, start = _target(url)
+    return address, b"%s%sContent-Length: %d\r\n\r\n" % (start, headers, length)
+
+
 def _reason(failure: Failure) -> str:
     """A one-line reason for a connection failure, e.g. 'connection refused'."""
     for kind, reason in _REASONS.items():
@@ -95,8 +102,7 @@ class Poster:
         ``headers`` are complete ``Name: value\\r\\n`` lines.  With ``expect``,
         only to a TLS server proving that identity (else ERR_TLS_IDENTITY).
         """
-        address, start = _target(url)
-        head = b"%s%sContent-Length: %d\r\n\r\n" % (start, headers, len(body))
+        address, head = post_head(url, headers, len(body))
         return self._pool.post(address, head, body, expect).addErrback(_as_grenache_error, url)
 
     def close(self) -> defer.Deferred[None]:
