@@ -57,6 +57,13 @@ class Workload:
                 "tif": "gtc", "post_only": False}
 
 
+def bench_clients(clients: int, seed: int, symbol: str = "BTCUSD", resting: bool = False) -> list[Workload]:
+    """The workloads of clients ``bench0``..: the same orders for the same seed,
+    whichever load generator sends them (``load`` here, or ctl/loadgen.py)."""
+    return [Workload(f"bench{number}", seed * 1_000_003 + number, symbol, resting=resting)
+            for number in range(clients)]
+
+
 def _quarter(quarters: int) -> str:
     whole, part = divmod(quarters, 4)
     return str(whole) if not part else f"{whole}.{part * 25:02d}".rstrip("0")
@@ -191,8 +198,7 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
     ``progress(recorder, fraction_done, final)`` is called every ``interval``
     seconds, and once with ``final`` true at the end.  ``resting``: see Workload.
     """
-    workloads = [Workload(f"bench{number}", seed * 1_000_003 + number, symbol, resting=resting)
-                 for number in range(clients)]
+    workloads = bench_clients(clients, seed, symbol, resting)
     senders = [{"credential": credential_of(w.client)} if credential_of else {} for w in workloads]
     routes = await defer.gatherResults([defer.ensureDeferred(_connect(peers, names, send_as))
                                         for send_as in senders], consumeErrors=True)

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 from twisted.internet import threads
 
-from twisted_exchange.ctl.bench import Recorder, Workload
+from twisted_exchange.ctl.bench import Recorder, Workload, bench_clients
 from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.peers import ctl_error
 from twisted_exchange.grenache import GrenacheError, wire
@@ -49,7 +49,7 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
     """``bench.load``'s run (same arguments, same clients and orders) on
     this module's sockets; ``peers.route`` is asked in the reactor, then the
     run holds a thread of the reactor's pool until it ends."""
-    workloads = [Workload(f"bench{number}", seed * 1_000_003 + number, symbol) for number in range(clients)]
+    workloads = bench_clients(clients, seed, symbol)
     routes = []
     for workload in workloads:
         send_as = {"credential": credential_of(workload.client)} if credential_of else {}
@@ -130,13 +130,14 @@ class _Connection:
         if self.socket.send(data) != len(data):  # a few hundred bytes into an empty buffer
             raise GrenacheError(ERR_REQUEST_GENERIC, f"{self.address}: the request did not fit the send buffer")
 
-    def receive(self) -> Any:
-        """The call's result once its reply is complete, else None; GrenacheError if it failed."""
+    def receive(self) -> bool:
+        """Read what came: True once the reply is complete and carries a result
+        (not checked further, as ``bench.load`` does not); GrenacheError if the call failed."""
         while True:
             try:
                 data = self.socket.recv(65536)
             except (ssl.SSLWantReadError, BlockingIOError):
-                return None
+                return False
             except OSError as error:
                 raise GrenacheError(ERR_REQUEST_GENERIC, f"{self.address}: {error}") from None
             if not data:
@@ -147,7 +148,8 @@ class _Connection:
                 raise GrenacheError(ERR_REQUEST_GENERIC, f"{self.address}: {error}") from None
             if done:
                 reply, self.reply = self.reply, None
-                return result_of(reply.status, bytes(reply.body), self.address, self.rid)
+                result_of(reply.status, bytes(reply.body), self.address, self.rid)
+                return True
 
 
 class _Client:
@@ -208,11 +210,11 @@ class _Run:
                 if connection.client.calling is not connection:
                     continue
                 try:
-                    connection.receive()
+                    answered = connection.receive()
                 except GrenacheError as error:
                     active -= self._failed(connection, error)
                     continue
-                if connection.reply is None:
+                if answered:
                     self.recorder.committed(connection.sent, time.perf_counter(), connection.peer)
                     active -= not self._send(connection.client)
             now = time.perf_counter()
