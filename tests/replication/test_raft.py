@@ -261,6 +261,14 @@ class LeaderReplicationTests(unittest.TestCase):
         self.assertEqual([[e["command"]["n"] for e in m["entries"]] for m in appends],
                          [[0, 1, 2, 3, 4]] * 2)
 
+    def test_a_lone_voter_commits_its_entries_with_no_reply_to_wait_for(self):
+        node = RaftNode("a", ["a"], random.Random(0), CONFIG)
+        while node.role != LEADER:
+            node.tick()
+        self.assertEqual([e["index"] for e in node.ready().committed], [1])  # its no-op
+        node.propose({"n": 1})
+        self.assertEqual([e["command"] for e in node.ready().committed], [{"n": 1}])
+
     def test_follower_does_not_accept_proposals(self):
         self.assertIsNone(make().propose({"n": 1}))
 

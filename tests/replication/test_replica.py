@@ -99,6 +99,14 @@ class ReplicaTests(unittest.TestCase):
         hashes = {r.state_machine.state_hash() for r in cluster.replicas.values()}
         self.assertEqual(len(hashes), 1)
 
+    def test_a_one_peer_cluster_answers_its_proposals(self):
+        cluster = Cluster(ids=["a"])
+        self.assertEqual(cluster.leader(), "a")
+        token = cluster.replicas["a"].propose(order("alice", "r1"))
+        cluster.drain()
+        self.assertTrue(cluster.results["a"][token]["ok"])
+        self.assertEqual([e["index"] for e in cluster.storage["a"].load().entries], [1, 2])
+
     def test_retried_request_returns_original_result_without_reapplying(self):
         cluster = Cluster()
         leader = cluster.leader()

@@ -714,6 +714,7 @@ class RaftNode:
         """Collect and clear everything to persist, send and apply since the last call."""
         if self.role == LEADER:
             self._sync_progress()
+            self._advance_commit(self._commit_candidate())  # a lone voter commits with no reply to wait for
             for peer in self.peers:
                 if self._heartbeat_due or self._next[peer] <= self.last_index:
                     self._send_append(peer)
