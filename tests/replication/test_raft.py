@@ -357,6 +357,56 @@ class LeaderReplicationTests(unittest.TestCase):
         self.assertEqual(sorted((m["to"], m["entries"]) for m in sent(node)), [("b", []), ("c", [])])
 
 
+class SendFirstTests(unittest.TestCase):
+    """Which ready batches' messages may leave before the batch is persisted
+    (RaftReady.send_first, thesis 10.2.1)."""
+
+    def test_a_leaders_appends_of_new_entries_may_leave_before_its_write(self):
+        node = elect(make(term=1))
+        node.ready()
+        node.step(reply("b", term=2, success=True, match=1))
+        node.ready()
+        node.propose({"n": 1})
+        ready = node.ready()
+        self.assertEqual([e["index"] for e in ready.entries], [2])
+        self.assertEqual(sorted((m["type"], m["to"], m["commit"]) for m in ready.messages),
+                         [("raft.append", "b", 1), ("raft.append", "c", 1)])
+        self.assertTrue(ready.send_first)
+
+    def test_acknowledgements_wait_for_the_write(self):
+        node = make()
+        node.step(append(1, 0, 0, log(1)))
+        ready = node.ready()
+        self.assertEqual([m["type"] for m in ready.messages], ["raft.append_reply"])
+        self.assertFalse(ready.send_first)
+
+    def test_vote_requests_and_a_new_leaders_first_batch_wait_for_the_write_of_the_term(self):
+        node = make()
+        while node.role != PRE_CANDIDATE:
+            node.tick()
+        node.ready()
+        node.step({"type": "raft.prevote_reply", "from": "b", "to": "a", "term": 1, "granted": True})
+        ready = node.ready()
+        self.assertEqual(({m["type"] for m in ready.messages}, ready.hard_state["vote"]), ({"raft.vote"}, "a"))
+        self.assertFalse(ready.send_first)
+        node.step({"type": "raft.vote_reply", "from": "b", "to": "a", "term": 1, "granted": True})
+        self.assertEqual(node.role, LEADER)
+        self.assertTrue(node.ready().send_first)  # term and vote were written with the vote requests
+
+    def test_a_single_voter_commits_at_once_so_its_appends_to_a_learner_wait(self):
+        node = RaftNode("a", ["a"], random.Random(0), CONFIG)
+        while node.role != LEADER:
+            node.tick()
+        node.ready()  # commits its no-op at once
+        node.propose_configuration("add", "l")
+        node.ready()
+        node.propose({"n": 1})
+        ready = node.ready()
+        self.assertEqual(node.commit, ready.entries[-1]["index"])
+        self.assertEqual({(m["type"], m["to"]) for m in ready.messages}, {("raft.append", "l")})
+        self.assertFalse(ready.send_first)
+
+
 class SnapshotTests(unittest.TestCase):
 
     def test_compaction_drops_applied_entries_and_keeps_terms_reachable(self):

@@ -69,6 +69,11 @@ class CountsLearners(RaftNode):
         return member in self.configuration.members
 
 
+class SendsEverythingFirst(RaftNode):
+    def _may_send_first(self, ready) -> bool:
+        return True
+
+
 class AdmitsAnyCommand(Replica):
     def _admit(self, command: object) -> dict:
         return command
@@ -124,6 +129,22 @@ class CleanRunTests(unittest.TestCase):
             self.assertIsNone(sim.simulate(seed, node_factory=Recording).violation)
         self.assertTrue(removed_leaders)
 
+    def test_leaders_send_new_entries_before_writing_them_even_when_the_write_fails(self):
+        written, failed = [], []
+
+        class Recording(sim.Simulation):
+            def _persisted(self, node_id: str, ready) -> bool:
+                stored = super()._persisted(node_id, ready)
+                if ready.send_first and ready.entries:
+                    (written if stored else failed).append(node_id)
+                return stored
+
+        for seed in range(20):
+            outcome = Recording(seed).run()
+            self.assertIsNone(outcome.violation, outcome.reproduce())
+        self.assertGreater(len(written), 100)
+        self.assertGreater(len(failed), 0)  # a leader crashed after its appends left, before its write
+
     def test_fixed_membership_still_runs_without_changes(self):
         outcome = sim.simulate(3, membership_ticks=None)
         self.assertIsNone(outcome.violation)
@@ -173,6 +194,9 @@ class InjectedBugTests(unittest.TestCase):
     def test_counting_a_learners_vote_or_acknowledgement_is_caught(self):
         violation = first_violation(seeds=40, node_factory=CountsLearners, membership_ticks=(2, 10))
         self.assertRegex(violation or "", "lacks committed entry|committed entry .* changed|two leaders")
+
+    def test_sending_votes_and_acknowledgements_before_they_are_written_is_caught(self):
+        self.assertIn("but stored", first_violation(node_factory=SendsEverythingFirst) or "")
 
     def test_admitting_a_poison_command_is_caught(self):
         self.assertIn("accepted a poison command", first_violation(replica_factory=AdmitsAnyCommand) or "")

@@ -5,7 +5,9 @@ flush per reactor turn then takes its ready batch and, in this order,
 persists it (hard state, entries, snapshot), sends its messages, and fires
 the Deferreds of finished client commands.  Persisting before sending is the
 Raft stable-storage rule: a vote or an acknowledgement never leaves the peer
-before it is on disk.
+before it is on disk.  A leader's appends, which promise nothing about its
+disk, leave first (``Ready.send_first``): the followers receive and write
+them while the leader's own fsync runs, instead of after it.
 
 A peer that sent a Raft batch asking for ``replies`` (peer.transport) gets
 this peer's messages to it in the answer, from the flush after its batch
@@ -444,6 +446,8 @@ class PeerService(Service):
         if self._stopped_by is not None:
             return
         ready = self.replica.ready()
+        if ready.send_first:
+            self._send(ready.messages)
         self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
         if ready.snapshot is not None:
             self.log.info("{peer} installed a snapshot from {leader} of entries up to {index} (term {term})",
@@ -451,7 +455,8 @@ class PeerService(Service):
                           term=ready.snapshot["term"])
         if ready.compaction is not None:
             self._storage.compact(ready.compaction)
-        self._send(ready.messages)
+        if not ready.send_first:
+            self._send(ready.messages)
         for token, result in ready.results:
             d = self._waiting.pop(token, None)
             if d is not None:

@@ -14,9 +14,12 @@ The node does no I/O and reads no clock: time is ``tick()``, input is
 ``step(message)`` and ``propose(command)``, and everything the caller must do
 comes back from ``ready()``, in this order: persist ``hard_state``,
 ``entries`` and ``snapshot``; then send ``messages``; then apply
-``committed``.  Randomness (election timeouts) comes only from the injected
-``random.Random``.  Messages are plain JSON-able dicts whose ``type`` starts
-with ``raft.`` (they travel as Grenache RPC actions)::
+``committed``.  One exception (``RaftReady.send_first``): a leader's
+appends may leave before its own write of the same batch, so that the
+write overlaps the followers' (thesis 10.2.1).  Randomness (election
+timeouts) comes only from the injected ``random.Random``.  Messages are
+plain JSON-able dicts whose ``type`` starts with ``raft.`` (they travel as
+Grenache RPC actions)::
 
     raft.prevote / raft.vote           last_index, last_term
     raft.prevote_reply / vote_reply    granted
@@ -90,13 +93,19 @@ class RaftConfig:
 
 @dataclass
 class RaftReady:
-    """What the caller must do, in order: persist, send, apply."""
+    """What the caller must do, in order: persist, send, apply.
+
+    ``send_first``: the messages may be sent before the persisting, which
+    the caller then finishes before it steps anything else (see
+    ``RaftNode._may_send_first``).
+    """
 
     hard_state: HardState | None = None
     entries: list[Entry] = field(default_factory=list)
     snapshot: Snapshot | None = None
     messages: list[Message] = field(default_factory=list)
     committed: list[Entry] = field(default_factory=list)
+    send_first: bool = False
 
 
 class RaftNode:
@@ -734,7 +743,25 @@ class RaftNode:
         if self.applied < limit:
             ready.committed = self.entries(self.applied + 1, limit + 1)
             self.applied = limit
+        ready.send_first = self._may_send_first(ready)
         return ready
+
+    def _may_send_first(self, ready: RaftReady) -> bool:
+        """Whether ``ready``'s messages may leave before it is persisted.
+
+        Only a leader's appends, with its term and vote already durable and
+        a commit index no higher than the log stored before this batch: they
+        promise nothing about this node's disk.  The leader counts its own
+        new entries toward a commit, but only once another voter
+        acknowledges them, which the caller steps after this write; so a
+        committed entry is still on a majority's disks.  A single voter
+        commits its new entries at once: its commit index then covers them,
+        and its appends (to learners) wait for the write.
+        """
+        if self.role != LEADER or ready.hard_state is not None or ready.snapshot is not None:
+            return False
+        stored = ready.entries[0]["index"] - 1 if ready.entries else self.last_index
+        return all(m["type"] == "raft.append" and m["commit"] <= stored for m in ready.messages)
 
     _handlers = {
         "raft.prevote": _on_vote,

@@ -75,7 +75,8 @@ class ReplicationError(Exception):
 
 @dataclass
 class Ready:
-    """What the shell must do, in this order: persist, compact, send, answer."""
+    """What the shell must do, in this order: persist, compact, send, answer;
+    with ``send_first`` (RaftReady's), send before persisting."""
 
     hard_state: HardState | None = None
     entries: list[Entry] = field(default_factory=list)
@@ -84,6 +85,7 @@ class Ready:
     snapshot_due: Snapshot | None = None  # background_snapshots: take this one (no data yet)
     messages: list[Message] = field(default_factory=list)
     results: list[tuple[int, dict]] = field(default_factory=list)
+    send_first: bool = False
 
 
 @dataclass
@@ -283,7 +285,7 @@ class Replica:
         compaction, due = self._compaction()
         ready = Ready(hard_state=raft.hard_state, entries=raft.entries, snapshot=raft.snapshot,
                       compaction=compaction, snapshot_due=due, messages=raft.messages + self._outbox,
-                      results=self._results)
+                      results=self._results, send_first=raft.send_first and not self._outbox)
         self._outbox, self._results = [], []
         return ready
 

@@ -58,7 +58,9 @@ class Checker:
         """Stable storage rule: what a message promises is stored before it leaves.
 
         A granted vote is covered by the stored hard state (that vote in its
-        term, or a later term), an acknowledgement by the stored log.
+        term, or a later term), an acknowledgement by the stored log, and so
+        is the commit index an append carries (a leader's appends may leave
+        before its own write: RaftReady.send_first).
         """
         kind, sender = message["type"], message["from"]
         if kind == "raft.vote_reply" and message["granted"]:
@@ -69,6 +71,8 @@ class Checker:
         elif (kind == "raft.append_reply" and message["success"]) or kind == "raft.snapshot_reply":
             if last_index < message["match"]:
                 raise Violation(f"{sender} acknowledged entry {message['match']} but stored up to {last_index}")
+        elif kind == "raft.append" and last_index < message["commit"]:
+            raise Violation(f"{sender} sent commit index {message['commit']} but stored up to {last_index}")
 
     def commit(self, node: RaftNode, start: int) -> None:
         """Entries committed at ``node`` from ``start`` on agree with every commit seen,

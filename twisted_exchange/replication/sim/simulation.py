@@ -261,12 +261,16 @@ class Simulation:
         applied = replica.state_machine.applied
         ready = replica.ready()
         self.check.persisted(replica.node, ready.entries)
+        if ready.send_first:  # a failed write below then crashes the node after they left
+            for message in ready.messages:
+                self._send(message)
         if not self._persisted(node_id, ready):
             return
         if replica.state_machine.applied != applied:
             self.check.state(node_id, replica.state_machine.applied, replica.state_machine.state_hash())
-        for message in ready.messages:
-            self._send(message)
+        if not ready.send_first:
+            for message in ready.messages:
+                self._send(message)
         if ready.snapshot_due is not None:  # taken now, as the peer's fork does; handed back later
             snapshot = dict(ready.snapshot_due, data=replica.state_machine.snapshot())
             self._at(self.now + self.snapshot_rng.randint(*SNAPSHOT_TICKS) * TICK, self._snapshot_taken,
