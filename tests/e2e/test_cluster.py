@@ -22,6 +22,7 @@ from tests.support import NODE_MODULES, eventually, node_or_skip, raw_http_statu
 class ClusterTestCase(TestCase):
     timeout = 180
     peer_args = ""
+    peer_count = 3
 
     def grape_command(self) -> str | None:
         """The grape program of the topology (None: ours)."""
@@ -32,8 +33,8 @@ class ClusterTestCase(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.cluster = Cluster(self, grape_command=self.grape_command(), peer_args=self.peer_args,
-                               secure=self.secure)
+        self.cluster = Cluster(self, peers=self.peer_count, grape_command=self.grape_command(),
+                               peer_args=self.peer_args, secure=self.secure)
         self.prepare()
         self.cluster.start()
         self.peers = self.cluster.peer_ids
@@ -173,6 +174,24 @@ class BasicClusterTests(ClusterTestCase):
             self.assertEqual((book["bids"], book["asks"]), ([["100", "1"]], []), peer)
             orders = yield self.call(peer, {"action": "orders"})
             self.assertEqual([o["id"] for o in orders["orders"]], ["1"], peer)
+
+
+class OnePeerClusterTests(ClusterTestCase):
+    """``exchangectl init DIR 1``: a lone peer is its own majority (it once
+    waited for an acknowledgement no other voter could send, and every
+    order timed out)."""
+
+    peer_count = 1
+
+    @defer.inlineCallbacks
+    def test_a_lone_peer_commits_and_matches_orders(self):
+        bought = yield self.exchangectl("submit", "buy", "2", "100", "--client", "alice", "--json")
+        self.assertEqual(bought.returncode, 0, bought.stderr)
+        sold = yield self.exchangectl("submit", "sell", "1", "100", "--client", "bob", "--json")
+        self.assertEqual(sold.returncode, 0, sold.stderr)
+        self.assertEqual([f["quantity"] for f in json.loads(sold.stdout)["fills"]], ["1"])
+        book = yield self.call("peer1", {"action": "book"})
+        self.assertEqual((book["bids"], book["asks"]), ([["100", "1"]], []))
 
 
 class LeaderCrashTests(ClusterTestCase):
