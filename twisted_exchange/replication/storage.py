@@ -4,9 +4,9 @@ The Raft node is pure: it hands its shell a ready batch, and the shell
 persists it through a `Storage` *before* sending any message, which is what
 lets a node promise a vote or acknowledge an entry and keep that promise
 across a crash (a leader's appends, which promise nothing about its disk,
-may go first: ``RaftReady.send_first``).  This module does no I/O: the contract (`Storage`,
-`Recovered`, `StorageError`), the rules every storage follows
-(`StorageRules`), and `MemoryStorage` for the simulator and tests.  The file
+may go first: ``RaftReady.send_first``).  This module does no I/O: the
+contract (`Storage`, `Recovered`, `StorageError`), the rules every storage
+follows (`StorageRules`), and `MemoryStorage` for the simulator and tests.  The file
 storage lives in its own layer, ``twisted_exchange.wal``, as etcd keeps its
 WAL outside its raft package.
 
