@@ -46,9 +46,10 @@ async def load(peers: Any, names: Sequence[str], clients: int, *, duration: floa
                count: int | None, reactor: Any, seed: int = 1, symbol: str = "BTCUSD",
                credential_of: Callable[[str], Any] | None = None, timeout: float = 5.0,
                on_start: Callable[[], None] = lambda: None) -> Recorder:
-    """``bench.load``'s run (same arguments, same clients and orders) on
-    this module's sockets; ``peers.route`` is asked in the reactor, then the
-    run holds a thread of the reactor's pool until it ends."""
+    """``bench.load``'s run (its arguments but ``progress``, ``interval``
+    and ``resting``; the same clients and orders) on this module's sockets,
+    plus ``timeout`` per call; ``peers.route`` is asked in the reactor, then
+    the run holds a thread of the reactor's pool until it ends."""
     workloads = bench_clients(clients, seed, symbol)
     routes = []
     for workload in workloads:
