@@ -70,6 +70,17 @@ class MembershipRuleTests(unittest.TestCase):
         node.step(reply("d", node.term, success=True, match=index))
         self.assertLess(node.commit, index)
 
+    def test_a_leader_left_the_only_voter_commits_without_replies(self):
+        node = elect(RaftNode("a", ["a", "b"], random.Random(0), CONFIG))
+        node.ready()
+        node.step(reply("b", node.term, success=True, match=1))
+        index = node.propose_configuration("remove", "b")
+        self.assertEqual(node.configuration.voters, ("a",))
+        node.ready()
+        self.assertEqual(node.commit, index)  # b's acknowledgement is not needed any more
+        command = node.propose({"n": 1})
+        self.assertEqual([e["index"] for e in node.ready().committed], [command])
+
     def test_a_server_its_configuration_does_not_name_never_campaigns(self):
         node = RaftNode("d", ["a", "b", "c"], random.Random(0), CONFIG)
         for _ in range(100):
