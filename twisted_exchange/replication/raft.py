@@ -658,6 +658,10 @@ class RaftNode:
         if match > self._match[peer]:
             self._match[peer] = match
         self._next[peer] = max(self._next[peer], self._match[peer] + 1)
+        self._commit_what_a_majority_holds()
+
+    def _commit_what_a_majority_holds(self) -> None:
+        """Leader: advance the commit index to ``_commit_candidate``, if higher."""
         commit = self._commit_candidate()
         if commit > self.commit:
             self._advance_commit(commit)
@@ -723,7 +727,7 @@ class RaftNode:
         """Collect and clear everything to persist, send and apply since the last call."""
         if self.role == LEADER:
             self._sync_progress()
-            self._advance_commit(self._commit_candidate())  # a lone voter commits with no reply to wait for
+            self._commit_what_a_majority_holds()  # a lone voter has no reply to wait for
             for peer in self.peers:
                 if self._heartbeat_due or self._next[peer] <= self.last_index:
                     self._send_append(peer)
