@@ -65,6 +65,12 @@ What is left per command on the leader is mostly the state machine around
 the core (~6 us: canonical JSON of command and result, session record,
 fingerprint and digest) and the cyclic GC.
 
+After the leader's appends left before its write and the lone-voter
+commit (2026-11-30, ``RaftNode.ready`` now also checks the commit index
+each call; load below 1, one run, mypyc build): fsync never, batch 100
+58,860, batch 1000 64,523 (gc default 55,866, gc off 65,577); fsync per
+batch, batch 1000 59,942; core alone 542,932 cmd/s.  No cost visible.
+
 The three nodes share one heap, three times a peer's, so Python's cyclic
 garbage collector (whose full passes cost in proportion to the heap) charges
 each node about three times what a peer on its own would pay; the "gc off"
