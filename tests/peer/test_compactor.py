@@ -139,6 +139,26 @@ class BackgroundSnapshotTests(unittest.TestCase):
             time.sleep(0.01)
         self.assertFalse(_alive(child), "the writer outlived its parent")
 
+    @unittest.skipUnless(hasattr(os, "SCHED_IDLE"), "SCHED_IDLE is Linux's")
+    def test_the_child_runs_at_idle_priority_until_hurried(self):
+        """Idle priority: a snapshot never takes a core from a peer; hurried
+        (one that starved too long), nice 19 at the normal policy."""
+        self.writer.start({"index": 1, "term": 1, "config": {}}, Sleeping())
+        child = self.writer._child
+        self.assertEqual(self.until(lambda: os.sched_getscheduler(child), os.SCHED_IDLE), os.SCHED_IDLE)
+        self.writer.hurry()
+        self.assertEqual(os.sched_getscheduler(child), os.SCHED_OTHER)
+        self.assertEqual(os.getpriority(os.PRIO_PROCESS, child), 19)
+        self.writer.stop()
+        self.writer.hurry()                                         # no child: nothing to do
+
+    def until(self, read, expected):
+        """``read()`` once it returns ``expected``, or its last value after 30 s."""
+        deadline = time.monotonic() + 30
+        while (value := read()) != expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return value
+
     def left(self):
         return sorted(self.directory.glob(BACKGROUND + "*"))
 

@@ -5,6 +5,7 @@ import errno
 import os
 import shutil
 import tempfile
+import time
 
 from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
@@ -138,6 +139,27 @@ class PeerClusterTests(TestCase):
         yield eventually(lambda: all(p.replica.node.snap_index >= 5 for p in self.peers.values()))
         self.assertEqual(len(failures), 2)
         self.assertEqual(sum(snapshots(peer, "failed") for peer in self.peers.values()), 2)
+
+    @defer.inlineCallbacks
+    def test_a_snapshot_child_that_runs_past_the_patience_is_hurried_and_finishes(self):
+        yield self.restart_compacting()
+        real_write, hurried = compactor.write_snapshot, []
+
+        def slow_write(*args):  # in the child: a writer starved for a while
+            time.sleep(0.3)
+            real_write(*args)
+        real_hurry = compactor.BackgroundSnapshot.hurry
+
+        def hurry(writer):
+            hurried.append(writer)
+            real_hurry(writer)
+        self.patch(compactor, "write_snapshot", slow_write)
+        self.patch(compactor.BackgroundSnapshot, "hurry", hurry)
+        self.patch(service, "SNAPSHOT_PATIENCE_SECONDS", 0.1)
+        yield self.trade(10)
+        yield eventually(lambda: all(p.replica.node.snap_index >= 5 for p in self.peers.values()))
+        self.assertTrue(hurried)
+        self.assertTrue(all(snapshots(peer, "compacted") > 0 for peer in self.peers.values()))
 
     @defer.inlineCallbacks
     def test_order_submitted_on_one_peer_rests_in_every_peers_book(self):

@@ -62,6 +62,8 @@ ANNOUNCE_SECONDS = 1.0
 RETIRE_PER_TURN = 1000
 #: Seconds before a snapshot that could not be written (no fork, a failed child) is asked for again.
 SNAPSHOT_RETRY_SECONDS = 5.0
+#: Seconds a snapshot child runs at idle priority before it is raised to nice 19 (compactor.py).
+SNAPSHOT_PATIENCE_SECONDS = 10.0
 #: Applied entries between snapshots (log compaction).
 SNAPSHOT_EVERY = 10_000
 #: Seconds without a tick after which status reports the loop as stalled.
@@ -473,6 +475,9 @@ class PeerService(Service):
         """Compact to the snapshot a child finished writing, if one did."""
         done = self._compactor.poll()
         if done is None:
+            waited = self._reactor.seconds() - self._snapshot_started
+            if self._compactor.running and waited > SNAPSHOT_PATIENCE_SECONDS:
+                self._compactor.hurry()
             return
         snapshot, failure = done
         if snapshot is None:
