@@ -514,6 +514,42 @@ CPU per order, and p99 26.6 / 44.2 / 30.5 against 31.5 / 34.1 / 38.6 ms,
 no clear difference.  Still NOT met: 5,000 orders/s (except in a fast
 phase) and p99 <= 20 ms at 64 in flight; p99 <= 5 ms at 1 in flight is
 met in 5 runs of 7 after the change.
+
+Issue 12, tenth session (2026-11-30): where the 64-in-flight tail comes
+from.  Latencies over time (the recorder's points, 50 ms windows) showed
+the orders above 20 ms bunched in stalls every ~1.7 s; a reactor-turn
+probe in each peer showed all three peers descheduled together (a turn's
+wall time 10-28 ms against 1-13 ms of its CPU), and ``perf sched`` the
+cause: the three snapshot children (every 10,000 entries, the same index
+on every peer) taking ~30 ms of CPU each, together, at nice 19.  Peers'
+own scheduling delays were small otherwise (mean 0.22-0.35 ms, max 4-9
+ms).  The children now run at SCHED_IDLE (peer/compactor.py).  Three
+warm manual clusters (nice 19 / SCHED_IDLE / no snapshots), load
+generator, three interleaved rounds of 10 s:
+
+                        nice 19              SCHED_IDLE           no snapshots
+    p99 ms              32.5 / 31.2 / 32.9   27.2 / 28.5 / 29.9   28.7 / 26.6 / 29.2
+    p99.9 ms            62.3 / 73.5 / 82.2   40.5 / 42.1 / 41.1   40.0 / 47.8 / 48.1
+    max ms              78 / 92 / 106        51 / 44 / 64         45 / 53 / 53
+
+``make bench-cluster``, the tree before (8078dee) and after, interleaved,
+three pairs (the "before" tree without Node's packages, so its
+rpc_baseline is ours): 64 in flight 4,571 / 4,653 / 4,401 -> 4,633 /
+4,222 / 5,688 orders/s, p99 37.4 / 28.2 / 30.8 -> 26.2 / 32.0 / 24.1 ms;
+1 in flight p99 4.72 / 3.97 / 4.33 -> 4.02 / 4.58 / 3.53 ms; failover
+0.46-0.78 s; ``check`` ok in every run.  The best run this session:
+5,562 orders/s, p99 23.6 ms, p99.9 31.6 ms (orders sent to the leader
+p99 16.8 ms, to the followers 24.8 / 27.1 ms).  What is left of the tail
+is the forwarded two thirds: a follower's client waits two more hops
+(client -> follower -> leader, and the commit back), p50 12-13 against
+8-9 ms.  py-spy on the leader at 64 in flight: 35-40% of its wall time
+in fsync (three logs on one ext4 journal), the rest CPU; the two cores
+83-87% busy.  Tried and not kept: answering a batch's finished commands
+before its fsync (the leader's, then every peer's): the leader's own
+clients gained (p50 8.4 -> 7.7 ms, p99 19 -> 15 ms), the whole did not
+(p99 23.4-25.8 against 24.0-24.8 ms; at 1 in flight no difference),
+since in a closed loop the faster third just sends sooner.  Still NOT
+met: 5,000 orders/s in every run and p99 <= 20 ms at 64 in flight.
 """
 from __future__ import annotations
 
