@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 import unittest
+from unittest import mock
 from pathlib import Path
 
 import orjson
@@ -151,6 +152,14 @@ class BackgroundSnapshotTests(unittest.TestCase):
         self.assertEqual(os.getpriority(os.PRIO_PROCESS, child), 19)
         self.writer.stop()
         self.writer.hurry()                                         # no child: nothing to do
+
+    def test_a_child_refused_idle_priority_writes_its_snapshot_at_nice_19(self):
+        """A sandbox that forbids sched_setscheduler costs the priority, not the snapshot."""
+        with mock.patch.object(os, "sched_setscheduler", side_effect=PermissionError(1, "refused")):
+            self.writer.start({"index": 5, "term": 1, "config": {}}, state_machine(5))
+        snapshot, failure = self.finished()
+        self.assertIsNone(failure)
+        self.assertEqual(snapshot["index"], 5)
 
     def until(self, read, expected):
         """``read()`` once it returns ``expected``, or its last value after 30 s."""
