@@ -17,9 +17,9 @@ it when the parent dies, runs at idle priority (SCHED_IDLE: the peers come
 first on a busy machine; at nice 0 the children cost the peers' p99 more
 than the pauses they saved, and at nice 19 still some; ``hurry`` lifts a
 child that a saturated machine starved, while the log grows), closes
-every inherited descriptor (a listening socket or the data directory's lock held by an orphan would keep a
-restarted peer from starting), restores the default signal handlers,
-switches the cyclic collector off (a collection would write to every
+every inherited descriptor (a listening socket or the data directory's
+lock held by an orphan would keep a restarted peer from starting),
+restores the default signal handlers, switches the cyclic collector off (a collection would write to every
 object's header and copy the whole heap) and leaves with ``os._exit``.
 Each child writes a file of its own, named after its pid and created
 exclusively, so a child outliving its parent can never write into the file
