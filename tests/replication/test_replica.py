@@ -8,7 +8,7 @@ import unittest
 from hypothesis import given, settings, strategies as st
 
 from twisted_exchange.replication.raft import LEADER, RaftConfig
-from twisted_exchange.replication.replica import Replica, ReplicationError
+from twisted_exchange.replication.replica import Ready, Replica, ReplicationError
 from twisted_exchange.replication.state_machine import ReplicatedStateMachine
 from twisted_exchange.replication.storage import MemoryStorage
 
@@ -18,6 +18,13 @@ IDS = ["a", "b", "c"]
 def order(client: str, request: str, side: str = "buy", price: str = "100", quantity: str = "1") -> dict:
     return {"action": "submit", "client": client, "request": request, "symbol": "BTCUSD",
             "side": side, "type": "limit", "price": price, "quantity": quantity}
+
+
+def applied(replica: Replica) -> Ready:
+    """The replica's ready batch, applied (nothing persisted or sent)."""
+    ready = replica.ready()
+    replica.apply(ready)
+    return ready
 
 
 class Cluster:
@@ -50,14 +57,15 @@ class Cluster:
             for node_id, replica in self.replicas.items():
                 if node_id in self.down:
                     continue
-                ready = replica.ready()
+                ready = replica.ready()  # persist, send, then apply, as the shell does
                 self.readies[node_id].append(ready)
                 self.storage[node_id].save(ready.hard_state, ready.entries, ready.snapshot)
+                self.inflight.extend(ready.messages)
+                replica.apply(ready)
                 if ready.compaction:
                     self.storage[node_id].compact(ready.compaction)
                 if ready.snapshot_due:  # taken now, as the shell's fork does, handed back by the test
                     self.due[node_id].append(dict(ready.snapshot_due, data=replica.state_machine.snapshot()))
-                self.inflight.extend(ready.messages)
                 self.results[node_id].update(ready.results)
             if not self.inflight:
                 return
@@ -98,6 +106,18 @@ class ReplicaTests(unittest.TestCase):
         self.assertEqual(cluster.replicas[follower].exchange.order("1")["client"], "alice")
         hashes = {r.state_machine.state_hash() for r in cluster.replicas.values()}
         self.assertEqual(len(hashes), 1)
+
+    def test_ready_hands_out_committed_entries_that_apply_applies_and_answers(self):
+        cluster = Cluster(ids=["a"])
+        cluster.leader()
+        replica = cluster.replicas["a"]
+        token = replica.propose(order("alice", "r1"))
+        ready = replica.ready()
+        self.assertEqual([e["index"] for e in ready.committed], [2])  # a one-peer cluster commits at once
+        self.assertEqual((replica.state_machine.applied, ready.results), (1, []))
+        replica.apply(ready)
+        self.assertEqual(replica.state_machine.applied, 2)
+        self.assertEqual([t for t, result in ready.results if result["ok"]], [token])
 
     def test_a_one_peer_cluster_answers_its_proposals(self):
         cluster = Cluster(ids=["a"])
@@ -158,7 +178,7 @@ class ReplicaTests(unittest.TestCase):
         before = replica.node.last_index
         stale = replica.propose(order("alice", "r0"))
         reused = replica.propose(order("alice", "r69", price="101"))
-        results = dict(replica.ready().results)
+        results = dict(applied(replica).results)
         self.assertTrue(results[stale]["error"].startswith("ERR_STALE_REQUEST: "))
         self.assertTrue(results[reused]["error"].startswith("ERR_REQUEST_REUSED: "))
         self.assertEqual(replica.node.last_index, before)
@@ -224,7 +244,7 @@ class ReplicaTests(unittest.TestCase):
         cluster.tick(2)
         follower = next(i for i in IDS if i != leader)
         again = cluster.replicas[follower].propose(order("alice", "r1"))
-        self.assertEqual(cluster.replicas[follower].ready().results, [(again, cluster.results[leader][first])])
+        self.assertEqual(applied(cluster.replicas[follower]).results, [(again, cluster.results[leader][first])])
 
     def test_compaction_is_surfaced_and_a_lagging_follower_catches_up_by_snapshot(self):
         cluster = Cluster(RaftConfig(compact_every=5))
@@ -320,7 +340,7 @@ class ReplicaTests(unittest.TestCase):
         before = cluster.replicas[leader].status()
         state = cluster.replicas[leader].state_machine.state_hash()
         cluster.restart(leader)
-        cluster.replicas[leader].ready()
+        applied(cluster.replicas[leader])
         recovered = cluster.replicas[leader].status()
         self.assertEqual((recovered["role"], recovered["term"]), ("follower", before["term"]))
         self.assertLessEqual(recovered["applied"], before["applied"])  # commit is volatile

@@ -86,8 +86,6 @@ class IgnoresFailedWrites(sim.Simulation):
         storage = self.storage[node_id]
         try:
             storage.save(ready.hard_state, ready.entries, ready.snapshot)
-            if ready.compaction is not None:
-                storage.compact(ready.compaction)
         except (DiskFault, StorageError):
             pass
         return True

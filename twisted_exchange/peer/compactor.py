@@ -7,7 +7,7 @@ that long; a leader stopped past the election timeout (0.5-1 s) lost its
 leadership.  So the replica only asks for a snapshot
 (``Ready.snapshot_due``, see replication/replica.py), and
 :class:`BackgroundSnapshot` forks: the child sees the state machine exactly
-as it was at that ``ready()`` (copy-on-write), writes the snapshot
+as it was at that ``apply(ready)`` (copy-on-write), writes the snapshot
 (wal/file_storage.py :func:`write_snapshot`) and exits, while the parent
 goes on serving; the parent's tick polls for the child's end and hands the
 snapshot back to the replica, and the storage moves the file into place.

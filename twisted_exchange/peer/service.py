@@ -2,12 +2,16 @@
 
 Every event (a tick, a Raft batch, a client command) mutates the replica; one
 flush per reactor turn then takes its ready batch and, in this order,
-persists it (hard state, entries, snapshot), sends its messages, and fires
-the Deferreds of finished client commands.  Persisting before sending is the
-Raft stable-storage rule: a vote or an acknowledgement never leaves the peer
-before it is on disk.  A leader's appends, which promise nothing about its
-disk, leave first (``Ready.send_first``): the followers receive and write
-them while the leader's own fsync runs, instead of after it.
+persists it (hard state, entries, snapshot), sends its messages, applies its
+committed entries, and fires the Deferreds of finished client commands.
+Persisting before sending is the Raft stable-storage rule: a vote or an
+acknowledgement never leaves the peer before it is on disk.  A leader's
+appends, which promise nothing about its disk, leave first
+(``Ready.send_first``): the followers receive and write them while the
+leader's own fsync runs, instead of after it.  Applying comes after both, as
+in etcd: a follower's acknowledgement and a leader's appends are on the
+critical path of every commit, the matching of entries already committed
+is not.
 
 A peer that sent a Raft batch asking for ``replies`` (peer.transport) gets
 this peer's messages to it in the answer, from the flush after its batch
@@ -455,15 +459,16 @@ class PeerService(Service):
             self.log.info("{peer} installed a snapshot from {leader} of entries up to {index} (term {term})",
                           peer=self.node_id, leader=self.replica.node.leader, index=ready.snapshot["index"],
                           term=ready.snapshot["term"])
-        if ready.compaction is not None:
-            self._storage.compact(ready.compaction)
         if not ready.send_first:
             self._send(ready.messages)
+        self.replica.apply(ready)
+        if ready.compaction is not None:
+            self._storage.compact(ready.compaction)
         for token, result in ready.results:
             d = self._waiting.pop(token, None)
             if d is not None:
                 d.callback(result)
-        if ready.snapshot_due is not None:  # the state machine is still as that ready() left it
+        if ready.snapshot_due is not None:  # the state machine is still as that apply() left it
             try:
                 self._compactor.start(ready.snapshot_due, self.replica.state_machine)
                 self._snapshot_started = self._reactor.seconds()

@@ -3,7 +3,8 @@ the bookkeeping that turns client proposals into results.
 
 This is the pure object the peer shell (twisted_exchange.peer.service) drives:
 ``tick``, ``step`` and ``propose`` as events arrive, then ``ready()``, whose
-``Ready`` says what to persist, compact, send and answer.  Client semantics
+``Ready`` says what to persist and send, then ``apply(ready)``, which applies
+its committed entries and adds what to compact and answer.  Client semantics
 (Raft thesis 6.3):
 
 - A proposal made at a follower is forwarded to the leader as a
@@ -26,8 +27,8 @@ entries as the exchange knows orders if that is more (:data:`LOG_PER_ORDERS`),
 the replica snapshots the state machine and compacts the Raft log;
 ``Ready.compaction`` tells the shell to do the same on disk.  With ``background_snapshots`` the replica asks
 instead (``Ready.snapshot_due``: index, term and configuration, no data) and
-goes on; the shell takes the state machine's snapshot as it is at that
-``ready()`` (peer/compactor.py forks) and hands it back later to
+goes on; the shell takes the state machine's snapshot as it is after that
+``apply(ready)`` (peer/compactor.py forks) and hands it back later to
 :meth:`Replica.snapshot_taken`, which compacts then, unless a snapshot
 installed meanwhile already covers it.  One is asked for at a time.
 """
@@ -75,17 +76,19 @@ class ReplicationError(Exception):
 
 @dataclass
 class Ready:
-    """What the shell must do, in this order: persist, compact, send, answer;
-    with ``send_first`` (RaftReady's), send before persisting."""
+    """What the shell must do, in this order: persist, send, ``Replica.apply``,
+    compact, answer; with ``send_first`` (RaftReady's), send before persisting.
+    ``compaction``, ``snapshot_due`` and ``results`` are filled in by ``apply``."""
 
     hard_state: HardState | None = None
     entries: list[Entry] = field(default_factory=list)
     snapshot: Snapshot | None = None
+    messages: list[Message] = field(default_factory=list)
+    send_first: bool = False
+    committed: list[Entry] = field(default_factory=list)
     compaction: Snapshot | None = None
     snapshot_due: Snapshot | None = None  # background_snapshots: take this one (no data yet)
-    messages: list[Message] = field(default_factory=list)
     results: list[tuple[int, dict]] = field(default_factory=list)
-    send_first: bool = False
 
 
 @dataclass
@@ -263,15 +266,28 @@ class Replica:
     # -- output -------------------------------------------------------------
 
     def ready(self) -> Ready:
-        """Everything accumulated since the last call; see the module docstring."""
+        """What to persist and send, accumulated since the last call.  Its
+        committed entries (and an installed snapshot) are not applied yet:
+        the shell persists and sends first, so that a follower's
+        acknowledgement and a leader's appends do not wait for the matching
+        (etcd's order), then hands the Ready to :meth:`apply`."""
         raft = self.node.ready()
-        if raft.snapshot is not None:
-            self.state_machine = ReplicatedStateMachine.restore(raft.snapshot["data"])
+        ready = Ready(hard_state=raft.hard_state, entries=raft.entries, snapshot=raft.snapshot,
+                      messages=raft.messages + self._outbox, committed=raft.committed,
+                      send_first=raft.send_first and not self._outbox)
+        self._outbox = []
+        return ready
+
+    def apply(self, ready: Ready) -> None:
+        """Apply what :meth:`ready` handed out, in log order, and fill in
+        ``ready``'s results, compaction and snapshot_due."""
+        if ready.snapshot is not None:
+            self.state_machine = ReplicatedStateMachine.restore(ready.snapshot["data"])
             for key in list(self._waiting):
                 self._answer(key)
-            for index in [i for i in self._changes if i <= raft.snapshot["index"]]:
+            for index in [i for i in self._changes if i <= ready.snapshot["index"]]:
                 self._change_applied({"index": index, "term": 0, "command": None})
-        for entry in raft.committed:
+        for entry in ready.committed:
             if entry["index"] in self._changes:
                 self._change_applied(entry)
             result = self.state_machine.apply(entry)
@@ -282,12 +298,8 @@ class Replica:
                 key = _key(command)
                 self._proposed.pop(key, None)
                 self._answer(key, command, result)
-        compaction, due = self._compaction()
-        ready = Ready(hard_state=raft.hard_state, entries=raft.entries, snapshot=raft.snapshot,
-                      compaction=compaction, snapshot_due=due, messages=raft.messages + self._outbox,
-                      results=self._results, send_first=raft.send_first and not self._outbox)
-        self._outbox, self._results = [], []
-        return ready
+        ready.compaction, ready.snapshot_due = self._compaction()
+        ready.results, self._results = self._results, []
 
     def _answer(self, key: Key, command: dict | None = None, result: dict | None = None) -> None:
         """Answer the proposals of ``key`` that can now be answered.

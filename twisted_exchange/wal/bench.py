@@ -133,10 +133,11 @@ class Cluster:
                 storage = self.storage[node_id]
                 if ready.hard_state is not None or ready.entries or ready.snapshot is not None:
                     storage.save(ready.hard_state, ready.entries, ready.snapshot)
+                self.network.extend(ready.messages)
+                replica.apply(ready)
                 if ready.compaction is not None:
                     storage.compact(ready.compaction)
                 self.answered += len(ready.results)
-                self.network.extend(ready.messages)
                 self.busy[node_id] += clock() - start
             if not self.network:
                 return

@@ -258,7 +258,6 @@ class Simulation:
         if replica is None:
             return
         self.ready_due.discard(node_id)
-        applied = replica.state_machine.applied
         ready = replica.ready()
         self.check.persisted(replica.node, ready.entries)
         if ready.send_first:  # a failed write below then crashes the node after they left
@@ -266,11 +265,16 @@ class Simulation:
                 self._send(message)
         if not self._persisted(node_id, ready):
             return
-        if replica.state_machine.applied != applied:
-            self.check.state(node_id, replica.state_machine.applied, replica.state_machine.state_hash())
         if not ready.send_first:
             for message in ready.messages:
                 self._send(message)
+        applied = replica.state_machine.applied
+        replica.apply(ready)  # after sending, as the peer does
+        if replica.state_machine.applied != applied:
+            self.check.state(node_id, replica.state_machine.applied, replica.state_machine.state_hash())
+        compaction = ready.compaction
+        if compaction is not None and not self._stored(node_id, lambda storage: storage.compact(compaction)):
+            return
         if ready.snapshot_due is not None:  # taken now, as the peer's fork does; handed back later
             snapshot = dict(ready.snapshot_due, data=replica.state_machine.snapshot())
             self._at(self.now + self.snapshot_rng.randint(*SNAPSHOT_TICKS) * TICK, self._snapshot_taken,
@@ -297,11 +301,7 @@ class Simulation:
 
     def _persisted(self, node_id: str, ready) -> bool:
         """Persist the batch (see :meth:`_stored`)."""
-        def persist(storage: FaultyStorage) -> None:
-            storage.save(ready.hard_state, ready.entries, ready.snapshot)
-            if ready.compaction is not None:
-                storage.compact(ready.compaction)
-        return self._stored(node_id, persist)
+        return self._stored(node_id, lambda storage: storage.save(ready.hard_state, ready.entries, ready.snapshot))
 
     def _stored(self, node_id: str, write: Callable[[FaultyStorage], None]) -> bool:
         """``write`` to the node's storage; on a write failure fail-stop (crash
