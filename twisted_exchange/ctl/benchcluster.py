@@ -550,6 +550,43 @@ clients gained (p50 8.4 -> 7.7 ms, p99 19 -> 15 ms), the whole did not
 (p99 23.4-25.8 against 24.0-24.8 ms; at 1 in flight no difference),
 since in a closed loop the faster third just sends sooner.  Still NOT
 met: 5,000 orders/s in every run and p99 <= 20 ms at 64 in flight.
+
+Issue 12, eleventh session (2026-12-01): where a 64-in-flight order's time
+goes inside the peers, from a probe (since removed) that stamped each
+command's arrival, its forward reaching the leader, its apply on the
+leader and on its entry peer, and its answer (one clock: the peers share
+CLOCK_MONOTONIC), 10 s at 5,423 orders/s, p50 / p90 / p99 ms:
+
+    sent to the leader      arrival -> applied there      5.25 / 7.91 / 11.05
+    sent to a follower      arrival -> at the leader      2.58 / 4.98 /  9.98
+                            at the leader -> applied there 4.43 / 7.47 / 11.33
+                            applied there -> applied here 1.65 / 5.06 / 10.46
+                            total                         9.18 / 13.72 / 21.92
+
+The rest of what the bench client sees (p50 8.7 ms for the leader's
+clients) is the wait for a peer's reactor to read the request and the
+client's own turn.  A forward waits for the follower's batch in flight
+to the leader (one per peer, answered at the leader's next flush), and
+the commit comes back behind the leader's own batch in flight to that
+follower: the tail of the forwarded two thirds is those two waits.  Every
+commit also waited for matching: a flush applied the newly committed
+entries first, then persisted and sent.  Now ``Replica.ready`` hands the
+committed entries out and ``Replica.apply`` applies them after the
+flush persisted and sent (etcd's order), so a follower's acknowledgement
+and a leader's appends no longer wait ~20 us per entry.  Two fresh warm
+clusters interleaved, 8 pairs of 8 s at 64 in flight: 5,555 -> 5,783
+orders/s mean (7 of 8 pairs faster), p50 11.2 -> 10.6 ms, p99 24.3 ->
+24.1 ms.  ``make bench-cluster`` before (e2ec6c4) and after, two pairs,
+cannot tell them apart on this machine's drift: 64 in flight 5,535 /
+5,126 -> 5,156 / 5,248 orders/s, p99 23.3 / 24.3 -> 24.2 / 27.9 ms; 1 in
+flight p99 3.6-4.1 ms either way; ratio_to_rpc 0.73-0.96.  Tried and not
+kept: flushing as soon as a Raft batch is stepped instead of at the end
+of the reactor turn (more, smaller batches and fsyncs: 4,100-5,300 ->
+3,500-4,600 orders/s); the bench client reading every ready reply before
+sending any next order (no difference).  The cyclic GC is not the tail
+either (gc.callbacks in each peer: no full collection during a 15 s run,
+young collections 0.3-0.5 ms mean, at most 4-9 ms).  Still NOT met:
+p99 <= 20 ms at 64 in flight.
 """
 from __future__ import annotations
 
