@@ -16,7 +16,7 @@ class ExchangeTestCase(unittest.TestCase):
     def ok(self, command):
         reply = self.exchange.apply(command)
         self.assertTrue(reply["ok"], reply)
-        self.assertEqual(set(reply) - {"self_trade_cancelled"}, {"ok", "order", "fills"})
+        self.assertEqual(set(reply), {"ok", "order", "fills"})
         return reply
 
     def refused(self, command, code):
@@ -184,7 +184,6 @@ class SelfTradePreventionTests(ExchangeTestCase):
         self.ok(submit("bob", "sell", "100", "1"))     # 2
         reply = self.ok(submit("alice", "buy", "100", "1"))
         self.assertEqual([f["maker_order"] for f in reply["fills"]], ["2"])
-        self.assertEqual(reply["self_trade_cancelled"], ["1"])
         own = self.exchange.order("1")
         self.assertEqual((own["status"], own["cancelled"], own["filled"]), ("cancelled", "1", "0"))
         self.assertEqual(reply["order"]["status"], "filled")
@@ -192,20 +191,10 @@ class SelfTradePreventionTests(ExchangeTestCase):
     def test_no_trade_ever_has_the_same_client_on_both_sides(self):
         self.ok(submit("alice", "sell", "100", "1"))
         reply = self.ok(submit("alice", "buy", "100", "1"))
-        self.assertEqual((reply["fills"], reply["self_trade_cancelled"]), ([], ["1"]))
+        self.assertEqual(reply["fills"], [])
         self.assertEqual(reply["order"]["status"], "open")
         self.assertEqual(self.book(), {"bids": [["100", "1"]], "asks": []})
         self.assertEqual(self.exchange.trades("BTCUSD"), [])
-
-
-    def test_an_amend_that_meets_its_own_orders_lists_every_one_it_cancelled(self):
-        for price in ("101", "102", "103"):
-            self.ok(submit("alice", "sell", price, "1"))  # 1, 2, 3
-        self.ok(submit("alice", "buy", "100", "1"))       # 4
-        self.assertNotIn("self_trade_cancelled", self.ok(submit("bob", "sell", "104", "1")))
-        reply = self.ok(amend("alice", "4", price="102"))
-        self.assertEqual(reply["self_trade_cancelled"], ["1", "2"])
-        self.assertEqual(self.book(), {"bids": [["102", "1"]], "asks": [["103", "1"], ["104", "1"]]})
 
 
 class CancelTests(ExchangeTestCase):

@@ -57,14 +57,6 @@ class OrderOutputTests(unittest.TestCase):
         self.assertEqual(lines[2].split(), ["PRICE", "QUANTITY", "MAKER"])
         self.assertEqual(lines[3].split(), ["100", "1", "3"])
 
-    def test_command_result_names_the_orders_self_trade_prevention_cancelled(self):
-        text = output.command_result({"ok": True, "order": self.order, "fills": [],
-                                      "self_trade_cancelled": ["3", "5"]})
-        self.assertEqual(text.splitlines()[1:], ["self-trade prevention cancelled alice's resting orders 3, 5"])
-        one = output.command_result({"ok": True, "order": self.order, "fills": [], "self_trade_cancelled": ["3"]})
-        self.assertEqual(one.splitlines()[1:], ["self-trade prevention cancelled alice's resting order 3"])
-        self.assertEqual(len(output.command_result({"ok": True, "order": self.order, "fills": []}).splitlines()), 1)
-
     def test_orders_table_puts_known_columns_first_then_the_rest(self):
         text = output.orders({"peer": "peer1", "orders": [self.order]})
         header = text.splitlines()[1].split()

@@ -33,9 +33,7 @@ Matching
 Self-trade prevention: cancel resting
   An incoming order never trades with its own client's resting orders: each
   one met while matching is cancelled (status ``cancelled``) and matching
-  goes on.  The reply then lists their ids in ``self_trade_cancelled``, so
-  the client learns at once that those orders left the book.  A fok order
-  counts only other clients' liquidity.
+  goes on.  A fok order counts only other clients' liquidity.
 Amend
   ``quantity`` is the new total and must exceed the filled part.  Lowering it
   keeps queue priority; raising it moves the order to the back of its level.

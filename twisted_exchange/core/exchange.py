@@ -31,9 +31,6 @@ from .numbers import format_ticks, parse_ticks
 from .order import CANCELLED, FILLED, FOK, GTC, OPEN, PARTIALLY_FILLED, Order
 
 SNAPSHOT_FORMAT: Final = 1
-#: The reply key listing, by id, the submitter's own resting orders that
-#: self-trade prevention cancelled (present only when it cancelled any).
-SELF_TRADE_CANCELLED: Final = "self_trade_cancelled"
 _STATUSES: Final = {status: status for status in (OPEN, PARTIALLY_FILLED, FILLED, CANCELLED)}
 _EMPTY: Final = Book("")
 
@@ -100,9 +97,7 @@ class Exchange:
     def apply(self, command: object) -> dict:
         """Apply one command; never raises.
 
-        Returns ``{"ok": True, "order": {...}, "fills": [...]}``, plus
-        ``"self_trade_cancelled": [order ids]`` when the order met its own
-        client's resting orders and cancelled them, or
+        Returns ``{"ok": True, "order": {...}, "fills": [...]}`` or
         ``{"ok": False, "error": "ERR_<CODE>: <reason>"}`` (state unchanged).
         """
         try:
@@ -179,14 +174,10 @@ class Exchange:
     def _take(self, book: Book, order: Order) -> dict:
         """Match ``order`` as a taker, then rest or cancel what is left."""
         fills = []
-        prevented: list[str] | None = None  # made only when needed: most orders meet no own order
         if book.crosses(order.side, order.price):
             for maker, quantity in book.match(order):
                 if not quantity:  # self-trade prevention
                     self._close_cancelled(maker)
-                    if prevented is None:
-                        prevented = []
-                    prevented.append(str(maker.id))
                     continue
                 fills.append(self._trade(book.symbol, maker, order, quantity))
                 if maker.remaining:
@@ -203,10 +194,7 @@ class Exchange:
             book.rest(order)
         else:
             self._close_cancelled(order)
-        reply = {"ok": True, "order": order.to_dict(), "fills": fills}
-        if prevented is not None:
-            reply[SELF_TRADE_CANCELLED] = prevented
-        return reply
+        return {"ok": True, "order": order.to_dict(), "fills": fills}
 
     def _trade(self, symbol: str, maker: Order, taker: Order, quantity: int) -> dict:
         self._last_trade_id += 1

@@ -127,7 +127,7 @@ class ReferenceExchange:
         return order
 
     def take(self, taker: dict) -> dict:
-        fills, prevented = [], []
+        fills = []
         while taker["remaining"]:
             candidates = self.counterparties(taker, any_client=True)
             if not candidates:
@@ -136,7 +136,6 @@ class ReferenceExchange:
             self.resting.remove(maker)
             if maker["client"] == taker["client"]:
                 self.close(maker, "cancelled")
-                prevented.append(str(maker["id"]))
                 continue
             quantity = min(maker["remaining"], taker["remaining"])
             for order in (maker, taker):
@@ -156,10 +155,7 @@ class ReferenceExchange:
             self.resting.append(taker)
         else:
             self.close(taker, "cancelled")
-        reply = {"ok": True, "order": public(taker), "fills": fills}
-        if prevented:
-            reply["self_trade_cancelled"] = prevented
-        return reply
+        return {"ok": True, "order": public(taker), "fills": fills}
 
     def counterparties(self, taker: dict, any_client: bool = False) -> list:
         """Resting orders ``taker`` would meet, best first (all clients or only others)."""

@@ -92,10 +92,6 @@ def command_result(reply: Mapping[str, Any]) -> str:
     fills = reply.get("fills") or []
     if fills:
         text += f"\n{len(fills)} fill{'s' if len(fills) != 1 else ''}\n" + records(fills, FILL_COLUMNS)
-    prevented = reply.get("self_trade_cancelled") or []
-    if prevented:
-        text += (f"\nself-trade prevention cancelled {_cell(placed.get('client', 'its client'))}'s resting "
-                 f"order{'s' if len(prevented) != 1 else ''} {', '.join(map(_cell, prevented))}")
     return text
 
 
