@@ -137,7 +137,8 @@ class Peers:
         if None in reasons:
             who = f"{peer} is" if peer is not None else "no peer is"
             raise CtlError(f"{who} announced on no grape (is it running? see: exchangectl status)")
-        raise CtlError(f"no grape reachable ({'; '.join(reasons)}); is the cluster up? (exchangectl up)")
+        raise CtlError(f"no grape reachable ({'; '.join(reasons)}); are the grapes running? "
+                       "(exchangectl status; exchangectl start all)")
 
     def _first_to_find(self, key: str, order: list[int]) -> defer.Deferred[tuple[int | None, list]]:
         """Ask the grapes in ``order`` to look ``key`` up, each the moment the
