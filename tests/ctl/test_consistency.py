@@ -29,6 +29,25 @@ class ObserverTests(unittest.TestCase):
                          [(7, {"peer1": "aa", "peer2": "bb", "peer3": "aa"})])
         self.assertEqual(verdict.summary(), "peers diverge at applied index 7: peer1 aa, peer2 bb, peer3 aa")
 
+    def test_a_divergence_between_different_state_machine_codes_says_so(self):
+        verdict = Observer().observe({"peer1": dict(status(7, "aa"), state_machine_code="c0de01"),
+                                      "peer2": dict(status(7, "bb"), state_machine_code="c0de02"),
+                                      "peer3": dict(status(7, "aa"), state_machine_code="c0de01")})
+        self.assertEqual(verdict.summary(), (
+            "peers diverge at applied index 7: peer1 aa, peer2 bb, peer3 aa; they run different state-machine "
+            "code (peer1 c0de01, peer2 c0de02, peer3 c0de01): a peer that replayed entries under code that "
+            "answers them differently disagrees from there on (see README, Upgrading)"))
+        self.assertEqual(verdict.to_json()["peers"]["peer2"]["state_machine_code"], "c0de02")
+
+    def test_a_divergence_under_one_code_or_unsaid_or_unprintable_codes_is_only_a_divergence(self):
+        for codes in (("c0de", "c0de"), (None, "c0de"), ("\x1b[2J", "c0de")):
+            statuses = {"peer1": status(7, "aa"), "peer2": status(7, "bb")}
+            for peer, code in zip(statuses, codes):
+                if code is not None:
+                    statuses[peer]["state_machine_code"] = code
+            verdict = Observer().observe(statuses)
+            self.assertEqual(verdict.summary(), "peers diverge at applied index 7: peer1 aa, peer2 bb", codes)
+
     def test_a_lagging_peer_is_not_a_divergence_but_not_converged_either(self):
         verdict = Observer().observe({"peer1": status(7, "aa"), "peer2": status(5, "cc")})
         self.assertEqual(verdict.divergences, [])
@@ -56,7 +75,8 @@ class ObserverTests(unittest.TestCase):
         verdict = Observer().observe({"peer1": status(3, "aa"), "peer2": status(3, "bb")})
         data = verdict.to_json()
         self.assertFalse(data["ok"])
-        self.assertEqual(data["peers"]["peer2"], {"applied": 3, "digest": "bb", "pending": 0})
+        self.assertEqual(data["peers"]["peer2"],
+                         {"applied": 3, "digest": "bb", "pending": 0, "state_machine_code": None})
         self.assertEqual(data["divergences"], [{"applied": 3, "hashes": {"peer1": "aa", "peer2": "bb"}}])
 
     def test_an_unhealthy_peer_fails_the_check_and_says_why(self):

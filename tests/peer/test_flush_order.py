@@ -1,6 +1,7 @@
 """The flush's order on a task.Clock: a vote or an acknowledgement leaves
 only once written; a leader's appends leave before its own write (thesis
-10.2.1), so that the followers' fsync overlaps the leader's."""
+10.2.1), so that the followers' fsync overlaps the leader's; committed
+entries are applied after both (etcd's order)."""
 from __future__ import annotations
 
 from tests.peer.test_failstop import PeerHarness
@@ -57,3 +58,16 @@ class FlushOrderTests(PeerHarness):
                                      "term": self.peer.replica.node.term + 1, "granted": True}])
         self.clock.advance(0)
         self.assertEqual(self.events, [("save", []), ("send", [("raft.vote", "peer2"), ("raft.vote", "peer3")])])
+
+    def test_the_acknowledgement_leaves_before_the_entries_it_commits_are_applied(self):
+        answer = self.peer.deliver_and_reply("peer2", [dict(append(), commit=1)])
+        replica, seen = self.peer.replica, []
+        apply = replica.apply
+
+        def applying(ready):
+            seen.append((answer.called, replica.state_machine.applied))
+            apply(ready)
+        replica.apply = applying
+        self.clock.advance(0)
+        self.assertEqual(seen, [(True, 0)])
+        self.assertEqual(replica.state_machine.applied, 1)

@@ -32,19 +32,6 @@ class RepliesTests(PeerHarness):
         self.assertEqual(self.saved, [[1]])
         self.assertEqual(self.sent, [])
 
-    def test_the_acknowledgement_leaves_before_the_entries_it_commits_are_applied(self):
-        answer = self.peer.deliver_and_reply("peer2", [dict(append(), commit=1)])
-        replica, seen = self.peer.replica, []
-        apply = replica.apply
-
-        def applying(ready):
-            seen.append((answer.called, replica.state_machine.applied))
-            apply(ready)
-        replica.apply = applying
-        self.clock.advance(0)
-        self.assertEqual(seen, [(True, 0)])
-        self.assertEqual(replica.state_machine.applied, 1)
-
     def test_messages_to_other_peers_go_through_the_transport(self):
         answer = self.peer.deliver_and_reply("peer3", [vote(**{"from": "peer3"})])
         self.peer.deliver("peer2", [vote(term=8)])  # a newer term: peer1 answers peer2 (not waiting) too

@@ -7,6 +7,11 @@ behind).  An ``Observer`` keeps every (applied, digest) report across polls,
 so a divergence seen at any moment is remembered even after the peers move
 on.
 
+A divergence between peers that report different ``state_machine_code``
+(peer/build.py) is named as such: after an upgrade whose code answers some
+command differently, a peer that replayed entries under the new code
+disagrees with those that applied them under the old.
+
 Agreement is not enough: a cluster whose commit index froze agrees
 perfectly.  So the Observer also fails a peer that says it is unhealthy, and
 a peer whose commit index stays put across polls while entries wait behind
@@ -14,8 +19,11 @@ it (its own log, or the leader's, grows past its commit).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+_HEX = re.compile(r"[0-9a-f]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class Verdict:
     unhealthy: dict[str, list[str]] = field(default_factory=dict)
     stuck: dict[str, str] = field(default_factory=dict)
     pending: dict[str, int] = field(default_factory=dict)
+    codes: dict[str, str] = field(default_factory=dict)  # peer -> state_machine_code, if it says
 
     @property
     def converged(self) -> bool:
@@ -55,7 +64,14 @@ class Verdict:
     def summary(self) -> str:
         """One line: the agreement, or the first reason there is none."""
         if self.divergences:
-            return str(self.divergences[0])
+            first = self.divergences[0]
+            codes = {peer: self.codes[peer] for peer in first.hashes if peer in self.codes}
+            if len(set(codes.values())) < 2:
+                return str(first)
+            return (f"{first}; they run different state-machine code ("
+                    + ", ".join(f"{peer} {code}" for peer, code in sorted(codes.items()))
+                    + "): a peer that replayed entries under code that answers them differently "
+                    "disagrees from there on (see README, Upgrading)")
         if self.stuck:
             return "; ".join(f"{p}: {why}" for p, why in sorted(self.stuck.items()))
         if self.unreachable:
@@ -73,7 +89,8 @@ class Verdict:
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "converged": self.converged, "summary": self.summary(),
-                "peers": {p: {"applied": a, "digest": self.hashes[p], "pending": self.pending.get(p, 0)}
+                "peers": {p: {"applied": a, "digest": self.hashes[p], "pending": self.pending.get(p, 0),
+                              "state_machine_code": self.codes.get(p)}
                           for p, a in self.applied.items()},
                 "unreachable": self.unreachable, "unhealthy": self.unhealthy, "stuck": self.stuck,
                 "divergences": [{"applied": d.applied, "hashes": d.hashes} for d in self.divergences]}
@@ -101,7 +118,7 @@ class Observer:
     def observe(self, statuses: Mapping[str, Any]) -> Verdict:
         """Judge one poll: ``statuses`` maps peer -> status dict, or the error (any
         non-dict, shown with ``str``) that stands for a peer that did not answer."""
-        applied, hashes, unreachable, unhealthy, pending = {}, {}, {}, {}, {}
+        applied, hashes, unreachable, unhealthy, pending, codes = {}, {}, {}, {}, {}, {}
         answered = {peer: s for peer, s in statuses.items() if isinstance(s, dict)}
         leader_end = max((s.get("last_index", 0) for s in answered.values() if s.get("role") == "leader"),
                          default=0)
@@ -110,6 +127,9 @@ class Observer:
                 unreachable[peer] = str(status)
                 continue
             applied[peer], hashes[peer] = status["applied"], status["digest"]
+            code = status.get("state_machine_code")
+            if isinstance(code, str) and _HEX.fullmatch(code):  # printed: nothing but hex from a peer
+                codes[peer] = code
             end = max(status.get("last_index", 0), leader_end, status["applied"])
             pending[peer] = end - status["applied"]
             self._seen.setdefault(status["applied"], {})[peer] = status["digest"]
@@ -119,7 +139,7 @@ class Observer:
             self._track(peer, status.get("commit", status["applied"]), end)
         divergences = [Divergence(index, dict(reports)) for index, reports in sorted(self._seen.items())
                        if len(set(reports.values())) > 1]
-        return Verdict(applied, hashes, unreachable, divergences, unhealthy, dict(self._stuck), pending)
+        return Verdict(applied, hashes, unreachable, divergences, unhealthy, dict(self._stuck), pending, codes)
 
     def _track(self, peer: str, commit: int, end: int) -> None:
         """Stuck: the commit index has not moved since the first poll, though

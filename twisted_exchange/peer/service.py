@@ -43,6 +43,7 @@ from twisted_exchange.grenache import Link, RPCClient, RPCServer
 from twisted_exchange.pki import PEER, Credential, Identity
 from twisted_exchange.peer.admin import admin_resource
 from twisted_exchange.peer.api import PeerAPI
+from twisted_exchange.peer.build import state_machine_code
 from twisted_exchange.peer.compactor import BackgroundSnapshot
 from twisted_exchange.peer.directory import PeerDirectory
 from twisted_exchange.peer.history import SAMPLE_SECONDS, Digests, Throughput
@@ -127,6 +128,7 @@ class PeerService(Service):
         self.metrics = PeerMetrics(self)
         self.digests = Digests()
         self._throughput = Throughput()
+        self._code = state_machine_code()  # read once: status is polled often
         self._storage = FileStorage(data_dir, fsync=fsync, on_fsync=self.metrics.fsynced)
         try:
             recovered = self._storage.load()
@@ -254,6 +256,7 @@ class PeerService(Service):
         status["applied_per_second"] = round(self._throughput.per_second(), 1)
         status["admin"] = self._admin.url if self._admin is not None else None
         status["heard"] = list(self._heard)
+        status["state_machine_code"] = self._code
         return status
 
     def cluster_status(self) -> defer.Deferred:
