@@ -18,6 +18,7 @@ from twisted_exchange.grape.krpc import Address
 from twisted_exchange.grape.dht import CONCURRENCY
 from twisted_exchange.grape.service import GrapeConfig, GrapeService
 from twisted_exchange.logs import begin_logging, log_options
+from twisted_exchange.monotonic import use_monotonic_time
 
 PORT = click.IntRange(0, 65535)
 
@@ -63,6 +64,7 @@ def main(dht_port: int, api_port: int, bootstrap: list[Address], bind: str, peer
          log_level: str, log_format: str) -> None:
     """A Grenache grape: Grape HTTP API plus BEP5/BEP44 DHT, wire-compatible with grenache-grape."""
     from twisted.internet import reactor
+    use_monotonic_time(reactor)
 
     config = GrapeConfig(dht_port=dht_port, api_port=api_port, bind=bind, bootstrap=bootstrap,
                          peer_max_age=peer_max_age / 1000, max_payload_size=max_payload_size,

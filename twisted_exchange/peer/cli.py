@@ -13,6 +13,7 @@ from cryptography import x509
 from twisted.internet.error import CannotListenError
 
 from twisted_exchange import gctuning, pki
+from twisted_exchange.monotonic import use_monotonic_time
 from twisted_exchange.grenache import tls
 from twisted_exchange.logs import begin_logging, log_options
 from twisted_exchange.peer.membership import MembershipError, recorded
@@ -86,6 +87,7 @@ def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int
                                  "through `exchangectl member add`)", param_hint="--id")
     credential = _credential(pki_dir, node_id, host) if pki_dir is not None else None
     from twisted.internet import reactor
+    use_monotonic_time(reactor)
 
     service = _open(lambda: PeerService(node_id, peers, grapes, data_dir, host=host, port=port,
                                         fsync=fsync, snapshot_every=snapshot_every,
