@@ -35,8 +35,8 @@ class ObserverTests(unittest.TestCase):
                                       "peer3": dict(status(7, "aa"), state_machine_code="c0de01")})
         self.assertEqual(verdict.summary(), (
             "peers diverge at applied index 7: peer1 aa, peer2 bb, peer3 aa; they run different state-machine "
-            "code (peer1 c0de01, peer2 c0de02, peer3 c0de01): a peer that replayed entries under code that "
-            "answers them differently disagrees from there on (see README, Upgrading)"))
+            "code (peer1 c0de01, peer2 c0de02, peer3 c0de01): peers that apply or replay an entry under code "
+            "that answers it differently disagree from there on (see README, Upgrading)"))
         self.assertEqual(verdict.to_json()["peers"]["peer2"]["state_machine_code"], "c0de02")
 
     def test_a_divergence_under_one_code_or_unsaid_or_unprintable_codes_is_only_a_divergence(self):

@@ -70,8 +70,8 @@ class Verdict:
                 return str(first)
             return (f"{first}; they run different state-machine code ("
                     + ", ".join(f"{peer} {code}" for peer, code in sorted(codes.items()))
-                    + "): a peer that replayed entries under code that answers them differently "
-                    "disagrees from there on (see README, Upgrading)")
+                    + "): peers that apply or replay an entry under code that answers it differently "
+                    "disagree from there on (see README, Upgrading)")
         if self.stuck:
             return "; ".join(f"{p}: {why}" for p, why in sorted(self.stuck.items()))
         if self.unreachable:
