@@ -603,6 +603,13 @@ leader, through the follower whose acknowledgement came first:
     -> leader applies the entry                       1.34 / 2.99 /  5.14
     total                                             4.49 / 7.55 / 11.30
 
+What compiling more would buy: the session table and the state machine
+(replication/sessions.py, state_machine.py) built with mypyc as the core
+is, an apply took 7.1 instead of 8.2-8.8 us (60,000 generated orders, 3
+alternated runs each): ~4 us of the machine's ~330 us per order, 1%.
+raft.py does not type-check for mypyc yet (260 errors, its messages are
+TypedDicts indexed by variable keys).
+
 Half of the round is the leader holding an arriving acknowledgement while
 it works through its turn (other requests, its fsync, applying, answering):
 its CPU, with the followers' and the client's, on two cores 85% busy.  By
