@@ -115,9 +115,12 @@ class ReplicaTests(unittest.TestCase):
         ready = replica.ready()
         self.assertEqual([e["index"] for e in ready.committed], [2])  # a one-peer cluster commits at once
         self.assertEqual((replica.state_machine.applied, ready.results), (1, []))
+        with self.assertRaises(RuntimeError):
+            replica.ready()  # before apply: entry 2 would be handed out never to be applied
         replica.apply(ready)
         self.assertEqual(replica.state_machine.applied, 2)
         self.assertEqual([t for t, result in ready.results if result["ok"]], [token])
+        self.assertEqual(replica.ready().committed, [])  # applied: the next batch may come
 
     def test_a_one_peer_cluster_answers_its_proposals(self):
         cluster = Cluster(ids=["a"])

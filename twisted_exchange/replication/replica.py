@@ -129,6 +129,7 @@ class Replica:
         self._results: list[tuple[int, dict]] = []
         self._changes: dict[int, tuple[int, int]] = {}  # log index -> (token, term) of a membership change
         self._ticks = 0
+        self._unapplied = False  # a Ready with committed entries or a snapshot is out, not applied
 
     @property
     def id(self) -> str:
@@ -271,16 +272,21 @@ class Replica:
         the shell persists and sends first, so that a follower's
         acknowledgement and a leader's appends do not wait for the matching
         (etcd's order), then hands the Ready to :meth:`apply`."""
+        if self._unapplied:
+            raise RuntimeError("ready() again before apply() of the last Ready: its committed "
+                               "entries would never be applied")
         raft = self.node.ready()
         ready = Ready(hard_state=raft.hard_state, entries=raft.entries, snapshot=raft.snapshot,
                       messages=raft.messages + self._outbox, committed=raft.committed,
                       send_first=raft.send_first and not self._outbox)
         self._outbox = []
+        self._unapplied = bool(ready.committed) or ready.snapshot is not None
         return ready
 
     def apply(self, ready: Ready) -> None:
         """Apply what :meth:`ready` handed out, in log order, and fill in
         ``ready``'s results, compaction and snapshot_due."""
+        self._unapplied = False
         if ready.snapshot is not None:
             self.state_machine = ReplicatedStateMachine.restore(ready.snapshot["data"])
             for key in list(self._waiting):
