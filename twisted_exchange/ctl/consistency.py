@@ -9,8 +9,8 @@ on.
 
 A divergence between peers that report different ``state_machine_code``
 (peer/build.py) is named as such: after an upgrade whose code answers some
-command differently, a peer that replayed entries under the new code
-disagrees with those that applied them under the old.
+command differently, peers that applied or replayed an entry under the new
+code disagree from there on with those that applied it under the old.
 
 Agreement is not enough: a cluster whose commit index froze agrees
 perfectly.  So the Observer also fails a peer that says it is unhealthy, and

@@ -19,8 +19,9 @@ than the pauses they saved, and at nice 19 still some; ``hurry`` lifts a
 child that a saturated machine starved, while the log grows), closes
 every inherited descriptor (a listening socket or the data directory's
 lock held by an orphan would keep a restarted peer from starting),
-restores the default signal handlers, switches the cyclic collector off (a collection would write to every
-object's header and copy the whole heap) and leaves with ``os._exit``.
+restores the default signal handlers, switches the cyclic collector off
+(a collection would write to every object's header and copy the whole
+heap) and leaves with ``os._exit``.
 Each child writes a file of its own, named after its pid and created
 exclusively, so a child outliving its parent can never write into the file
 of the restarted peer's child.  A crash of either side loses nothing:
