@@ -2,7 +2,9 @@
 reactor: it runs in a thread of the reactor's pool, so the fakes answer it."""
 from __future__ import annotations
 
+import os
 import threading
+import unittest
 
 from twisted.internet import defer, protocol, reactor, threads
 
@@ -158,3 +160,18 @@ class StopTests(PeersTestCase):
                                                [({"peer1": route}, None)], 60.0, None, 60.0, stop=stop)
         self.assertLess(reactor.seconds() - started, 5)
         self.assertEqual((recorder.count, recorder.errors), (0, {}))
+
+    @unittest.skipUnless(hasattr(os, "SCHED_BATCH"), "SCHED_BATCH is Linux's")
+    @_async
+    async def test_the_run_yields_to_the_peers_and_its_thread_goes_back_as_it_came(self):
+        await self.cluster.add(FakePeer("peer1"))
+        route = await self.peers.route("peer1")
+        during = []
+
+        def run_then_policy():
+            before = os.sched_getscheduler(0)
+            recorder = loadgen.run(["peer1"], [Workload("bench0", 1)], [({"peer1": route}, None)], None, 3,
+                                   on_start=lambda: during.append(os.sched_getscheduler(0)))
+            return recorder.count, before, os.sched_getscheduler(0)
+        count, before, after = await threads.deferToThread(run_then_policy)
+        self.assertEqual((count, during, after), (3, [os.SCHED_BATCH], before))

@@ -80,6 +80,16 @@ class PeerCommandLineTests(unittest.TestCase):
         again = spawn(self, argv, log=log)
         wait_for_port(port, proc=again)
 
+    @unittest.skipUnless(hasattr(os, "SCHED_BATCH"), "SCHED_BATCH is Linux's")
+    def test_a_peer_runs_under_sched_batch_unless_told_normal(self):
+        for flag, policy in (((), os.SCHED_BATCH), (("--cpu-scheduling", "normal"), os.SCHED_OTHER)):
+            port, = free_ports(1)
+            data_dir = tempfile.mkdtemp(prefix="tx-peer-cli-", dir=self.data_dir)
+            proc = spawn(self, peer_argv(data_dir, "--id", "peer1", "--port", str(port),
+                                         "--grape", "http://127.0.0.1:1", *flag))
+            wait_for_port(port, proc=proc)
+            self.assertEqual(os.sched_getscheduler(proc.pid), policy, flag)
+
     def test_data_dir_of_another_cluster_is_refused(self):
         membership.record(self.data_dir, "peer1", ["peer1", "peer2", "peer3"])  # joined before
         done = subprocess.run(

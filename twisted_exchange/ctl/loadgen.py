@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 from twisted.internet import threads
 
+from twisted_exchange import scheduling
 from twisted_exchange.ctl.bench import Recorder, Workload, bench_clients
 from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.ctl.peers import ctl_error
@@ -87,8 +88,9 @@ def run(names: Sequence[str], workloads: Sequence[Workload], routes: Sequence[tu
     try:
         for fd in by_fd:
             poll.register(fd, select.EPOLLIN)
-        on_start()
-        return _Run(clients, by_fd, duration, count, timeout, stop or threading.Event()).until_done(poll)
+        with scheduling.batch_scheduled():  # the peers' turns first (scheduling.py)
+            on_start()
+            return _Run(clients, by_fd, duration, count, timeout, stop or threading.Event()).until_done(poll)
     finally:
         poll.close()
         for connection in by_fd.values():
