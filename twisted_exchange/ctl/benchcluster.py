@@ -616,6 +616,32 @@ its CPU, with the followers' and the client's, on two cores 85% busy.  By
 Little's law p99 <= 20 ms at 64 in flight wants about 6,500 orders/s at
 this spread (p99 is ~2.1x the mean), ~20% less CPU per order than now.
 Still NOT met: p99 <= 20 ms at 64 in flight.
+
+Issue 12, twelfth session (2026-12-01): the peers and the bench client's
+thread run under SCHED_BATCH (scheduling.py, peer ``--cpu-scheduling``).
+Under SCHED_OTHER a loopback send woke its receiver, which preempted the
+sender inside the call: py-spy charged 12-17% of a peer's busy time to
+socket sends, 5-6% under SCHED_BATCH, and involuntary context switches
+fell from 0.10-0.12 to 0.02-0.03 per order per peer.  One warm manual
+cluster, the four combinations (peers, client) interleaved, 4 rounds of 7
+s: OTHER+OTHER 5,485 orders/s p99 26.9 ms, BATCH+OTHER 5,490 / 24.8,
+OTHER+BATCH 5,780 / 23.3, BATCH+BATCH 5,933 / 23.3 (medians).  ``make
+bench-cluster``, the tree before (6f0f01e) and after, interleaved, four
+pairs (the machine slowed between the second and the third):
+
+    64 in flight orders/s   5,588 / 5,774 / 5,535 / 5,723  ->  6,426 / 6,251 / 5,983 / 5,736
+    64 in flight p99 ms     23.3 / 22.2 / 22.4 / 26.4       ->  20.4 / 20.9 / 24.4 / 24.0
+    peers' CPU ms/order     0.241 / 0.233 / 0.235 / 0.231   ->  0.206 / 0.214 / 0.223 / 0.233
+    client CPU ms/order     0.050 / 0.049 / 0.050 / 0.047   ->  0.040 / 0.041 / 0.042 / 0.045
+    1 in flight p99 ms      3.84 / 3.71 / 3.46 / 3.44       ->  3.50 / 3.51 / 3.97 / 3.99
+
+ratio_to_rpc 0.73-0.95 -> 0.83-1.00 (Node's RPC is one process, which the
+policy does not touch).  Tried and not kept: the leader at nice -5 (needs
+CAP_SYS_NICE; 6 interleaved pairs, 3 faster, 3 slower).  Where the rest
+is: the two cores are 84-86% busy at 64 in flight; the idle ~14% (10%
+idle, 4% iowait by /proc/stat) is when every process waits on an fsync or
+a reply.  Still NOT met: p99 <= 20 ms at 64 in flight in every run (the
+best runs reach 20.4-20.9 ms).
 """
 from __future__ import annotations
 
