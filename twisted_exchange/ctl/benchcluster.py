@@ -642,6 +642,26 @@ is: the two cores are 84-86% busy at 64 in flight; the idle ~14% (10%
 idle, 4% iowait by /proc/stat) is when every process waits on an fsync or
 a reply.  Still NOT met: p99 <= 20 ms at 64 in flight in every run (the
 best runs reach 20.4-20.9 ms).
+
+The next lead, measured but not acted on: the background snapshots.  The
+orders above 20 ms bunch in 50 ms windows every ~1.7 s (every 10,000
+entries, the same index on every peer).  A fork write-protects the
+parent's pages, and the parent then takes a fault on each page it writes:
+a peer took ~12,000 more minor faults in 6 s with snapshots than without
+(~4,000 per snapshot), at ~3 us each while the child lives (a 135 MB
+Python process, 100,000 objects touched after a fork: 23 against 9 ms),
+plus 2-3 ms for the fork itself: ~15 ms of CPU per peer, the three peers
+at once.  Warm manual clusters, three interleaved pairs of 10 s: p99
+24.8 / 24.8 / 27.4 ms with snapshots against 22.1 / 22.4 / 22.9 ms
+without, at the same throughput.  Tried, not conclusive on this machine's
+drift: peers at different intervals (9,000 / 10,000 / 11,000, so their
+snapshots rarely coincide; 6 rounds, p99 median 28.4 against 30.5 ms
+aligned, 26.9 with none) and 50,000 entries between snapshots (3 pairs of
+17 s, mixed).  Also tried again under SCHED_BATCH and not kept: two
+raft.batch calls in flight per peer (5 pairs, 2 faster, 3 slower), and the
+leader's fsync in a thread while it applies and answers the committed
+entries (entries committed in earlier turns, so already durable on a
+majority): 5 pairs, no faster and p99 no better.
 """
 from __future__ import annotations
 
