@@ -5,7 +5,8 @@ Why not ``bench.load``: the benchmark shares the machine's two cores with
 the peers it measures, so every microsecond a client spends on an order is
 one the peers lack.  Through the reactor, Deferreds and the connection pool
 an order cost the bench client 0.13-0.15 ms of CPU (a quarter of the
-machine at 64 in flight); here 0.075-0.10 ms, for the same wire: a Grenache
+machine at 64 in flight); here 0.075-0.10 ms (0.04-0.05 in December
+2026, its thread under SCHED_BATCH), for the same wire: a Grenache
 POST of ``[rid, key, payload]`` per order over mutual TLS, each client on
 its own connections with its own credential, to the addresses
 ``peers.route`` found, a server proving the identity the route expects.
