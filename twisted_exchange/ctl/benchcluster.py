@@ -657,7 +657,13 @@ without, at the same throughput.  Tried, not conclusive on this machine's
 drift: peers at different intervals (9,000 / 10,000 / 11,000, so their
 snapshots rarely coincide; 6 rounds, p99 median 28.4 against 30.5 ms
 aligned, 26.9 with none) and 50,000 entries between snapshots (3 pairs of
-17 s, mixed).  Also tried again under SCHED_BATCH and not kept: two
+17 s, mixed).  Then each peer at its own phase of the interval (a third
+of it apart: peer k snapshotting near k/3 of the way, branch stagger):
+6 interleaved pairs of 10 s on fresh clusters, p99 23.5 against 24.0 ms
+mean (4 of 6 better), p99.9 30-62 against 34-88 ms (5 of 6 better), but
+5,680 against 5,950 orders/s (6 of 6 slower): three smaller stalls in
+place of one cost the closed loop more throughput than they take off the
+tail, so not kept.  Also tried again under SCHED_BATCH and not kept: two
 raft.batch calls in flight per peer (5 pairs, 2 faster, 3 slower), and the
 leader's fsync in a thread while it applies and answers the committed
 entries (entries committed in earlier turns, so already durable on a
