@@ -123,13 +123,21 @@ def statuses(client: RPCClient, peer_ids: list[str], timeout: float = 2.0):
 @defer.inlineCallbacks
 def wait_for_leader(client: RPCClient, peer_ids: list[str], timeout: float = 30.0):
     """The leader that every peer agrees on."""
+    seen: dict = {}
+
     def agreed(found):
+        seen.clear()
+        seen.update({p: (s["role"], s["leader"], s["term"]) for p, s in found.items()})
         leaders = {s["leader"] for s in found.values()}
         if len(found) == len(peer_ids) and len(leaders) == 1 and None not in leaders:
             return leaders.pop()
         return None
-    leader = yield eventually(lambda: statuses(client, peer_ids).addCallback(agreed),
-                              timeout, what="one leader known to every peer")
+    try:
+        leader = yield eventually(lambda: statuses(client, peer_ids).addCallback(agreed),
+                                  timeout, what="one leader known to every peer")
+    except AssertionError as e:  # say what each peer last said (role, leader, term), or that it was silent
+        silent = [p for p in peer_ids if p not in seen]
+        raise AssertionError(f"{e}; last seen {seen}, no answer from {silent}") from None
     return leader
 
 

@@ -39,7 +39,13 @@ class ClusterTestCase(TestCase):
         self.cluster.start()
         self.peers = self.cluster.peer_ids
         self.client = self.cluster.client()
-        self.leader = yield wait_for_leader(self.client, self.peers, self.leader_timeout)
+        try:
+            self.leader = yield wait_for_leader(self.client, self.peers, self.leader_timeout)
+        except AssertionError as e:  # seen once in CI: the end of every peer's and grape's log with it
+            names = [*self.peers, *(f"grape{n + 1}" for n in range(len(self.cluster.grape_urls)))]
+            tails = "\n".join(f"--- {name}.log\n" + "\n".join(self.cluster.log(name).splitlines()[-15:])
+                               for name in names)
+            raise AssertionError(f"{e}\n{tails}") from None
 
     def prepare(self) -> None:
         """Runs before supervisord starts: the config is written, nothing runs yet."""
