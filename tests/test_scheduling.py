@@ -42,6 +42,12 @@ class LinuxPolicyTests(unittest.TestCase):
             return scheduling.use_policy("normal"), os.sched_getscheduler(0)
         self.assertEqual(in_a_thread(work), (None, os.SCHED_OTHER))
 
+    def test_inherit_leaves_the_policy_the_thread_has(self):
+        def work():
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return scheduling.use_policy("inherit"), os.sched_getscheduler(0)
+        self.assertEqual(in_a_thread(work), (None, os.SCHED_IDLE))
+
     def test_batch_scheduled_holds_for_the_block_then_restores(self):
         def work():
             with scheduling.batch_scheduled():

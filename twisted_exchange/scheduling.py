@@ -24,7 +24,7 @@ per arm), medians, peers + client:
 
 Involuntary context switches per order per peer fell from 0.10-0.12 to
 0.02-0.03; at 1 in flight p99 stayed 3.4-3.8 ms.  Peers run under
-SCHED_BATCH unless ``--cpu-scheduling normal``; the bench client's thread
+SCHED_BATCH unless ``--cpu-scheduling normal`` (or ``inherit``); the bench client's thread
 runs under it for its run (``batch_scheduled``).  The policy is per
 thread on Linux; threads and processes started afterwards inherit it (the
 compactor's child then lowers itself to SCHED_IDLE).  Elsewhere, or where a
@@ -36,13 +36,17 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-#: The choices of ``--cpu-scheduling``, by the name of their os constant.
-POLICIES = {"batch": "SCHED_BATCH", "normal": "SCHED_OTHER"}
+#: The choices of ``--cpu-scheduling``, by the name of their os constant;
+#: "inherit" leaves the policy the process was started with (systemd's
+#: CPUSchedulingPolicy=, chrt) alone.
+POLICIES = {"batch": "SCHED_BATCH", "normal": "SCHED_OTHER", "inherit": None}
 
 
 def use_policy(policy: str) -> str | None:
     """Run the calling thread (and what it starts from now on) under
     ``policy``, a key of POLICIES; None, or why it could not."""
+    if POLICIES[policy] is None:
+        return None
     constant = getattr(os, POLICIES[policy], None)
     if constant is None or not hasattr(os, "sched_setscheduler"):
         return f"{POLICIES[policy]} is not available on this system"

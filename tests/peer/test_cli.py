@@ -81,12 +81,15 @@ class PeerCommandLineTests(unittest.TestCase):
         wait_for_port(port, proc=again)
 
     @unittest.skipUnless(hasattr(os, "SCHED_BATCH"), "SCHED_BATCH is Linux's")
-    def test_a_peer_runs_under_sched_batch_unless_told_normal(self):
-        for flag, policy in (((), os.SCHED_BATCH), (("--cpu-scheduling", "normal"), os.SCHED_OTHER)):
+    def test_a_peer_runs_under_sched_batch_unless_told_normal_or_to_inherit(self):
+        batch = lambda: os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # as chrt -b would
+        for flag, policy, before in (((), os.SCHED_BATCH, None),
+                                     (("--cpu-scheduling", "normal"), os.SCHED_OTHER, batch),
+                                     (("--cpu-scheduling", "inherit"), os.SCHED_BATCH, batch)):
             port, = free_ports(1)
             data_dir = tempfile.mkdtemp(prefix="tx-peer-cli-", dir=self.data_dir)
             proc = spawn(self, peer_argv(data_dir, "--id", "peer1", "--port", str(port),
-                                         "--grape", "http://127.0.0.1:1", *flag))
+                                         "--grape", "http://127.0.0.1:1", *flag), preexec_fn=before)
             wait_for_port(port, proc=proc)
             self.assertEqual(os.sched_getscheduler(proc.pid), policy, flag)
 

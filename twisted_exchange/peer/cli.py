@@ -79,8 +79,8 @@ def _grape_list(ctx, param, value: str) -> list[str]:
 @click.option("--cpu-scheduling", default="batch", show_default=True,
               type=click.Choice(sorted(scheduling.POLICIES)),
               help="Linux CPU policy: 'batch' (SCHED_BATCH: other processes' wake-ups do not preempt "
-                   "a reactor turn; more orders/s and a shorter tail on a shared, busy machine) or "
-                   "'normal' (SCHED_OTHER). Elsewhere ignored.")
+                   "a reactor turn; more orders/s and a shorter tail on a shared, busy machine), "
+                   "'normal' (SCHED_OTHER) or 'inherit' (as started: systemd, chrt). Elsewhere ignored.")
 @log_options
 @click.version_option(package_name="twisted-exchange")
 def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int, data_dir: str,
