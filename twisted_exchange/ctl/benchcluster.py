@@ -678,9 +678,12 @@ interleaved, three pairs (a fast phase of the machine):
     peers' CPU ms/order     0.214 / 0.199 / 0.221  ->  0.193 / 0.197 / 0.222
     1 in flight p99 ms      3.53 / 3.27 / 3.68     ->  3.01 / 3.39 / 3.69
 
-So p99 <= 20 ms at 64 in flight is now met in the machine's fast phases
-(17.2 / 17.9 ms; 20.0 in the slowest of the three), not yet in its slow
-ones (23-31 ms in this session's slow hours, for either tree).  Also tried again under SCHED_BATCH and not kept: two
+Two more runs of the final tree at the end of the session: 6,222 / 5,173
+orders/s, p99 21.1 / 21.7 ms, 1 in flight p99 3.1 / 4.0 ms, ratio_to_rpc
+0.94 / 0.69.  So p99 <= 20 ms at 64 in flight is met in some runs (17.2 /
+17.9 / 20.0 ms) and missed by 1-2 ms in others; warm manual clusters in
+the machine's slow hours measured 23-31 ms for either tree.  Still NOT
+met in every run.  Also tried again under SCHED_BATCH and not kept: two
 raft.batch calls in flight per peer (5 pairs, 2 faster, 3 slower), and the
 leader's fsync in a thread while it applies and answers the committed
 entries (entries committed in earlier turns, so already durable on a
