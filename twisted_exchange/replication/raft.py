@@ -370,8 +370,11 @@ class RaftNode:
             raise ValueError(f"snapshot term {snapshot['term']} != log term at {index}")
         self._snap_config = self.configuration_at(index)
         self._configs = [(i, c) for i, c in self._configs if i > index]
-        dropped = self.log[:index - self.snap_index]
-        del self.log[:index - self.snap_index]
+        # Copy the few entries kept rather than the many dropped: a slice of the
+        # dropped prefix touches every entry's reference count, so every page of
+        # the log, which a forked snapshot writer has just made copy-on-write.
+        dropped, self.log = self.log, self.log[index - self.snap_index:]
+        del dropped[index - self.snap_index:]
         self.snapshot, self.snap_index, self.snap_term = snapshot, index, snapshot["term"]
         return dropped
 
