@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import time
 
+import orjson
 from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
@@ -16,6 +17,7 @@ from twisted_exchange.peer import compactor, membership, service
 from twisted_exchange.peer.protocol import MAX_CLIENT_BODY
 from twisted_exchange.peer.service import PeerService
 from twisted_exchange.pki import CA, Identity
+from twisted_exchange.wal.file_storage import WrittenData
 from tests.support import eventually, start_grape
 
 PEERS = ["peer1", "peer2", "peer3"]
@@ -123,6 +125,19 @@ class PeerClusterTests(TestCase):
             self.fail(f"{lagging} never caught up with {leader}: {timeout}\n{statuses}\n" + "\n".join(logged))
         self.assertTrue(any(line.startswith(f"{lagging} installed a snapshot from {leader} of entries up to ")
                             for line in logged), logged)
+        # it holds the installed snapshot as a place in its file, not as a parsed copy
+        self.assertIsInstance(self.peers[lagging].replica.node.snapshot["data"], WrittenData)
+
+    @defer.inlineCallbacks
+    def test_a_restarted_peer_holds_its_snapshot_in_the_file_not_in_memory(self):
+        yield self.restart_compacting()
+        yield self.trade(30)
+        yield eventually(lambda: all(p.replica.node.snap_index >= 5 for p in self.peers.values()))
+        yield self.restart_compacting(every=1000)
+        for peer in self.peers.values():
+            snapshot = peer.replica.node.snapshot
+            self.assertIsInstance(snapshot["data"], WrittenData)
+            self.assertEqual(orjson.loads(orjson.dumps(snapshot["data"].fragment()))["applied"], snapshot["index"])
 
     @defer.inlineCallbacks
     def test_a_peer_that_cannot_fork_serves_on_and_snapshots_later(self):

@@ -287,6 +287,18 @@ class ReplicaTests(unittest.TestCase):
         self.assertEqual(len(cluster.due[leader]), 3)
         self.assertEqual(cluster.due[leader][1]["index"], cluster.due[leader][2]["index"])
 
+    def test_a_stored_snapshot_stands_for_the_parsed_one_only_at_its_index(self):
+        cluster = Cluster(RaftConfig(compact_every=5))
+        replica = cluster.replicas[cluster.leader()]
+        for n in range(12):
+            replica.propose(order("alice", f"r{n}", price=str(90 + n)))
+            cluster.tick()
+        parsed = replica.node.snapshot
+        replica.snapshot_stored(parsed["index"] - 1, "an older file")
+        self.assertIs(replica.node.snapshot, parsed)
+        replica.snapshot_stored(parsed["index"], "its file")
+        self.assertEqual(replica.node.snapshot, {**parsed, "data": "its file"})
+
     def test_a_big_book_lets_the_log_grow_to_a_quarter_of_its_orders_between_snapshots(self):
         cluster = Cluster(RaftConfig(compact_every=5), background=True)
         leader = cluster.leader()

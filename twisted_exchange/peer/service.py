@@ -144,6 +144,7 @@ class PeerService(Service):
         config = RaftConfig(compact_every=snapshot_every)
         self.replica = Replica(node_id, self._peers, recovered, random.Random(seed), config,
                                on_apply=self._applied, background_snapshots=True)
+        self._hold_stored_snapshot()
         self._compactor = BackgroundSnapshot(self._storage.background_path(), sync=fsync == "batch")
         self._snapshot_retry: IDelayedCall | None = None
         self._snapshot_started = 0.0
@@ -462,6 +463,7 @@ class PeerService(Service):
             self._send(ready.messages)
         self._storage.save(ready.hard_state, ready.entries, ready.snapshot)
         if ready.snapshot is not None:
+            self._hold_stored_snapshot()
             self.log.info("{peer} installed a snapshot from {leader} of entries up to {index} (term {term})",
                           peer=self.node_id, leader=self.replica.node.leader, index=ready.snapshot["index"],
                           term=ready.snapshot["term"])
@@ -470,6 +472,7 @@ class PeerService(Service):
         self.replica.apply(ready)
         if ready.compaction is not None:
             self._storage.compact(ready.compaction)
+            self._hold_stored_snapshot()
         for token, result in ready.results:
             d = self._waiting.pop(token, None)
             if d is not None:
@@ -506,6 +509,14 @@ class PeerService(Service):
                       "{seconds:.2f} s)", peer=self.node_id, index=snapshot["index"], term=snapshot["term"],
                       seconds=seconds)
         self._retire(dropped)
+
+    def _hold_stored_snapshot(self) -> None:
+        """Let the replica hold the stored snapshot's place in its file
+        instead of a parsed copy (a restart's, or one installed from the
+        leader), which would otherwise stay in memory until the next compaction."""
+        stored = self._storage.stored_snapshot()
+        if stored is not None:
+            self.replica.snapshot_stored(stored["index"], stored["data"])
 
     def _snapshot_failed(self, why: str) -> None:
         self.metrics.snapshotted("failed")

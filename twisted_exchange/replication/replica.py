@@ -345,6 +345,15 @@ class Replica:
             return None
         return self.node.compact(snapshot)
 
+    def snapshot_stored(self, index: int, data: object) -> None:
+        """The snapshot of ``index`` is stored, and ``data`` (opaque here: the
+        shell's reference to the stored bytes) stands for its data from now
+        on, so that the parsed copy the node holds, as big as the state, can
+        be freed.  Ignored if the node holds another snapshot by now."""
+        snapshot = self.node.snapshot
+        if snapshot is not None and snapshot["index"] == index and snapshot["data"] is not data:
+            self.node.snapshot = {**snapshot, "data": data}
+
     def snapshot_abandoned(self) -> None:
         """The shell could not take the snapshot asked for: ask again when one is due."""
         self._snapshot_due = None
