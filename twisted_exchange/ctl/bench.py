@@ -8,7 +8,7 @@ book grows by every order (what a big book costs: snapshots, memory).
 (microseconds, 3 significant digits) plus the (time, latency) points of the
 plot, and counts failures by error code; and each order's latency under
 the peer it was sent to (a follower's orders take two hops more than the
-leader's: see ctl/benchcluster.py).  ``load`` is the Twisted part: N
+leader's: see ctl/BENCHMARKS.md).  ``load`` is the Twisted part: N
 clients, each with one order in flight, sent round-robin over the peers;
 bench-cluster runs the same clients on ctl/loadgen.py, which costs the
 machine less CPU per order but does not look a moved peer up again.

@@ -45,7 +45,7 @@ after, req/s at 1 / 32 in flight: ours 16,256-17,242 / 17,062-18,842 ->
 11,394-12,404 / 11,948-12,643; Node 4,133-4,355 / 4,760-5,272: no
 difference beyond the machine's drift here (a timer per request was a few
 microseconds of the ~60 us a call costs client and server together; in
-bench-cluster's client, see ctl/benchcluster.py, it showed).
+bench-cluster's client, see ctl/BENCHMARKS.md, it showed).
 
 ``baseline()`` is the yardstick of ``exchangectl bench-cluster``: plain RPC
 at its 64 in flight, Node's when node is there, else ours.

@@ -71,7 +71,7 @@ SNAPSHOT_RETRY_SECONDS = 5.0
 SNAPSHOT_PATIENCE_SECONDS = 10.0
 #: Applied entries between snapshots (log compaction).  Each snapshot costs
 #: every peer its fork and the faults on the pages it writes while the child
-#: lives (~15 ms of CPU, ctl/benchcluster.py); 30,000 instead of 10,000
+#: lives (~15 ms of CPU, ctl/BENCHMARKS.md); 30,000 instead of 10,000
 #: entries keep ~20 MB more of log in memory for a third of those stalls.
 SNAPSHOT_EVERY = 30_000
 #: Seconds without a tick after which status reports the loop as stalled.
