@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import GC_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
@@ -32,6 +32,16 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 #: What a health function returns, as ``status`` reports it: ``{"ok": bool, "problems": [str]}``.
 Health = Callable[[], dict]
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry of the process's own, with the families every Prometheus
+    client exports by default (``process_*``: resident memory, CPU seconds,
+    open files; ``python_gc_*``), read at scrape time like ours."""
+    registry = CollectorRegistry()
+    registry.register(PROCESS_COLLECTOR)
+    registry.register(GC_COLLECTOR)
+    return registry
 
 
 class QueryError(Exception):

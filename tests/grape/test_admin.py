@@ -37,6 +37,8 @@ class GrapeAdminTests(TestCase):
         self.assertEqual(found[(prefix + "requests_total", ("endpoint", "unknown"), ("outcome", "error"))], 1)
         self.assertEqual(found[(prefix + "announcements",)], 1)
         self.assertEqual(found[(prefix + "routing_nodes",)], 0)
+        self.assertGreater(found[("process_resident_memory_bytes",)], 0)
+        self.assertIn(("python_gc_collections_total", ("generation", "2")), found)
 
     @defer.inlineCallbacks
     def test_healthz_is_503_while_a_bootstrapped_grape_knows_no_other_node(self):

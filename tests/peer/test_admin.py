@@ -266,6 +266,10 @@ class PeerAdminTests(TestCase):
         self.assertEqual(found[("twisted_exchange_resting_orders", ("symbol", "BTCUSD"))], 1)
         self.assertEqual(found[("twisted_exchange_trades_total", ("symbol", "BTCUSD"))], 1)
         self.assertGreater(found[("twisted_exchange_fsync_seconds_count",)], 0)
+        # and the families every Prometheus client exports: memory, CPU, the collector
+        self.assertGreater(found[("process_resident_memory_bytes",)], 0)
+        self.assertGreater(found[("process_cpu_seconds_total",)], 0)
+        self.assertIn(("python_gc_collections_total", ("generation", "0")), found)
         leader_metrics = samples((yield http_get(self.url(node.leader, "/metrics")))[2].decode())
         self.assertEqual(leader_metrics[("twisted_exchange_raft_is_leader",)], 1)
         self.assertGreater(leader_metrics[("twisted_exchange_requests_total", ("action", "raft.batch"),

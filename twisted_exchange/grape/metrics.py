@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from twisted_exchange.adminport import process_registry
 from twisted_exchange.grape.dht import DHTNode
 
 PREFIX = "twisted_exchange_grape"
@@ -23,7 +24,7 @@ class GrapeMetrics:
     """The registry of one grape, the API's request hook, and its health."""
 
     def __init__(self, dht: DHTNode) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = process_registry()
         self._dht = dht
         self._requests = Counter(f"{PREFIX}_requests", "Grape HTTP API requests answered, by endpoint and outcome.",
                                  ["endpoint", "outcome"], registry=self.registry)

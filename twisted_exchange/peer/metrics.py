@@ -25,12 +25,13 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from twisted_exchange.adminport import process_registry
 from twisted_exchange.peer.protocol import ACTIONS
 from twisted_exchange.replication.raft import LEADER
 from twisted_exchange.replication.replica import Replica
@@ -60,7 +61,7 @@ class PeerMetrics:
     """The registry of one peer, and the hooks that feed it."""
 
     def __init__(self, peer: Observed, now: Callable[[], float] = time.perf_counter) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = process_registry()
         self._now = now
         self._requests: dict[tuple[str, str], int] = {}  # (action, outcome) -> answered
         self._request_seconds: dict[str, _Histogram] = {}  # action -> times
