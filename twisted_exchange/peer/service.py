@@ -472,7 +472,6 @@ class PeerService(Service):
         self.replica.apply(ready)
         if ready.compaction is not None:
             self._storage.compact(ready.compaction)
-            self._hold_stored_snapshot()
         for token, result in ready.results:
             d = self._waiting.pop(token, None)
             if d is not None:

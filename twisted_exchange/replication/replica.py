@@ -351,7 +351,7 @@ class Replica:
         on, so that the parsed copy the node holds, as big as the state, can
         be freed.  Ignored if the node holds another snapshot by now."""
         snapshot = self.node.snapshot
-        if snapshot is not None and snapshot["index"] == index and snapshot["data"] is not data:
+        if snapshot is not None and snapshot["index"] == index:
             self.node.snapshot = {**snapshot, "data": data}
 
     def snapshot_abandoned(self) -> None:
