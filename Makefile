@@ -60,7 +60,7 @@ bench: install interop
 bench-peers: install
 	$(PYTHON) -m twisted_exchange.core.peers.bench
 
-bench-cluster: install
+bench-cluster: install interop
 	$(PYTHON) -m twisted_exchange.ctl.cli bench-cluster
 
 demo: install

@@ -100,6 +100,17 @@ class ReportTests(unittest.SynchronousTestCase):
                                       " MISSED, p99 (1 in flight) <= 5 ms met, cluster / RPC >= 0.5 met,"
                                       " failover <= 2 s MISSED, 0 divergence met"), text)
 
+    def test_report_says_why_the_rpc_baseline_is_not_nodes(self):
+        results = {"cluster": {"in_flight_1": self.summary(900, 4.0), "in_flight_64": self.summary(6000, 10.0),
+                               "leader": "peer1", "failover": {"killed": "peer1", "seconds": 0.5},
+                               "check": {"ok": True, "summary": "3 peers agree"}},
+                   "baseline": {**self.summary(3000, 9.0), "peers": 3, "diverged_peers": 2, "distinct_books": 3},
+                   "rpc_baseline": {"impl": "python", "in_flight": 64, "requests_per_second": 20000.0,
+                                    "why": "node not found"},
+                   "ratio_to_rpc": 0.3}
+        self.assertIn("plain Grenache RPC (python), 64 in flight: 20000 requests/s; cluster / RPC: 0.30"
+                      " (not Node's: node not found)", report(results))
+
     def test_free_ports_are_distinct(self):
         ports = free_ports(5)
         self.assertEqual(len(set(ports)), 5)
