@@ -167,6 +167,32 @@ grows (valgrind's realloc always copies; glibc's mostly remaps, and a copy
 streams); the rest, about one per command, is the memory a big book cannot
 keep warm: a cancelled order's neighbours it unlinks, its index slot, the
 forgotten order freed.  So the depth costs memory latency, not work.
+
+Seventh session (2026-12-01), on another machine of this kind (AMD EPYC,
+2 vCPUs, every engine faster than above; ``make bench-peers``, same tree as
+the sixth session)::
+
+    engine                     D=10^3     D=10^5     D=10^6   10^6 vs 10^3   bytes/order
+    core, compiled            673,281    578,615    552,170   1.22               170
+    cython-orderbook          373,057    393,773    275,316   1.36               359
+    akhil4n-orderbook         348,374    365,483    254,698   1.37               407
+    pyorderbook               192,109    198,074    157,564   1.22               493
+    fastlob                    89,399     86,181     78,433   1.14               518
+    limit-order-book (C++)  1,309,595  1,201,950  1,074,066   1.22                92
+
+Ours alone, 6 interleaved rounds: best 675k / 540k (1.25x), median 666k /
+523k (1.27x).  So on this machine the 1.20x is NOT met; the C++ engine
+shows the same 1.22x.  The extra ~0.3 us per command at 10^6, timed per
+command type (perf_counter_ns around each apply): a cancel that finds its
+order costs 2.1 us at 10^6 against 1.4 us at 10^3 (97% of cancels find
+one at 10^6, 43% at 10^3; a refusal costs 1.2-1.3 us), and each further
+maker a taker fills ~1.1 us against ~0.7 us; orders that rest without
+trading cost 4-8% more.  Counting what a successful cancel touches, that
+is about seven cold cache lines (its index slot; the order, whose 128-byte
+pymalloc block always spans three lines; both neighbours it unlinks; the
+forgotten order's slot and block), none of it work that can be skipped.
+A faster core is *less* flat by this measure: the same nanoseconds of
+memory latency are a larger share of a cheaper command.
 """
 from __future__ import annotations
 
