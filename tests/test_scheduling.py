@@ -85,3 +85,11 @@ class RefusedPolicyTests(unittest.TestCase):
             with scheduling.batch_scheduled():
                 ran.append(True)
         self.assertEqual(ran, [True])
+
+    @unittest.skipUnless(LINUX, "sched_setscheduler is Linux's")
+    def test_switching_a_process_that_has_ended_is_a_reason_not_an_error(self):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        self.assertEqual(scheduling.switch("SCHED_OTHER", pid), "cannot switch to SCHED_OTHER: No such process")

@@ -45,15 +45,20 @@ POLICIES = {"batch": "SCHED_BATCH", "normal": "SCHED_OTHER", "inherit": None}
 def use_policy(policy: str) -> str | None:
     """Run the calling thread (and what it starts from now on) under
     ``policy``, a key of POLICIES; None, or why it could not."""
-    if POLICIES[policy] is None:
-        return None
-    constant = getattr(os, POLICIES[policy], None)
+    name = POLICIES[policy]
+    return None if name is None else switch(name)
+
+
+def switch(name: str, pid: int = 0) -> str | None:
+    """Put process ``pid`` (0: the calling thread) under the policy named
+    ``name`` ("SCHED_IDLE", ...) at priority 0; None, or why it could not."""
+    constant = getattr(os, name, None)
     if constant is None or not hasattr(os, "sched_setscheduler"):
-        return f"{POLICIES[policy]} is not available on this system"
+        return f"{name} is not available on this system"
     try:
-        os.sched_setscheduler(0, constant, os.sched_param(0))
+        os.sched_setscheduler(pid, constant, os.sched_param(0))
     except OSError as e:
-        return f"cannot switch to {POLICIES[policy]}: {e.strerror or e}"
+        return f"cannot switch to {name}: {e.strerror or e}"
     return None
 
 

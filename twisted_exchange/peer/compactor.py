@@ -37,6 +37,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from twisted_exchange import scheduling
 from twisted_exchange.replication.records import Snapshot
 from twisted_exchange.replication.state_machine import ReplicatedStateMachine
 from twisted_exchange.wal.file_storage import write_snapshot, written_snapshot
@@ -77,11 +78,8 @@ class BackgroundSnapshot:
     def hurry(self) -> None:
         """Raise a running child from idle priority to nice 19: on a machine
         the peers keep busy, an idle-priority child may wait indefinitely."""
-        if self._child is not None and hasattr(os, "SCHED_IDLE"):
-            try:
-                os.sched_setscheduler(self._child, os.SCHED_OTHER, os.sched_param(0))
-            except (ProcessLookupError, PermissionError):
-                pass  # it has just ended (poll reaps it), or the system forbids: it waits on
+        if self._child is not None:
+            scheduling.switch("SCHED_OTHER", self._child)  # if it has just ended, poll reaps it
 
     def poll(self) -> tuple[Snapshot | None, str | None] | None:
         """None while the child runs (or none does); else ``(snapshot, None)``,
@@ -138,11 +136,7 @@ def _yield_the_cpu() -> None:
     64 in flight went from ~40 to 60-80 ms); elsewhere, or where a sandbox
     forbids the call, nice 19 only."""
     os.nice(19)
-    if hasattr(os, "SCHED_IDLE"):
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except OSError:
-            pass
+    scheduling.switch("SCHED_IDLE")
 
 
 def _die_with_parent() -> None:
