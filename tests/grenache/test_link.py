@@ -123,6 +123,7 @@ class LinkWireTests(unittest.SynchronousTestCase):
 
     def test_silent_grape_times_out_after_the_link_timeout(self) -> None:
         d = self.link.lookup("svc")
+        self.assertEqual(self.grape.pending(), 1)  # connected, and the request sent
         self.grape.reactor.advance(2.4)
         self.assertNoResult(d)
         self.grape.reactor.advance(0.2)

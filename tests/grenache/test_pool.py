@@ -6,7 +6,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from tests.grenache.fakes import WireStub
-from twisted_exchange.grenache.pool import BadResponse, ConnectionPool
+from twisted_exchange.grenache.pool import CONNECT_TIMEOUT, BadResponse, ConnectionPool
 
 ADDRESS = ("127.0.0.1", 1337)
 HEAD = b"POST / HTTP/1.1\r\nHost: 127.0.0.1:1337\r\nContent-Length: 2\r\n\r\n"
@@ -96,3 +96,19 @@ class PoolTests(unittest.SynchronousTestCase):
         d.cancel()
         self.assertTrue(self.peer.transports[0].aborted)
         self.failureResultOf(d, defer.CancelledError)
+
+    def test_a_connection_never_made_fails_after_the_connect_timeout(self) -> None:
+        d = self.post()  # the stub never accepts it: a black hole's address
+        self.peer.reactor.advance(CONNECT_TIMEOUT - 0.1)
+        self.assertNoResult(d)
+        self.peer.reactor.advance(0.2)
+        self.failureResultOf(d, error.TimeoutError)
+        self.assertTrue(self.peer.reactor.connectors[0].stoppedConnecting)  # the attempt is given up
+
+    def test_a_ready_connection_waits_for_its_reply_beyond_the_connect_timeout(self) -> None:
+        d = self.post()
+        self.assertEqual(self.peer.pending(), 1)
+        self.peer.reactor.advance(CONNECT_TIMEOUT * 3)
+        self.assertNoResult(d)
+        self.peer.answer(200, b"late")
+        self.assertEqual(self.successResultOf(d), (200, b"late"))

@@ -9,6 +9,7 @@ from twisted.trial import unittest
 
 from twisted_exchange.grenache import Caller, GrenacheError, RPCClient, RPCServer
 from twisted_exchange.grenache.bench import FixedLink
+from twisted_exchange.grenache.pool import ConnectionPool
 from twisted_exchange.pki import CA, CLIENT, PEER, Credential, Identity
 
 PEER1, PEER2, ALICE = Identity(PEER, "peer1"), Identity(PEER, "peer2"), Identity(CLIENT, "alice")
@@ -89,6 +90,20 @@ class SecureModeTests(unittest.TestCase):
         for _ in range(4):
             self.assertEqual(await client.request("k", "secret", expect=PEER2), "peer2")
         self.assertEqual(self.calls, [])
+
+    async def test_request_moves_past_an_address_that_accepts_and_never_handshakes(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory, Protocol
+        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(silent.stopListening)
+        hole = f"127.0.0.1:{silent.getHost().port}"
+        right = await self.server(self.peer1)
+        first = random.Random()
+        first.choice = lambda dests: dests[0]  # the black hole, while untried
+        pool = ConnectionPool(reactor, tls=self.alice, connect_timeout=0.2)
+        self.addCleanup(pool.close)
+        client = self.client([hole, right], None, rng=first, pool=pool)
+        self.assertEqual(await client.request("k", 1, timeout=4.0), {"echo": 1})  # else ERR_TIMEOUT at 4 s
 
     async def test_a_plain_http_client_gets_err_tls_required_not_a_hang(self) -> None:
         dest = await self.server(self.peer1)

@@ -12,6 +12,13 @@ tls.py): a connection is used once its handshake is done, and each keeps
 the identity its verified certificate names, so a request that ``expect``s
 another identity fails with ``WrongIdentity`` before any of it is sent.
 
+A new connection must be ready (connected, and handshaken over TLS) within
+``connect_timeout`` (default :data:`CONNECT_TIMEOUT`), or its request fails
+with ``twisted.internet.error.TimeoutError`` before a byte of it is sent:
+anyone may announce an address, and one that accepts a connection and then
+says nothing would otherwise hold the request for its whole deadline
+instead of letting the caller try another destination.
+
 Contract: ``ConnectionPool.post`` fires with ``(status, body)`` or fails with
 a connection error; cancelling it aborts its connection.  Errors are mapped
 to GrenacheError by the caller (transport.py).
@@ -20,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, error as netError
 from twisted.internet.abstract import isIPAddress
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.interfaces import IHandshakeListener
@@ -29,6 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_exchange.grenache import tls as secure
+from twisted_exchange.grenache.deadlines import deadlines
 from twisted_exchange.grenache.tlsbio import TLSFactory, TLSProtocol
 from twisted_exchange.grenache.writenow import write_now
 from twisted_exchange.pki import Credential, Identity, identity_of
@@ -37,6 +45,9 @@ Address = tuple[str, int]
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024
+#: Seconds a new connection may take to be ready for its request: a TCP
+#: connect and a TLS handshake take milliseconds even across machines.
+CONNECT_TIMEOUT = 1.0
 
 
 class BadResponse(Exception):
@@ -226,6 +237,13 @@ class _Connection(Protocol):
         self.closed.callback(None)
 
 
+def _cancelled(failure: Failure) -> Failure:
+    """A connect cancelled before the TCP connection was made fails as any
+    cancelled Deferred does (``Deadlines`` tells a timeout by that)."""
+    failure.trap(netError.ConnectingCancelledError)
+    return Failure(defer.CancelledError())
+
+
 def _inner(connected: Any) -> _Connection:
     """The ``_Connection`` an endpoint connected: itself, or inside its TLS layer."""
     return connected.wrappedProtocol if isinstance(connected, TLSProtocol) else connected
@@ -248,8 +266,11 @@ class ConnectionPool:
     With ``tls`` (a ``pki.Credential``) every connection is mutual TLS.
     """
 
-    def __init__(self, reactor: Any, per_host: int = 32, tls: Credential | None = None) -> None:
+    def __init__(self, reactor: Any, per_host: int = 32, tls: Credential | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self._reactor = reactor
+        self._deadlines = deadlines(reactor)
+        self._connect_timeout = connect_timeout
         self.per_host = per_host
         self._tls = secure.context(tls, server_side=False) if tls is not None else None
         self._idle: dict[Address, list[_Connection]] = {}
@@ -272,9 +293,10 @@ class ConnectionPool:
         factory: Any = _ConnectionFactory(self, address)
         if self._tls is not None:
             factory = TLSFactory(self._tls, factory, server_side=False)
-        connecting = self._endpoint(address).connect(factory)
-        return connecting.addCallback(lambda connected: _inner(connected).ready).addCallback(
-            self._send, head, body, expect)
+        connecting = self._endpoint(address).connect(factory).addCallback(
+            lambda connected: _inner(connected).ready).addErrback(_cancelled)
+        ready = self._deadlines.add(connecting, self._connect_timeout, netError.TimeoutError)
+        return ready.addCallback(self._send, head, body, expect)
 
     def _send(self, connection: _Connection, head: bytes, body: bytes,
               expect: Identity | None) -> defer.Deferred[tuple[int, bytes]]:

@@ -26,7 +26,7 @@ _REASONS = {
     netError.ConnectionRefusedError: "connection refused",
     netError.ConnectionDone: "connection closed before the reply",
     netError.ConnectionLost: "connection lost before the reply",
-    netError.TimeoutError: "connect timed out",
+    netError.TimeoutError: "not connected (and handshaken) within the connect timeout",
 }
 
 
