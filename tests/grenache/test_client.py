@@ -13,6 +13,7 @@ from twisted.trial import unittest
 from tests.grenache.fakes import WireStub
 from tests.support import free_port
 from twisted_exchange.grenache import GrenacheError, RPCClient, RPCServer, wire
+from twisted_exchange.grenache.client import SUSPECT_SECONDS
 from twisted_exchange.grenache.bench import FixedLink
 
 
@@ -112,6 +113,50 @@ class ClientTests(unittest.TestCase):
 
 def echo_reply(request: dict) -> bytes:
     return json.dumps([json.loads(request["body"])[0], None, "ok"]).encode()
+
+
+class FirstChoice(random.Random):
+    """Always picks the first of the destinations offered."""
+
+    def choice(self, seq):
+        return seq[0]
+
+
+class SuspectTests(unittest.SynchronousTestCase):
+    """A destination whose call failed is passed over while others answer."""
+
+    def setUp(self) -> None:
+        self.peer = WireStub()
+        self.client = RPCClient(FixedLink(["127.0.0.1:1", "127.0.0.1:2"]), reactor=self.peer.reactor,
+                                rng=FirstChoice())
+
+    def call(self, *statuses: int) -> list[str]:
+        """One request answered with ``statuses`` in turn; the hosts it went to."""
+        d = self.client.request("svc", 1)
+        hosts = [self.peer.answer(status, echo_reply)["headers"]["host"] for status in statuses]
+        self.successResultOf(d)
+        return hosts
+
+    def test_a_failed_destination_is_passed_over_while_others_answer(self) -> None:
+        self.assertEqual(self.call(503, 200), ["127.0.0.1:1", "127.0.0.1:2"])
+        self.peer.reactor.advance(SUSPECT_SECONDS - 1)
+        self.assertEqual(self.call(200), ["127.0.0.1:2"])
+
+    def test_a_suspect_is_tried_again_once_its_time_is_up(self) -> None:
+        self.call(503, 200)
+        self.peer.reactor.advance(SUSPECT_SECONDS + 1)
+        self.assertEqual(self.call(200), ["127.0.0.1:1"])
+
+    def test_when_every_destination_failed_they_are_still_called(self) -> None:
+        self.call(503, 503, 200)
+        self.assertEqual(self.call(200), ["127.0.0.1:1"])
+
+    def test_an_application_error_is_not_a_suspect(self) -> None:
+        d = self.client.request("svc", 1)
+        self.peer.answer(200, lambda request: json.dumps(
+            [json.loads(request["body"])[0], "ERR_INVALID_ORDER: no", None]).encode())
+        self.failureResultOf(d, GrenacheError)
+        self.assertEqual(self.call(200), ["127.0.0.1:1"])
 
 
 class ClientWireTests(unittest.SynchronousTestCase):

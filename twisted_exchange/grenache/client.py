@@ -1,8 +1,12 @@
 """RPCClient: calls Grenache RPC services found through a Link.
 
 ``request`` looks the key up, calls one random destination and, on a
-transport failure only (``ERR_REQUEST_GENERIC``: refused, reset, non-2xx),
-tries another; an error answered by the service is final.  ``map`` calls
+transport failure only (``ERR_REQUEST_GENERIC``: refused, reset, not ready
+within the pool's connect timeout, non-2xx), tries another; an error
+answered by the service is final.  A destination whose last call failed so
+is passed over for :data:`SUSPECT_SECONDS` while the key has others (anyone
+may announce: a dead or fake address should cost one retry, not one per
+request).  ``map`` calls
 every destination and reports each one's result or error instead of failing
 on the first.  Every call ends within its timeout (default 5 s; up to 50 ms
 more under load, see deadlines.py) with the result or a GrenacheError.
@@ -38,6 +42,10 @@ Outcome = tuple[Literal["ok"], Any] | tuple[Literal["error"], GrenacheError]
 _PLAIN = b"grc-compress: none\r\nContent-Type: text/plain;charset=UTF-8\r\n"
 _GZIP = b"grc-compress: gzip\r\n"
 _MAX_REPLY = 64 << 20
+#: Seconds a destination that failed a call is passed over while others answer.
+SUSPECT_SECONDS = 30.0
+#: Suspects remembered before the expired ones are forgotten.
+_SUSPECTS_KEPT = 256
 
 
 class RPCClient:
@@ -61,6 +69,7 @@ class RPCClient:
         self._rng = rng if rng is not None else random.Random()
         self._compress = compress
         self._poster = Poster(reactor, pool, per_host=64, tls=tls)
+        self._suspects: dict[str, float] = {}  # destination -> when its last call failed
 
     def request(self, key: str, payload: Any, timeout: float | None = None,
                 retry: int = 2, expect: Identity | None = None) -> defer.Deferred[Any]:
@@ -78,8 +87,12 @@ class RPCClient:
         on a retryable failure, the next attempt while ``retry`` lasts.
         (Callbacks, not a coroutine: this is every request's path.)"""
         untried = [d for d in dests if d not in tried] if tried else dests
+        if self._suspects:
+            since = self._reactor.seconds() - SUSPECT_SECONDS
+            trusted = [d for d in untried if self._suspects.get(d, since) <= since]
+            untried = trusted or untried
         dest = self._rng.choice(untried or dests)
-        d = self._call(dest, key, payload, expect)
+        d = self._call(dest, key, payload, expect).addErrback(self._suspect, dest)
         if retry:
             d.addErrback(self._again, dest, dests, key, payload, retry - 1, expect, tried)
         return d
@@ -113,6 +126,16 @@ class RPCClient:
                                   for dest, (ok, value) in zip(dests, outcomes)})
         return self._link.lookup(key).addCallback(call_all)
 
+    def _suspect(self, failure: Any, dest: str) -> Any:
+        """Remember that ``dest`` failed, if the failure is the transport's; pass it on."""
+        if failure.check(GrenacheError) and failure.value.code in RETRYABLE:
+            now = self._reactor.seconds()
+            suspects = self._suspects
+            if len(suspects) >= _SUSPECTS_KEPT:
+                self._suspects = suspects = {d: t for d, t in suspects.items() if t > now - SUSPECT_SECONDS}
+            suspects[dest] = now
+        return failure
+
     def close(self) -> defer.Deferred[None]:
         """Close the idle connections of an owned pool."""
         return self._poster.close()
@@ -135,6 +158,8 @@ class RPCClient:
     def _result_of(self, response: tuple[int, bytes], dest: str, rid: str) -> Any:
         """The result in a reply (unzipped first if gzipped), or the GrenacheError it carries."""
         status, body = response
+        if self._suspects:
+            self._suspects.pop(dest, None)  # it answered
         if self._compress and 200 <= status < 300:
             try:
                 body = wire.gunzip(body, _MAX_REPLY)
