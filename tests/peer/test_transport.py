@@ -109,6 +109,35 @@ class PeerDirectoryTests(SynchronousTestCase):
         self.successResultOf(directory.refresh())
         self.assertEqual(directory.address("peer2"), "127.0.0.1:1111")  # the one that answered
 
+    def test_the_address_that_answered_stays_first_when_a_flood_of_fakes_hides_it(self):
+        listed = {"exchange:peer2": ["127.0.0.1:5002"]}
+        directory = PeerDirectory([FakeLink(listed)], ["peer2"], rng=random.Random(0))
+        self.successResultOf(directory.refresh())
+        directory.answered("peer2", "127.0.0.1:5002")
+        listed["exchange:peer2"] = [f"10.0.0.{n}:1" for n in range(100)]  # the grape's 100, all fake
+        self.successResultOf(directory.refresh())
+        self.assertEqual(directory.address("peer2"), "127.0.0.1:5002")
+
+    def test_an_address_that_answered_and_then_failed_is_not_kept_unlisted(self):
+        listed = {"exchange:peer2": ["127.0.0.1:5002"]}
+        directory = PeerDirectory([FakeLink(listed)], ["peer2"], rng=random.Random(0))
+        self.successResultOf(directory.refresh())
+        directory.answered("peer2", "127.0.0.1:5002")
+        directory.failed("peer2", "127.0.0.1:5002")  # the peer moved
+        listed["exchange:peer2"] = ["127.0.0.1:6002"]
+        self.successResultOf(directory.refresh())
+        self.assertEqual(directory._candidates["peer2"], ["127.0.0.1:6002"])
+
+    def test_an_address_that_answered_as_another_peer_loses_its_place(self):
+        listed = {"exchange:peer2": ["127.0.0.1:5002", "127.0.0.1:6002"]}
+        directory = PeerDirectory([FakeLink(listed)], ["peer2"], rng=random.Random(0))
+        self.successResultOf(directory.refresh())
+        directory.answered("peer2", "127.0.0.1:5002")
+        directory.forget("peer2", "127.0.0.1:5002")
+        listed["exchange:peer2"] = ["127.0.0.1:6002"]
+        self.successResultOf(directory.refresh())
+        self.assertEqual(directory._candidates["peer2"], ["127.0.0.1:6002"])
+
     def test_new_candidates_are_not_ordered_by_their_string(self):
         addresses = [f"127.0.0.{n}:1" for n in range(1, 9)]
         firsts = set()

@@ -12,7 +12,12 @@ other on a refresh until it answers again: otherwise a restarted peer's
 new address could stay behind its old, dead ones for as long as the grape
 lists them (a flaky test caught it: the leader never reached the peer).
 New candidates come in random order: an order an announcer could choose
-(by string, or the grape's) would let a fake always go first.  Nothing
+(by string, or the grape's) would let a fake always go first.  The address
+that last answered as the peer stays first while its calls succeed, even
+when a lookup leaves it out: a grape returns at most 100 of a name's
+announcements, at random, so a flood of fake ones would otherwise push the
+real address out of nearly every refresh (and the peers away from each
+other).  Nothing
 here blocks: lookups refresh in the background and callers read the
 current view.
 """
@@ -38,6 +43,7 @@ class PeerDirectory:
         self._links = links
         self._candidates: dict[str, list[str]] = {p: [] for p in peer_ids}
         self._failing: dict[str, set[str]] = {}  # peer -> addresses whose last call failed
+        self._proven: dict[str, str] = {}  # peer -> the address that last answered as it
         self._rng = rng or random.Random()
 
     def address(self, peer_id: str) -> str | None:
@@ -56,6 +62,7 @@ class PeerDirectory:
     def failed(self, peer_id: str, address: str) -> None:
         """A call to ``address`` failed: try the peer's next candidate first."""
         self._failing.setdefault(peer_id, set()).add(address)
+        self._unprove(peer_id, address)
         candidates = self._candidates.get(peer_id, [])
         if len(candidates) > 1 and candidates[0] == address:
             candidates.append(candidates.pop(0))
@@ -65,22 +72,30 @@ class PeerDirectory:
         failing = self._failing.get(peer_id)
         if failing:
             failing.discard(address)
+        self._proven[peer_id] = address
 
     def forget(self, peer_id: str, address: str) -> None:
         """``address`` answered as another peer: it is not ``peer_id``'s."""
+        self._unprove(peer_id, address)
         candidates = self._candidates.get(peer_id, [])
         if address in candidates:
             candidates.remove(address)
 
+    def _unprove(self, peer_id: str, address: str) -> None:
+        if self._proven.get(peer_id) == address:
+            del self._proven[peer_id]
+
     @inlineCallbacks
     def refresh(self):
-        """Look every peer up once; keep the preferred address if still listed."""
+        """Look every peer up once; first the address that last answered as
+        the peer, else the preferred one if still listed."""
         for peer_id, current in list(self._candidates.items()):
             found = yield self._lookup(service_name(peer_id))
             if not found:
                 continue
             failing = self._failing.get(peer_id, set())
-            preferred = [a for a in current if a in found and a not in failing][:1]
+            proven = self._proven.get(peer_id)
+            preferred = [proven] if proven else [a for a in current if a in found and a not in failing][:1]
             others = [a for a in found if a not in preferred]
             self._rng.shuffle(others)
             others.sort(key=lambda address: address in failing)  # stable: the failing ones last
