@@ -118,15 +118,25 @@ class PeerDirectoryTests(SynchronousTestCase):
         self.successResultOf(directory.refresh())
         self.assertEqual(directory.address("peer2"), "127.0.0.1:5002")
 
-    def test_an_address_that_answered_and_then_failed_is_not_kept_unlisted(self):
+    def test_while_the_proven_address_fails_calls_alternate_with_the_others_until_one_answers(self):
         listed = {"exchange:peer2": ["127.0.0.1:5002"]}
         directory = PeerDirectory([FakeLink(listed)], ["peer2"], rng=random.Random(0))
         self.successResultOf(directory.refresh())
         directory.answered("peer2", "127.0.0.1:5002")
-        directory.failed("peer2", "127.0.0.1:5002")  # the peer moved
-        listed["exchange:peer2"] = ["127.0.0.1:6002"]
+        listed["exchange:peer2"] = ["10.0.0.1:1", "10.0.0.2:1", "127.0.0.1:6002"]  # the peer moved
         self.successResultOf(directory.refresh())
-        self.assertEqual(directory._candidates["peer2"], ["127.0.0.1:6002"])
+        tried = []
+        for _ in range(6):
+            address = directory.address("peer2")
+            tried.append(address)
+            if address == "127.0.0.1:6002":
+                directory.answered("peer2", address)
+                break
+            directory.failed("peer2", address)
+        self.assertEqual(tried[0::2][:len(tried[1::2])], ["127.0.0.1:5002"] * len(tried[1::2]))
+        self.assertEqual(tried[-1], "127.0.0.1:6002")
+        self.successResultOf(directory.refresh())
+        self.assertEqual(directory.address("peer2"), "127.0.0.1:6002")
 
     def test_an_address_that_answered_as_another_peer_loses_its_place(self):
         listed = {"exchange:peer2": ["127.0.0.1:5002", "127.0.0.1:6002"]}

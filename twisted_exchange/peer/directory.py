@@ -12,14 +12,21 @@ other on a refresh until it answers again: otherwise a restarted peer's
 new address could stay behind its old, dead ones for as long as the grape
 lists them (a flaky test caught it: the leader never reached the peer).
 New candidates come in random order: an order an announcer could choose
-(by string, or the grape's) would let a fake always go first.  The address
-that last answered as the peer stays first while its calls succeed, even
-when a lookup leaves it out: a grape returns at most 100 of a name's
+(by string, or the grape's) would let a fake always go first.
+
+The address that last answered as the peer (its *proven* address) is kept
+whether or not a lookup lists it: a grape returns at most 100 of a name's
 announcements, at random, so a flood of fake ones would otherwise push the
-real address out of nearly every refresh (and the peers away from each
-other).  Nothing
-here blocks: lookups refresh in the background and callers read the
-current view.
+real address out of nearly every refresh, and the peers away from each
+other (a drill with 2,000 fakes per name left the cluster without a
+leader).  It comes first while it answers; while it fails (the peer
+restarting, or moved), calls alternate between it and the other
+candidates, so the peer is found again at its old address or at a new one,
+which then becomes the proven address.  Only an answer from another
+identity there ends its place.
+
+Nothing here blocks: lookups refresh in the background and callers read
+the current view.
 """
 from __future__ import annotations
 
@@ -60,12 +67,16 @@ class PeerDirectory:
         return {p: self.address(p) for p in self._candidates}
 
     def failed(self, peer_id: str, address: str) -> None:
-        """A call to ``address`` failed: try the peer's next candidate first."""
+        """A call to ``address`` failed: try the peer's next candidate first,
+        then its proven address again if that was not the one."""
         self._failing.setdefault(peer_id, set()).add(address)
-        self._unprove(peer_id, address)
         candidates = self._candidates.get(peer_id, [])
         if len(candidates) > 1 and candidates[0] == address:
             candidates.append(candidates.pop(0))
+            proven = self._proven.get(peer_id)
+            if proven is not None and proven != address and proven in candidates:
+                candidates.remove(proven)
+                candidates.insert(0, proven)
 
     def answered(self, peer_id: str, address: str) -> None:
         """A call to ``address`` was answered by ``peer_id``."""
@@ -76,14 +87,11 @@ class PeerDirectory:
 
     def forget(self, peer_id: str, address: str) -> None:
         """``address`` answered as another peer: it is not ``peer_id``'s."""
-        self._unprove(peer_id, address)
+        if self._proven.get(peer_id) == address:
+            del self._proven[peer_id]
         candidates = self._candidates.get(peer_id, [])
         if address in candidates:
             candidates.remove(address)
-
-    def _unprove(self, peer_id: str, address: str) -> None:
-        if self._proven.get(peer_id) == address:
-            del self._proven[peer_id]
 
     @inlineCallbacks
     def refresh(self):
@@ -95,14 +103,18 @@ class PeerDirectory:
                 continue
             failing = self._failing.get(peer_id, set())
             proven = self._proven.get(peer_id)
-            preferred = [proven] if proven else [a for a in current if a in found and a not in failing][:1]
+            if proven is not None:
+                preferred = [proven]
+            else:
+                preferred = [a for a in current if a in found and a not in failing][:1]
             others = [a for a in found if a not in preferred]
             self._rng.shuffle(others)
             others.sort(key=lambda address: address in failing)  # stable: the failing ones last
             fresh = preferred + others
-            self._failing[peer_id] = failing & set(found)
+            self._failing[peer_id] = failing & set(fresh)
             if fresh[:1] != current[:1]:
-                self.log.info("{peer} at {addresses}", peer=peer_id, addresses=",".join(fresh))
+                self.log.info("{peer} at {address} ({others} other candidates)", peer=peer_id,
+                              address=fresh[0], others=len(fresh) - 1)
             self._candidates[peer_id] = fresh
 
     @inlineCallbacks
