@@ -4,8 +4,10 @@ with client credentials, credentials, not payload fields, decide who may do
 what, and discovery cannot be poisoned."""
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
+from urllib.parse import urlsplit
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
@@ -14,7 +16,7 @@ from twisted_exchange.grenache import GrenacheError, Link, RPCClient, RPCServer
 from twisted_exchange.pki import CA, Credential, Identity
 from tests.e2e.cluster import SYMBOL, statuses, wait_for_convergence
 from tests.e2e.test_cluster import ClusterTestCase
-from tests.support import LOOPBACK, connect
+from tests.support import LOOPBACK, connect, eventually
 
 
 class SecureClusterTests(ClusterTestCase):
@@ -159,6 +161,57 @@ class PoisonedDiscoveryTests(ClusterTestCase):
         self.assertEqual(answered, [])
         book = yield self.call("peer1", {"action": "book"})
         self.assertEqual(book["asks"], [["300", "1"]])
+
+
+class AnnouncementFloodTests(ClusterTestCase):
+    """A thousand fake announcements under every name on both grapes, which
+    answer a lookup with 100 of them at random: the peers keep each other."""
+
+    def direct(self, peer: str, payload: dict):
+        """``payload`` to ``peer`` at its own address (a lookup would mostly find fakes)."""
+        address = f"127.0.0.1:{self.cluster.peer_ports[self.peers.index(peer)]}"
+        client = self.cluster.client(name=payload.get("client", "tester"))
+        return client.request_to(address, f"exchange:{peer}", payload, timeout=5.0)
+
+    @defer.inlineCallbacks
+    def direct_statuses(self):
+        results = yield defer.DeferredList([self.direct(p, {"action": "status"}) for p in self.peers],
+                                           consumeErrors=True)
+        return {p: status for p, (ok, status) in zip(self.peers, results) if ok}
+
+    @defer.inlineCallbacks
+    def test_a_flood_of_fakes_does_not_part_the_peers_even_through_a_restart(self):
+        names = ["exchange", *(f"exchange:{p}" for p in self.peers)]
+        yield deferToThread(_flood, self.cluster.grape_urls, names, 1000)
+        victim = next(p for p in self.peers if p != self.leader)
+        self.cluster.supervisor.kill(victim)  # supervisord restarts it at its address
+        for n in range(5):
+            reply = yield self.direct(self.leader, {
+                "action": "submit", "client": "alice", "request": f"flood-{n}", "symbol": SYMBOL,
+                "side": "buy", "type": "limit", "price": str(100 + n), "quantity": "1"})
+            self.assertTrue(reply["ok"], reply)
+
+        def together(found):
+            same = {(s["applied"], s["digest"], s["leader"]) for s in found.values()}
+            return len(found) == len(self.peers) and len(same) == 1
+        yield eventually(lambda: self.direct_statuses().addCallback(together), 60,
+                         what="every peer at the same index, under the same leader")
+        found = yield self.direct_statuses()
+        self.assertEqual(found[victim]["leader"], self.leader)
+        book = yield self.direct(victim, {"action": "book", "depth": 20})
+        self.assertEqual(sorted(price for price, _ in book["bids"]), [str(100 + n) for n in range(5)])
+
+
+def _flood(grape_urls: list[str], names: list[str], count: int) -> None:
+    """Announce ``count`` ports nobody serves under each of ``names`` on every grape."""
+    for url in grape_urls:
+        parts = urlsplit(url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        for name in names:
+            for port in range(20000, 20000 + count):
+                connection.request("POST", "/announce", json.dumps({"data": [name, port], "rid": "flood"}))
+                connection.getresponse().read()
+        connection.close()
 
 
 def _post(port: int, body: bytes, tls: dict | None) -> bytes:
