@@ -198,8 +198,12 @@ class AnnouncementFloodTests(ClusterTestCase):
                          what="every peer at the same index, under the same leader")
         found = yield self.direct_statuses()
         self.assertEqual(found[victim]["leader"], self.leader)
+        reply = yield self.direct(victim, {  # forwarded to the leader it knows from addresses.json
+            "action": "submit", "client": "alice", "request": "flood-5", "symbol": SYMBOL,
+            "side": "buy", "type": "limit", "price": "105", "quantity": "1"})
+        self.assertTrue(reply["ok"], reply)
         book = yield self.direct(victim, {"action": "book", "depth": 20})
-        self.assertEqual(sorted(price for price, _ in book["bids"]), [str(100 + n) for n in range(5)])
+        self.assertEqual(sorted(price for price, _ in book["bids"]), [str(100 + n) for n in range(6)])
 
 
 def _flood(grape_urls: list[str], names: list[str], count: int) -> None:

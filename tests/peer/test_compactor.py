@@ -15,6 +15,7 @@ import orjson
 
 from twisted_exchange.peer.compactor import BackgroundSnapshot
 from twisted_exchange.replication.state_machine import ReplicatedStateMachine
+from twisted_exchange.replication.storage import StorageError
 from twisted_exchange.wal import FileStorage, codec
 from twisted_exchange.wal.file_storage import BACKGROUND, SNAPSHOT, WrittenData
 
@@ -114,6 +115,24 @@ class BackgroundSnapshotTests(unittest.TestCase):
         recovered = reopened.load()
         self.assertEqual(recovered.snapshot["data"], machine.snapshot())
         self.assertEqual([e["index"] for e in recovered.entries], [6, 7])
+
+    def test_the_child_lets_go_of_the_data_directory_before_it_waits_for_the_cpu(self):
+        """A peer restarted while its child waits at idle priority (for as long
+        as the machine is busy) takes its directory's lock again at once."""
+        storage = FileStorage(self.directory)
+        storage.load()
+        with mock.patch("twisted_exchange.peer.compactor._yield_the_cpu", lambda: time.sleep(3600)):
+            self.writer.start({"index": 1, "term": 1, "config": {}}, Sleeping())
+        storage.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                FileStorage(self.directory).close()
+                break
+            except StorageError:
+                self.assertLess(time.monotonic(), deadline, "the waiting child still holds the lock")
+                time.sleep(0.01)
+        self.assertTrue(self.writer.running)
 
     def test_files_left_by_a_stopped_peer_are_removed_on_load(self):
         for pid in (41, 42):

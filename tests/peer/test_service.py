@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
 from twisted_exchange.peer import compactor, membership, service
+from twisted_exchange.peer.directory import ProvenFile
 from twisted_exchange.peer.protocol import MAX_CLIENT_BODY
 from twisted_exchange.peer.service import PeerService
 from twisted_exchange.pki import CA, Identity
@@ -91,6 +92,16 @@ class PeerClusterTests(TestCase):
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
         return events
+
+    @defer.inlineCallbacks
+    def test_every_peer_proves_every_other_peers_address_and_keeps_it_in_its_data_directory(self):
+        def where(peer_id: str) -> dict:
+            return {other: f"127.0.0.1:{self.peers[other].port}" for other in PEERS if other != peer_id}
+        yield eventually(lambda: all(ProvenFile(p._data_dir).load() == where(i) for i, p in self.peers.items()))
+        self.assertEqual([p._directory.unproven() for p in self.peers.values()], [[], [], []])
+        follower = next(p for p in self.peers.values() if p.replica.node.role != "leader")
+        follower._directory._proven.clear()  # as if it never had to call anyone: a follower need not
+        yield eventually(lambda: not follower._directory.unproven())  # its refreshes ask them
 
     @defer.inlineCallbacks
     def test_every_peer_compacts_to_snapshots_written_in_the_background(self):

@@ -1,11 +1,12 @@
 """PeerDirectory and RaftTransport: stale addresses, dead peers, batching."""
+import os
 import random
 
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_exchange.grenache import GrenacheError
-from twisted_exchange.peer.directory import PeerDirectory
+from twisted_exchange.peer.directory import PROVEN, PeerDirectory, ProvenFile
 from twisted_exchange.peer.service import announcing_links
 from twisted_exchange.peer.protocol import MAX_BATCH
 from twisted_exchange.peer.transport import MAX_QUEUED, RaftTransport
@@ -148,6 +149,22 @@ class PeerDirectoryTests(SynchronousTestCase):
         self.successResultOf(directory.refresh())
         self.assertEqual(directory._candidates["peer2"], ["127.0.0.1:6002"])
 
+    def test_proven_addresses_from_before_a_restart_are_tried_before_any_lookup(self):
+        directory = PeerDirectory([FakeLink({}, down=True)], ["peer2", "peer3"],
+                                  proven={"peer2": "127.0.0.1:5002", "peer9": "127.0.0.1:5009"})
+        self.assertEqual(directory.known(), {"peer2": "127.0.0.1:5002", "peer3": None})
+        directory.track(["peer9"])  # a member added later
+        self.assertEqual(directory.address("peer9"), "127.0.0.1:5009")
+
+    def test_every_change_of_the_proven_addresses_is_told_and_only_a_change(self):
+        told = []
+        directory = PeerDirectory([FakeLink({})], ["peer2"], on_proven=told.append)
+        directory.answered("peer2", "127.0.0.1:5002")
+        directory.answered("peer2", "127.0.0.1:5002")
+        directory.failed("peer2", "127.0.0.1:5002")  # still the one to come back to
+        directory.forget("peer2", "127.0.0.1:5002")  # another identity answers there
+        self.assertEqual(told, [{"peer2": "127.0.0.1:5002"}, {}])
+
     def test_new_candidates_are_not_ordered_by_their_string(self):
         addresses = [f"127.0.0.{n}:1" for n in range(1, 9)]
         firsts = set()
@@ -286,3 +303,28 @@ class AnnouncingTests(SynchronousTestCase):
     def test_with_no_grape_on_this_machine_every_grape(self):
         links = self.links("http://10.0.0.1:30001", "http://10.0.0.2:40001")
         self.assertEqual(announcing_links(links, "10.0.0.9"), links)
+
+
+class ProvenFileTests(SynchronousTestCase):
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.file = ProvenFile(self.directory)
+
+    def test_saved_addresses_load_back(self):
+        self.assertEqual(self.file.load(), {})
+        self.file.save({"peer2": "127.0.0.1:5002"})
+        self.assertEqual(ProvenFile(self.directory).load(), {"peer2": "127.0.0.1:5002"})
+
+    def test_a_damaged_file_is_ignored_not_fatal(self):
+        for damage in (b"{not json", b'["a list"]', b'{"peer2": 5002}'):
+            with open(os.path.join(self.directory, PROVEN), "wb") as f:
+                f.write(damage)
+            self.assertEqual(self.file.load(), {})
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_a_failed_save_is_a_warning_not_an_error_in_the_caller(self):
+        not_a_directory = os.path.join(self.directory, "file")
+        open(not_a_directory, "w").close()
+        ProvenFile(not_a_directory).save({"peer2": "127.0.0.1:5002"})  # NotADirectoryError, logged
+        self.assertFalse(os.path.exists(os.path.join(self.directory, PROVEN)))

@@ -111,15 +111,19 @@ def _child(parent: int, path: Path, snapshot: Snapshot, state_machine: Any, sync
     """The forked child: write the snapshot and leave, never returning."""
     code = 1
     try:
+        signal.set_wakeup_fd(-1)
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(number, signal.SIG_DFL)
+        # Before it may wait for the CPU at idle priority: the parent's files,
+        # sockets and the data directory's flock, which a restart of the peer
+        # must be able to take again at once (seen in tests that run three
+        # peers in one process, under load).
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         _die_with_parent()
         if os.getppid() != parent:  # the parent died before that
             return
         _yield_the_cpu()
         gc.disable()
-        signal.set_wakeup_fd(-1)
-        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(number, signal.SIG_DFL)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         write_snapshot(path, snapshot, state_machine.snapshot(), sync)
         code = 0
     except BaseException as error:  # stderr (fd 2) is still open: the peer's log

@@ -23,14 +23,20 @@ leader).  It comes first while it answers; while it fails (the peer
 restarting, or moved), calls alternate between it and the other
 candidates, so the peer is found again at its old address or at a new one,
 which then becomes the proven address.  Only an answer from another
-identity there ends its place.
+identity there ends its place.  The proven addresses are kept in the data
+directory too (:class:`ProvenFile`), so a peer restarted during such a flood
+starts from where its peers were, not from the grapes' lottery.
 
 Nothing here blocks: lookups refresh in the background and callers read
 the current view.
 """
 from __future__ import annotations
 
+import json
+import os
 import random
+from collections.abc import Callable
+from pathlib import Path
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
@@ -38,6 +44,11 @@ from twisted.logger import Logger
 from twisted_exchange.grenache import GrenacheError, Link
 from twisted_exchange.grenache.errors import ERR_GRAPE_LOOKUP_EMPTY
 from twisted_exchange.peer.protocol import service_name
+from twisted_exchange.wal.codec import compact_json
+from twisted_exchange.wal.file_storage import replace_file
+
+#: The file in a peer's data directory that keeps its proven addresses.
+PROVEN = "addresses.json"
 
 
 class PeerDirectory:
@@ -46,12 +57,18 @@ class PeerDirectory:
     log = Logger()
 
     def __init__(self, links: list[Link], peer_ids: list[str],
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, proven: dict[str, str] | None = None,
+                 on_proven: Callable[[dict[str, str]], None] | None = None) -> None:
+        """``proven`` are addresses that answered as their peers before (a
+        restart's :class:`ProvenFile`), tried first; ``on_proven`` is told
+        every change of them."""
         self._links = links
-        self._candidates: dict[str, list[str]] = {p: [] for p in peer_ids}
+        self._proven: dict[str, str] = dict(proven or {})  # peer -> the address that last answered as it
+        self._candidates: dict[str, list[str]] = {}
         self._failing: dict[str, set[str]] = {}  # peer -> addresses whose last call failed
-        self._proven: dict[str, str] = {}  # peer -> the address that last answered as it
+        self._on_proven = on_proven
         self._rng = rng or random.Random()
+        self.track(peer_ids)
 
     def address(self, peer_id: str) -> str | None:
         """The preferred address of ``peer_id``, or None while unknown."""
@@ -61,7 +78,13 @@ class PeerDirectory:
     def track(self, peer_ids: list[str]) -> None:
         """Look up ``peer_ids`` too from now on (members added since the start)."""
         for peer_id in peer_ids:
-            self._candidates.setdefault(peer_id, [])
+            if peer_id not in self._candidates:
+                proven = self._proven.get(peer_id)
+                self._candidates[peer_id] = [proven] if proven else []
+
+    def unproven(self) -> list[str]:
+        """The peers with candidates but no address that has answered as them."""
+        return [p for p, candidates in self._candidates.items() if candidates and p not in self._proven]
 
     def known(self) -> dict[str, str | None]:
         return {p: self.address(p) for p in self._candidates}
@@ -83,15 +106,22 @@ class PeerDirectory:
         failing = self._failing.get(peer_id)
         if failing:
             failing.discard(address)
-        self._proven[peer_id] = address
+        if self._proven.get(peer_id) != address:
+            self._proven[peer_id] = address
+            self._proven_changed()
 
     def forget(self, peer_id: str, address: str) -> None:
         """``address`` answered as another peer: it is not ``peer_id``'s."""
         if self._proven.get(peer_id) == address:
             del self._proven[peer_id]
+            self._proven_changed()
         candidates = self._candidates.get(peer_id, [])
         if address in candidates:
             candidates.remove(address)
+
+    def _proven_changed(self) -> None:
+        if self._on_proven is not None:
+            self._on_proven(dict(self._proven))
 
     @inlineCallbacks
     def refresh(self):
@@ -130,3 +160,39 @@ class PeerDirectory:
                 continue
             return found
         return []
+
+
+class ProvenFile:
+    """A peer's proven addresses in its data directory, ``addresses.json``.
+
+    Hints, not state: each address must still answer as its peer over
+    verified TLS before anything is sent to it, so the file is replaced
+    without an fsync, and one that cannot be read is ignored (with a
+    warning), never a reason not to start.
+    """
+
+    log = Logger()
+
+    def __init__(self, data_dir: str | os.PathLike) -> None:
+        self._path = Path(data_dir) / PROVEN
+
+    def load(self) -> dict[str, str]:
+        """The addresses saved last, or {} (none, or unreadable)."""
+        try:
+            found = json.loads(self._path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            self.log.warn("ignored {path}: {error}", path=str(self._path), error=e)
+            return {}
+        if not (isinstance(found, dict) and all(isinstance(v, str) for v in found.values())):
+            self.log.warn("ignored {path}: not an object of peer ids to addresses", path=str(self._path))
+            return {}
+        return found
+
+    def save(self, proven: dict[str, str]) -> None:
+        """Replace the file by ``proven``; a failure is a warning (see the class)."""
+        try:
+            replace_file(self._path, compact_json(proven, sort_keys=True), sync=None)
+        except OSError as e:
+            self.log.warn("could not save {path}: {error}", path=str(self._path), error=e)

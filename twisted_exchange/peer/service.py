@@ -45,7 +45,7 @@ from twisted_exchange.peer.admin import admin_resource
 from twisted_exchange.peer.api import PeerAPI
 from twisted_exchange.peer.build import state_machine_code
 from twisted_exchange.peer.compactor import BackgroundSnapshot
-from twisted_exchange.peer.directory import PeerDirectory
+from twisted_exchange.peer.directory import PeerDirectory, ProvenFile
 from twisted_exchange.peer.history import SAMPLE_SECONDS, Digests, Throughput
 from twisted_exchange.peer import membership
 from twisted_exchange.peer.metrics import PeerMetrics
@@ -150,7 +150,9 @@ class PeerService(Service):
         self._snapshot_started = 0.0
         self._links = [Link(url, reactor=reactor) for url in grape_urls]
         self._client = RPCClient(self._links[0], reactor=reactor, tls=credential)
-        self._directory = PeerDirectory(self._links, [p for p in self._peers if p != node_id])
+        addresses = ProvenFile(data_dir)
+        self._directory = PeerDirectory(self._links, [p for p in self._peers if p != node_id],
+                                        proven=addresses.load(), on_proven=addresses.save)
         self._secure = credential is not None
         self._transport = RaftTransport(node_id, self._directory, self._client, verify=self._secure,
                                         deliver=self.deliver)
@@ -267,21 +269,37 @@ class PeerService(Service):
         """Every peer's status: this one's, and each other's asked over Grenache
         (in secure mode only from the address that proves to be that peer);
         for a peer that does not answer, the reason, one line."""
-        def ask(peer_id: str) -> defer.Deferred:
-            address = self._directory.address(peer_id)
-            if address is None:
-                return defer.succeed("not found on the grapes yet")
-            expect = Identity(PEER, peer_id) if self._secure else None
-            d = self._client.request_to(address, service_name(peer_id), {"action": "status"},
-                                        timeout=CLUSTER_STATUS_TIMEOUT, expect=expect)
-            return d.addErrback(failed, peer_id, address)
+        others = self.replica.node.peers
+        replies = defer.gatherResults([self._ask_status(p) for p in others])
+        return replies.addCallback(lambda found: {self.node_id: self.status(), **dict(zip(others, found))})
 
-        def failed(failure: Failure, peer_id: str, address: str) -> str:
+    def _ask_status(self, peer_id: str) -> defer.Deferred:
+        """``peer_id``'s status from its preferred address, or why not (one
+        line); the directory learns whether that address is the peer's."""
+        address = self._directory.address(peer_id)
+        if address is None:
+            return defer.succeed("not found on the grapes yet")
+        expect = Identity(PEER, peer_id) if self._secure else None
+        d = self._client.request_to(address, service_name(peer_id), {"action": "status"},
+                                    timeout=CLUSTER_STATUS_TIMEOUT, expect=expect)
+
+        def answered(status: dict) -> dict:
+            self._directory.answered(peer_id, address)
+            return status
+
+        def failed(failure: Failure) -> str:
             self._directory.failed(peer_id, address)  # a stale announcement: the next one asks elsewhere
             return failure.getErrorMessage()
-        others = self.replica.node.peers
-        replies = defer.gatherResults([ask(p) for p in others])
-        return replies.addCallback(lambda found: {self.node_id: self.status(), **dict(zip(others, found))})
+        return d.addCallbacks(answered, failed)
+
+    def _refresh_directory(self) -> defer.Deferred:
+        """Look the peers up, then ask each peer whose address nothing has
+        proven yet (a follower calls its leader only to forward an order):
+        so every peer has proven addresses, kept across a restart, before a
+        flood of fake announcements could hide them (directory.py)."""
+        d = self._directory.refresh()
+        return d.addCallback(lambda _: defer.gatherResults(
+            [self._ask_status(p) for p in self._directory.unproven()]))
 
     def health(self) -> dict:
         """``ok`` unless something stops this peer from taking part; ``problems`` say what.
@@ -324,7 +342,7 @@ class PeerService(Service):
         for link in announcing_links(self._links, self._host):
             for name in (SERVICE, service_name(self.node_id)):
                 link.start_announcing(name, self.port, ANNOUNCE_SECONDS)
-        self._loop(self._directory.refresh, DIRECTORY_REFRESH_SECONDS)
+        self._loop(self._refresh_directory, DIRECTORY_REFRESH_SECONDS)
         self._loop(self._probe_storage, PROBE_SECONDS)
         self._loop(self._sample, SAMPLE_SECONDS)
         if self._new_data_dir:
