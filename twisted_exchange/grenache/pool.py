@@ -46,8 +46,10 @@ Address = tuple[str, int]
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024
 #: Seconds a new connection may take to be ready for its request: a TCP
-#: connect and a TLS handshake take milliseconds even across machines.
-CONNECT_TIMEOUT = 1.0
+#: connect and a TLS handshake are 2-3 round trips, under a second even
+#: between continents or under the nemesis's delays (up to 400 ms each
+#: way); half the default 5 s call deadline leaves time for a retry.
+CONNECT_TIMEOUT = 2.5
 
 
 class BadResponse(Exception):
