@@ -1,6 +1,8 @@
 """PeerDirectory and RaftTransport: stale addresses, dead peers, batching."""
 import os
 import random
+import shutil
+import tempfile
 
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
@@ -307,8 +309,8 @@ class AnnouncingTests(SynchronousTestCase):
 
 class ProvenFileTests(SynchronousTestCase):
     def setUp(self):
-        self.directory = self.mktemp()
-        os.makedirs(self.directory)
+        self.directory = tempfile.mkdtemp(prefix="proven-")  # not mktemp(): under pytest it writes into the checkout
+        self.addCleanup(shutil.rmtree, self.directory)
         self.file = ProvenFile(self.directory)
 
     def test_saved_addresses_load_back(self):
