@@ -11,6 +11,7 @@ from typing import Any
 from tests.support import LOOPBACK, free_ports
 from twisted_exchange.grape.service import GrapeConfig, GrapeService
 from twisted_exchange.grenache import GrenacheError, Link, RPCServer
+from twisted_exchange.pki import Credential
 
 
 class Refused(Exception):
@@ -33,6 +34,7 @@ class FakePeer:
         self.book = {"bids": [["100", "2"]], "asks": [["101", "1.5"]]}
         self.received: list[dict] = []
         self.next_order_id = 1
+        self.address = ""  # "host:port" once served
 
     def __call__(self, key: str, payload: Any) -> Any:
         self.received.append(payload)
@@ -74,12 +76,16 @@ class FakeCluster:
         test.addCleanup(self.link.close)
         self.peers: dict[str, FakePeer] = {}
 
-    async def add(self, peer: FakePeer) -> FakePeer:
-        """Serve ``peer`` and announce it as ``exchange`` and ``exchange:<id>``."""
-        server = RPCServer(peer, host=LOOPBACK, port=0, reactor=self.reactor)
+    async def add(self, peer: FakePeer, announced: bool = True, tls: Credential | None = None) -> FakePeer:
+        """Serve ``peer`` (over mutual TLS with ``tls``) and announce it as
+        ``exchange`` and ``exchange:<id>`` (unless not ``announced``: the
+        grape then knows only what else is)."""
+        server = RPCServer(peer, host=LOOPBACK, port=0, reactor=self.reactor, tls=tls)
         await server.start()
         self.test.addCleanup(server.stop)
-        await self.announce(peer.id, server.port)
+        peer.address = f"{LOOPBACK}:{server.port}"
+        if announced:
+            await self.announce(peer.id, server.port)
         self.peers[peer.id] = peer
         return peer
 

@@ -11,11 +11,13 @@ from twisted.internet import defer, protocol, reactor, task, utils
 from twisted.trial import unittest
 
 from tests.ctl.fakepeer import FakeCluster, FakePeer
-from tests.support import LOOPBACK, free_port, python_module
+from tests.support import LOOPBACK, free_port, free_ports, python_module
 from twisted_exchange.ctl import bench
 from twisted_exchange.ctl.errors import CtlError
+from twisted_exchange.grenache import GrenacheError
 from twisted_exchange.ctl.peers import Peers, check
 from twisted_exchange.ctl.topology import render
+from twisted_exchange.pki import CA, CLIENT, PEER, Identity
 
 
 def _async(f):
@@ -131,6 +133,104 @@ class CallTests(PeersTestCase):
         statuses = await self.peers.statuses(["peer1", "peer2"])
         self.assertEqual(statuses["peer1"]["id"], "peer1")
         self.assertIsInstance(statuses["peer2"], CtlError)
+
+
+class PinnedTests(PeersTestCase):
+    """Peers whose address the cluster's config fixes are called there first."""
+
+    def pinned(self, addresses, timeout=2.0, credential=None) -> Peers:
+        peers = Peers([self.cluster.grape_url], timeout=timeout, credential=credential, pinned=addresses)
+        self.addCleanup(lambda: defer.ensureDeferred(peers.close()))
+        self.lookups = []
+        link = peers._links[0]
+        lookup = link.lookup
+        link.lookup = lambda key: (self.lookups.append(key), lookup(key))[1]
+        return peers
+
+    async def flood(self, peer_id: str, fakes: int = 20) -> None:
+        """Announce ``fakes`` addresses where nothing listens as ``peer_id``
+        (and as any peer)."""
+        for port in free_ports(fakes):
+            for name in ("exchange", f"exchange:{peer_id}"):
+                try:
+                    await self.cluster.link.announce(name, port)
+                except GrenacheError:
+                    pass  # a lone grape stores it and says "No nodes to query", as Node's does
+
+    @_async
+    async def test_a_pinned_peer_is_reached_when_the_grape_knows_only_fakes_of_it(self):
+        real = await self.cluster.add(FakePeer("peer1"), announced=False)
+        await self.flood("peer1")
+        unpinned = await self.failure(self.connect([self.cluster.grape_url]).call({"action": "status"}, "peer1"))
+        self.assertEqual(unpinned.code, "ERR_REQUEST_GENERIC")  # what a flood did before
+        peers = self.pinned({"peer1": real.address})
+        for _ in range(3):
+            self.assertEqual((await peers.call({"action": "status"}, "peer1"))["id"], "peer1")
+        self.assertEqual(self.lookups, [])
+
+    @_async
+    async def test_without_a_peer_a_pinned_one_answers(self):
+        await self.flood("peer1")
+        real = await self.cluster.add(FakePeer("peer2"), announced=False)
+        peers = self.pinned({"peer2": real.address})
+        self.assertEqual((await peers.call({"action": "status"}))["id"], "peer2")
+        self.assertEqual(self.lookups, [])
+
+    @_async
+    async def test_without_a_peer_a_refused_pinned_one_falls_back_to_any_announced_peer(self):
+        await self.cluster.add(FakePeer("peer2"))
+        peers = self.pinned({"peer1": f"{LOOPBACK}:{free_port()}"})
+        self.assertEqual((await peers.call({"action": "status"}))["id"], "peer2")
+        self.assertEqual(set(self.lookups), {"exchange"})
+
+    @_async
+    async def test_a_refused_pinned_address_falls_back_to_the_lookup(self):
+        await self.cluster.add(FakePeer("peer1"))
+        peers = self.pinned({"peer1": f"{LOOPBACK}:{free_port()}"})
+        self.assertEqual((await peers.call({"action": "status"}, "peer1"))["id"], "peer1")
+        self.assertEqual(set(self.lookups), {"exchange:peer1"})
+
+    @_async
+    async def test_in_secure_mode_another_peer_at_the_pinned_address_is_not_taken_for_it(self):
+        ca = CA.create()
+        await self.cluster.add(FakePeer("peer1"), tls=ca.issue(Identity(PEER, "peer1"), [LOOPBACK]))
+        other = await self.cluster.add(FakePeer("peer2"), tls=ca.issue(Identity(PEER, "peer2"), [LOOPBACK]))
+        peers = self.pinned({"peer1": other.address}, credential=ca.issue(Identity(CLIENT, "cli")))
+        self.assertEqual((await peers.call({"action": "status"}, "peer1"))["id"], "peer1")
+        self.assertEqual(set(self.lookups), {"exchange:peer1"})
+        self.assertEqual(other.received, [])
+
+    @_async
+    async def test_a_pinned_peers_error_reply_is_its_answer_not_a_reason_to_look_up(self):
+        real = await self.cluster.add(FakePeer("peer1"))
+        error = await self.failure(self.pinned({"peer1": real.address}).call(
+            {"action": "order", "order_id": "404"}, "peer1"))
+        self.assertEqual(error.code, "ERR_UNKNOWN_ORDER")
+        self.assertEqual(self.lookups, [])
+
+    @_async
+    async def test_in_secure_mode_a_silent_pinned_address_costs_the_connect_timeout_then_the_lookup_answers(self):
+        # A TLS handshake it never answers (plain HTTP to it would wait for
+        # the reply instead: see the next test).
+        ca = CA.create()
+        await self.cluster.add(FakePeer("peer1"), tls=ca.issue(Identity(PEER, "peer1"), [LOOPBACK]))
+        silent = reactor.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), interface=LOOPBACK)
+        self.addCleanup(silent.stopListening)
+        peers = self.pinned({"peer1": f"{LOOPBACK}:{silent.getHost().port}"}, timeout=10.0,
+                            credential=ca.issue(Identity(CLIENT, "cli")))
+        self.assertEqual((await peers.call({"action": "status"}, "peer1"))["id"], "peer1")  # else ERR_TIMEOUT
+        self.assertEqual(set(self.lookups), {"exchange:peer1"})
+
+    @_async
+    async def test_a_pinned_call_that_used_up_the_time_is_not_tried_again(self):
+        await self.cluster.add(FakePeer("peer1"))
+        silent = reactor.listenTCP(0, protocol.Factory.forProtocol(protocol.Protocol), interface=LOOPBACK)
+        self.addCleanup(silent.stopListening)
+        peers = self.pinned({"peer1": f"{LOOPBACK}:{silent.getHost().port}"}, timeout=0.5)
+        error = await self.failure(peers.call({"action": "status"}, "peer1"))
+        self.assertEqual(error.code, "ERR_TIMEOUT")
+        self.assertTrue(str(error).startswith("peer1: "), str(error))
+        self.assertEqual(self.lookups, [])
 
 
 class CheckTests(PeersTestCase):
@@ -276,9 +376,11 @@ class CommandLineTests(PeersTestCase):
         self.addCleanup(directory.cleanup)
         self.directory = Path(directory.name)
         self.config = self.directory / "cluster.conf"
-        self.config.write_text(render(3, grape_ports=[self.cluster.grape_ports], secure=False))
+        ports = []
         for n, digest in enumerate(hashes, 1):
-            await self.cluster.add(FakePeer(f"peer{n}", applied=9, digest=digest))
+            peer = await self.cluster.add(FakePeer(f"peer{n}", applied=9, digest=digest))
+            ports.append(int(peer.address.rsplit(":", 1)[1]))
+        self.config.write_text(render(3, grape_ports=[self.cluster.grape_ports], peer_ports=ports, secure=False))
 
     async def exchangectl(self, *args: str) -> tuple[str, str, int]:
         out, err, code = await utils.getProcessOutputAndValue(

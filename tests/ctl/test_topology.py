@@ -118,6 +118,12 @@ class RenderTests(unittest.TestCase):
         self.assertEqual(parse(_written(self, free)).admin,
                          {"grape2": "http://127.0.0.1:7100", "peer3": "http://10.0.0.1:6200"})
 
+    def test_every_peers_rpc_address_is_read_back_and_port_0_has_none(self):
+        self.assertEqual(parse(_written(self, render(3))).rpc,
+                         {"peer1": "127.0.0.1:5001", "peer2": "127.0.0.1:5002", "peer3": "127.0.0.1:5003"})
+        free = render(3, peer_ports=[0, 5100, 5200], peer_hosts=["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+        self.assertEqual(parse(_written(self, free)).rpc, {"peer2": "10.0.0.2:5100", "peer3": "10.0.0.3:5200"})
+
     def test_plain_rendering_is_only_for_tests_and_benchmarks_and_has_no_pki(self):
         text = render(3, secure=False)
         self.assertIsNone(parse(_written(self, text)).pki)

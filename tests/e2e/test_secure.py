@@ -204,6 +204,16 @@ class AnnouncementFloodTests(ClusterTestCase):
         self.assertTrue(reply["ok"], reply)
         book = yield self.direct(victim, {"action": "book", "depth": 20})
         self.assertEqual(sorted(price for price, _ in book["bids"]), [str(100 + n) for n in range(6)])
+        # exchangectl calls the peers at the addresses cluster.conf gives them
+        # (a lookup would mostly find fakes): a submit to any peer, then each book.
+        done = yield self.exchangectl("submit", "buy", "1", "106", "--client", "alice", "--json")
+        self.assertEqual(done.returncode, 0, done.stderr or done.stdout)
+        self.assertEqual(json.loads(done.stdout)["order"]["status"], "open")
+        for peer in self.peers:
+            shown = yield eventually(lambda: self.exchangectl("book", peer, "--json").addCallback(
+                lambda done: done if done.returncode == 0 and len(json.loads(done.stdout)["bids"]) == 7 else None),
+                30, what=f"the order in {peer}'s book, shown by exchangectl")
+            self.assertEqual(json.loads(shown.stdout)["bids"][0], ["106", "1"])
 
 
 def _flood(grape_urls: list[str], names: list[str], count: int) -> None:

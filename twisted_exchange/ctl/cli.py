@@ -158,7 +158,7 @@ def _in_reactor(work: Callable, timeout: float | None = None, client: str = DEFA
     from twisted_exchange.ctl.peers import run
     topology = _topology()
     credential = _credential(topology, client) if topology.pki is not None else None
-    return run(work, topology.grapes, timeout or _options().get("timeout", 5.0), credential)
+    return run(work, topology.grapes, timeout or _options().get("timeout", 5.0), credential, topology.rpc)
 
 
 def _credential(topology: Topology, client: str) -> pki.Credential:

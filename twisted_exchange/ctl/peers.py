@@ -5,7 +5,11 @@ A peer is reached by its service name, ``exchange:<peer_id>`` (or
 one grape being down costs nothing, and one that hangs costs
 ``LOOKUP_HEDGE_SECONDS`` (the next grape is asked then too).  In secure mode (a client
 ``credential``) every call is mutual TLS and ``exchange:<peer_id>`` must
-prove it is that peer, so a fake announced on a grape costs a retry.  Every failure becomes a ``CtlError``
+prove it is that peer, so a fake announced on a grape costs a retry.
+Anyone may announce, so a grape may hand out only fakes (a flood of them):
+a peer whose address the cluster's config fixes (``pinned``) is called
+there first, with no lookup, and looked up only if that address fails in
+transport (refused, silent, not that peer) within the call's time.  Every failure becomes a ``CtlError``
 with the line the user sees: an ``ERR_...`` reply from a peer exactly as the
 peer sent it, a transport failure with the peer it concerns.
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import random
 from functools import lru_cache
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 from twisted.internet import defer, task
 
@@ -25,7 +29,7 @@ from twisted_exchange.ctl.errors import CtlError
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
 from twisted_exchange.grenache.errors import (
     ERR_GRAPE_LOOKUP_EMPTY, ERR_REMOTE, ERR_REPLY_EMPTY, ERR_REPLY_ENCODING_COMPRESSION,
-    ERR_REQUEST_GENERIC, ERR_TIMEOUT,
+    ERR_REQUEST_GENERIC, ERR_TIMEOUT, RETRYABLE,
 )
 from twisted_exchange.peer.protocol import service_name
 from twisted_exchange.pki import PEER, Credential, Identity
@@ -76,7 +80,7 @@ class Peers:
     """Grenache RPC to the cluster's peers via ``grapes`` (tried in order)."""
 
     def __init__(self, grapes: Sequence[str], reactor: Any = None, timeout: float = 5.0,
-                 credential: Credential | None = None) -> None:
+                 credential: Credential | None = None, pinned: Mapping[str, str] | None = None) -> None:
         if not grapes:
             raise ValueError("at least one grape")
         if reactor is None:
@@ -88,6 +92,7 @@ class Peers:
         self._clients: dict[tuple[int, Credential | None], RPCClient] = {}
         self._down_until: dict[int, float] = {}
         self._found: dict[str, int] = {}  # key -> the grape that last found it
+        self._pinned = dict(pinned or {})  # peer id -> the "host:port" the config gives it
 
     async def call(self, payload: dict, peer: str | None = None, timeout: float | None = None,
                    credential: Credential | None = None) -> Any:
@@ -95,6 +100,19 @@ class Peers:
         ``credential`` (default: the one given at creation; several bench
         clients each send with their own)."""
         credential = credential or self._credential
+        chosen = peer if peer is not None or not self._pinned else random.choice(list(self._pinned))
+        address = self._pinned.get(chosen) if chosen is not None else None
+        if address is not None:  # "any peer" tries a random pinned one, then looks "exchange" up
+            started = self.reactor.seconds()
+            try:
+                return await self._client(0, credential).request_to(
+                    address, service_name(chosen), payload, timeout, self._expect(chosen, credential))
+            except GrenacheError as e:
+                if e.code not in RETRYABLE:
+                    raise ctl_error(e, chosen) from None
+                timeout = (self._timeout if timeout is None else timeout) - (self.reactor.seconds() - started)
+                if timeout <= 0:
+                    raise ctl_error(e, chosen) from None
         key = service_name(peer)
         client = await self._client_for(key, peer, credential)
         try:
@@ -264,7 +282,7 @@ async def check(peers: Peers, names: Sequence[str], wait: float) -> Verdict:
 
 
 def run(work: Callable[[Peers], Awaitable[T]], grapes: Sequence[str], timeout: float = 5.0,
-        credential: Credential | None = None) -> T:
+        credential: Credential | None = None, pinned: Mapping[str, str] | None = None) -> T:
     """Run ``work(peers)`` in the reactor and return its result (or raise its error).
 
     ``task.react`` ends with ``SystemExit``; this keeps the outcome instead, so
@@ -274,7 +292,7 @@ def run(work: Callable[[Peers], Awaitable[T]], grapes: Sequence[str], timeout: f
     outcome: list[tuple[bool, Any]] = []
 
     async def main(reactor: Any) -> None:
-        peers = Peers(grapes, reactor, timeout, credential)
+        peers = Peers(grapes, reactor, timeout, credential, pinned)
         try:
             outcome.append((True, await work(peers)))
         except Exception as e:

@@ -47,6 +47,7 @@ class Topology:
     socket: Path
     pki: Path | None = None   # secure mode: the cluster's certificates (twisted_exchange.pki)
     admin: dict[str, str] = field(default_factory=dict)  # program name -> its admin URL, where it has one
+    rpc: dict[str, str] = field(default_factory=dict)  # peer id -> "host:port" it serves on, where fixed
 
 
 def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_PORTS,
@@ -207,7 +208,10 @@ def parse(config_path: str | Path) -> Topology:
     pki = get(SECTION, "pki") if parser.has_option(SECTION, "pki") else None
     admin = {section.split(":", 1)[1]: url for section in parser.sections() if section.startswith("program:")
              for url in [_admin_url(parser.get(section, "command", fallback=""))] if url}
-    return Topology(config=path, peers=peers, grapes=grapes, admin=admin,
+    rpc = {options["--id"]: address for section in parser.sections() if section.startswith("program:")
+           for options in [_options(parser.get(section, "command", fallback=""))] if options.get("--id") in peers
+           for address in [_rpc_address(options)] if address}
+    return Topology(config=path, peers=peers, grapes=grapes, admin=admin, rpc=rpc,
                     run_dir=Path(get(SECTION, "run_dir")),
                     socket=Path(get("unix_http_server", "file")),
                     pki=Path(pki) if pki else None)
@@ -227,6 +231,12 @@ def _command_options(section: str) -> dict[str, str]:
     """The options of the ``command=`` line of a config section's text."""
     found = re.search(r"^command=(.*)$", section, re.MULTILINE)
     return _options(found.group(1)) if found else {}
+
+
+def _rpc_address(options: dict[str, str]) -> str | None:
+    """The ``host:port`` a peer's options give it to serve RPC on, None with port 0 (it picks one)."""
+    port = options.get("--port", "0")
+    return f"{options.get('--host', HOST)}:{port}" if port.isdigit() and int(port) else None
 
 
 def _admin_url(command: str) -> str | None:
