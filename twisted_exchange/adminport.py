@@ -13,7 +13,9 @@ the reactor's thread pool; ours read state the reactor thread mutates
 thread instead, with prometheus_client's own encoder.
 
 The port is for operators on the same machine: bind it to loopback.  It is
-read-only (GET and HEAD only) and never shows a traceback.
+read-only (GET and HEAD only), never shows a traceback, and holds at most
+:data:`MAX_CONNECTIONS` connections (more are closed unread), so it cannot
+take the descriptors its process keeps for its files (peer/limits.py).
 """
 from __future__ import annotations
 
@@ -26,9 +28,13 @@ from prometheus_client.exposition import choose_encoder
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+
+#: Connections an admin port holds open at once: a few scrapers and browsers.
+MAX_CONNECTIONS = 64
 
 #: What a health function returns, as ``status`` reports it: ``{"ok": bool, "problems": [str]}``.
 Health = Callable[[], dict]
@@ -131,13 +137,26 @@ class _AdminSite(Site):
         pass
 
 
+class _Capped(WrappingFactory):
+    """``wrapped``'s connections, at most ``limit`` at once; past it a new one is closed unread."""
+
+    noisy = False
+
+    def __init__(self, wrapped: Site, limit: int) -> None:
+        super().__init__(wrapped)
+        self.limit = limit
+
+    def buildProtocol(self, addr: Any) -> ProtocolWrapper | None:
+        return super().buildProtocol(addr) if len(self.protocols) < self.limit else None
+
+
 class AdminPort:
     """``root`` served over HTTP on ``host``:``port`` (0 picks a free port)."""
 
     def __init__(self, root: Resource, host: str = "127.0.0.1", port: int = 0, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
-        self._site = _AdminSite(root)
+        self._site = _Capped(_AdminSite(root), MAX_CONNECTIONS)
         self._host = host
         self._port = port
         self._reactor = reactor

@@ -186,6 +186,75 @@ class ServerLimitTests(unittest.TestCase):
         self.assertEqual(server._site.budget.limit, 128 << 20)
 
 
+class ConnectionCapTests(unittest.TestCase):
+    """Past ``max_connections`` or ``max_connections_per_address`` a new
+    connection gets no protocol: Twisted closes it before reading a byte."""
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+
+    def server(self, **caps: int) -> RPCServer:
+        server = RPCServer(echo, body_timeout=TIMEOUT, reactor=self.clock, **caps)
+        server.startService()
+        return server
+
+    def connect(self, server: RPCServer, host: str = "127.0.0.1", factory: object = None) -> object:
+        """The protocol for a new connection from ``host``, connected, or None if refused."""
+        built = (factory or server._site).buildProtocol(IPv4Address("TCP", host, 40000))
+        if built is not None:
+            built.makeConnection(StringTransport())
+        return built
+
+    def test_one_address_past_its_cap_is_refused_while_others_are_served(self) -> None:
+        server = self.server(max_connections_per_address=2)
+        held = [self.connect(server, "10.0.0.1") for _ in range(2)]
+        self.assertIsNone(self.connect(server, "10.0.0.1"))
+        other = self.connect(server, "10.0.0.2")
+        self.assertIsNotNone(other)
+        other.dataReceived(head(len(CALL)) + CALL)
+        self.assertEqual(reply(other.transport), (200, ["r", None, {"echo": 1}]))
+        self.assertEqual((server.connections, server.refused_connections), (3, 1))
+        held[0].transport.loseConnection()
+        held[0].connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(self.connect(server, "10.0.0.1"))  # its place is free again
+
+    def test_all_addresses_past_the_total_cap_are_refused_until_one_closes(self) -> None:
+        server = self.server(max_connections=3)
+        held = [self.connect(server, f"10.0.0.{n}") for n in range(3)]
+        self.assertIsNone(self.connect(server, "10.0.0.9"))
+        held[1].connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(self.connect(server, "10.0.0.9"))
+        self.assertEqual(server._site.by_address, {"10.0.0.0": 1, "10.0.0.2": 1, "10.0.0.9": 1})
+
+    def test_idle_connections_timed_out_give_their_places_back(self) -> None:
+        server = self.server(max_connections=2)
+        for _ in range(2):
+            self.connect(server)
+        self.assertIsNone(self.connect(server))
+        self.clock.advance(TIMEOUT)
+        for channel in list(server._site.channels):
+            self.assertTrue(channel.transport.disconnecting)
+            channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(server.connections, 0)
+        self.assertIsNotNone(self.connect(server))
+
+    def test_in_secure_mode_a_refused_connection_gets_no_tls_either(self) -> None:
+        server = RPCServer(echo, body_timeout=TIMEOUT, reactor=self.clock, tls=PEER_CREDENTIAL,
+                           max_connections_per_address=1)
+        server.startService()
+        first = self.connect(server, factory=server._factory)
+        self.assertIsNotNone(first)
+        self.assertIsNone(self.connect(server, factory=server._factory))
+        first.connectionLost(Failure(ConnectionDone()))  # the TLS wrapper tells its channel
+        self.assertEqual(server.connections, 0)
+        self.assertIsNotNone(self.connect(server, factory=server._factory))
+
+    def test_without_caps_every_connection_is_served(self) -> None:
+        server = self.server()
+        self.assertTrue(all(self.connect(server) is not None for _ in range(100)))
+        self.assertEqual((server.connections, server.refused_connections), (100, 0))
+
+
 class ServerFramingTests(unittest.TestCase):
     """The lean HTTP/1.1 reader: the same answers however the bytes arrive."""
 

@@ -6,6 +6,7 @@ import fnmatch
 import json
 import random
 import shutil
+import socket
 import tempfile
 from importlib.resources import files
 from pathlib import Path
@@ -13,10 +14,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor, task
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from twisted_exchange.adminport import AdminPort, JSONResource, admin_root
+from twisted_exchange.adminport import MAX_CONNECTIONS, AdminPort, JSONResource, admin_root
 from twisted_exchange.core.commands import canonical_command
 from twisted_exchange.grenache import GrenacheError, Link, RPCClient
 from twisted_exchange.peer import membership, metrics as peer_metrics
@@ -29,7 +31,7 @@ from twisted_exchange.replication.records import empty_hard_state
 from twisted_exchange.replication.replica import Replica
 from twisted_exchange.replication.storage import Recovered
 from tests.peer.test_service import PEERS, order
-from tests.support import ROOT, eventually, http_get, start_grape
+from tests.support import LOOPBACK, ROOT, eventually, http_get, start_grape
 
 
 def samples(text: str) -> dict[tuple, float]:
@@ -47,6 +49,9 @@ class _Observed:
     def health(self) -> dict:
         return {"ok": True, "problems": []}
 
+    def connections(self) -> tuple[int, int]:
+        return 3, 1
+
 
 class PeerMetricsTests(SynchronousTestCase):
     def setUp(self):
@@ -55,6 +60,9 @@ class PeerMetricsTests(SynchronousTestCase):
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.metrics.registry.get_sample_value(f"twisted_exchange_{name}", labels)
+
+    def test_rpc_connections_open_and_refused_are_read_at_scrape_time(self):
+        self.assertEqual((self.value("rpc_connections"), self.value("rpc_connections_refused_total")), (3, 1))
 
     def test_a_request_is_counted_by_action_and_outcome_and_timed_until_answered(self):
         answer = defer.Deferred()
@@ -175,6 +183,19 @@ class AdminPortTests(TestCase):
         status, _, body = yield http_get(self.serve(root) + "/boom")
         self.assertEqual((status, json.loads(body)), (500, {"error": "internal error: ZeroDivisionError"}))
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    @defer.inlineCallbacks
+    def test_past_its_cap_a_new_connection_is_closed_unread_until_one_closes(self):
+        url = self.serve(admin_root(CollectorRegistry(), lambda: {"ok": True, "problems": []}))
+        port = int(url.rsplit(":", 1)[1])
+        held = []  # in a thread: this reactor must accept them meanwhile, in the order they came
+        self.addCleanup(lambda: [s.close() for s in held])
+        closed = yield deferToThread(_one_too_many, port, MAX_CONNECTIONS, held)
+        self.assertEqual(closed, b"")
+        held.pop(0).close()
+        status = yield eventually(lambda: http_get(url + "/healthz").addCallback(lambda answer: answer[0]),
+                                  10, what="a place given back")
+        self.assertEqual(status, 200)
 
     @defer.inlineCallbacks
     def test_only_get_is_served(self):
@@ -388,3 +409,11 @@ class LonePeerHealthTests(TestCase):
         self.assertIn("must say it has not heard from peer1", problems[0])
         self.assertEqual(peer.replica.node.term, 0)  # no tick, so no campaign
         self.assertFalse(membership.recorded(data_dir, "peer1"))
+
+
+def _one_too_many(port: int, count: int, held: list) -> bytes:
+    """Open ``count`` connections to ``port`` (kept in ``held``), then one
+    more: what it receives before it is closed (10 s at most)."""
+    for _ in range(count + 1):
+        held.append(socket.create_connection((LOOPBACK, port), timeout=10))
+    return held[-1].recv(1024)

@@ -1,11 +1,14 @@
 """twisted-exchange-peer as a process: flags, startup errors, clean SIGTERM."""
 from __future__ import annotations
 
+import http.client
 import os
+import resource
 import signal
 import socket
 import subprocess
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -80,6 +83,40 @@ class PeerCommandLineTests(unittest.TestCase):
         again = spawn(self, argv, log=log)
         wait_for_port(port, proc=again)
 
+    def test_too_few_file_descriptors_is_one_error_line_and_exit_1(self):
+        done = subprocess.run(peer_argv(self.data_dir, "--id", "peer1", "--grape", "http://127.0.0.1:1"),
+                              capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200)))
+        self.assertEqual(done.returncode, 1)
+        self.assertRegex(done.stderr, r"^error: 200 file descriptors \(ulimit -n\) leave room for 0 connections")
+        self.assertNotIn("Traceback", done.stderr + done.stdout)
+
+    def test_one_address_holding_its_share_of_connections_does_not_shut_out_the_others(self):
+        # Loopback is 127/8: a client bound to 127.0.0.2 is another address to the peer.
+        port, admin = free_ports(2)
+        proc = spawn(self, peer_argv(self.data_dir, "--id", "peer1", "--port", str(port), "--admin-port",
+                                     str(admin), "--grape", "http://127.0.0.1:1",
+                                     "--max-connections-per-address", "4"))
+        wait_for_port(port, proc=proc)
+        wait_for_port(admin, proc=proc)
+        held = []
+        for _ in range(5):
+            s = socket.create_connection((LOOPBACK, port), source_address=("127.0.0.2", 0))
+            self.addCleanup(s.close)
+            held.append(s)
+        held[-1].settimeout(10)
+        self.assertEqual(held[-1].recv(1), b"", "the fifth from 127.0.0.2 is closed unread")
+        status = _post(port, b'["r","exchange:peer1",{"action":"status"}]')  # from 127.0.0.1
+        self.assertIn(b'"id":"peer1"', status)
+        metrics = _get(admin, "/metrics")
+        self.assertIn(b"twisted_exchange_rpc_connections_refused_total 1.0", metrics)
+        held[0].close()
+        deadline = time.monotonic() + 10
+        while b"twisted_exchange_rpc_connections 3.0" not in _get(admin, "/metrics"):  # the 3 still held
+            self.assertLess(time.monotonic(), deadline, "the closed connection's place was never given back")
+            time.sleep(0.05)
+        self.assertIn(b'"id":"peer1"', _post(port, b'["r","exchange:peer1",{"action":"status"}]', "127.0.0.2"))
+
     @unittest.skipUnless(hasattr(os, "SCHED_BATCH"), "SCHED_BATCH is Linux's")
     def test_a_peer_runs_under_sched_batch_unless_told_normal_or_to_inherit(self):
         batch = lambda: os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # as chrt -b would
@@ -138,3 +175,22 @@ class PeerCommandLineTests(unittest.TestCase):
         self.assertEqual(files["key"].stat().st_mode & 0o777, 0o600)
         certificate = x509.load_pem_x509_certificate(files["cert"].read_bytes())
         self.assertEqual(pki.verify(certificate, pki.CA.load(pki_dir).certificate), Identity("peer", "peer1"))
+
+
+def _post(port: int, body: bytes, source: str = LOOPBACK) -> bytes:
+    """The reply body of one plain Grenache call to the peer at ``port``, sent from ``source``."""
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10, source_address=(source, 0))
+    try:
+        connection.request("POST", "/", body)
+        return connection.getresponse().read()
+    finally:
+        connection.close()
+
+
+def _get(port: int, path: str) -> bytes:
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().read()
+    finally:
+        connection.close()

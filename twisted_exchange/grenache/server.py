@@ -21,6 +21,13 @@ they also stand for the payload the handler is still holding.  Idle
 keep-alive connections hold no body and are closed after the same
 ``body_timeout`` of silence (Node's server: 5 s).
 
+File descriptors stay bounded however many connect: a server made with
+``max_connections`` and ``max_connections_per_address`` closes a new
+connection at once, before reading a byte, when either is reached (a
+host holding slow connections, as Slowloris does, uses up its own share,
+and the process keeps the descriptors it needs for its files and its own
+calls out).
+
 Secure mode (``tls=``, see tls.py) serves HTTPS with mutual TLS.  As Node
 hands ``meta.cert`` to its handlers, a server made ``with_caller=True``
 calls ``handler(key, payload, caller)`` with the ``Caller`` (verified
@@ -58,6 +65,8 @@ Handler = Callable[..., Any]
 
 #: Seconds a stopping server waits for a connection to close before aborting it.
 STOP_GRACE = 1.0
+#: Seconds between two warnings that connections are being refused.
+CAP_WARN_EVERY = 10.0
 
 #: HTTP status of the refusals made before a handler runs; one place.
 _REFUSAL_STATUS = {
@@ -201,8 +210,9 @@ class _Channel(Protocol):
     _max_body: int | None = None
     _first = True
 
-    def __init__(self, site: _Site) -> None:
+    def __init__(self, site: _Site, host: str) -> None:
         self.site = site
+        self.host = host  # the address it counts against (see _Site.admit)
         self._clock = site.reactor
         self._buffer = bytearray()
         self._body: _Body | None = None
@@ -245,6 +255,7 @@ class _Channel(Protocol):
             self._let_go(request)
         self.requests = []
         self.site.channels.discard(self)
+        self.site.release(self.host)
         self.lost.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
@@ -488,15 +499,21 @@ class _TLSFactory(TLSFactory):
     def __init__(self, credential: Credential, site: _Site) -> None:
         super().__init__(tls_context(credential, server_side=True), site, server_side=True)
 
+    def buildProtocol(self, addr: Any) -> _TLSOnly | None:
+        channel = self.wrappedFactory.buildProtocol(addr)
+        return None if channel is None else self.protocol(self, channel)
+
 
 class _Site(Factory):
     """The server's connections, its limits and its budget."""
 
     noisy = False
+    log = Logger()
 
     def __init__(self, resource: RPCResource, max_body: int, max_buffered: int,
                  body_timeout: float, reactor: Any,
-                 max_body_for: Callable[[Caller], int] | None = None) -> None:
+                 max_body_for: Callable[[Caller], int] | None = None,
+                 max_connections: int | None = None, max_per_address: int | None = None) -> None:
         self.resource = resource
         self.max_body = max_body
         self.max_body_for = max_body_for
@@ -504,9 +521,44 @@ class _Site(Factory):
         self.timeout = body_timeout
         self.reactor = reactor
         self.channels: set[_Channel] = set()
+        self.max_connections = max_connections
+        self.max_per_address = max_per_address
+        self.open = 0  # connections admitted and not yet lost
+        self.by_address: dict[str, int] = {}
+        self.refused = 0  # connections closed unread by a cap, since the start
+        self._warned = float("-inf")
 
-    def buildProtocol(self, addr: Any) -> _Channel:
-        return _Channel(self)
+    def buildProtocol(self, addr: Any) -> _Channel | None:
+        """A channel for a new connection, or None (Twisted closes it) past a cap."""
+        host = getattr(addr, "host", "")
+        return _Channel(self, host) if self.admit(host) else None
+
+    def admit(self, host: str) -> bool:
+        """Count a new connection from ``host``, unless that passes a cap."""
+        count = self.by_address.get(host, 0)
+        if ((self.max_connections is not None and self.open >= self.max_connections)
+                or (self.max_per_address is not None and count >= self.max_per_address)):
+            self.refused += 1
+            now = self.reactor.seconds()
+            if now - self._warned >= CAP_WARN_EVERY:
+                self._warned = now
+                self.log.warn("refusing connections: {open} open, {count} from {host} "
+                              "(caps {total} and {per_address} per address; {refused} refused so far)",
+                              open=self.open, count=count, host=host, total=self.max_connections,
+                              per_address=self.max_per_address, refused=self.refused)
+            return False
+        self.open += 1
+        self.by_address[host] = count + 1
+        return True
+
+    def release(self, host: str) -> None:
+        """A connection counted by ``admit`` is gone."""
+        self.open -= 1
+        left = self.by_address[host] - 1
+        if left:
+            self.by_address[host] = left
+        else:
+            del self.by_address[host]
 
 
 class RPCResource:
@@ -623,13 +675,18 @@ class RPCServer(Service):
     ``max_body_for(caller)`` gives each connection its own cap (at most
     ``max_body``), from the ``Caller`` known before any body byte: in secure
     mode, from the identity its certificate names.
+
+    ``max_connections`` and ``max_connections_per_address`` (default: no
+    cap) bound the connections open at once, in all and from one IP
+    address; a connection past either is closed unread (see the module).
     """
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
                  max_body: int = 1 << 20, max_buffered: int | None = None,
                  body_timeout: float = 15.0, utf8_only: bool = False, reactor: Any = None,
                  tls: Credential | None = None, with_caller: bool = False,
-                 max_body_for: Callable[[Caller], int] | None = None) -> None:
+                 max_body_for: Callable[[Caller], int] | None = None,
+                 max_connections: int | None = None, max_connections_per_address: int | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -637,12 +694,22 @@ class RPCServer(Service):
         self.port = port
         self._site = _Site(RPCResource(handler, utf8_only, with_caller), max_body,
                            2 * max_body if max_buffered is None else max_buffered,
-                           body_timeout, reactor, max_body_for)
+                           body_timeout, reactor, max_body_for, max_connections, max_connections_per_address)
         if self._site.budget.for_one_body() < max_body:
             raise ValueError(f"max_buffered {max_buffered} leaves no room for one "
                              f"body of max_body {max_body} bytes")
         self._factory = _TLSFactory(tls, self._site) if tls is not None else self._site
         self._listening: Any = None
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return self._site.open
+
+    @property
+    def refused_connections(self) -> int:
+        """Connections closed unread by a cap since the start."""
+        return self._site.refused
 
     def start(self) -> defer.Deferred[None]:
         """Listen; the Deferred fires once ``port`` is the bound port."""

@@ -16,6 +16,7 @@ from twisted_exchange import gctuning, pki, scheduling
 from twisted_exchange.monotonic import use_monotonic_time
 from twisted_exchange.grenache import tls
 from twisted_exchange.logs import begin_logging, log_options
+from twisted_exchange.peer import limits
 from twisted_exchange.peer.membership import MembershipError, recorded
 from twisted_exchange.pki import PEER, Credential, Identity
 from twisted_exchange.peer.service import SNAPSHOT_EVERY, PeerService
@@ -81,15 +82,28 @@ def _grape_list(ctx, param, value: str) -> list[str]:
               help="Linux CPU policy: 'batch' (SCHED_BATCH: other processes' wake-ups do not preempt "
                    "a reactor turn; more orders/s and a shorter tail on a shared, busy machine), "
                    "'normal' (SCHED_OTHER) or 'inherit' (as started: systemd, chrt). Elsewhere ignored.")
+@click.option("--max-connections", default=limits.MAX_CONNECTIONS, show_default=True, type=click.IntRange(1),
+              help="RPC connections held open at once, at most; fewer if the descriptor limit (raised "
+                   f"to the hard `ulimit -n`) would leave less than {limits.RESERVED_FDS} for the peer's "
+                   "own files and calls. Past it a new connection is closed unread.")
+@click.option("--max-connections-per-address", default=limits.MAX_CONNECTIONS_PER_ADDRESS, show_default=True,
+              type=click.IntRange(1), help="RPC connections one IP address may hold open at once.")
 @log_options
 @click.version_option(package_name="twisted-exchange")
 def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int, data_dir: str,
          fsync: str, snapshot_every: int, pki_dir: str | None, admin_clients: list[str],
-         admin_port: int | None, cpu_scheduling: str, log_level: str, log_format: str) -> None:
+         admin_port: int | None, cpu_scheduling: str, max_connections: int, max_connections_per_address: int,
+         log_level: str, log_format: str) -> None:
     """Run one exchange peer: Raft-replicated order book over Grenache RPC."""
     if node_id not in peers and not recorded(data_dir, node_id):
         raise click.BadParameter(f"{node_id!r} is not in --peers (a peer joins an existing cluster "
                                  "through `exchangectl member add`)", param_hint="--id")
+    descriptors = limits.raise_descriptor_limit()
+    max_connections = limits.connection_cap(max_connections, descriptors)
+    if max_connections < limits.MIN_CONNECTIONS:
+        click.echo(f"error: {descriptors} file descriptors (ulimit -n) leave room for {max_connections} "
+                   f"connections; a peer needs {limits.RESERVED_FDS + limits.MIN_CONNECTIONS}", err=True)
+        sys.exit(1)
     credential = _credential(pki_dir, node_id, host) if pki_dir is not None else None
     from twisted.internet import reactor
     use_monotonic_time(reactor)
@@ -97,7 +111,9 @@ def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int
     service = _open(lambda: PeerService(node_id, peers, grapes, data_dir, host=host, port=port,
                                         fsync=fsync, snapshot_every=snapshot_every,
                                         credential=credential, admin_port=admin_port,
-                                        admin_clients=frozenset(admin_clients)), data_dir)
+                                        admin_clients=frozenset(admin_clients),
+                                        max_connections=max_connections,
+                                        max_connections_per_address=max_connections_per_address), data_dir)
     begin_logging(sys.stdout, log_level, log_format)
     refused = scheduling.use_policy(cpu_scheduling)
     if refused is not None:

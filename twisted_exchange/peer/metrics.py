@@ -56,6 +56,8 @@ class Observed(Protocol):
 
     def health(self) -> dict: ...
 
+    def connections(self) -> tuple[int, int]: ...
+
 
 class PeerMetrics:
     """The registry of one peer, and the hooks that feed it."""
@@ -200,6 +202,7 @@ class _StateCollector:
         for name, text in self._GAUGES:
             yield GaugeMetricFamily(f"{PREFIX}_{name}", text)
         yield _resting()
+        yield from _connections()
 
     def collect(self) -> Iterator[Metric]:
         replica = self._peer.replica
@@ -215,6 +218,16 @@ class _StateCollector:
         if len(counts) > MAX_SYMBOLS:
             resting.add_metric([OTHER], sum(count for _, count in counts[MAX_SYMBOLS:]))
         yield resting
+        yield from _connections(*self._peer.connections())
+
+
+def _connections(open_now: float | None = None,
+                 refused: float | None = None) -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+    return (GaugeMetricFamily(f"{PREFIX}_rpc_connections", "Grenache RPC connections open on this peer.",
+                              value=open_now),
+            CounterMetricFamily(f"{PREFIX}_rpc_connections_refused", "RPC connections closed unread since "
+                                "the start: the peer held its cap of them, in all or from that address.",
+                                value=refused))
 
 
 def _resting() -> GaugeMetricFamily:

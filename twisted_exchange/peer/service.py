@@ -114,7 +114,8 @@ class PeerService(Service):
                  snapshot_every: int = SNAPSHOT_EVERY, reactor: IReactorTime | None = None,
                  seed: int | None = None, fail_stop: Callable[[str], None] = exit_now,
                  credential: Credential | None = None, admin_port: int | None = None,
-                 admin_clients: frozenset[str] = frozenset({"cli"})) -> None:
+                 admin_clients: frozenset[str] = frozenset({"cli"}),
+                 max_connections: int | None = None, max_connections_per_address: int | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.node_id = node_id
@@ -160,7 +161,8 @@ class PeerService(Service):
                                            admin_clients=admin_clients))
         self._server = RPCServer(api, host=host, port=port, max_body=MAX_BODY, utf8_only=True,
                                  tls=credential, with_caller=True, reactor=reactor,
-                                 max_body_for=max_body_for)
+                                 max_body_for=max_body_for, max_connections=max_connections,
+                                 max_connections_per_address=max_connections_per_address)
         self._admin = (AdminPort(admin_resource(self), host, admin_port, reactor)
                        if admin_port is not None else None)
         self._waiting: dict[int, defer.Deferred] = {}
@@ -318,6 +320,10 @@ class PeerService(Service):
             problems.append("not voting until a leader after term "
                             f"{self.replica.node.abstain_until_term} catches it up (damaged data discarded)")
         return {"ok": not problems, "problems": problems}
+
+    def connections(self) -> tuple[int, int]:
+        """RPC connections open now, and those refused by a cap since the start (limits.py)."""
+        return self._server.connections, self._server.refused_connections
 
     # -- lifecycle ------------------------------------------------------------
 
