@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography import x509
 
 from twisted_exchange import pki
-from twisted_exchange.peer import membership
+from twisted_exchange.peer import limits, membership
 from twisted_exchange.pki import Identity
 from tests.support import LOOPBACK, free_ports, python_module, spawn, wait_for_port
 
@@ -116,6 +116,30 @@ class PeerCommandLineTests(unittest.TestCase):
             self.assertLess(time.monotonic(), deadline, "the closed connection's place was never given back")
             time.sleep(0.05)
         self.assertIn(b'"id":"peer1"', _post(port, b'["r","exchange:peer1",{"action":"status"}]', "127.0.0.2"))
+
+    def test_connections_past_the_descriptor_limit_are_refused_and_the_peer_lives_on(self):
+        # Before the caps, a peer with 400 descriptors held every connection it
+        # got, and its storage probe (every 5 s) then failed EMFILE: fail-stop.
+        port, admin = free_ports(2)
+        proc = spawn(self, peer_argv(self.data_dir, "--id", "peer1", "--port", str(port), "--admin-port",
+                                     str(admin), "--grape", "http://127.0.0.1:1"),
+                     preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400)))
+        wait_for_port(port, proc=proc)
+        wait_for_port(admin, proc=proc)
+        flood = []
+        self.addCleanup(lambda: [s.close() for s in flood])
+        for n in range(400):
+            flood.append(socket.create_connection((LOOPBACK, port), source_address=(f"127.0.1.{n % 200 + 1}", 0)))
+        full = (b"twisted_exchange_rpc_connections %d.0\n" % (400 - limits.RESERVED_FDS),
+                b"twisted_exchange_rpc_connections_refused_total %d.0\n" % limits.RESERVED_FDS)
+        deadline = time.monotonic() + 5
+        while not all(line in _get(admin, "/metrics") for line in full):
+            self.assertLess(time.monotonic(), deadline, "the connections past the cap were not refused")
+            time.sleep(0.05)
+        until = time.monotonic() + 2 * 5.0 + 1  # two storage probes while it is full (silence closes it at 15 s)
+        while time.monotonic() < until:
+            self.assertIsNone(proc.poll(), "the peer exited")
+            time.sleep(0.2)
 
     @unittest.skipUnless(hasattr(os, "SCHED_BATCH"), "SCHED_BATCH is Linux's")
     def test_a_peer_runs_under_sched_batch_unless_told_normal_or_to_inherit(self):
