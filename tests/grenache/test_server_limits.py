@@ -187,8 +187,9 @@ class ServerLimitTests(unittest.TestCase):
 
 
 class ConnectionCapTests(unittest.TestCase):
-    """Past ``max_connections`` or ``max_connections_per_address`` a new
-    connection gets no protocol: Twisted closes it before reading a byte."""
+    """Past ``max_connections_per_address``, or ``max_connections`` with no
+    silent connection to give its place, a new connection gets no protocol:
+    Twisted closes it before reading a byte."""
 
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
@@ -218,18 +219,32 @@ class ConnectionCapTests(unittest.TestCase):
         held[0].connectionLost(Failure(ConnectionDone()))
         self.assertIsNotNone(self.connect(server, "10.0.0.1"))  # its place is free again
 
-    def test_all_addresses_past_the_total_cap_are_refused_until_one_closes(self) -> None:
+    def test_at_the_total_cap_a_new_connection_takes_the_place_of_the_oldest_silent_one(self) -> None:
+        server = self.server(max_connections=3)
+        spoke, silent, newer = [self.connect(server, f"10.0.0.{n}") for n in range(3)]
+        spoke.dataReceived(b"POST")
+        latest = self.connect(server, "10.0.0.9")
+        self.assertIsNotNone(latest)
+        self.assertTrue(silent.transport.disconnecting)  # aborted: it never sent a byte
+        self.assertFalse(spoke.transport.disconnecting or newer.transport.disconnecting)
+        self.assertEqual((server.connections, server.evicted_connections, server.refused_connections), (3, 1, 0))
+        silent.connectionLost(Failure(ConnectionDone()))  # the abort's, later: counted once
+        self.assertEqual(server._site.by_address, {"10.0.0.0": 1, "10.0.0.2": 1, "10.0.0.9": 1})
+
+    def test_at_the_total_cap_with_every_connection_heard_a_new_one_is_refused_until_one_closes(self) -> None:
         server = self.server(max_connections=3)
         held = [self.connect(server, f"10.0.0.{n}") for n in range(3)]
+        for channel in held:
+            channel.dataReceived(b"P")
         self.assertIsNone(self.connect(server, "10.0.0.9"))
         held[1].connectionLost(Failure(ConnectionDone()))
         self.assertIsNotNone(self.connect(server, "10.0.0.9"))
-        self.assertEqual(server._site.by_address, {"10.0.0.0": 1, "10.0.0.2": 1, "10.0.0.9": 1})
+        self.assertEqual((server.evicted_connections, server.refused_connections), (0, 1))
 
     def test_idle_connections_timed_out_give_their_places_back(self) -> None:
         server = self.server(max_connections=2)
         for _ in range(2):
-            self.connect(server)
+            self.connect(server).dataReceived(b"POST / HT")  # and then nothing
         self.assertIsNone(self.connect(server))
         self.clock.advance(TIMEOUT)
         for channel in list(server._site.channels):
@@ -248,6 +263,15 @@ class ConnectionCapTests(unittest.TestCase):
         first.connectionLost(Failure(ConnectionDone()))  # the TLS wrapper tells its channel
         self.assertEqual(server.connections, 0)
         self.assertIsNotNone(self.connect(server, factory=server._factory))
+
+    def test_in_secure_mode_a_handshake_not_finished_is_silent_and_gives_its_place(self) -> None:
+        server = RPCServer(echo, body_timeout=TIMEOUT, reactor=self.clock, tls=PEER_CREDENTIAL, max_connections=1)
+        server.startService()
+        stalled = self.connect(server, factory=server._factory)
+        stalled.dataReceived(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello: TLS's, not the channel's
+        self.assertIsNotNone(self.connect(server, "10.0.0.2", factory=server._factory))
+        self.assertTrue(stalled.transport.disconnecting)
+        self.assertEqual((server.connections, server.evicted_connections), (1, 1))
 
     def test_without_caps_every_connection_is_served(self) -> None:
         server = self.server()

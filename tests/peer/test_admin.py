@@ -49,8 +49,8 @@ class _Observed:
     def health(self) -> dict:
         return {"ok": True, "problems": []}
 
-    def connections(self) -> tuple[int, int]:
-        return 3, 1
+    def connections(self) -> tuple[int, int, int]:
+        return 3, 1, 2
 
 
 class PeerMetricsTests(SynchronousTestCase):
@@ -62,7 +62,8 @@ class PeerMetricsTests(SynchronousTestCase):
         return self.metrics.registry.get_sample_value(f"twisted_exchange_{name}", labels)
 
     def test_rpc_connections_open_and_refused_are_read_at_scrape_time(self):
-        self.assertEqual((self.value("rpc_connections"), self.value("rpc_connections_refused_total")), (3, 1))
+        self.assertEqual((self.value("rpc_connections"), self.value("rpc_connections_refused_total"),
+                          self.value("rpc_connections_evicted_total")), (3, 1, 2))
 
     def test_a_request_is_counted_by_action_and_outcome_and_timed_until_answered(self):
         answer = defer.Deferred()

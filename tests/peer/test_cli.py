@@ -117,7 +117,7 @@ class PeerCommandLineTests(unittest.TestCase):
             time.sleep(0.05)
         self.assertIn(b'"id":"peer1"', _post(port, b'["r","exchange:peer1",{"action":"status"}]', "127.0.0.2"))
 
-    def test_connections_past_the_descriptor_limit_are_refused_and_the_peer_lives_on(self):
+    def test_connections_past_the_descriptor_limit_are_closed_and_the_peer_lives_on(self):
         # Before the caps, a peer with 400 descriptors held every connection it
         # got, and its storage probe (every 5 s) then failed EMFILE: fail-stop.
         port, admin = free_ports(2)
@@ -131,11 +131,13 @@ class PeerCommandLineTests(unittest.TestCase):
         for n in range(400):
             flood.append(socket.create_connection((LOOPBACK, port), source_address=(f"127.0.1.{n % 200 + 1}", 0)))
         full = (b"twisted_exchange_rpc_connections %d.0\n" % (400 - limits.RESERVED_FDS),
-                b"twisted_exchange_rpc_connections_refused_total %d.0\n" % limits.RESERVED_FDS)
+                b"twisted_exchange_rpc_connections_evicted_total %d.0\n" % limits.RESERVED_FDS)
         deadline = time.monotonic() + 5
         while not all(line in _get(admin, "/metrics") for line in full):
-            self.assertLess(time.monotonic(), deadline, "the connections past the cap were not refused")
+            self.assertLess(time.monotonic(), deadline, "the silent connections past the cap were not closed")
             time.sleep(0.05)
+        # A caller that speaks takes the place of a silent one.
+        self.assertIn(b'"id":"peer1"', _post(port, b'["r","exchange:peer1",{"action":"status"}]'))
         until = time.monotonic() + 2 * 5.0 + 1  # two storage probes while it is full (silence closes it at 15 s)
         while time.monotonic() < until:
             self.assertIsNone(proc.poll(), "the peer exited")

@@ -22,11 +22,16 @@ keep-alive connections hold no body and are closed after the same
 ``body_timeout`` of silence (Node's server: 5 s).
 
 File descriptors stay bounded however many connect: a server made with
-``max_connections`` and ``max_connections_per_address`` closes a new
-connection at once, before reading a byte, when either is reached (a
-host holding slow connections, as Slowloris does, uses up its own share,
-and the process keeps the descriptors it needs for its files and its own
-calls out).
+``max_connections_per_address`` closes a new connection from an address
+that holds that many at once, before reading a byte (a host holding slow
+connections, as Slowloris does, uses up its own share); one made with
+``max_connections`` holds no more than that in all, so the process keeps
+the descriptors it needs for its files and its own calls out.  At the
+total, a new connection takes the place of the oldest one that has not
+sent a byte of a request yet (in secure mode: that has not proven a
+certificate of the cluster, as every TLS client must before its first
+byte), else it is closed unread.  So connections that never prove
+anything cannot keep the clients and peers that do out.
 
 Secure mode (``tls=``, see tls.py) serves HTTPS with mutual TLS.  As Node
 hands ``meta.cert`` to its handlers, a server made ``with_caller=True``
@@ -209,10 +214,11 @@ class _Channel(Protocol):
     _caller: Caller | None = None
     _max_body: int | None = None
     _first = True
+    counted = True  # by the site's caps, until it is lost or evicted
 
     def __init__(self, site: _Site, host: str) -> None:
         self.site = site
-        self.host = host  # the address it counts against (see _Site.admit)
+        self.host = host  # the address it counts against (see _Site.buildProtocol)
         self._clock = site.reactor
         self._buffer = bytearray()
         self._body: _Body | None = None
@@ -255,12 +261,13 @@ class _Channel(Protocol):
             self._let_go(request)
         self.requests = []
         self.site.channels.discard(self)
-        self.site.release(self.host)
+        self.site.release(self)
         self.lost.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
         if self._first:
             self._first = False
+            self.site.heard_from(self)
             if data[:1] == TLS_HANDSHAKE:
                 # answer a TLS handshake on a plain-HTTP server at once (400),
                 # rather than wait for a request line that never comes
@@ -523,42 +530,65 @@ class _Site(Factory):
         self.channels: set[_Channel] = set()
         self.max_connections = max_connections
         self.max_per_address = max_per_address
-        self.open = 0  # connections admitted and not yet lost
+        self.open = 0  # connections counted: admitted, not yet lost or evicted
         self.by_address: dict[str, int] = {}
-        self.refused = 0  # connections closed unread by a cap, since the start
+        self.silent: dict[_Channel, None] = {}  # counted, no byte heard yet; oldest first
+        self.refused = 0  # connections closed unread at a cap, since the start
+        self.evicted = 0  # silent connections closed for a newer one, since the start
         self._warned = float("-inf")
 
     def buildProtocol(self, addr: Any) -> _Channel | None:
         """A channel for a new connection, or None (Twisted closes it) past a cap."""
         host = getattr(addr, "host", "")
-        return _Channel(self, host) if self.admit(host) else None
-
-    def admit(self, host: str) -> bool:
-        """Count a new connection from ``host``, unless that passes a cap."""
         count = self.by_address.get(host, 0)
-        if ((self.max_connections is not None and self.open >= self.max_connections)
-                or (self.max_per_address is not None and count >= self.max_per_address)):
-            self.refused += 1
-            now = self.reactor.seconds()
-            if now - self._warned >= CAP_WARN_EVERY:
-                self._warned = now
-                self.log.warn("refusing connections: {open} open, {count} from {host} "
-                              "(caps {total} and {per_address} per address; {refused} refused so far)",
-                              open=self.open, count=count, host=host, total=self.max_connections,
-                              per_address=self.max_per_address, refused=self.refused)
-            return False
+        if self.max_per_address is not None and count >= self.max_per_address:
+            return self._refuse(host, count)
+        if self.max_connections is not None and self.open >= self.max_connections:
+            if not self.silent:
+                return self._refuse(host, count)
+            self._evict(next(iter(self.silent)))
+        channel = _Channel(self, host)
         self.open += 1
         self.by_address[host] = count + 1
-        return True
+        self.silent[channel] = None
+        return channel
 
-    def release(self, host: str) -> None:
-        """A connection counted by ``admit`` is gone."""
-        self.open -= 1
-        left = self.by_address[host] - 1
-        if left:
-            self.by_address[host] = left
-        else:
-            del self.by_address[host]
+    def heard_from(self, channel: _Channel) -> None:
+        """``channel``'s first bytes arrived: it keeps its place."""
+        self.silent.pop(channel, None)
+
+    def release(self, channel: _Channel) -> None:
+        """``channel`` is gone: uncount it, unless its eviction did."""
+        if channel.counted:
+            channel.counted = False
+            self.silent.pop(channel, None)
+            self.open -= 1
+            left = self.by_address[channel.host] - 1
+            if left:
+                self.by_address[channel.host] = left
+            else:
+                del self.by_address[channel.host]
+
+    def _evict(self, channel: _Channel) -> None:
+        """Close the silent ``channel`` at once for a newer connection."""
+        self.release(channel)
+        self.evicted += 1
+        self._warn("evicting silent connections", channel.host, self.by_address.get(channel.host, 0))
+        channel.transport.abortConnection()
+
+    def _refuse(self, host: str, count: int) -> None:
+        self.refused += 1
+        self._warn("refusing connections", host, count)
+
+    def _warn(self, what: str, host: str, count: int) -> None:
+        """Say ``what`` happens at a cap, at most every CAP_WARN_EVERY seconds."""
+        now = self.reactor.seconds()
+        if now - self._warned >= CAP_WARN_EVERY:
+            self._warned = now
+            self.log.warn("{what}: {open} open, {count} from {host} (caps {total} and {per_address} per "
+                          "address; {refused} refused and {evicted} evicted so far)",
+                          what=what, open=self.open, count=count, host=host, total=self.max_connections,
+                          per_address=self.max_per_address, refused=self.refused, evicted=self.evicted)
 
 
 class RPCResource:
@@ -678,7 +708,7 @@ class RPCServer(Service):
 
     ``max_connections`` and ``max_connections_per_address`` (default: no
     cap) bound the connections open at once, in all and from one IP
-    address; a connection past either is closed unread (see the module).
+    address (see the module for which connection goes at a cap).
     """
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
@@ -708,8 +738,13 @@ class RPCServer(Service):
 
     @property
     def refused_connections(self) -> int:
-        """Connections closed unread by a cap since the start."""
+        """Connections closed unread at a cap since the start."""
         return self._site.refused
+
+    @property
+    def evicted_connections(self) -> int:
+        """Silent connections closed for newer ones at the total cap since the start."""
+        return self._site.evicted
 
     def start(self) -> defer.Deferred[None]:
         """Listen; the Deferred fires once ``port`` is the bound port."""

@@ -85,7 +85,8 @@ def _grape_list(ctx, param, value: str) -> list[str]:
 @click.option("--max-connections", default=limits.MAX_CONNECTIONS, show_default=True, type=click.IntRange(1),
               help="RPC connections held open at once, at most; fewer if the descriptor limit (raised "
                    f"to the hard `ulimit -n`) would leave less than {limits.RESERVED_FDS} for the peer's "
-                   "own files and calls. Past it a new connection is closed unread.")
+                   "own files and calls. At it a new connection takes the place of the oldest one that has "
+                   "not sent a byte of a request (TLS: not finished its handshake), else is closed unread.")
 @click.option("--max-connections-per-address", default=limits.MAX_CONNECTIONS_PER_ADDRESS, show_default=True,
               type=click.IntRange(1), help="RPC connections one IP address may hold open at once.")
 @log_options

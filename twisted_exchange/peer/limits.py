@@ -4,11 +4,13 @@ A peer out of file descriptors cannot open its next log segment, write a
 snapshot, or call the other peers, so anyone able to open connections to
 it (clients and the network are untrusted) could stop it.  The peer raises
 its soft descriptor limit to the hard one at start (as Go's runtime does),
-and its RPC server closes a new connection unread once the peer holds
-:data:`MAX_CONNECTIONS` of them, or as many as leave :data:`RESERVED_FDS`
-descriptors, or :data:`MAX_CONNECTIONS_PER_ADDRESS` from one IP address
-(see :mod:`twisted_exchange.grenache.server`).  One host holding slow
-connections (Slowloris) then uses up its own share, not the peer.
+and its RPC server holds at most :data:`MAX_CONNECTIONS` connections, or
+as many as leave :data:`RESERVED_FDS` descriptors, and
+:data:`MAX_CONNECTIONS_PER_ADDRESS` from one IP address (see
+:mod:`twisted_exchange.grenache.server` for which connection goes at a
+cap).  One host holding slow connections (Slowloris) then uses up its own
+share, not the peer, and connections that never send a byte of a request
+give their places to those that do.
 """
 from __future__ import annotations
 

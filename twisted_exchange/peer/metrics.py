@@ -56,7 +56,7 @@ class Observed(Protocol):
 
     def health(self) -> dict: ...
 
-    def connections(self) -> tuple[int, int]: ...
+    def connections(self) -> tuple[int, int, int]: ...
 
 
 class PeerMetrics:
@@ -221,13 +221,16 @@ class _StateCollector:
         yield from _connections(*self._peer.connections())
 
 
-def _connections(open_now: float | None = None,
-                 refused: float | None = None) -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+def _connections(open_now: float | None = None, refused: float | None = None,
+                 evicted: float | None = None) -> tuple[Metric, ...]:
     return (GaugeMetricFamily(f"{PREFIX}_rpc_connections", "Grenache RPC connections open on this peer.",
                               value=open_now),
             CounterMetricFamily(f"{PREFIX}_rpc_connections_refused", "RPC connections closed unread since "
                                 "the start: the peer held its cap of them, in all or from that address.",
-                                value=refused))
+                                value=refused),
+            CounterMetricFamily(f"{PREFIX}_rpc_connections_evicted", "Silent RPC connections (no byte of a "
+                                "request yet) closed since the start to make room for newer ones.",
+                                value=evicted))
 
 
 def _resting() -> GaugeMetricFamily:

@@ -321,9 +321,9 @@ class PeerService(Service):
                             f"{self.replica.node.abstain_until_term} catches it up (damaged data discarded)")
         return {"ok": not problems, "problems": problems}
 
-    def connections(self) -> tuple[int, int]:
-        """RPC connections open now, and those refused by a cap since the start (limits.py)."""
-        return self._server.connections, self._server.refused_connections
+    def connections(self) -> tuple[int, int, int]:
+        """RPC connections open now, and those refused and evicted at a cap since the start (limits.py)."""
+        return self._server.connections, self._server.refused_connections, self._server.evicted_connections
 
     # -- lifecycle ------------------------------------------------------------
 
