@@ -118,6 +118,13 @@ class RenderTests(unittest.TestCase):
         self.assertEqual(parse(_written(self, free)).admin,
                          {"grape2": "http://127.0.0.1:7100", "peer3": "http://10.0.0.1:6200"})
 
+    def test_each_peer_is_told_every_other_peers_fixed_address(self):
+        parser = self.sections(render(3, peer_ports=[5001, 0, 5003], peer_hosts=["10.0.0.1", "10.0.0.2", "10.0.0.3"]))
+        self.assertIn(" --peers peer1,peer2,peer3 --peer-address peer3=10.0.0.3:5003 --grape ",
+                      parser.get("program:peer1", "command"))
+        self.assertIn(" --peer-address peer1=10.0.0.1:5001,peer3=10.0.0.3:5003 ", parser.get("program:peer2", "command"))
+        self.assertNotIn("--peer-address", self.sections(render(2, peer_ports=[0, 0])).get("program:peer1", "command"))
+
     def test_every_peers_rpc_address_is_read_back_and_port_0_has_none(self):
         self.assertEqual(parse(_written(self, render(3))).rpc,
                          {"peer1": "127.0.0.1:5001", "peer2": "127.0.0.1:5002", "peer3": "127.0.0.1:5003"})
@@ -222,6 +229,7 @@ class MembershipEditTests(unittest.TestCase):
         self.assertIn(" --port 5004 --admin-port 6004 --data-dir %(here)s/run/peer4 ", command)
         self.assertTrue(config["program:peer4"]["stdout_logfile"].endswith("/peer4.log"))
         self.assertEqual(_command(added, "peer2"), _command(self.text, "peer2"))  # the template unchanged
+        self.assertIn(" --peer-address peer1=127.0.0.1:5001,peer2=127.0.0.1:5002,peer3=127.0.0.1:5003 ", command)
 
     def test_a_removed_peer_leaves_no_program_and_no_mention_in_the_peers(self):
         removed = topology.remove_peer(topology.add_peer(self.text, "peer1", "peer4", 5004), "peer1")

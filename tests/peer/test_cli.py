@@ -46,6 +46,16 @@ class PeerCommandLineTests(unittest.TestCase):
             self.assertEqual(done.returncode, 2, value)
             self.assertIn("Invalid value for '--grape'", done.stderr)
 
+    def test_peer_addresses_must_be_other_peers_at_host_and_port(self):
+        for value, reason in (("peer2=127.0.0.1", "expected ID=HOST:PORT"), ("peer2=:5002", "expected ID=HOST:PORT"),
+                              ("=127.0.0.1:5002", "expected ID=HOST:PORT"), ("peer2=h:99999", "expected ID=HOST:PORT"),
+                              ("peer2=127.0.0.1:5002,peer1=127.0.0.1:5001", "names this peer (peer1)")):
+            done = self.run_peer("--id", "peer1", "--grape", "http://127.0.0.1:1", "--peer-address", value)
+            self.assertEqual(done.returncode, 2, value)
+            self.assertRegex(done.stderr, r"Invalid value for '?--peer-address'?: ")
+            self.assertIn(reason, done.stderr)
+            self.assertNotIn("Traceback", done.stderr)
+
     def test_port_in_use_is_one_error_line_and_exit_1(self):
         with socket.socket() as taken:
             taken.bind((LOOPBACK, 0))

@@ -19,7 +19,7 @@ from twisted_exchange.peer.protocol import MAX_CLIENT_BODY
 from twisted_exchange.peer.service import PeerService
 from twisted_exchange.pki import CA, Identity
 from twisted_exchange.wal.file_storage import WrittenData
-from tests.support import eventually, start_grape
+from tests.support import LOOPBACK, eventually, free_ports, start_grape
 
 PEERS = ["peer1", "peer2", "peer3"]
 
@@ -345,3 +345,29 @@ class SecurePeerClusterTests(PeerClusterTests):
         self.assertEqual(book["bids"], [["100", "1"]])
         mine = yield self.call("peer3", order("alice", "a0000002", "sell", "101", "1"))
         self.assertEqual(mine["order"]["client"], "alice")
+
+
+class PeerAddressTests(TestCase):
+    """``peer_addresses`` (``--peer-address``): the config's word on where the others are."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_new_peers_given_each_others_addresses_elect_a_leader_with_no_grape_to_ask(self):
+        # As a first start during a flood of fake announcements: nothing kept
+        # in the data directories, and no lookup that finds anyone real.
+        ports = free_ports(4)
+        addresses = {peer_id: f"{LOOPBACK}:{port}" for peer_id, port in zip(PEERS, ports)}
+        no_grape = f"http://{LOOPBACK}:{ports[3]}"
+        peers = []
+        for peer_id in PEERS:
+            data_dir = tempfile.mkdtemp(prefix=f"tx-{peer_id}-")
+            self.addCleanup(shutil.rmtree, data_dir, True)
+            peer = PeerService(peer_id, PEERS, [no_grape], data_dir, port=int(addresses[peer_id].split(":")[1]),
+                               fsync="never", seed=PEERS.index(peer_id),
+                               peer_addresses={other: a for other, a in addresses.items() if other != peer_id})
+            yield peer.startService()
+            self.addCleanup(lambda peer=peer: peer.stopService() if peer.running else None)
+            peers.append(peer)
+        yield eventually(lambda: len({p.replica.node.leader for p in peers} - {None}) == 1
+                         and all(p.replica.node.leader for p in peers), what="one leader known to all")

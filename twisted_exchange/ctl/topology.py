@@ -138,15 +138,23 @@ def render(peers: int = 3, *, grape_ports: Sequence[tuple[int, int]] = GRAPE_POR
         command = (f"{grape_command} --dp {dht} --aph {api} --bn {bootstrap or EMPTY} -b {host}"
                    f" --admin-port {grape_admin[i]}")
         out += _program(f"grape{i + 1}", command, run_dir, 100, stopwaitsecs)
+    addresses = {peer_id: f"{host}:{port}" for peer_id, port, host in zip(peer_ids, ports, peer_hosts) if port}
     for i, (peer_id, port, host) in enumerate(zip(peer_ids, ports, peer_hosts)):
         if machine not in (None, host):
             continue
         command = (f"{peer_command} --id {peer_id} --peers {','.join(peer_ids)}"
-                   f" --grape {_nearest_grape_first(grape_urls, grape_hosts, host, i)}"
+                   + _peer_address_option(addresses, peer_id)
+                   + f" --grape {_nearest_grape_first(grape_urls, grape_hosts, host, i)}"
                    f" --host {host} --port {port} --admin-port {peer_admin[i]}"
                    f" --data-dir {run_dir}/{peer_id}" + (f" --pki {run_dir}/pki" if secure else ""))
         out += _program(peer_id, command, run_dir, 200, stopwaitsecs)
     return "\n".join(out)
+
+
+def _peer_address_option(addresses: dict[str, str], peer_id: str) -> str:
+    """`` --peer-address`` with every other peer's fixed address (none: no option)."""
+    others = ",".join(f"{other}={address}" for other, address in addresses.items() if other != peer_id)
+    return f" --peer-address {others}" if others else ""
 
 
 def _nearest_grape_first(grape_urls: list[str], grape_hosts: list[str], host: str, peer_index: int) -> str:
@@ -288,7 +296,9 @@ def add_peer(text: str, template: str, peer_id: str, port: int) -> str:
     """The config ``text`` with program ``peer_id`` made from peer ``template``'s
     (same initial ``--peers``, grapes, host and options; its own id, RPC port,
     data directory and log; an admin port of 0 stays 0, else the next after
-    the highest), and ``peer_id`` added to the ``[twisted-exchange]`` peers."""
+    the highest; ``--peer-address`` lists every other peer's), and
+    ``peer_id`` added to the ``[twisted-exchange]`` peers.  The other peers'
+    programs keep theirs: they look the new one up."""
     section = _peer_section(text, template).group(0)
     name = re.escape(template)
     for pattern, replacement in ((rf"^\[program:{name}\]", f"[program:{peer_id}]"),
@@ -300,6 +310,10 @@ def add_peer(text: str, template: str, peer_id: str, port: int) -> str:
     if _command_options(section).get("--admin-port", "0") != "0":
         highest = max(int(options.get("--admin-port", 0)) for options in _peer_commands(text))
         section = re.sub(r" --admin-port \d+", f" --admin-port {highest + 1}", section)
+    if " --peer-address " in section:  # every other peer's, the template's included
+        addresses = {options["--id"]: address for options in _peer_commands(text)
+                     for address in [_rpc_address(options)] if address}
+        section = re.sub(r" --peer-address \S+", lambda _: _peer_address_option(addresses, peer_id), section)
     peers = [p.strip() for p in re.search(r"^peers = (.*)$", text, re.MULTILINE).group(1).split(",")]
     return _with_peers(text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n", [*peers, peer_id])
 

@@ -47,6 +47,20 @@ def _grape_list(ctx, param, value: str) -> list[str]:
     return urls
 
 
+def _peer_addresses(ctx, param, value: str | None) -> dict[str, str]:
+    """``ID=HOST:PORT,...`` as ``{id: "host:port"}``."""
+    found: dict[str, str] = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        peer_id, sep, address = item.strip().partition("=")
+        host, colon, port = address.rpartition(":")
+        if not (sep and peer_id and host and colon and port.isdigit() and 0 < int(port) < 65536):
+            raise click.BadParameter(f"expected ID=HOST:PORT[,ID=HOST:PORT...], got {item.strip()!r}")
+        found[peer_id] = address
+    return found
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--id", "node_id", required=True, help="This peer's id, one of --peers.")
 @click.option("--peers", required=True, callback=_peer_list,
@@ -82,6 +96,10 @@ def _grape_list(ctx, param, value: str) -> list[str]:
               help="Linux CPU policy: 'batch' (SCHED_BATCH: other processes' wake-ups do not preempt "
                    "a reactor turn; more orders/s and a shorter tail on a shared, busy machine), "
                    "'normal' (SCHED_OTHER) or 'inherit' (as started: systemd, chrt). Elsewhere ignored.")
+@click.option("--peer-address", "peer_addresses", callback=_peer_addresses, metavar="ID=HOST:PORT,...",
+              help="Where other peers serve, as the cluster's config fixes it: called there first, and "
+                   "looked up on the grapes only while that fails or until another peer answers there "
+                   "(anyone may announce, and a flood of fakes can hide a peer from a lookup).")
 @click.option("--max-connections", default=limits.MAX_CONNECTIONS, show_default=True, type=click.IntRange(1),
               help="RPC connections held open at once, at most; fewer if the descriptor limit (raised "
                    f"to the hard `ulimit -n`) would leave less than {limits.RESERVED_FDS} for the peer's "
@@ -93,12 +111,14 @@ def _grape_list(ctx, param, value: str) -> list[str]:
 @click.version_option(package_name="twisted-exchange")
 def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int, data_dir: str,
          fsync: str, snapshot_every: int, pki_dir: str | None, admin_clients: list[str],
-         admin_port: int | None, cpu_scheduling: str, max_connections: int, max_connections_per_address: int,
-         log_level: str, log_format: str) -> None:
+         admin_port: int | None, cpu_scheduling: str, peer_addresses: dict[str, str], max_connections: int,
+         max_connections_per_address: int, log_level: str, log_format: str) -> None:
     """Run one exchange peer: Raft-replicated order book over Grenache RPC."""
     if node_id not in peers and not recorded(data_dir, node_id):
         raise click.BadParameter(f"{node_id!r} is not in --peers (a peer joins an existing cluster "
                                  "through `exchangectl member add`)", param_hint="--id")
+    if node_id in peer_addresses:
+        raise click.BadParameter(f"names this peer ({node_id}); list the others", param_hint="--peer-address")
     descriptors = limits.raise_descriptor_limit()
     max_connections = limits.connection_cap(max_connections, descriptors)
     if max_connections < limits.MIN_CONNECTIONS:
@@ -113,7 +133,7 @@ def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int
                                         fsync=fsync, snapshot_every=snapshot_every,
                                         credential=credential, admin_port=admin_port,
                                         admin_clients=frozenset(admin_clients),
-                                        max_connections=max_connections,
+                                        peer_addresses=peer_addresses, max_connections=max_connections,
                                         max_connections_per_address=max_connections_per_address), data_dir)
     begin_logging(sys.stdout, log_level, log_format)
     refused = scheduling.use_policy(cpu_scheduling)

@@ -114,7 +114,7 @@ class PeerService(Service):
                  snapshot_every: int = SNAPSHOT_EVERY, reactor: IReactorTime | None = None,
                  seed: int | None = None, fail_stop: Callable[[str], None] = exit_now,
                  credential: Credential | None = None, admin_port: int | None = None,
-                 admin_clients: frozenset[str] = frozenset({"cli"}),
+                 admin_clients: frozenset[str] = frozenset({"cli"}), peer_addresses: dict[str, str] | None = None,
                  max_connections: int | None = None, max_connections_per_address: int | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -152,8 +152,10 @@ class PeerService(Service):
         self._links = [Link(url, reactor=reactor) for url in grape_urls]
         self._client = RPCClient(self._links[0], reactor=reactor, tls=credential)
         addresses = ProvenFile(data_dir)
+        # The config's addresses (--peer-address) win over those kept: a stale one costs a failed call.
         self._directory = PeerDirectory(self._links, [p for p in self._peers if p != node_id],
-                                        proven=addresses.load(), on_proven=addresses.save)
+                                        proven={**addresses.load(), **(peer_addresses or {})},
+                                        on_proven=addresses.save)
         self._secure = credential is not None
         self._transport = RaftTransport(node_id, self._directory, self._client, verify=self._secure,
                                         deliver=self.deliver)
