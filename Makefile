@@ -31,7 +31,7 @@ pytest:
 # Unit tests run under both runners; the process-level suites (e2e, interop) under pytest only.
 trial:
 	TWISTED_EXCHANGE_CORE=pure $(PYTHON) -m twisted.trial --temp-directory=/tmp/twisted-exchange-trial \
-		tests.core tests.replication tests.grenache tests.grape tests.peer tests.ctl tests.test_pki tests.test_logs tests.test_monotonic tests.test_scheduling
+		tests.core tests.replication tests.grenache tests.grape tests.peer tests.ctl tests.test_pki tests.test_logs tests.test_monotonic tests.test_scheduling tests.test_connections
 
 # The core compiled by mypyc from the same source, built in place when a core module
 # changed (setup.py says why); about 15 s.

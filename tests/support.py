@@ -163,6 +163,16 @@ def vm_kb(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for process {pid}")
 
 
+def closed_by_peer(connection: socket.socket, timeout: float = 10) -> bool:
+    """Whether the other side closes ``connection`` (or resets it: an abort, or
+    a close with our bytes unread) within ``timeout``, with nothing sent first."""
+    connection.settimeout(timeout)
+    try:
+        return connection.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
 def connect(port: int, tls: dict[str, Path] | None = None, timeout: float = 10) -> socket.socket:
     """A blocking socket to ``port`` on loopback, speaking TLS when ``tls``
     (``pki.paths``: ca, and key and cert for mutual TLS) is given."""

@@ -14,8 +14,8 @@ thread instead, with prometheus_client's own encoder.
 
 The port is for operators on the same machine: bind it to loopback.  It is
 read-only (GET and HEAD only), never shows a traceback, and holds at most
-:data:`MAX_CONNECTIONS` connections (more are closed unread), so it cannot
-take the descriptors its process keeps for its files (peer/limits.py).
+:data:`MAX_CONNECTIONS` connections (:mod:`twisted_exchange.connections`),
+so it cannot take the descriptors its process keeps for its files.
 """
 from __future__ import annotations
 
@@ -28,10 +28,11 @@ from prometheus_client.exposition import choose_encoder
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from twisted_exchange.connections import CappedFactory, ConnectionCaps
 
 #: Connections an admin port holds open at once: a few scrapers and browsers.
 MAX_CONNECTIONS = 64
@@ -137,26 +138,13 @@ class _AdminSite(Site):
         pass
 
 
-class _Capped(WrappingFactory):
-    """``wrapped``'s connections, at most ``limit`` at once; past it a new one is closed unread."""
-
-    noisy = False
-
-    def __init__(self, wrapped: Site, limit: int) -> None:
-        super().__init__(wrapped)
-        self.limit = limit
-
-    def buildProtocol(self, addr: Any) -> ProtocolWrapper | None:
-        return super().buildProtocol(addr) if len(self.protocols) < self.limit else None
-
-
 class AdminPort:
     """``root`` served over HTTP on ``host``:``port`` (0 picks a free port)."""
 
     def __init__(self, root: Resource, host: str = "127.0.0.1", port: int = 0, reactor: Any = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
-        self._site = _Capped(_AdminSite(root), MAX_CONNECTIONS)
+        self._site = CappedFactory(_AdminSite(root), ConnectionCaps(reactor, total=MAX_CONNECTIONS, name="admin port"))
         self._host = host
         self._port = port
         self._reactor = reactor

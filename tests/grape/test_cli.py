@@ -1,6 +1,7 @@
 """The ``twisted-exchange-grape`` process: serves, stops on SIGTERM, rejects bad flags."""
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -9,7 +10,7 @@ import unittest
 import urllib.request
 from pathlib import Path
 
-from tests.support import LOOPBACK, free_ports, python_module, spawn, wait_for_port
+from tests.support import LOOPBACK, closed_by_peer, free_ports, python_module, spawn, wait_for_port
 
 GRAPE = "twisted_exchange.grape"
 
@@ -42,6 +43,35 @@ class GrapeProcessTests(unittest.TestCase):
         self.assertIn("grape stopped", log)
         self.assertIn(f"DHT udp 127.0.0.1:{dht}", log)
         self.assertNotIn("Traceback", log)
+
+    def test_a_host_holding_its_share_of_connections_does_not_shut_out_lookups(self):
+        # Before the caps, a connection flood took a grape to EMFILE and it refused every lookup.
+        dht, api = free_ports(2)
+        proc = spawn(self, python_module(GRAPE, "--dp", str(dht), "--aph", str(api), "--bn", "",
+                                         "--max-connections", "64", "--max-connections-per-address", "8"),
+                     log=self.log)
+        wait_for_port(api, proc=proc)
+        held = []
+        self.addCleanup(lambda: [s.close() for s in held])
+        for n in range(9):  # from 127.0.0.2, speaking: the ninth is past its share
+            s = socket.create_connection((LOOPBACK, api), source_address=("127.0.0.2", 0), timeout=10)
+            s.sendall(b"POST /lookup HTTP/1.1\r\n")
+            held.append(s)
+        self.assertTrue(closed_by_peer(held[-1]))
+        for n in range(64):  # from other hosts, silent: the oldest give their places
+            held.append(socket.create_connection((LOOPBACK, api), source_address=(f"127.0.2.{n + 1}", 0), timeout=10))
+        self.assertEqual(post(api, "/announce", ["svc", 4242]), "No nodes to query")
+        self.assertEqual(post(api, "/lookup", "svc"), ["127.0.0.1:4242"])
+        self.assertRegex(self.log.read_text(), r"grape API: refusing connections: \d+ open, 8 from 127\.0\.0\.2 ")
+
+    def test_too_few_file_descriptors_is_one_error_line_and_exit_1(self):
+        dht, api = free_ports(2)
+        result = subprocess.run(python_module(GRAPE, "--dp", str(dht), "--aph", str(api)), capture_output=True,
+                                text=True, timeout=60,
+                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)))
+        self.assertEqual(result.returncode, 1)
+        self.assertTrue(result.stderr.startswith("error: 300 file descriptors (ulimit -n) leave room for 44 "
+                                                 "connections; at least 320 are needed"), result.stderr)
 
     def test_bad_flags_are_usage_errors_without_traceback(self):
         for args in [("--aph", "1"), ("--dp", "x", "--aph", "1"), ("--dp", "1", "--aph", "70000"),

@@ -214,7 +214,7 @@ class ConnectionCapTests(unittest.TestCase):
         self.assertIsNotNone(other)
         other.dataReceived(head(len(CALL)) + CALL)
         self.assertEqual(reply(other.transport), (200, ["r", None, {"echo": 1}]))
-        self.assertEqual((server.connections, server.refused_connections), (3, 1))
+        self.assertEqual((server.caps.open, server.caps.refused), (3, 1))
         held[0].transport.loseConnection()
         held[0].connectionLost(Failure(ConnectionDone()))
         self.assertIsNotNone(self.connect(server, "10.0.0.1"))  # its place is free again
@@ -227,9 +227,9 @@ class ConnectionCapTests(unittest.TestCase):
         self.assertIsNotNone(latest)
         self.assertTrue(silent.transport.disconnecting)  # aborted: it never sent a byte
         self.assertFalse(spoke.transport.disconnecting or newer.transport.disconnecting)
-        self.assertEqual((server.connections, server.evicted_connections, server.refused_connections), (3, 1, 0))
+        self.assertEqual((server.caps.open, server.caps.evicted, server.caps.refused), (3, 1, 0))
         silent.connectionLost(Failure(ConnectionDone()))  # the abort's, later: counted once
-        self.assertEqual(server._site.by_address, {"10.0.0.0": 1, "10.0.0.2": 1, "10.0.0.9": 1})
+        self.assertEqual(server.caps.by_address, {"10.0.0.0": 1, "10.0.0.2": 1, "10.0.0.9": 1})
 
     def test_at_the_total_cap_with_every_connection_heard_a_new_one_is_refused_until_one_closes(self) -> None:
         server = self.server(max_connections=3)
@@ -239,7 +239,7 @@ class ConnectionCapTests(unittest.TestCase):
         self.assertIsNone(self.connect(server, "10.0.0.9"))
         held[1].connectionLost(Failure(ConnectionDone()))
         self.assertIsNotNone(self.connect(server, "10.0.0.9"))
-        self.assertEqual((server.evicted_connections, server.refused_connections), (0, 1))
+        self.assertEqual((server.caps.evicted, server.caps.refused), (0, 1))
 
     def test_idle_connections_timed_out_give_their_places_back(self) -> None:
         server = self.server(max_connections=2)
@@ -250,7 +250,7 @@ class ConnectionCapTests(unittest.TestCase):
         for channel in list(server._site.channels):
             self.assertTrue(channel.transport.disconnecting)
             channel.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(server.connections, 0)
+        self.assertEqual(server.caps.open, 0)
         self.assertIsNotNone(self.connect(server))
 
     def test_in_secure_mode_a_refused_connection_gets_no_tls_either(self) -> None:
@@ -261,7 +261,7 @@ class ConnectionCapTests(unittest.TestCase):
         self.assertIsNotNone(first)
         self.assertIsNone(self.connect(server, factory=server._factory))
         first.connectionLost(Failure(ConnectionDone()))  # the TLS wrapper tells its channel
-        self.assertEqual(server.connections, 0)
+        self.assertEqual(server.caps.open, 0)
         self.assertIsNotNone(self.connect(server, factory=server._factory))
 
     def test_in_secure_mode_a_handshake_not_finished_is_silent_and_gives_its_place(self) -> None:
@@ -271,12 +271,12 @@ class ConnectionCapTests(unittest.TestCase):
         stalled.dataReceived(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello: TLS's, not the channel's
         self.assertIsNotNone(self.connect(server, "10.0.0.2", factory=server._factory))
         self.assertTrue(stalled.transport.disconnecting)
-        self.assertEqual((server.connections, server.evicted_connections), (1, 1))
+        self.assertEqual((server.caps.open, server.caps.evicted), (1, 1))
 
     def test_without_caps_every_connection_is_served(self) -> None:
         server = self.server()
         self.assertTrue(all(self.connect(server) is not None for _ in range(100)))
-        self.assertEqual((server.connections, server.refused_connections), (100, 0))
+        self.assertEqual((server.caps.open, server.caps.refused), (100, 0))
 
 
 class ServerFramingTests(unittest.TestCase):

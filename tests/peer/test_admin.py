@@ -31,7 +31,7 @@ from twisted_exchange.replication.records import empty_hard_state
 from twisted_exchange.replication.replica import Replica
 from twisted_exchange.replication.storage import Recovered
 from tests.peer.test_service import PEERS, order
-from tests.support import LOOPBACK, ROOT, eventually, http_get, start_grape
+from tests.support import LOOPBACK, ROOT, closed_by_peer, eventually, http_get, start_grape
 
 
 def samples(text: str) -> dict[tuple, float]:
@@ -185,18 +185,37 @@ class AdminPortTests(TestCase):
         self.assertEqual((status, json.loads(body)), (500, {"error": "internal error: ZeroDivisionError"}))
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
-    @defer.inlineCallbacks
-    def test_past_its_cap_a_new_connection_is_closed_unread_until_one_closes(self):
-        url = self.serve(admin_root(CollectorRegistry(), lambda: {"ok": True, "problems": []}))
-        port = int(url.rsplit(":", 1)[1])
-        held = []  # in a thread: this reactor must accept them meanwhile, in the order they came
+    def capped(self) -> tuple[AdminPort, int, list]:
+        """A served admin port, its port number, and a list of sockets closed at cleanup."""
+        admin = AdminPort(admin_root(CollectorRegistry(), lambda: {"ok": True, "problems": []}))
+        admin.start()
+        self.addCleanup(admin.stop)
+        held: list = []
         self.addCleanup(lambda: [s.close() for s in held])
-        closed = yield deferToThread(_one_too_many, port, MAX_CONNECTIONS, held)
-        self.assertEqual(closed, b"")
+        return admin, int(admin.url.rsplit(":", 1)[1]), held
+
+    @defer.inlineCallbacks
+    def test_past_its_cap_of_speaking_connections_a_new_one_is_closed_unread_until_one_closes(self):
+        admin, port, held = self.capped()
+        yield deferToThread(_open, port, MAX_CONNECTIONS, held, b"GET /heal")  # in a thread: this reactor accepts
+        yield eventually(lambda: admin._site.caps.open == MAX_CONNECTIONS and not admin._site.caps.silent,
+                         10, what="every connection heard from")
+        extra = yield deferToThread(_open, port, 1, held)
+        self.assertTrue((yield deferToThread(closed_by_peer, extra)))
         held.pop(0).close()
-        status = yield eventually(lambda: http_get(url + "/healthz").addCallback(lambda answer: answer[0]),
+        status = yield eventually(lambda: http_get(admin.url + "/healthz").addCallback(lambda answer: answer[0]),
                                   10, what="a place given back")
         self.assertEqual(status, 200)
+
+    @defer.inlineCallbacks
+    def test_at_its_cap_a_new_connection_takes_the_place_of_the_oldest_silent_one(self):
+        admin, port, held = self.capped()
+        yield deferToThread(_open, port, MAX_CONNECTIONS, held)
+        yield eventually(lambda: admin._site.caps.open == MAX_CONNECTIONS, 10, what="every connection accepted")
+        extra = yield deferToThread(_open, port, 1, held, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = yield deferToThread(extra.recv, 1024)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        self.assertTrue((yield deferToThread(closed_by_peer, held[0])))  # the oldest, aborted for it
 
     @defer.inlineCallbacks
     def test_only_get_is_served(self):
@@ -412,9 +431,12 @@ class LonePeerHealthTests(TestCase):
         self.assertFalse(membership.recorded(data_dir, "peer1"))
 
 
-def _one_too_many(port: int, count: int, held: list) -> bytes:
-    """Open ``count`` connections to ``port`` (kept in ``held``), then one
-    more: what it receives before it is closed (10 s at most)."""
-    for _ in range(count + 1):
-        held.append(socket.create_connection((LOOPBACK, port), timeout=10))
-    return held[-1].recv(1024)
+def _open(port: int, count: int, held: list, say: bytes = b"") -> socket.socket:
+    """Open ``count`` connections to ``port``, each sending ``say``; kept in
+    ``held`` (closed at cleanup); the last one."""
+    for _ in range(count):
+        connection = socket.create_connection((LOOPBACK, port), timeout=10)
+        held.append(connection)
+        if say:
+            connection.sendall(say)
+    return held[-1]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from twisted_exchange import pki
-from twisted_exchange.peer import limits, membership
+from twisted_exchange import connections, pki
+from twisted_exchange.peer import membership
 from twisted_exchange.pki import Identity
 from tests.support import LOOPBACK, free_ports, python_module, spawn, wait_for_port
 
@@ -140,8 +140,8 @@ class PeerCommandLineTests(unittest.TestCase):
         self.addCleanup(lambda: [s.close() for s in flood])
         for n in range(400):
             flood.append(socket.create_connection((LOOPBACK, port), source_address=(f"127.0.1.{n % 200 + 1}", 0)))
-        full = (b"twisted_exchange_rpc_connections %d.0\n" % (400 - limits.RESERVED_FDS),
-                b"twisted_exchange_rpc_connections_evicted_total %d.0\n" % limits.RESERVED_FDS)
+        full = (b"twisted_exchange_rpc_connections %d.0\n" % (400 - connections.RESERVED_FDS),
+                b"twisted_exchange_rpc_connections_evicted_total %d.0\n" % connections.RESERVED_FDS)
         deadline = time.monotonic() + 5
         while not all(line in _get(admin, "/metrics") for line in full):
             self.assertLess(time.monotonic(), deadline, "the silent connections past the cap were not closed")

@@ -14,6 +14,7 @@ import sys
 import click
 from twisted.internet.error import CannotListenError
 
+from twisted_exchange import connections
 from twisted_exchange.grape.krpc import Address
 from twisted_exchange.grape.dht import CONCURRENCY
 from twisted_exchange.grape.service import GrapeConfig, GrapeService
@@ -57,18 +58,21 @@ def parse_bootstrap(ctx: click.Context, param: click.Parameter, value: str) -> l
 @click.option("--admin-port", "admin_port", type=PORT, default=None,
               help="Serve Prometheus /metrics and /healthz over HTTP on this port of --bind "
                    "(0 picks a free one). Off when not given; not in Node's grape.")
+@connections.connection_options
 @log_options
 @click.version_option(package_name="twisted-exchange")
 def main(dht_port: int, api_port: int, bootstrap: list[Address], bind: str, peer_max_age: int,
-         max_payload_size: int | None, admin_port: int | None, concurrency: int,
-         log_level: str, log_format: str) -> None:
+         max_payload_size: int | None, admin_port: int | None, concurrency: int, max_connections: int,
+         max_connections_per_address: int, log_level: str, log_format: str) -> None:
     """A Grenache grape: Grape HTTP API plus BEP5/BEP44 DHT, wire-compatible with grenache-grape."""
+    max_connections = connections.total_within_descriptors(max_connections)
     from twisted.internet import reactor
     use_monotonic_time(reactor)
 
     config = GrapeConfig(dht_port=dht_port, api_port=api_port, bind=bind, bootstrap=bootstrap,
                          peer_max_age=peer_max_age / 1000, max_payload_size=max_payload_size,
-                         admin_port=admin_port, concurrency=concurrency)
+                         admin_port=admin_port, concurrency=concurrency, max_connections=max_connections,
+                         max_connections_per_address=max_connections_per_address)
     grape = GrapeService(config, reactor)
     try:
         grape.startService()

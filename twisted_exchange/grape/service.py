@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from twisted_exchange.adminport import AdminPort, admin_root
+from twisted_exchange.connections import CappedFactory, ConnectionCaps
 from twisted_exchange.grape.api import GrapeAPI
 from twisted_exchange.grape.dht import CONCURRENCY, DHTNode
 from twisted_exchange.grape.krpc import DEFAULT_TIMEOUT, Address
@@ -39,6 +40,8 @@ class GrapeConfig:
     query_timeout: float = DEFAULT_TIMEOUT
     admin_port: int | None = None
     concurrency: int = CONCURRENCY
+    max_connections: int | None = None  # on the HTTP API (twisted_exchange.connections); None: no cap
+    max_connections_per_address: int | None = None
 
 
 class _QuietSite(Site):
@@ -67,6 +70,7 @@ class GrapeService(Service):
         self._admin = (AdminPort(admin_root(self.metrics.registry, self.metrics.health), config.bind,
                                  config.admin_port, reactor)
                        if config.admin_port is not None else None)
+        self.caps = ConnectionCaps(reactor, config.max_connections, config.max_connections_per_address, "grape API")
         self._udp: IListeningPort | None = None
         self._tcp: IListeningPort | None = None
         self._timers = [task.LoopingCall(self.dht.tokens.rotate), task.LoopingCall(self.dht.refresh)]
@@ -89,7 +93,8 @@ class GrapeService(Service):
         self._udp = self._reactor.listenUDP(config.dht_port, self.dht.protocol, interface=config.bind)
         try:
             site = _QuietSite(GrapeAPI(self.dht, config.max_payload_size, count=self.metrics.count))
-            self._tcp = self._reactor.listenTCP(config.api_port, site, interface=config.bind)
+            self._tcp = self._reactor.listenTCP(config.api_port, CappedFactory(site, self.caps),
+                                                interface=config.bind)
             if self._admin is not None:
                 self._admin.start()
         except Exception:

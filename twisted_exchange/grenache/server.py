@@ -22,16 +22,11 @@ keep-alive connections hold no body and are closed after the same
 ``body_timeout`` of silence (Node's server: 5 s).
 
 File descriptors stay bounded however many connect: a server made with
-``max_connections_per_address`` closes a new connection from an address
-that holds that many at once, before reading a byte (a host holding slow
-connections, as Slowloris does, uses up its own share); one made with
-``max_connections`` holds no more than that in all, so the process keeps
-the descriptors it needs for its files and its own calls out.  At the
-total, a new connection takes the place of the oldest one that has not
-sent a byte of a request yet (in secure mode: that has not proven a
-certificate of the cluster, as every TLS client must before its first
-byte), else it is closed unread.  So connections that never prove
-anything cannot keep the clients and peers that do out.
+``max_connections`` or ``max_connections_per_address`` counts its
+connections against them (:mod:`twisted_exchange.connections`: past the
+per-address cap a new one is closed unread; at the total it takes the
+place of the oldest silent one, which behind TLS is one whose client has
+not finished a handshake with a certificate of the cluster).
 
 Secure mode (``tls=``, see tls.py) serves HTTPS with mutual TLS.  As Node
 hands ``meta.cert`` to its handlers, a server made ``with_caller=True``
@@ -56,6 +51,7 @@ from twisted.python.failure import Failure
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.web import http
 
+from twisted_exchange.connections import ConnectionCaps
 from twisted_exchange.grenache import wire
 from twisted_exchange.grenache.errors import (
     ERR_BUSY, ERR_HEADER_PARSE_GR, ERR_INTERNAL, ERR_REQUEST_INVALID,
@@ -70,8 +66,6 @@ Handler = Callable[..., Any]
 
 #: Seconds a stopping server waits for a connection to close before aborting it.
 STOP_GRACE = 1.0
-#: Seconds between two warnings that connections are being refused.
-CAP_WARN_EVERY = 10.0
 
 #: HTTP status of the refusals made before a handler runs; one place.
 _REFUSAL_STATUS = {
@@ -214,11 +208,9 @@ class _Channel(Protocol):
     _caller: Caller | None = None
     _max_body: int | None = None
     _first = True
-    counted = True  # by the site's caps, until it is lost or evicted
 
-    def __init__(self, site: _Site, host: str) -> None:
+    def __init__(self, site: _Site) -> None:
         self.site = site
-        self.host = host  # the address it counts against (see _Site.buildProtocol)
         self._clock = site.reactor
         self._buffer = bytearray()
         self._body: _Body | None = None
@@ -261,13 +253,13 @@ class _Channel(Protocol):
             self._let_go(request)
         self.requests = []
         self.site.channels.discard(self)
-        self.site.release(self)
+        self.site.caps.closed(self)
         self.lost.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
         if self._first:
             self._first = False
-            self.site.heard_from(self)
+            self.site.caps.heard_from(self)
             if data[:1] == TLS_HANDSHAKE:
                 # answer a TLS handshake on a plain-HTTP server at once (400),
                 # rather than wait for a request line that never comes
@@ -515,12 +507,10 @@ class _Site(Factory):
     """The server's connections, its limits and its budget."""
 
     noisy = False
-    log = Logger()
 
     def __init__(self, resource: RPCResource, max_body: int, max_buffered: int,
-                 body_timeout: float, reactor: Any,
-                 max_body_for: Callable[[Caller], int] | None = None,
-                 max_connections: int | None = None, max_per_address: int | None = None) -> None:
+                 body_timeout: float, reactor: Any, max_body_for: Callable[[Caller], int] | None,
+                 caps: ConnectionCaps) -> None:
         self.resource = resource
         self.max_body = max_body
         self.max_body_for = max_body_for
@@ -528,67 +518,16 @@ class _Site(Factory):
         self.timeout = body_timeout
         self.reactor = reactor
         self.channels: set[_Channel] = set()
-        self.max_connections = max_connections
-        self.max_per_address = max_per_address
-        self.open = 0  # connections counted: admitted, not yet lost or evicted
-        self.by_address: dict[str, int] = {}
-        self.silent: dict[_Channel, None] = {}  # counted, no byte heard yet; oldest first
-        self.refused = 0  # connections closed unread at a cap, since the start
-        self.evicted = 0  # silent connections closed for a newer one, since the start
-        self._warned = float("-inf")
+        self.caps = caps
 
     def buildProtocol(self, addr: Any) -> _Channel | None:
-        """A channel for a new connection, or None (Twisted closes it) past a cap."""
+        """A channel for a new connection, or None (Twisted closes it) past the caps."""
         host = getattr(addr, "host", "")
-        count = self.by_address.get(host, 0)
-        if self.max_per_address is not None and count >= self.max_per_address:
-            return self._refuse(host, count)
-        if self.max_connections is not None and self.open >= self.max_connections:
-            if not self.silent:
-                return self._refuse(host, count)
-            self._evict(next(iter(self.silent)))
-        channel = _Channel(self, host)
-        self.open += 1
-        self.by_address[host] = count + 1
-        self.silent[channel] = None
+        if not self.caps.admit(host):
+            return None
+        channel = _Channel(self)
+        self.caps.opened(channel, host)
         return channel
-
-    def heard_from(self, channel: _Channel) -> None:
-        """``channel``'s first bytes arrived: it keeps its place."""
-        self.silent.pop(channel, None)
-
-    def release(self, channel: _Channel) -> None:
-        """``channel`` is gone: uncount it, unless its eviction did."""
-        if channel.counted:
-            channel.counted = False
-            self.silent.pop(channel, None)
-            self.open -= 1
-            left = self.by_address[channel.host] - 1
-            if left:
-                self.by_address[channel.host] = left
-            else:
-                del self.by_address[channel.host]
-
-    def _evict(self, channel: _Channel) -> None:
-        """Close the silent ``channel`` at once for a newer connection."""
-        self.release(channel)
-        self.evicted += 1
-        self._warn("evicting silent connections", channel.host, self.by_address.get(channel.host, 0))
-        channel.transport.abortConnection()
-
-    def _refuse(self, host: str, count: int) -> None:
-        self.refused += 1
-        self._warn("refusing connections", host, count)
-
-    def _warn(self, what: str, host: str, count: int) -> None:
-        """Say ``what`` happens at a cap, at most every CAP_WARN_EVERY seconds."""
-        now = self.reactor.seconds()
-        if now - self._warned >= CAP_WARN_EVERY:
-            self._warned = now
-            self.log.warn("{what}: {open} open, {count} from {host} (caps {total} and {per_address} per "
-                          "address; {refused} refused and {evicted} evicted so far)",
-                          what=what, open=self.open, count=count, host=host, total=self.max_connections,
-                          per_address=self.max_per_address, refused=self.refused, evicted=self.evicted)
 
 
 class RPCResource:
@@ -724,7 +663,8 @@ class RPCServer(Service):
         self.port = port
         self._site = _Site(RPCResource(handler, utf8_only, with_caller), max_body,
                            2 * max_body if max_buffered is None else max_buffered,
-                           body_timeout, reactor, max_body_for, max_connections, max_connections_per_address)
+                           body_timeout, reactor, max_body_for,
+                           ConnectionCaps(reactor, max_connections, max_connections_per_address, "Grenache RPC"))
         if self._site.budget.for_one_body() < max_body:
             raise ValueError(f"max_buffered {max_buffered} leaves no room for one "
                              f"body of max_body {max_body} bytes")
@@ -732,19 +672,9 @@ class RPCServer(Service):
         self._listening: Any = None
 
     @property
-    def connections(self) -> int:
-        """Connections open now."""
-        return self._site.open
-
-    @property
-    def refused_connections(self) -> int:
-        """Connections closed unread at a cap since the start."""
-        return self._site.refused
-
-    @property
-    def evicted_connections(self) -> int:
-        """Silent connections closed for newer ones at the total cap since the start."""
-        return self._site.evicted
+    def caps(self) -> ConnectionCaps:
+        """Its connections, counted: open now, refused and evicted since the start."""
+        return self._site.caps
 
     def start(self) -> defer.Deferred[None]:
         """Listen; the Deferred fires once ``port`` is the bound port."""

@@ -12,11 +12,10 @@ import click
 from cryptography import x509
 from twisted.internet.error import CannotListenError
 
-from twisted_exchange import gctuning, pki, scheduling
+from twisted_exchange import connections, gctuning, pki, scheduling
 from twisted_exchange.monotonic import use_monotonic_time
 from twisted_exchange.grenache import tls
 from twisted_exchange.logs import begin_logging, log_options
-from twisted_exchange.peer import limits
 from twisted_exchange.peer.membership import MembershipError, recorded
 from twisted_exchange.pki import PEER, Credential, Identity
 from twisted_exchange.peer.service import SNAPSHOT_EVERY, PeerService
@@ -100,13 +99,7 @@ def _peer_addresses(ctx, param, value: str | None) -> dict[str, str]:
               help="Where other peers serve, as the cluster's config fixes it: called there first, and "
                    "looked up on the grapes only while that fails or until another peer answers there "
                    "(anyone may announce, and a flood of fakes can hide a peer from a lookup).")
-@click.option("--max-connections", default=limits.MAX_CONNECTIONS, show_default=True, type=click.IntRange(1),
-              help="RPC connections held open at once, at most; fewer if the descriptor limit (raised "
-                   f"to the hard `ulimit -n`) would leave less than {limits.RESERVED_FDS} for the peer's "
-                   "own files and calls. At it a new connection takes the place of the oldest one that has "
-                   "not sent a byte of a request (TLS: not finished its handshake), else is closed unread.")
-@click.option("--max-connections-per-address", default=limits.MAX_CONNECTIONS_PER_ADDRESS, show_default=True,
-              type=click.IntRange(1), help="RPC connections one IP address may hold open at once.")
+@connections.connection_options
 @log_options
 @click.version_option(package_name="twisted-exchange")
 def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int, data_dir: str,
@@ -119,12 +112,7 @@ def main(node_id: str, peers: list[str], grapes: list[str], host: str, port: int
                                  "through `exchangectl member add`)", param_hint="--id")
     if node_id in peer_addresses:
         raise click.BadParameter(f"names this peer ({node_id}); list the others", param_hint="--peer-address")
-    descriptors = limits.raise_descriptor_limit()
-    max_connections = limits.connection_cap(max_connections, descriptors)
-    if max_connections < limits.MIN_CONNECTIONS:
-        click.echo(f"error: {descriptors} file descriptors (ulimit -n) leave room for {max_connections} "
-                   f"connections; a peer needs {limits.RESERVED_FDS + limits.MIN_CONNECTIONS}", err=True)
-        sys.exit(1)
+    max_connections = connections.total_within_descriptors(max_connections)
     credential = _credential(pki_dir, node_id, host) if pki_dir is not None else None
     from twisted.internet import reactor
     use_monotonic_time(reactor)

@@ -325,7 +325,8 @@ class PeerService(Service):
 
     def connections(self) -> tuple[int, int, int]:
         """RPC connections open now, and those refused and evicted at a cap since the start (limits.py)."""
-        return self._server.connections, self._server.refused_connections, self._server.evicted_connections
+        caps = self._server.caps
+        return caps.open, caps.refused, caps.evicted
 
     # -- lifecycle ------------------------------------------------------------
 

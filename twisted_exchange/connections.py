@@ -1,0 +1,216 @@
+"""Caps on the connections a server holds: in all, and from one IP address.
+
+A process out of file descriptors cannot open its files or call out, and
+anyone may connect to our servers (clients, the network and whoever calls
+a grape are untrusted: before the caps, 23,000 idle connections made a
+peer fail-stop on EMFILE).  So a server holds at most ``total``
+connections and ``per_address`` from one IP address.  Past the
+per-address cap a new connection is closed unread: a host holding slow
+connections, as Slowloris does, uses up its own share.  At the total, a
+new connection takes the place of the oldest *silent* one (not a byte
+received yet; behind TLS, no byte before a handshake with a certificate
+of the cluster), else it is closed unread: connections that never say
+anything cannot shut out those that do.
+
+:class:`ConnectionCaps` counts; the Grenache server calls it from its own
+factory (no wrapper on its hot path), :class:`CappedFactory` wraps any
+other (the admin port, the grape's HTTP API).  :func:`raise_descriptor_limit`
+and :func:`connection_cap` size a process's total from ``ulimit -n``.
+"""
+from __future__ import annotations
+
+import resource
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+#: Descriptors a process keeps for its own use beside the connections it
+#: takes in: its files, its calls out (a peer pools up to 64 to another).
+RESERVED_FDS = 256
+#: The fewest connections a server is started with: its peers' and a few clients'.
+MIN_CONNECTIONS = 64
+#: Connections a peer's or grape's server holds at once, at most (``--max-connections``).
+MAX_CONNECTIONS = 8192
+#: Connections one IP address may hold on it at once (``--max-connections-per-address``):
+#: a whole loopback cluster's peers and benchmark clients share 127.0.0.1.
+MAX_CONNECTIONS_PER_ADDRESS = 1024
+#: Seconds between two warnings that a cap closed connections.
+WARN_EVERY = 10.0
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ConnectionCaps:
+    """The connections of one server, counted against its caps (None: no cap).
+
+    A connection is any object with a ``transport`` (to abort it): the
+    server calls :meth:`admit` before making one, :meth:`opened` once made,
+    :meth:`heard_from` at its first bytes and :meth:`closed` when it is lost.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, total: int | None = None, per_address: int | None = None,
+                 name: str = "server") -> None:
+        self.total = total
+        self.per_address = per_address
+        self.name = name
+        self.refused = 0  # closed unread at a cap, since the start
+        self.evicted = 0  # silent ones closed for newer ones, since the start
+        self.by_address: dict[str, int] = {}
+        self._reactor = reactor
+        self._hosts: dict[Any, str] = {}  # every counted connection -> its address
+        self._silent: dict[Any, None] = {}  # counted, no byte heard yet; oldest first
+        self._warned = float("-inf")
+
+    @property
+    def open(self) -> int:
+        """Connections counted now."""
+        return len(self._hosts)
+
+    @property
+    def silent(self) -> int:
+        """Connections counted now that have not sent a byte yet."""
+        return len(self._silent)
+
+    def admit(self, host: str) -> bool:
+        """Whether a new connection from ``host`` may be made: within the
+        caps, or once the oldest silent connection is closed for it."""
+        count = self.by_address.get(host, 0)
+        if self.per_address is not None and count >= self.per_address:
+            return self._refuse(host, count)
+        if self.total is not None and len(self._hosts) >= self.total:
+            if not self._silent:
+                return self._refuse(host, count)
+            oldest = next(iter(self._silent))
+            self.closed(oldest)  # now: the abort's connectionLost comes later
+            self.evicted += 1
+            self._warn("closing silent connections for newer ones", host, count)
+            oldest.transport.abortConnection()
+        return True
+
+    def opened(self, connection: Any, host: str) -> None:
+        """Count ``connection``, made for ``host`` after :meth:`admit`."""
+        self._hosts[connection] = host
+        self._silent[connection] = None
+        self.by_address[host] = self.by_address.get(host, 0) + 1
+
+    def heard_from(self, connection: Any) -> None:
+        """``connection``'s first bytes arrived: it keeps its place."""
+        self._silent.pop(connection, None)
+
+    def closed(self, connection: Any) -> None:
+        """``connection`` is gone (once; again is a no-op)."""
+        host = self._hosts.pop(connection, None)
+        if host is None:
+            return
+        self._silent.pop(connection, None)
+        left = self.by_address[host] - 1
+        if left:
+            self.by_address[host] = left
+        else:
+            del self.by_address[host]
+
+    def _refuse(self, host: str, count: int) -> bool:
+        self.refused += 1
+        self._warn("refusing connections", host, count)
+        return False
+
+    def _warn(self, what: str, host: str, count: int) -> None:
+        """Say ``what`` happens at a cap, at most every WARN_EVERY seconds."""
+        now = self._reactor.seconds()
+        if now - self._warned >= WARN_EVERY:
+            self._warned = now
+            self.log.warn("{name}: {what}: {open} open, {count} from {host} (caps {total} and {per_address} "
+                          "per address; {refused} refused and {evicted} evicted so far)",
+                          name=self.name, what=what, open=self.open, count=count, host=host,
+                          total=self.total, per_address=self.per_address, refused=self.refused,
+                          evicted=self.evicted)
+
+
+class _Counted(ProtocolWrapper):
+    """A connection of a :class:`CappedFactory`: tells the caps when it is first heard from."""
+
+    _heard = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._heard:
+            self._heard = True
+            self.factory.caps.heard_from(self)
+        super().dataReceived(data)
+
+
+class CappedFactory(WrappingFactory):
+    """``wrapped``'s connections, counted against ``caps``; past them a new one is closed unread."""
+
+    protocol = _Counted
+    noisy = False
+
+    def __init__(self, wrapped: Factory, caps: ConnectionCaps) -> None:
+        super().__init__(wrapped)
+        self.caps = caps
+
+    def buildProtocol(self, addr: Any) -> _Counted | None:
+        host = getattr(addr, "host", "")
+        if not self.caps.admit(host):
+            return None
+        connection = super().buildProtocol(addr)
+        self.caps.opened(connection, host)
+        return connection
+
+    def unregisterProtocol(self, connection: ProtocolWrapper) -> None:
+        super().unregisterProtocol(connection)
+        self.caps.closed(connection)
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit if allowed (as Go's
+    runtime does); the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def connection_cap(wanted: int, descriptors: int) -> int:
+    """``wanted`` connections, or fewer if ``descriptors`` (RLIMIT_NOFILE;
+    RLIM_INFINITY for none) would leave less than RESERVED_FDS."""
+    if descriptors == resource.RLIM_INFINITY:
+        return wanted
+    return max(0, min(wanted, descriptors - RESERVED_FDS))
+
+
+def connection_options(command: F) -> F:
+    """``--max-connections`` and ``--max-connections-per-address`` for a server's command line."""
+    command = click.option(
+        "--max-connections-per-address", default=MAX_CONNECTIONS_PER_ADDRESS, show_default=True,
+        type=click.IntRange(1), help="Connections one IP address may hold open at once; past it a new "
+                                     "one is closed unread.")(command)
+    return click.option(
+        "--max-connections", default=MAX_CONNECTIONS, show_default=True, type=click.IntRange(1),
+        help="Connections held open at once, at most; fewer if the descriptor limit (raised to the hard "
+             f"`ulimit -n`) would leave less than {RESERVED_FDS} for the process's own files and calls. At "
+             "it a new connection takes the place of the oldest one that has not sent a byte (TLS: not "
+             "finished its handshake), else is closed unread.")(command)
+
+
+def total_within_descriptors(wanted: int) -> int:
+    """``wanted`` connections, or what the descriptor limit, raised to the
+    hard one, leaves beside RESERVED_FDS; exit 1 with one line if that is
+    under MIN_CONNECTIONS."""
+    descriptors = raise_descriptor_limit()
+    total = connection_cap(wanted, descriptors)
+    if total < MIN_CONNECTIONS:
+        click.echo(f"error: {descriptors} file descriptors (ulimit -n) leave room for {total} connections; "
+                   f"at least {RESERVED_FDS + MIN_CONNECTIONS} are needed", err=True)
+        sys.exit(1)
+    return total
