@@ -43,13 +43,14 @@ MAX_CONNECTIONS_PER_ADDRESS = 1024
 WARN_EVERY = 10.0
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C")
 
 
 class ConnectionCaps:
     """The connections of one server, counted against its caps (None: no cap).
 
     A connection is any object with a ``transport`` (to abort it): the
-    server calls :meth:`admit` before making one, :meth:`opened` once made,
+    server's factory makes it through :meth:`connect`, and it calls
     :meth:`heard_from` at its first bytes and :meth:`closed` when it is lost.
     """
 
@@ -78,7 +79,19 @@ class ConnectionCaps:
         """Connections counted now that have not sent a byte yet."""
         return len(self._silent)
 
-    def admit(self, host: str) -> bool:
+    def connect(self, addr: Any, make: Callable[[], C]) -> C | None:
+        """``make()``, counted, for a new connection from ``addr``; None (the
+        factory's answer that closes it unread) past the caps."""
+        host = getattr(addr, "host", "")
+        if not self._admit(host):
+            return None
+        connection = make()
+        self._hosts[connection] = host
+        self._silent[connection] = None
+        self.by_address[host] = self.by_address.get(host, 0) + 1
+        return connection
+
+    def _admit(self, host: str) -> bool:
         """Whether a new connection from ``host`` may be made: within the
         caps, or once the oldest silent connection is closed for it."""
         count = self.by_address.get(host, 0)
@@ -93,12 +106,6 @@ class ConnectionCaps:
             self._warn("closing silent connections for newer ones", host, count)
             oldest.transport.abortConnection()
         return True
-
-    def opened(self, connection: Any, host: str) -> None:
-        """Count ``connection``, made for ``host`` after :meth:`admit`."""
-        self._hosts[connection] = host
-        self._silent[connection] = None
-        self.by_address[host] = self.by_address.get(host, 0) + 1
 
     def heard_from(self, connection: Any) -> None:
         """``connection``'s first bytes arrived: it keeps its place."""
@@ -156,12 +163,7 @@ class CappedFactory(WrappingFactory):
         self.caps = caps
 
     def buildProtocol(self, addr: Any) -> _Counted | None:
-        host = getattr(addr, "host", "")
-        if not self.caps.admit(host):
-            return None
-        connection = super().buildProtocol(addr)
-        self.caps.opened(connection, host)
-        return connection
+        return self.caps.connect(addr, lambda: super(CappedFactory, self).buildProtocol(addr))
 
     def unregisterProtocol(self, connection: ProtocolWrapper) -> None:
         super().unregisterProtocol(connection)

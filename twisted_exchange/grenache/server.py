@@ -522,12 +522,7 @@ class _Site(Factory):
 
     def buildProtocol(self, addr: Any) -> _Channel | None:
         """A channel for a new connection, or None (Twisted closes it) past the caps."""
-        host = getattr(addr, "host", "")
-        if not self.caps.admit(host):
-            return None
-        channel = _Channel(self)
-        self.caps.opened(channel, host)
-        return channel
+        return self.caps.connect(addr, lambda: _Channel(self))
 
 
 class RPCResource:

@@ -324,7 +324,7 @@ class PeerService(Service):
         return {"ok": not problems, "problems": problems}
 
     def connections(self) -> tuple[int, int, int]:
-        """RPC connections open now, and those refused and evicted at a cap since the start (limits.py)."""
+        """RPC connections open now, and those refused and evicted at a cap since the start (connections.py)."""
         caps = self._server.caps
         return caps.open, caps.refused, caps.evicted
 
