@@ -1,10 +1,13 @@
 """The shared workload of ``make bench-peers`` and our own adapter (no timing asserted)."""
+import json
+import tempfile
 import unittest
 from collections import Counter
+from pathlib import Path
 
 from twisted_exchange.core import Exchange
-from twisted_exchange.core.peers.bench import flatness
-from twisted_exchange.core.peers.engines import Ours, measure
+from twisted_exchange.core.peers.bench import DEFAULT_VENV, OURS, flatness, run_engine
+from twisted_exchange.core.peers.engines import BACKED_BYTES, Ours, measure
 from twisted_exchange.core.peers.workload import FAR, MID, Workload
 
 
@@ -67,12 +70,34 @@ class OurAdapterTests(unittest.TestCase):
         self.assertEqual(result["errors"], 0)
         self.assertEqual(result["commands"], 2000)
 
+    def test_the_timed_commands_start_on_backed_pages_unless_asked_for_cold_ones(self):
+        workload = Workload(5, 50, 200)
+        warm = measure(Ours(), workload.prefill, workload.commands)
+        cold = measure(Ours(), workload.prefill, workload.commands, back_pages=False)
+        self.assertEqual((warm["backed_bytes"], cold["backed_bytes"]), (BACKED_BYTES, 0))
+        for result in (warm, cold):
+            self.assertGreaterEqual(result["kernel_seconds"], 0)
+            self.assertLessEqual(result["kernel_seconds"], result["seconds"] + 0.01)  # clock granularity
+
     def test_buyers_and_sellers_are_distinct_clients_so_nothing_is_self_trade_cancelled(self):
         adapter = Ours()
         commands = adapter.prepare(Workload(2, 0, 3000).commands)
         buyers = {c["client"] for c in commands if c.get("side") == "buy"}
         sellers = {c["client"] for c in commands if c.get("side") == "sell"}
         self.assertFalse(buyers & sellers)
+
+
+class RunEngineTests(unittest.TestCase):
+    def test_ours_runs_in_a_child_that_passes_cold_pages_on(self):
+        workload = Workload(4, 20, 100)
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "workload.json"
+            path.write_text(json.dumps({"prefill": workload.prefill, "commands": workload.commands}))
+            warm = run_engine(OURS, path, DEFAULT_VENV)
+            cold = run_engine(OURS, path, DEFAULT_VENV, cold_pages=True)
+        self.assertEqual((warm["commands"], warm["errors"], warm["backed_bytes"]), (100, 0, BACKED_BYTES))
+        self.assertEqual((cold["commands"], cold["errors"], cold["backed_bytes"]), (100, 0, 0))
+        self.assertEqual(warm["fills"], cold["fills"])
 
 
 class FlatnessTests(unittest.TestCase):

@@ -1,7 +1,7 @@
 """``make bench-peers``: our core against the order books of PyPI, on one workload.
 
 ``python -m twisted_exchange.core.peers.bench [--depths 1000,100000,1000000]
-[--commands 100000] [--rounds 3] [--seed 1] [--venv DIR]``
+[--commands 100000] [--rounds 3] [--seed 1] [--venv DIR] [--cold-pages]``
 
 The peer engines are pinned in :data:`.engines.ENGINES` and installed into a
 virtual environment of their own (``--venv``, made on first use with
@@ -10,17 +10,21 @@ virtual environment of their own (``--venv``, made on first use with
 engine on it in a fresh process (:mod:`.engines`), engines interleaved so
 that a noisy moment on the machine hits them all alike, and the best round
 counts.  Reported per engine and depth: commands per second (CPU time) and
-its ratio to ours, fills (and whether they equal ours: a different count on
-the same commands is a matching bug or an API that does not report them),
+its ratio to ours, the kernel's share of that time (page faults; the timed
+commands start on memory the machine has backed, unless ``--cold-pages``:
+see :func:`.engines.measure`; sampled at the kernel's tick, 4 ms here, so
++-3% on one run), fills (and whether they equal ours: a
+different count on the same commands is a matching bug or an API that does
+not report them),
 commands the engine raised on, and bytes per resting order (growth of the
 resident set over the prefill, divided by the depth: meaningful at the
 largest depth only).  An engine that fails to install or to run is reported
 in one line and the others go on.
 
-Latest figures (issue 12; seed 1, 100,000 commands, best of 3 interleaved
-rounds, CPU time; this 2-core machine, shared with other work, so rounds of
-one engine vary by up to 10-20%; bytes per order from the resident set at
-10^6).  "before" is the core as of 9983fa2, run from a worktree in the same
+Figures, oldest first: the latest are at the end (issue 12; seed 1,
+100,000 commands, best of 3 interleaved rounds, CPU time; this 2-core
+machine, shared with other work, so rounds of one engine vary by up to
+10-20%; bytes per order from the resident set at 10^6).  "before" is the core as of 9983fa2, run from a worktree in the same
 session and interleaved with the rest; "after" is this core as its source
 (``TWISTED_EXCHANGE_CORE=pure``) and as its mypyc build (``make
 core-compiled``)::
@@ -217,6 +221,49 @@ a closing order into a recycled record frees the order while it is warm,
 yet the record itself is last touched 10,000 closes earlier, as cold as
 the order it replaces, and the copy and its id dict cost ~0.1 us at both
 depths.  Peer engines that keep no closed orders pay none of this.
+
+Ninth session (2026-12-01, same machine): where the rest went.  Timed
+alone, our user CPU per command grew 7-15% from 10^3 to 10^6 but the
+kernel's from ~0 to 0.12-0.28 us: perf (cpu-clock, the timed commands
+only) showed ``clear_page_erms`` at 5.5-7.5% of the 10^6 run and absent
+from the 10^3 one, for fewer page faults (1,386 against 2,069): ~10 us
+per fault.  This VM reports its free pages to the host
+(``CONFIG_PAGE_REPORTING``), so after a prefill has grown the process by
+a gigabyte, the next pages are ones the host must back anew.  Writing and
+freeing 256 MB just before the clock starts took the kernel's share to
+~0; that is now what :func:`.engines.measure` does, for every engine
+(``--cold-pages`` to see it the old way).  Huge pages for Python's arenas
+(a C arena allocator carving 1 MiB arenas out of 2 MiB-aligned, madvised
+chunks: 1 GB of the 10^6 process in huge pages, where "always" had given
+51 MB) made no difference the noise resolves (6 interleaved rounds: 1.21x
+median either way), so the TLB is not where the depth goes.  Ours alone,
+8 interleaved rounds, best / median cmds/s::
+
+                         D=10^3        D=10^6        10^6 vs 10^3 (best / median)   kernel share at 10^6
+    cold pages (before)  606k / 599k   520k / 496k   1.17 / 1.21                      9%
+    backed (now)         639k / 584k   552k / 500k   1.16 / 1.17                      2%
+
+``make bench-peers`` (3 rounds), backed pages::
+
+    engine                     D=10^3     D=10^5     D=10^6   10^6 vs 10^3   bytes/order
+    core, compiled            590,826    568,139    525,176   1.13               170
+    cython-orderbook          304,475    334,278    281,016   1.08               359
+    akhil4n-orderbook         273,011    317,706    276,017   0.99               407
+    pyorderbook               166,344    179,305    161,460   1.03               493
+    fastlob                    78,192     77,754     79,074   0.99               518
+    limit-order-book (C++)  1,149,311  1,099,593  1,032,276   1.11                92
+
+and D=10^3 / 10^6 only: ours 587,695 / 530,151 (1.11x).  With
+``--cold-pages`` right after: ours 590,152 / 515,246 (1.15x; kernel 2% /
+6%), cython-orderbook 1.05x, limit-order-book 1.12x.  The peers' own
+ratios move by up to 0.2 from run to run either way (cython-orderbook
+1.31x and 1.08x backed, 1.05x cold), so what the pages cost them is not
+resolved here.  What is left of ours (perf, backed, the same
+commands at both depths): forgetting the 10,000th closed order
+(``Exchange._close`` and the order's dealloc: 5% of the samples at 10^3,
+9% at 10^6) and touching cold makers and cancelled orders' neighbours
+(``match``, ``PriceLevel.remove``, the index's list: 4% against 9%), each
+a cache miss the contract's retention or the book's FIFO asks for.
 """
 from __future__ import annotations
 
@@ -256,12 +303,13 @@ def install(venv: Path) -> dict[str, str]:
     return failed
 
 
-def run_engine(name: str, workload: Path, venv: Path) -> dict:
+def run_engine(name: str, workload: Path, venv: Path, cold_pages: bool = False) -> dict:
     """One engine on one workload in a fresh process: its JSON line, or ``{"error": ...}``."""
     requirement = engines.ENGINES[name][1]
     python = sys.executable if requirement is None else str(venv / "bin" / "python")
     env = dict(os.environ, PYTHONPATH=str(ROOT)) if requirement is None else None
-    done = subprocess.run([python, engines.__file__, name, str(workload)],
+    options = ["--cold-pages"] if cold_pages else []
+    done = subprocess.run([python, engines.__file__, name, str(workload), *options],
                           capture_output=True, text=True, env=env)
     if done.returncode:
         lines = done.stderr.strip().splitlines() or [f"exit {done.returncode}"]
@@ -277,7 +325,7 @@ def compare(depth: int, args: argparse.Namespace, names: list[str], directory: P
     best: dict[str, dict] = {}
     for _ in range(args.rounds):
         for name in names:
-            result = run_engine(name, path, args.venv)
+            result = run_engine(name, path, args.venv, args.cold_pages)
             kept = best.get(name)
             if kept is None or "error" in kept or result.get("seconds", float("inf")) < kept["seconds"]:
                 best[name] = result
@@ -288,10 +336,11 @@ def compare(depth: int, args: argparse.Namespace, names: list[str], directory: P
 def report(depth: int, results: dict[str, dict]) -> None:
     ours = results.get(OURS, {})
     print(f"\ndepth {depth:,} resting orders, {ours.get('commands', 0):,} commands "
-          f"(best round, CPU time)")
+          f"(best round, CPU time{', cold pages' if ours.get('backed_bytes') == 0 else ''})")
     if ours.get("implementation"):
         print(f"  ours: {ours['implementation']}")
-    print(f"  {'engine':<24} {'cmds/s':>10} {'vs ours':>8} {'fills':>8} {'errors':>7} {'bytes/order':>12}")
+    print(f"  {'engine':<24} {'cmds/s':>10} {'vs ours':>8} {'kernel':>7} {'fills':>8} {'errors':>7}"
+          f" {'bytes/order':>12}")
     for name, result in results.items():
         if "error" in result:
             print(f"  {name:<24} failed: {result['error']}")
@@ -299,8 +348,9 @@ def report(depth: int, results: dict[str, dict]) -> None:
         rate = result["commands"] / result["seconds"]
         ratio = rate / (ours["commands"] / ours["seconds"]) if "seconds" in ours else float("nan")
         size = result["bytes_per_order"]
-        print(f"  {name:<24} {rate:>10,.0f} {ratio:>7.2f}x {_fills(result, ours):>8} {result['errors']:>7,}"
-              f" {'' if size is None else f'{size:,.0f}':>12}")
+        kernel = result["kernel_seconds"] / result["seconds"] if result["seconds"] else 0.0
+        print(f"  {name:<24} {rate:>10,.0f} {ratio:>7.2f}x {kernel:>6.0%} {_fills(result, ours):>8}"
+              f" {result['errors']:>7,} {'' if size is None else f'{size:,.0f}':>12}")
     for name, result in results.items():
         if name == OURS or "error" in result or result["fills"] == ours.get("fills"):
             continue
@@ -343,6 +393,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--commands", type=int, default=100_000, help="timed commands per run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best counts")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cold-pages", action="store_true",
+                        help="time the commands on memory the machine has not backed yet (see engines.measure)")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV,
                         help=f"virtual environment of the peer engines (default {DEFAULT_VENV})")
     args = parser.parse_args(argv)

@@ -1,11 +1,12 @@
 """One adapter per engine of ``make bench-peers``, and the child process that times one.
 
-``python engines.py ENGINE WORKLOAD.json`` (run as a script, by the project's
+``python engines.py ENGINE WORKLOAD.json [--cold-pages]`` (run as a script, by the project's
 interpreter for ``ours`` and by the peers' virtual environment for the
 others, so no engine shares a process or an installed package with another)
 loads the neutral stream of :mod:`.workload`, lets the adapter turn it into
 the engine's own form, applies the prefill, then times the commands and
-prints one JSON line: CPU seconds, fills, resting orders' bytes.
+prints one JSON line: CPU seconds (and the kernel's share of them), fills,
+resting orders' bytes.
 
 Each adapter gives its engine what that engine wants: ours gets the wire
 form (a dict of decimal strings per command, validated, answered with a
@@ -25,12 +26,16 @@ import gc
 import json
 import logging
 import os
+import resource
 import sys
 import time
 from typing import Any, Optional
 
 SYMBOL = "BTCUSD"
 TOP = 10**9  # a price above every order of the workload: what a buy "market" order is limited to
+#: Memory written then freed before the clock starts, so that the timed
+#: commands grow into pages the machine has already backed (see :func:`measure`).
+BACKED_BYTES = 256 << 20
 
 
 class Adapter:
@@ -254,10 +259,20 @@ ENGINES: dict[str, tuple[type[Adapter], Optional[str]]] = {
 }
 
 
-def measure(adapter: Adapter, prefill: list, commands: list) -> dict:
+def measure(adapter: Adapter, prefill: list, commands: list, back_pages: bool = True) -> dict:
     """Apply ``prefill`` (untimed, for its memory) then time ``commands`` in CPU seconds.
 
-    The cyclic collector stays on, as in a long-running process.
+    The cyclic collector stays on, as in a long-running process.  Unless
+    ``back_pages`` is false, :data:`BACKED_BYTES` are written and freed just
+    before the clock starts.  On a virtual machine that hands the guest's
+    free pages back to its host (``CONFIG_PAGE_REPORTING``, the machines of
+    issue 12), a process that has just grown by a gigabyte (a prefill of
+    10^6 orders) grows on into pages the host no longer backs, and the
+    kernel's clearing of each one then costs ~10 us instead of ~0.1 us: for
+    ours, a kernel share of 9% of the timed CPU at 10^6 on average and 5%
+    at 10^3 (2% at both when backed; 8 rounds).  A long-running
+    engine pays that once per page, not per command; freed pages are the
+    ones the kernel hands out next, so the timed commands measure the engine.
     """
     native_prefill = adapter.prepare(prefill)
     native_commands = adapter.prepare(commands)
@@ -266,12 +281,24 @@ def measure(adapter: Adapter, prefill: list, commands: list) -> dict:
     errors = adapter.run(native_prefill)
     gc.collect()
     grown = _resident_bytes() - before
+    if back_pages:
+        _touch_and_free(BACKED_BYTES)
     start = time.process_time()
+    kernel = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     errors += adapter.run(native_commands)
     seconds = time.process_time() - start
-    return {"seconds": seconds, "commands": len(commands), "errors": errors, "fills": adapter.fills(),
-            "fill_note": adapter.fill_note, "implementation": adapter.implementation,
-            "bytes_per_order": grown / len(prefill) if prefill else None}
+    kernel = resource.getrusage(resource.RUSAGE_SELF).ru_stime - kernel
+    return {"seconds": seconds, "kernel_seconds": kernel, "commands": len(commands), "errors": errors,
+            "fills": adapter.fills(), "fill_note": adapter.fill_note, "implementation": adapter.implementation,
+            "bytes_per_order": grown / len(prefill) if prefill else None,
+            "backed_bytes": BACKED_BYTES if back_pages else 0}
+
+
+def _touch_and_free(size: int) -> None:
+    """Write every page of ``size`` bytes, then give them back (freed at once:
+    a block this large is its own mapping, unmapped on free)."""
+    block = b"\x01" * size
+    del block
 
 
 def _resident_bytes() -> int:
@@ -281,13 +308,14 @@ def _resident_bytes() -> int:
 
 
 def main(argv: list[str]) -> int:
-    engine, path = argv
+    engine, path, *options = argv
     logging.disable(logging.CRITICAL)  # engines that log per order would measure their log output
     with open(path) as file:
         workload = json.load(file)
     adapter = ENGINES[engine][0]()
     try:
-        print(json.dumps(measure(adapter, workload["prefill"], workload["commands"])))
+        print(json.dumps(measure(adapter, workload["prefill"], workload["commands"],
+                                 back_pages="--cold-pages" not in options)))
     finally:
         adapter.close()
     return 0
