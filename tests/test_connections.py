@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import resource
 
+from prometheus_client import CollectorRegistry
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -56,6 +57,31 @@ class CappedFactoryTests(SynchronousTestCase):
         held[0].connectionLost(None)
         self.assertIsNotNone(self.connect("10.0.0.9"))
         self.assertEqual((self.caps.open, self.caps.refused, self.caps.evicted), (3, 1, 0))
+
+
+class ConnectionFamiliesTests(SynchronousTestCase):
+    def test_open_refused_and_evicted_under_the_servers_prefix_read_at_scrape_time(self) -> None:
+        caps = connections.ConnectionCaps(Clock(), total=1, per_address=1)
+        registry = CollectorRegistry()
+
+        class Collector:
+            def describe(self):
+                return connections.connection_families("x_api", "X")
+
+            def collect(self):
+                return connections.connection_families("x_api", "X", caps.counts())
+
+        registry.register(Collector())
+        factory = connections.CappedFactory(Factory.forProtocol(_Echo), caps)
+        for host in ("10.0.0.1", "10.0.0.1", "10.0.0.2"):  # the second refused, the third evicts the first
+            connection = factory.buildProtocol(IPv4Address("TCP", host, 40000))
+            if connection is not None:
+                connection.makeConnection(StringTransport())
+        self.assertEqual([registry.get_sample_value(name) for name in
+                          ("x_api_connections", "x_api_connections_refused_total", "x_api_connections_evicted_total")],
+                         [1, 1, 1])
+        self.assertEqual([family.name for family in connections.connection_families("x_api", "X")],
+                         ["x_api_connections", "x_api_connections_refused", "x_api_connections_evicted"])
 
 
 class ConnectionCapTests(SynchronousTestCase):

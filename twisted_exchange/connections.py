@@ -15,7 +15,8 @@ anything cannot shut out those that do.
 :class:`ConnectionCaps` counts; the Grenache server calls it from its own
 factory (no wrapper on its hot path), :class:`CappedFactory` wraps any
 other (the admin port, the grape's HTTP API).  :func:`raise_descriptor_limit`
-and :func:`connection_cap` size a process's total from ``ulimit -n``.
+and :func:`connection_cap` size a process's total from ``ulimit -n``;
+:func:`connection_families` shows the counts on a server's /metrics.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -78,6 +80,10 @@ class ConnectionCaps:
     def silent(self) -> int:
         """Connections counted now that have not sent a byte yet."""
         return len(self._silent)
+
+    def counts(self) -> tuple[int, int, int]:
+        """Connections open now, and those refused and evicted since the start."""
+        return len(self._hosts), self.refused, self.evicted
 
     def connect(self, addr: Any, make: Callable[[], C]) -> C | None:
         """``make()``, counted, for a new connection from ``addr``; None (the
@@ -138,6 +144,22 @@ class ConnectionCaps:
                           name=self.name, what=what, open=self.open, count=count, host=host,
                           total=self.total, per_address=self.per_address, refused=self.refused,
                           evicted=self.evicted)
+
+
+def connection_families(prefix: str, server: str,
+                        counts: tuple[int, int, int] | None = None) -> tuple[Metric, ...]:
+    """``{prefix}_connections`` open now and ``{prefix}_connections_refused``
+    and ``_evicted`` since the start, of the ``server`` counted by
+    :meth:`ConnectionCaps.counts`; without ``counts``, the families alone
+    (a collector's ``describe``)."""
+    open_now, refused, evicted = counts if counts is not None else (None, None, None)
+    return (GaugeMetricFamily(f"{prefix}_connections", f"{server} connections open.", value=open_now),
+            CounterMetricFamily(f"{prefix}_connections_refused", f"{server} connections closed unread "
+                                "since the start: the server held its cap of them, in all or from that address.",
+                                value=refused),
+            CounterMetricFamily(f"{prefix}_connections_evicted", f"Silent {server} connections (no byte "
+                                "received yet) closed since the start to make room for newer ones.",
+                                value=evicted))
 
 
 class _Counted(ProtocolWrapper):

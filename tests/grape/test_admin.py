@@ -37,6 +37,9 @@ class GrapeAdminTests(TestCase):
         self.assertEqual(found[(prefix + "requests_total", ("endpoint", "unknown"), ("outcome", "error"))], 1)
         self.assertEqual(found[(prefix + "announcements",)], 1)
         self.assertEqual(found[(prefix + "routing_nodes",)], 0)
+        self.assertEqual((found[(prefix + "api_connections_refused_total",)],
+                          found[(prefix + "api_connections_evicted_total",)]), (0, 0))
+        self.assertIn((prefix + "api_connections",), found)
         self.assertGreater(found[("process_resident_memory_bytes",)], 0)
         self.assertIn(("python_gc_collections_total", ("generation", "2")), found)
 

@@ -10,6 +10,8 @@ import unittest
 import urllib.request
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.support import LOOPBACK, closed_by_peer, free_ports, python_module, spawn, wait_for_port
 
 GRAPE = "twisted_exchange.grape"
@@ -46,9 +48,10 @@ class GrapeProcessTests(unittest.TestCase):
 
     def test_a_host_holding_its_share_of_connections_does_not_shut_out_lookups(self):
         # Before the caps, a connection flood took a grape to EMFILE and it refused every lookup.
-        dht, api = free_ports(2)
+        dht, api, admin = free_ports(3)
         proc = spawn(self, python_module(GRAPE, "--dp", str(dht), "--aph", str(api), "--bn", "",
-                                         "--max-connections", "64", "--max-connections-per-address", "8"),
+                                         "--max-connections", "64", "--max-connections-per-address", "8",
+                                         "--admin-port", str(admin)),
                      log=self.log)
         wait_for_port(api, proc=proc)
         held = []
@@ -63,6 +66,12 @@ class GrapeProcessTests(unittest.TestCase):
         self.assertEqual(post(api, "/announce", ["svc", 4242]), "No nodes to query")
         self.assertEqual(post(api, "/lookup", "svc"), ["127.0.0.1:4242"])
         self.assertRegex(self.log.read_text(), r"grape API: refusing connections: \d+ open, 8 from 127\.0\.0\.2 ")
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{admin}/metrics", timeout=10) as response:
+            metrics = {s.name: s.value for f in text_string_to_metric_families(response.read().decode())
+                       for s in f.samples if s.name.startswith("twisted_exchange_grape_api_connections")}
+        self.assertEqual(metrics["twisted_exchange_grape_api_connections_refused_total"], 1)
+        self.assertGreaterEqual(metrics["twisted_exchange_grape_api_connections_evicted_total"], 8)
+        self.assertLessEqual(metrics["twisted_exchange_grape_api_connections"], 64)
 
     def test_too_few_file_descriptors_is_one_error_line_and_exit_1(self):
         dht, api = free_ports(2)

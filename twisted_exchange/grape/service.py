@@ -66,11 +66,11 @@ class GrapeService(Service):
         self.dht = DHTNode(host=config.bind, bootstrap=config.bootstrap,
                            peer_max_age=config.peer_max_age, clock=reactor,
                            query_timeout=config.query_timeout, concurrency=config.concurrency)
-        self.metrics = GrapeMetrics(self.dht)
+        self.caps = ConnectionCaps(reactor, config.max_connections, config.max_connections_per_address, "grape API")
+        self.metrics = GrapeMetrics(self.dht, self.caps)
         self._admin = (AdminPort(admin_root(self.metrics.registry, self.metrics.health), config.bind,
                                  config.admin_port, reactor)
                        if config.admin_port is not None else None)
-        self.caps = ConnectionCaps(reactor, config.max_connections, config.max_connections_per_address, "grape API")
         self._udp: IListeningPort | None = None
         self._tcp: IListeningPort | None = None
         self._timers = [task.LoopingCall(self.dht.tokens.rotate), task.LoopingCall(self.dht.refresh)]

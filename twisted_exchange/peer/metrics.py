@@ -32,11 +32,13 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from twisted_exchange.adminport import process_registry
+from twisted_exchange.connections import connection_families
 from twisted_exchange.peer.protocol import ACTIONS
 from twisted_exchange.replication.raft import LEADER
 from twisted_exchange.replication.replica import Replica
 
 PREFIX = "twisted_exchange"
+RPC = f"{PREFIX}_rpc"  # the Grenache RPC server's connection families (connections.py)
 #: Symbols with a label of their own; the others are summed as "other".
 MAX_SYMBOLS = 100
 OTHER = "other"
@@ -202,7 +204,7 @@ class _StateCollector:
         for name, text in self._GAUGES:
             yield GaugeMetricFamily(f"{PREFIX}_{name}", text)
         yield _resting()
-        yield from _connections()
+        yield from connection_families(RPC, "Grenache RPC")
 
     def collect(self) -> Iterator[Metric]:
         replica = self._peer.replica
@@ -218,19 +220,7 @@ class _StateCollector:
         if len(counts) > MAX_SYMBOLS:
             resting.add_metric([OTHER], sum(count for _, count in counts[MAX_SYMBOLS:]))
         yield resting
-        yield from _connections(*self._peer.connections())
-
-
-def _connections(open_now: float | None = None, refused: float | None = None,
-                 evicted: float | None = None) -> tuple[Metric, ...]:
-    return (GaugeMetricFamily(f"{PREFIX}_rpc_connections", "Grenache RPC connections open on this peer.",
-                              value=open_now),
-            CounterMetricFamily(f"{PREFIX}_rpc_connections_refused", "RPC connections closed unread since "
-                                "the start: the peer held its cap of them, in all or from that address.",
-                                value=refused),
-            CounterMetricFamily(f"{PREFIX}_rpc_connections_evicted", "Silent RPC connections (no byte of a "
-                                "request yet) closed since the start to make room for newer ones.",
-                                value=evicted))
+        yield from connection_families(RPC, "Grenache RPC", self._peer.connections())
 
 
 def _resting() -> GaugeMetricFamily:

@@ -325,8 +325,7 @@ class PeerService(Service):
 
     def connections(self) -> tuple[int, int, int]:
         """RPC connections open now, and those refused and evicted at a cap since the start (connections.py)."""
-        caps = self._server.caps
-        return caps.open, caps.refused, caps.evicted
+        return self._server.caps.counts()
 
     # -- lifecycle ------------------------------------------------------------
 
