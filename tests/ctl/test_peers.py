@@ -233,6 +233,39 @@ class PinnedTests(PeersTestCase):
         self.assertEqual(self.lookups, [])
 
 
+    @_async
+    async def test_a_route_to_a_pinned_peer_takes_no_lookup_and_reaches_it_through_fakes(self):
+        real = await self.cluster.add(FakePeer("peer1"), announced=False)
+        await self.flood("peer1")
+        route = await self.pinned({"peer1": real.address}).route("peer1")
+        self.assertEqual(route.address, real.address)
+        self.assertEqual((await route.call({"action": "status"}))["id"], "peer1")
+        self.assertEqual(self.lookups, [])
+
+    @_async
+    async def test_after_a_pinned_route_fails_in_transport_the_next_is_looked_up_and_the_one_after_pinned(self):
+        real = await self.cluster.add(FakePeer("peer1"))
+        refused = f"{LOOPBACK}:{free_port()}"
+        peers = self.pinned({"peer1": refused})
+        first = await peers.route("peer1")
+        error = await self.failure(first.call({"action": "status"}))
+        self.assertEqual((first.address, error.code), (refused, "ERR_REQUEST_GENERIC"))
+        second = await peers.route("peer1")
+        self.assertEqual(second.address, real.address)
+        self.assertEqual((await second.call({"action": "status"}))["id"], "peer1")
+        self.assertEqual(set(self.lookups), {"exchange:peer1"})
+        self.assertEqual((await peers.route("peer1")).address, refused)
+
+    @_async
+    async def test_a_pinned_routes_error_reply_keeps_the_next_route_pinned(self):
+        real = await self.cluster.add(FakePeer("peer1"), announced=False)
+        peers = self.pinned({"peer1": real.address})
+        error = await self.failure((await peers.route("peer1")).call({"action": "order", "order_id": "404"}))
+        self.assertEqual(error.code, "ERR_UNKNOWN_ORDER")
+        self.assertEqual((await peers.route("peer1")).address, real.address)
+        self.assertEqual(self.lookups, [])
+
+
 class CheckTests(PeersTestCase):
 
     @_async

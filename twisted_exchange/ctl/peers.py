@@ -9,7 +9,8 @@ prove it is that peer, so a fake announced on a grape costs a retry.
 Anyone may announce, so a grape may hand out only fakes (a flood of them):
 a peer whose address the cluster's config fixes (``pinned``) is called
 there first, with no lookup, and looked up only if that address fails in
-transport (refused, silent, not that peer) within the call's time.  Every failure becomes a ``CtlError``
+transport (refused, silent, not that peer) within the call's time; a
+bench's ``route`` to it is pinned too.  Every failure becomes a ``CtlError``
 with the line the user sees: an ``ERR_...`` reply from a peer exactly as the
 peer sent it, a transport failure with the peer it concerns.
 
@@ -49,15 +50,17 @@ def ctl_error(error: GrenacheError, peer: str | None) -> CtlError:
 
 
 class Route:
-    """Calls to one peer at one address, each a single request (see ``Peers.route``)."""
+    """Calls to one peer at one address, each a single request (see ``Peers.route``);
+    ``unreachable()`` is called when one fails in transport."""
 
     def __init__(self, client: RPCClient, address: str, key: str, peer: str,
-                 expect: Identity | None = None) -> None:
+                 expect: Identity | None = None, unreachable: Callable[[], None] | None = None) -> None:
         self._client = client
         self.address = address
         self.key = key
         self.peer = peer
         self.expect = expect
+        self._unreachable = unreachable
 
     def call(self, payload: dict, timeout: float | None = None) -> defer.Deferred[Any]:
         """The peer's reply to ``payload``, or CtlError (as ``Peers.call``)."""
@@ -66,6 +69,8 @@ class Route:
 
     def _failed(self, failure: Any) -> Any:
         failure.trap(GrenacheError)
+        if self._unreachable is not None and failure.value.code in RETRYABLE:
+            self._unreachable()
         raise ctl_error(failure.value, self.peer)
 
 
@@ -93,6 +98,7 @@ class Peers:
         self._down_until: dict[int, float] = {}
         self._found: dict[str, int] = {}  # key -> the grape that last found it
         self._pinned = dict(pinned or {})  # peer id -> the "host:port" the config gives it
+        self._unpinned: set[str] = set()  # pinned peers whose last pinned route failed in transport
 
     async def call(self, payload: dict, peer: str | None = None, timeout: float | None = None,
                    credential: Credential | None = None) -> Any:
@@ -121,20 +127,27 @@ class Peers:
             raise ctl_error(e, peer) from None
 
     async def route(self, peer: str, credential: Credential | None = None) -> Route:
-        """A fixed way to ``peer``: one of the addresses announcing it now,
-        called without a lookup or a retry per call (the bench's clients:
-        what a call costs the client is CPU the peers do not get).  Unlike
-        ``call``, a fake address announced for the peer costs a failed call
-        over its route, not a retry: the caller takes a new route then."""
+        """A fixed way to ``peer``, called without a lookup or a retry per
+        call (the bench's clients: what a call costs the client is CPU the
+        peers do not get): its pinned address, or one of the addresses
+        announcing it now if it has none or its last pinned route failed in
+        transport (the route after that one is pinned again).  Unlike
+        ``call``, a failed call over a route is not retried: the caller
+        takes a new route then."""
         credential = credential or self._credential
         key = service_name(peer)
+        expect = self._expect(peer, credential)
+        address = self._pinned.get(peer)
+        if address is not None and peer not in self._unpinned:
+            return Route(self._client(0, credential), address, key, peer, expect,
+                         unreachable=lambda: self._unpinned.add(peer))
+        self._unpinned.discard(peer)
         client = await self._client_for(key, peer, credential)
         try:
             addresses = await self._links[self._found[key]].lookup(key)
         except GrenacheError as e:
             raise ctl_error(e, peer) from None
-        return Route(client, random.choice(addresses), key, peer,
-                     self._expect(peer, credential))
+        return Route(client, random.choice(addresses), key, peer, expect)
 
     def _expect(self, peer: str | None, credential: Credential | None) -> Identity | None:
         """The identity ``peer`` must prove: in secure mode, when a peer is named."""
