@@ -16,6 +16,7 @@ class FakeNode:
         self.exchange = Exchange()
         self.proposed = []
         self.delivered = []
+        self.claims = []
         self.applied = 0
 
     def propose(self, command):
@@ -33,6 +34,9 @@ class FakeNode:
 
     def status(self):
         return {"id": self.node_id, "role": "leader"}
+
+    def serves_at(self, peer, address):
+        self.claims.append((peer, address))
 
 
 def submit(**overrides):
@@ -137,6 +141,11 @@ class PeerAPITests(SynchronousTestCase):
             self.assertEqual(self.refused(payload).code, "ERR_BAD_MESSAGE", payload)
         self.assertEqual(self.node.delivered, [])
 
+    def test_without_identities_no_peer_may_say_where_it_serves(self):
+        error = self.refused({"action": "peer.hello", "from": "peer2", "address": "10.0.0.2:5002"})
+        self.assertTrue(str(error).startswith("ERR_FORBIDDEN: "), str(error))
+        self.assertEqual(self.node.claims, [])
+
     def test_raft_batch_is_delivered(self):
         reply = self.call({"action": "raft.batch", "from": "peer2", "to": "peer1",
                            "messages": [{"type": "raft.append"}]})
@@ -204,6 +213,14 @@ class SecureModeTests(SynchronousTestCase):
         self.assertTrue(self.forbidden("peer", "peer3", batch).startswith("ERR_FORBIDDEN: "))
         self.assertEqual(self.node.delivered, [])
         self.assertEqual(self.successResultOf(self.as_("peer", "peer2", batch)), {"ok": True, "id": "peer1"})
+
+    def test_only_the_named_peer_may_say_where_it_serves(self):
+        hello = {"action": "peer.hello", "from": "peer2", "address": "10.0.0.2:5002"}
+        for kind, name in (("client", "peer2"), ("peer", "peer3"), (None, None)):
+            self.assertTrue(self.forbidden(kind, name, hello).startswith("ERR_FORBIDDEN: "))
+        self.assertEqual(self.node.claims, [])
+        self.assertEqual(self.successResultOf(self.as_("peer", "peer2", hello)), {"ok": True, "id": "peer1"})
+        self.assertEqual(self.node.claims, [("peer2", "10.0.0.2:5002")])
 
     def test_a_client_acts_only_as_itself_and_its_name_comes_from_its_certificate(self):
         self.assertTrue(self.forbidden("client", "mallory", submit()).startswith("ERR_FORBIDDEN: "))

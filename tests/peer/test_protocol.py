@@ -43,6 +43,16 @@ class ParseRequestTests(unittest.TestCase):
                          protocol.TradesQuery("ETHUSD", 5))
         self.assertEqual(parse_request({"action": "orders"}), protocol.OrdersQuery(None, None, 1000))
 
+    def test_a_peer_hello_is_exactly_a_peer_id_and_a_host_and_port(self):
+        hello = {"action": "peer.hello", "from": "peer4", "address": "10.0.0.4:5004"}
+        self.assertEqual(parse_request(hello), protocol.PeerHello("peer4", "10.0.0.4:5004"))
+        for bad in ({"address": "10.0.0.4"}, {"address": "10.0.0.4:0"}, {"address": "10.0.0.4:65536"},
+                    {"address": ":5004"}, {"address": "a b:5004"}, {"address": 5004}, {"address": "h:+5004"},
+                    {"address": "h" * 300 + ":1"}, {"from": ""}, {"from": ["peer4"]}, {"extra": 1}):
+            with self.assertRaises(RequestError, msg=bad) as raised:
+                parse_request({**hello, **bad})
+            self.assertEqual(raised.exception.code, protocol.ERR_BAD_MESSAGE)
+
     def test_service_names(self):
         self.assertEqual((protocol.service_name(None), protocol.service_name("peer2")),
                          ("exchange", "exchange:peer2"))

@@ -371,3 +371,28 @@ class PeerAddressTests(TestCase):
             peers.append(peer)
         yield eventually(lambda: len({p.replica.node.leader for p in peers} - {None}) == 1
                          and all(p.replica.node.leader for p in peers), what="one leader known to all")
+
+    @defer.inlineCallbacks
+    def test_a_peer_the_others_have_no_address_for_tells_them_where_it_serves(self):
+        # Secure mode, no grape to ask: peer1 and peer2 know only each other,
+        # peer3 (as a peer added during a flood of fake announcements) knows them.
+        ca = CA.create()
+        ports = free_ports(4)
+        addresses = {peer_id: f"{LOOPBACK}:{port}" for peer_id, port in zip(PEERS, ports)}
+        no_grape = f"http://{LOOPBACK}:{ports[3]}"
+        given = {"peer1": {"peer2": addresses["peer2"]}, "peer2": {"peer1": addresses["peer1"]},
+                 "peer3": {"peer1": addresses["peer1"], "peer2": addresses["peer2"]}}
+        peers = []
+        for peer_id in PEERS:
+            data_dir = tempfile.mkdtemp(prefix=f"tx-{peer_id}-")
+            self.addCleanup(shutil.rmtree, data_dir, True)
+            peer = PeerService(peer_id, PEERS, [no_grape], data_dir, port=int(addresses[peer_id].split(":")[1]),
+                               fsync="never", seed=PEERS.index(peer_id), peer_addresses=given[peer_id],
+                               credential=ca.issue(Identity("peer", peer_id), [LOOPBACK]))
+            yield peer.startService()
+            self.addCleanup(lambda peer=peer: peer.stopService() if peer.running else None)
+            peers.append(peer)
+        yield eventually(lambda: all(p.status()["peers"]["peer3"] == addresses["peer3"] for p in peers[:2]),
+                         what="peer3's address known to peer1 and peer2")
+        yield eventually(lambda: len({p.replica.node.leader for p in peers} - {None}) == 1
+                         and all(p.replica.node.leader for p in peers), what="one leader known to all")

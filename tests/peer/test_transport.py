@@ -151,6 +151,27 @@ class PeerDirectoryTests(SynchronousTestCase):
         self.successResultOf(directory.refresh())
         self.assertEqual(directory._candidates["peer2"], ["127.0.0.1:6002"])
 
+    def test_where_a_peer_says_it_serves_comes_first_until_a_call_there_settles_it(self):
+        listed = {"exchange:peer2": [f"10.0.0.{n}:1" for n in range(100)]}  # a flood of fakes
+        directory = PeerDirectory([FakeLink(listed)], ["peer2"], rng=random.Random(0),
+                                  proven={"peer2": "127.0.0.1:5002"})
+        directory.claimed("peer2", "127.0.0.1:6002")  # it moved, and says so
+        self.successResultOf(directory.refresh())
+        self.assertEqual(directory._candidates["peer2"][:2], ["127.0.0.1:6002", "127.0.0.1:5002"])
+        directory.answered("peer2", "127.0.0.1:6002")
+        self.successResultOf(directory.refresh())
+        self.assertEqual(directory._candidates["peer2"][0], "127.0.0.1:6002")  # proven now, claim or not
+        directory.claimed("peer2", "127.0.0.1:7002")
+        directory.failed("peer2", "127.0.0.1:7002")  # a claim that a call refutes ends
+        self.successResultOf(directory.refresh())
+        self.assertEqual(directory._candidates["peer2"][0], "127.0.0.1:6002")
+        self.assertNotIn("127.0.0.1:7002", directory._candidates["peer2"])
+
+    def test_a_peer_that_says_where_it_serves_is_tracked_from_then_on(self):
+        directory = PeerDirectory([FakeLink({}, down=True)], ["peer2"])
+        directory.claimed("peer4", "127.0.0.1:5004")  # a member added since the start
+        self.assertEqual(directory.known(), {"peer2": None, "peer4": "127.0.0.1:5004"})
+
     def test_proven_addresses_from_before_a_restart_are_tried_before_any_lookup(self):
         directory = PeerDirectory([FakeLink({}, down=True)], ["peer2", "peer3"],
                                   proven={"peer2": "127.0.0.1:5002", "peer9": "127.0.0.1:5009"})

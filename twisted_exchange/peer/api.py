@@ -15,12 +15,15 @@ leader.  At most :data:`MAX_WAITING_QUERIES` wait; past that ERR_BUSY.
 In secure mode (``authenticated``: the server is TLS-only, every caller
 presents a certificate from the cluster CA) who may do what follows from
 the caller's ``Identity``, never from a field of the payload: only peer
-``p`` may send a ``raft.batch`` (or a snapshot chunk) from ``p``; only client ``c`` may submit,
+``p`` may send a ``raft.batch`` (or a snapshot chunk, or a ``peer.hello``:
+where ``p`` serves) from ``p``; only client ``c`` may submit,
 cancel or amend as ``c`` (a command without ``client`` is ``c``'s, one
 naming another client is refused); only a client named in
 ``admin_clients`` (the peer's ``--admin-client``, default ``cli``: the
 identity exchangectl uses) may change the membership; any identity may
-query.  Everything else is ERR_FORBIDDEN and changes nothing.
+query.  Everything else is ERR_FORBIDDEN and changes nothing.  Without
+identities (plain mode) a ``peer.hello`` is refused: a claim of where a
+peer serves is worth only what proves who makes it.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ class Node(Protocol):
     def deliver(self, sender: str, messages: list) -> None: ...
     def deliver_and_reply(self, sender: str, messages: list) -> Deferred: ...
     def change_membership(self, change: str, peer: str) -> Deferred: ...
+    def serves_at(self, peer: str, address: str) -> None: ...
     def status(self) -> dict: ...
     @property
     def exchange(self) -> Any: ...
@@ -75,6 +79,8 @@ class PeerAPI:
         request = protocol.parse_request(payload)
         if self._authenticated:
             _authorize(request, caller.identity)
+        elif isinstance(request, protocol.PeerHello):
+            raise RequestError(protocol.ERR_FORBIDDEN, "peer.hello needs a peer's certificate (secure mode)")
             if isinstance(request, protocol.MemberChange) and caller.identity not in self._admins:
                 raise RequestError(protocol.ERR_FORBIDDEN, f"{caller.identity} may not change the membership "
                                                            "(see the peers' --admin-client)")
@@ -103,6 +109,10 @@ class PeerAPI:
         if message is not None:
             self._node.deliver(request.sender, [message])
         return {"ok": True, "id": self._node.node_id, "next": wanted}
+
+    def _hello(self, request: protocol.PeerHello) -> dict:
+        self._node.serves_at(request.sender, request.address)
+        return {"ok": True, "id": self._node.node_id}
 
     def _addressed_here(self, to: str) -> None:
         """ERR_WRONG_PEER unless Raft traffic for ``to`` reached that peer (a stale announcement)."""
@@ -141,7 +151,8 @@ class PeerAPI:
                  protocol.SnapshotChunk: _snapshot_chunk,
                  protocol.BookQuery: _book, protocol.OrdersQuery: _orders,
                  protocol.OrderQuery: _order, protocol.TradesQuery: _trades,
-                 protocol.StatusQuery: _status, protocol.MemberChange: _member}
+                 protocol.StatusQuery: _status, protocol.MemberChange: _member,
+                 protocol.PeerHello: _hello}
     _ONE_PER_TURN = frozenset({protocol.BookQuery, protocol.OrdersQuery, protocol.OrderQuery,
                                protocol.TradesQuery})
 
@@ -159,9 +170,9 @@ def _as_caller(payload: Any, caller: Caller | None) -> Any:
 
 def _authorize(request: protocol.Request, identity: Identity) -> None:
     """ERR_FORBIDDEN unless ``identity`` may make ``request`` (see the module)."""
-    if isinstance(request, (protocol.RaftBatch, protocol.SnapshotChunk)):
+    if isinstance(request, (protocol.RaftBatch, protocol.SnapshotChunk, protocol.PeerHello)):
         if identity != Identity(PEER, request.sender):
-            raise RequestError(protocol.ERR_FORBIDDEN, f"{identity} may not send Raft messages as {request.sender!r}")
+            raise RequestError(protocol.ERR_FORBIDDEN, f"{identity} may not speak as peer {request.sender!r}")
     elif isinstance(request, protocol.Command):
         if identity != Identity(CLIENT, request.command["client"]):
             raise RequestError(protocol.ERR_FORBIDDEN,

@@ -17,6 +17,7 @@ from twisted_exchange.monotonic import use_monotonic_time
 from twisted_exchange.grenache import tls
 from twisted_exchange.logs import begin_logging, log_options
 from twisted_exchange.peer.membership import MembershipError, recorded
+from twisted_exchange.peer.protocol import is_address
 from twisted_exchange.pki import PEER, Credential, Identity
 from twisted_exchange.peer.service import SNAPSHOT_EVERY, PeerService
 from twisted_exchange.replication.storage import StorageError
@@ -53,8 +54,7 @@ def _peer_addresses(ctx, param, value: str | None) -> dict[str, str]:
         if not item.strip():
             continue
         peer_id, sep, address = item.strip().partition("=")
-        host, colon, port = address.rpartition(":")
-        if not (sep and peer_id and host and colon and port.isdigit() and 0 < int(port) < 65536):
+        if not (sep and peer_id and is_address(address)):
             raise click.BadParameter(f"expected ID=HOST:PORT[,ID=HOST:PORT...], got {item.strip()!r}")
         found[peer_id] = address
     return found

@@ -27,6 +27,13 @@ identity there ends its place.  The proven addresses are kept in the data
 directory too (:class:`ProvenFile`), so a peer restarted during such a flood
 starts from where its peers were, not from the grapes' lottery.
 
+A peer may also say where it serves (a ``peer.hello``, signed by its
+certificate, see :mod:`twisted_exchange.peer.service`): that *claimed*
+address comes first, ahead of the proven one, until a call there is
+answered (it is then the proven address) or fails (the claim ends).  So
+a peer added or moved during a flood is reached at once by every peer it
+could reach itself.
+
 Nothing here blocks: lookups refresh in the background and callers read
 the current view.
 """
@@ -64,6 +71,7 @@ class PeerDirectory:
         every change of them."""
         self._links = links
         self._proven: dict[str, str] = dict(proven or {})  # peer -> the address that last answered as it
+        self._claimed: dict[str, str] = {}  # peer -> where it said it serves, not called there yet
         self._candidates: dict[str, list[str]] = {}
         self._failing: dict[str, set[str]] = {}  # peer -> addresses whose last call failed
         self._on_proven = on_proven
@@ -89,9 +97,23 @@ class PeerDirectory:
     def known(self) -> dict[str, str | None]:
         return {p: self.address(p) for p in self._candidates}
 
+    def claimed(self, peer_id: str, address: str) -> None:
+        """``peer_id`` itself says it serves at ``address``: try that first
+        (tracking ``peer_id`` from now on if it was not)."""
+        self.track([peer_id])
+        if self._claimed.get(peer_id) != address and self._proven.get(peer_id) != address:
+            self.log.info("{peer} says it serves at {address}", peer=peer_id, address=address)
+        self._claimed[peer_id] = address
+        self._failing.get(peer_id, set()).discard(address)
+        candidates = self._candidates[peer_id]
+        if address in candidates:
+            candidates.remove(address)
+        candidates.insert(0, address)
+
     def failed(self, peer_id: str, address: str) -> None:
         """A call to ``address`` failed: try the peer's next candidate first,
         then its proven address again if that was not the one."""
+        self._end_claim(peer_id, address)
         self._failing.setdefault(peer_id, set()).add(address)
         candidates = self._candidates.get(peer_id, [])
         if len(candidates) > 1 and candidates[0] == address:
@@ -103,6 +125,7 @@ class PeerDirectory:
 
     def answered(self, peer_id: str, address: str) -> None:
         """A call to ``address`` was answered by ``peer_id``."""
+        self._end_claim(peer_id, address)
         failing = self._failing.get(peer_id)
         if failing:
             failing.discard(address)
@@ -112,6 +135,7 @@ class PeerDirectory:
 
     def forget(self, peer_id: str, address: str) -> None:
         """``address`` answered as another peer: it is not ``peer_id``'s."""
+        self._end_claim(peer_id, address)
         if self._proven.get(peer_id) == address:
             del self._proven[peer_id]
             self._proven_changed()
@@ -119,22 +143,28 @@ class PeerDirectory:
         if address in candidates:
             candidates.remove(address)
 
+    def _end_claim(self, peer_id: str, address: str) -> None:
+        """A call to ``address`` settled what ``peer_id``'s claim of it was worth."""
+        if self._claimed.get(peer_id) == address:
+            del self._claimed[peer_id]
+
     def _proven_changed(self) -> None:
         if self._on_proven is not None:
             self._on_proven(dict(self._proven))
 
     @inlineCallbacks
     def refresh(self):
-        """Look every peer up once; first the address that last answered as
-        the peer, else the preferred one if still listed."""
+        """Look every peer up once; first where the peer said it serves and
+        the address that last answered as it, else the preferred one if
+        still listed."""
         for peer_id, current in list(self._candidates.items()):
             found = yield self._lookup(service_name(peer_id))
             if not found:
                 continue
             failing = self._failing.get(peer_id, set())
-            proven = self._proven.get(peer_id)
-            if proven is not None:
-                preferred = [proven]
+            kept = list(dict.fromkeys(a for a in (self._claimed.get(peer_id), self._proven.get(peer_id)) if a))
+            if kept:
+                preferred = kept
             else:
                 preferred = [a for a in current if a in found and a not in failing][:1]
             others = [a for a in found if a not in preferred]

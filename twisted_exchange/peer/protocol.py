@@ -54,7 +54,9 @@ RAFT_BATCH = "raft.batch"
 SNAPSHOT_CHUNK = "raft.snapshot_chunk"   # a Raft snapshot in pieces (peer/snapshots.py)
 #: A membership change (replication.configuration.CHANGES), for the cluster's operators only.
 MEMBER = "member"
-ACTIONS = COMMANDS | QUERIES | {RAFT_BATCH, SNAPSHOT_CHUNK, MEMBER}
+#: A peer telling another where it serves, from its certificate (peer/service.py).
+PEER_HELLO = "peer.hello"
+ACTIONS = COMMANDS | QUERIES | {RAFT_BATCH, SNAPSHOT_CHUNK, MEMBER, PEER_HELLO}
 
 # -- refusals: every one reaches clients as "ERR_<CODE>: reason" -------------
 # Defined where they are raised, named here: this list is the whole vocabulary.
@@ -106,6 +108,8 @@ MAX_SNAPSHOT_BYTES = 1 << 30
 MAX_CHUNK_BYTES = 4 << 20
 #: A snapshot transfer's id.
 MAX_TRANSFER_ID = 64
+#: A peer's "host:port": a DNS name's 253 characters, a colon and a port.
+MAX_ADDRESS = 259
 
 
 def max_body_for(caller: Caller) -> int:
@@ -196,8 +200,16 @@ class MemberChange:
     peer: str
 
 
+@dataclass(frozen=True)
+class PeerHello:
+    """Peer ``sender`` serves Grenache RPC at ``address`` (``host:port``)."""
+
+    sender: str
+    address: str
+
+
 Request = Union[Command, BookQuery, OrdersQuery, OrderQuery, TradesQuery, StatusQuery, RaftBatch,
-                SnapshotChunk, MemberChange]
+                SnapshotChunk, MemberChange, PeerHello]
 
 
 def parse_request(payload: Any) -> Request:
@@ -293,9 +305,27 @@ def _member(payload: dict) -> MemberChange:
     return MemberChange(payload["change"], payload["peer"])
 
 
+def _peer_hello(payload: dict) -> PeerHello:
+    if payload.keys() != {"action", "from", "address"}:
+        raise RequestError(ERR_BAD_MESSAGE, "peer.hello takes exactly from and address")
+    sender, address = payload["from"], payload["address"]
+    if not _is_text(sender, MAX_PEER_ID):
+        raise RequestError(ERR_BAD_MESSAGE, f"from must be a peer id of 1 to {MAX_PEER_ID} characters")
+    if not (_is_text(address, MAX_ADDRESS) and is_address(address)):
+        raise RequestError(ERR_BAD_MESSAGE, "address must be HOST:PORT")
+    return PeerHello(sender, address)
+
 
 _PARSERS = {"book": _book, "orders": _orders, "order": _order, "trades": _trades,
-            "status": _status, RAFT_BATCH: _raft_batch, SNAPSHOT_CHUNK: _snapshot_chunk, MEMBER: _member}
+            "status": _status, RAFT_BATCH: _raft_batch, SNAPSHOT_CHUNK: _snapshot_chunk, MEMBER: _member,
+            PEER_HELLO: _peer_hello}
+
+
+def is_address(text: str) -> bool:
+    """Is ``text`` a ``host:port`` a peer could serve on (no spaces, a port of 1 to 65535)?"""
+    host, colon, port = text.rpartition(":")
+    return bool(colon and host and " " not in host and port.isdigit() and len(port) <= 5
+                and 0 < int(port) < 65536)
 
 
 def _fields(payload: dict, fields: set[str], required: bool = False) -> None:

@@ -39,7 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_exchange.adminport import AdminPort
-from twisted_exchange.grenache import Link, RPCClient, RPCServer
+from twisted_exchange.grenache import GrenacheError, Link, RPCClient, RPCServer
 from twisted_exchange.pki import PEER, Credential, Identity
 from twisted_exchange.peer.admin import admin_resource
 from twisted_exchange.peer.api import PeerAPI
@@ -49,7 +49,9 @@ from twisted_exchange.peer.directory import PeerDirectory, ProvenFile
 from twisted_exchange.peer.history import SAMPLE_SECONDS, Digests, Throughput
 from twisted_exchange.peer import membership
 from twisted_exchange.peer.metrics import PeerMetrics
-from twisted_exchange.peer.protocol import MAX_BODY, SERVICE, max_body_for, service_name
+from twisted_exchange.peer.protocol import (
+    ERR_UNKNOWN_ACTION, MAX_BODY, PEER_HELLO, SERVICE, max_body_for, service_name,
+)
 from twisted_exchange.peer.transport import RaftTransport
 from twisted_exchange.replication.messages import MessageError, parse_message
 from twisted_exchange.replication.raft import RaftConfig
@@ -80,6 +82,8 @@ STALL_SECONDS = 1.0
 PROBE_SECONDS = 5.0
 #: Seconds the admin port waits for another peer's status before showing it unreachable.
 CLUSTER_STATUS_TIMEOUT = 1.0
+#: Hosts that bind every interface: no address to tell the other peers.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 #: How often a new data directory asks the other members again (peer.membership).
 JOIN_RETRY_SECONDS = 1.0
 #: Exit status of a fail-stop (see the module docstring).
@@ -170,6 +174,7 @@ class PeerService(Service):
         self._waiting: dict[int, defer.Deferred] = {}
         self._replies: dict[str, defer.Deferred] = {}  # peer -> the answer to its batch, at the next flush
         self._flush_call = None
+        self._greeted: set[str] = set()  # peers that answered this process's peer.hello
         self._loops: list[task.LoopingCall] = []
         self._role = None
         self._last_tick: float | None = None
@@ -207,6 +212,11 @@ class PeerService(Service):
         d = self._waiting[token] = defer.Deferred()
         self._schedule_flush()
         return d
+
+    def serves_at(self, peer_id: str, address: str) -> None:
+        """Peer ``peer_id`` said, with its certificate, that it serves at ``address``."""
+        if peer_id != self.node_id:
+            self._directory.claimed(peer_id, address)
 
     def deliver(self, sender: str, messages: list) -> None:
         """Step every Raft message from ``sender`` that parses; drop the others.
@@ -297,13 +307,48 @@ class PeerService(Service):
         return d.addCallbacks(answered, failed)
 
     def _refresh_directory(self) -> defer.Deferred:
-        """Look the peers up, then ask each peer whose address nothing has
-        proven yet (a follower calls its leader only to forward an order):
-        so every peer has proven addresses, kept across a restart, before a
-        flood of fake announcements could hide them (directory.py)."""
+        """Tell the peers that have not heard it where this one serves, look
+        the peers up, then ask each peer whose address nothing has proven
+        yet (a follower calls its leader only to forward an order): so every
+        peer has proven addresses, kept across a restart, before a flood of
+        fake announcements could hide them (directory.py)."""
+        hellos = self._say_hello()
         d = self._directory.refresh()
-        return d.addCallback(lambda _: defer.gatherResults(
-            [self._ask_status(p) for p in self._directory.unproven()]))
+        d.addCallback(lambda _: defer.gatherResults([self._ask_status(p) for p in self._directory.unproven()]))
+        return defer.gatherResults([hellos, d])
+
+    def _say_hello(self) -> defer.Deferred:
+        """A ``peer.hello`` to each peer with a known address that has not
+        answered one from this process yet (secure mode: it proves who says
+        it), so a peer the grapes cannot show (a flood of fakes; added or
+        moved since) is reached by every peer it reaches.  Until one
+        answers, it is told again at every refresh; one that does not know
+        the action (an older version) is not."""
+        address = f"{self._host}:{self.port}"
+        if not self._secure or self._host in WILDCARD_HOSTS:
+            return defer.succeed(None)
+        payload = {"action": PEER_HELLO, "from": self.node_id, "address": address}
+        calls = []
+        for peer_id, known in self._directory.known().items():
+            if known is None or peer_id in self._greeted or peer_id == self.node_id:
+                continue
+            d = self._client.request_to(known, service_name(peer_id), payload,
+                                        timeout=CLUSTER_STATUS_TIMEOUT, expect=Identity(PEER, peer_id))
+            calls.append(d.addCallbacks(self._greeted_by, self._hello_failed,
+                                        callbackArgs=(peer_id, known), errbackArgs=(peer_id, known)))
+        return defer.gatherResults(calls)
+
+    def _greeted_by(self, _: object, peer_id: str, address: str) -> None:
+        self._greeted.add(peer_id)
+        self._directory.answered(peer_id, address)  # over TLS, as that peer
+
+    def _hello_failed(self, failure: Failure, peer_id: str, address: str) -> None:
+        """An older peer's refusal is its answer; a call that reached no
+        such peer there rotates the directory, as a status call does."""
+        if failure.check(GrenacheError) and failure.value.code == ERR_UNKNOWN_ACTION:
+            self._greeted_by(None, peer_id, address)
+        else:
+            self._directory.failed(peer_id, address)
 
     def health(self) -> dict:
         """``ok`` unless something stops this peer from taking part; ``problems`` say what.
