@@ -298,7 +298,9 @@ def add_peer(text: str, template: str, peer_id: str, port: int) -> str:
     data directory and log; an admin port of 0 stays 0, else the next after
     the highest; ``--peer-address`` lists every other peer's), and
     ``peer_id`` added to the ``[twisted-exchange]`` peers.  The other peers'
-    programs keep theirs: they look the new one up."""
+    programs keep their command lines (rewritten, supervisord's ``update``
+    would restart them all): the new peer tells them where it serves
+    (``peer.hello``), else they look it up."""
     section = _peer_section(text, template).group(0)
     name = re.escape(template)
     for pattern, replacement in ((rf"^\[program:{name}\]", f"[program:{peer_id}]"),
