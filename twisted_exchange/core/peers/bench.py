@@ -258,7 +258,20 @@ and D=10^3 / 10^6 only: ours 587,695 / 530,151 (1.11x).  With
 6%), cython-orderbook 1.05x, limit-order-book 1.12x.  The peers' own
 ratios move by up to 0.2 from run to run either way (cython-orderbook
 1.31x and 1.08x backed, 1.05x cold), so what the pages cost them is not
-resolved here.  What is left of ours (perf, backed, the same
+resolved here.  Two more ``make bench-peers`` on the session's final tree
+(all three depths; backed pages)::
+
+    engine                     D=10^3     D=10^5     D=10^6   10^6 vs 10^3   bytes/order
+    core, compiled            556,174    570,874    558,620   1.00               170
+                              589,632    574,946    546,717   1.08
+    cython-orderbook          297,293    352,492    287,856   1.03               359
+                              324,709    357,964    305,700   1.06
+    limit-order-book (C++)  1,073,323  1,090,026  1,020,162   1.05                92
+                            1,119,245  1,088,327  1,027,762   1.09
+
+So ours was 1.00-1.16x in every backed measurement this session (four
+``make bench-peers``, two interleaved series), against 1.15-1.27x cold.
+What is left of ours (perf, backed, the same
 commands at both depths): forgetting the 10,000th closed order
 (``Exchange._close`` and the order's dealloc: 5% of the samples at 10^3,
 9% at 10^6) and touching cold makers and cancelled orders' neighbours
