@@ -269,8 +269,9 @@ resolved here.  Two more ``make bench-peers`` on the session's final tree
     limit-order-book (C++)  1,073,323  1,090,026  1,020,162   1.05                92
                             1,119,245  1,088,327  1,027,762   1.09
 
-So ours was 1.00-1.16x in every backed measurement this session (four
-``make bench-peers``, two interleaved series), against 1.15-1.27x cold.
+So ours was 1.00-1.17x in every backed measurement this session (four
+``make bench-peers``, two interleaved series, best or median), against
+1.15-1.30x cold.
 What is left of ours (perf, backed, the same
 commands at both depths): forgetting the 10,000th closed order
 (``Exchange._close`` and the order's dealloc: 5% of the samples at 10^3,
