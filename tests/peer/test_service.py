@@ -372,6 +372,20 @@ class PeerAddressTests(TestCase):
         yield eventually(lambda: len({p.replica.node.leader for p in peers} - {None}) == 1
                          and all(p.replica.node.leader for p in peers), what="one leader known to all")
 
+    def start_secure(self, ca: CA, peer_id: str, port: int, data_dir: str, given: dict[str, str],
+                     grape: str) -> defer.Deferred:
+        """A secure-mode peer told ``given`` addresses of the others; fires with it once started."""
+        peer = PeerService(peer_id, PEERS, [grape], data_dir, port=port, fsync="never",
+                           seed=PEERS.index(peer_id), peer_addresses=given,
+                           credential=ca.issue(Identity("peer", peer_id), [LOOPBACK]))
+        self.addCleanup(lambda: peer.stopService() if peer.running else None)
+        return peer.startService().addCallback(lambda _: peer)
+
+    def data_dir(self, peer_id: str) -> str:
+        data_dir = tempfile.mkdtemp(prefix=f"tx-{peer_id}-")
+        self.addCleanup(shutil.rmtree, data_dir, True)
+        return data_dir
+
     @defer.inlineCallbacks
     def test_a_peer_the_others_have_no_address_for_tells_them_where_it_serves(self):
         # Secure mode, no grape to ask: peer1 and peer2 know only each other,
@@ -379,20 +393,35 @@ class PeerAddressTests(TestCase):
         ca = CA.create()
         ports = free_ports(4)
         addresses = {peer_id: f"{LOOPBACK}:{port}" for peer_id, port in zip(PEERS, ports)}
-        no_grape = f"http://{LOOPBACK}:{ports[3]}"
         given = {"peer1": {"peer2": addresses["peer2"]}, "peer2": {"peer1": addresses["peer1"]},
                  "peer3": {"peer1": addresses["peer1"], "peer2": addresses["peer2"]}}
         peers = []
-        for peer_id in PEERS:
-            data_dir = tempfile.mkdtemp(prefix=f"tx-{peer_id}-")
-            self.addCleanup(shutil.rmtree, data_dir, True)
-            peer = PeerService(peer_id, PEERS, [no_grape], data_dir, port=int(addresses[peer_id].split(":")[1]),
-                               fsync="never", seed=PEERS.index(peer_id), peer_addresses=given[peer_id],
-                               credential=ca.issue(Identity("peer", peer_id), [LOOPBACK]))
-            yield peer.startService()
-            self.addCleanup(lambda peer=peer: peer.stopService() if peer.running else None)
-            peers.append(peer)
+        for peer_id, port in zip(PEERS, ports):
+            peers.append((yield self.start_secure(ca, peer_id, port, self.data_dir(peer_id), given[peer_id],
+                                                  f"http://{LOOPBACK}:{ports[3]}")))
         yield eventually(lambda: all(p.status()["peers"]["peer3"] == addresses["peer3"] for p in peers[:2]),
                          what="peer3's address known to peer1 and peer2")
         yield eventually(lambda: len({p.replica.node.leader for p in peers} - {None}) == 1
                          and all(p.replica.node.leader for p in peers), what="one leader known to all")
+
+    @defer.inlineCallbacks
+    def test_a_peer_restarted_at_another_address_tells_the_others(self):
+        # Its old address is the one they were told and saw answer; no grape shows the new one.
+        ca = CA.create()
+        ports = free_ports(5)
+        addresses = {peer_id: f"{LOOPBACK}:{port}" for peer_id, port in zip(PEERS, ports)}
+        no_grape = f"http://{LOOPBACK}:{ports[3]}"
+        data_dirs = {peer_id: self.data_dir(peer_id) for peer_id in PEERS}
+        peers = {}
+        for peer_id, port in zip(PEERS, ports):
+            others = {other: a for other, a in addresses.items() if other != peer_id}
+            peers[peer_id] = yield self.start_secure(ca, peer_id, port, data_dirs[peer_id], others, no_grape)
+        yield eventually(lambda: all(p.status()["peers"].get("peer3") == addresses["peer3"]
+                                     for p in (peers["peer1"], peers["peer2"])), what="peer3 proven")
+        yield peers["peer3"].stopService()
+        moved = f"{LOOPBACK}:{ports[4]}"
+        told = {other: a for other, a in addresses.items() if other != "peer3"}  # its config, as before
+        peers["peer3"] = yield self.start_secure(ca, "peer3", ports[4], data_dirs["peer3"], told, no_grape)
+        yield eventually(lambda: all(p.status()["peers"]["peer3"] == moved
+                                     for p in (peers["peer1"], peers["peer2"])),
+                         what="peer3's new address known to peer1 and peer2")
