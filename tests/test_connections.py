@@ -37,7 +37,7 @@ class CappedFactoryTests(SynchronousTestCase):
         self.assertIsNone(self.connect("10.0.0.1"))
         self.assertEqual((self.caps.open, self.caps.refused, self.caps.by_address), (2, 1, {"10.0.0.1": 2}))
 
-    def test_at_the_total_the_oldest_silent_connection_gives_its_place(self) -> None:
+    def test_at_the_total_the_quietest_connection_gives_its_place(self) -> None:
         spoke, silent, newer = self.connect("10.0.0.1"), self.connect("10.0.0.2"), self.connect("10.0.0.3")
         spoke.dataReceived(b"hi")
         self.assertEqual(spoke.transport.value(), b"hi")  # the wrapped protocol is served through the wrapper
@@ -49,14 +49,22 @@ class CappedFactoryTests(SynchronousTestCase):
         silent.connectionLost(None)  # the abort's, later: uncounted once
         self.assertEqual(self.caps.by_address, {"10.0.0.1": 1, "10.0.0.3": 1, "10.0.0.4": 1})
 
-    def test_at_the_total_with_every_connection_heard_a_new_one_is_refused_until_one_is_lost(self) -> None:
+    def test_on_plain_http_a_connection_that_has_spoken_still_gives_its_place_when_quietest(self) -> None:
+        # One byte proves nothing on plain HTTP: hosts that sent one each once cannot hold the total.
         held = [self.connect(f"10.0.0.{n}") for n in range(3)]
         for connection in held:
             connection.dataReceived(b"x")
-        self.assertIsNone(self.connect("10.0.0.9"))
-        held[0].connectionLost(None)
+        held[0].dataReceived(b"y")  # held[1] is now the quietest
         self.assertIsNotNone(self.connect("10.0.0.9"))
-        self.assertEqual((self.caps.open, self.caps.refused, self.caps.evicted), (3, 1, 0))
+        self.assertEqual([c.transport.disconnecting for c in held], [False, True, False])
+        self.assertEqual((self.caps.open, self.caps.refused, self.caps.evicted), (3, 0, 1))
+
+    def test_bytes_sent_count_as_activity_too(self) -> None:
+        first, second, third = (self.connect(f"10.0.0.{n}") for n in range(3))
+        first.dataReceived(b"ping")  # echoed: a write through the wrapper
+        second.write(b"unasked")
+        self.assertIsNotNone(self.connect("10.0.0.9"))
+        self.assertEqual([c.transport.disconnecting for c in (first, second, third)], [False, False, True])
 
 
 class ConnectionFamiliesTests(SynchronousTestCase):

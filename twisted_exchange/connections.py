@@ -7,10 +7,15 @@ peer fail-stop on EMFILE).  So a server holds at most ``total``
 connections and ``per_address`` from one IP address.  Past the
 per-address cap a new connection is closed unread: a host holding slow
 connections, as Slowloris does, uses up its own share.  At the total, a
-new connection takes the place of the oldest *silent* one (not a byte
-received yet; behind TLS, no byte before a handshake with a certificate
-of the cluster), else it is closed unread: connections that never say
-anything cannot shut out those that do.
+new connection takes the place of the *quietest* evictable one, else it
+is closed unread.  Behind TLS (the peers' RPC) a connection is evictable
+until its first byte, which needs a handshake with a certificate of the
+cluster: connections that never say anything cannot shut out those that
+do, and those that have spoken keep their place.  On plain HTTP (the
+grape's API, the admin port) a byte proves nothing, so every connection
+stays evictable and the one that has sent and been sent nothing for the
+longest goes: hosts holding connections at their share cannot shut out
+a lookup (before, one byte each did).
 
 :class:`ConnectionCaps` counts; the Grenache server calls it from its own
 factory (no wrapper on its hot path), :class:`CappedFactory` wraps any
@@ -53,7 +58,8 @@ class ConnectionCaps:
 
     A connection is any object with a ``transport`` (to abort it): the
     server's factory makes it through :meth:`connect`, and it calls
-    :meth:`heard_from` at its first bytes and :meth:`closed` when it is lost.
+    :meth:`heard_from` at its first bytes (behind TLS) or :meth:`active` at
+    every exchange of bytes (plain HTTP), and :meth:`closed` when it is lost.
     """
 
     log = Logger()
@@ -64,11 +70,11 @@ class ConnectionCaps:
         self.per_address = per_address
         self.name = name
         self.refused = 0  # closed unread at a cap, since the start
-        self.evicted = 0  # silent ones closed for newer ones, since the start
+        self.evicted = 0  # quiet ones closed for newer ones, since the start
         self.by_address: dict[str, int] = {}
         self._reactor = reactor
         self._hosts: dict[Any, str] = {}  # every counted connection -> its address
-        self._silent: dict[Any, None] = {}  # counted, no byte heard yet; oldest first
+        self._evictable: dict[Any, None] = {}  # counted and evictable; the quietest first
         self._warned = float("-inf")
 
     @property
@@ -77,9 +83,9 @@ class ConnectionCaps:
         return len(self._hosts)
 
     @property
-    def silent(self) -> int:
-        """Connections counted now that have not sent a byte yet."""
-        return len(self._silent)
+    def evictable(self) -> int:
+        """Connections counted now that may give their place to a newer one."""
+        return len(self._evictable)
 
     def counts(self) -> tuple[int, int, int]:
         """Connections open now, and those refused and evicted since the start."""
@@ -93,36 +99,42 @@ class ConnectionCaps:
             return None
         connection = make()
         self._hosts[connection] = host
-        self._silent[connection] = None
+        self._evictable[connection] = None
         self.by_address[host] = self.by_address.get(host, 0) + 1
         return connection
 
     def _admit(self, host: str) -> bool:
         """Whether a new connection from ``host`` may be made: within the
-        caps, or once the oldest silent connection is closed for it."""
+        caps, or once the quietest evictable connection is closed for it."""
         count = self.by_address.get(host, 0)
         if self.per_address is not None and count >= self.per_address:
             return self._refuse(host, count)
         if self.total is not None and len(self._hosts) >= self.total:
-            if not self._silent:
+            if not self._evictable:
                 return self._refuse(host, count)
-            oldest = next(iter(self._silent))
-            self.closed(oldest)  # now: the abort's connectionLost comes later
+            quietest = next(iter(self._evictable))
+            self.closed(quietest)  # now: the abort's connectionLost comes later
             self.evicted += 1
-            self._warn("closing silent connections for newer ones", host, count)
-            oldest.transport.abortConnection()
+            self._warn("closing quiet connections for newer ones", host, count)
+            quietest.transport.abortConnection()
         return True
 
     def heard_from(self, connection: Any) -> None:
-        """``connection``'s first bytes arrived: it keeps its place."""
-        self._silent.pop(connection, None)
+        """``connection``'s first bytes arrived behind TLS: it keeps its place."""
+        self._evictable.pop(connection, None)
+
+    def active(self, connection: Any) -> None:
+        """Bytes went either way on plain HTTP ``connection``: still
+        evictable, but now the last to go."""
+        if self._evictable.pop(connection, False) is None:
+            self._evictable[connection] = None
 
     def closed(self, connection: Any) -> None:
         """``connection`` is gone (once; again is a no-op)."""
         host = self._hosts.pop(connection, None)
         if host is None:
             return
-        self._silent.pop(connection, None)
+        self._evictable.pop(connection, None)
         left = self.by_address[host] - 1
         if left:
             self.by_address[host] = left
@@ -157,21 +169,25 @@ def connection_families(prefix: str, server: str,
             CounterMetricFamily(f"{prefix}_connections_refused", f"{server} connections closed unread "
                                 "since the start: the server held its cap of them, in all or from that address.",
                                 value=refused),
-            CounterMetricFamily(f"{prefix}_connections_evicted", f"Silent {server} connections (no byte "
-                                "received yet) closed since the start to make room for newer ones.",
-                                value=evicted))
+            CounterMetricFamily(f"{prefix}_connections_evicted", f"Quiet {server} connections closed since "
+                                "the start to make room for newer ones.", value=evicted))
 
 
 class _Counted(ProtocolWrapper):
-    """A connection of a :class:`CappedFactory`: tells the caps when it is first heard from."""
-
-    _heard = False
+    """A plain-HTTP connection of a :class:`CappedFactory`: tells the caps
+    whenever bytes go either way."""
 
     def dataReceived(self, data: bytes) -> None:
-        if not self._heard:
-            self._heard = True
-            self.factory.caps.heard_from(self)
+        self.factory.caps.active(self)
         super().dataReceived(data)
+
+    def write(self, data: bytes) -> None:
+        self.factory.caps.active(self)
+        super().write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        self.factory.caps.active(self)
+        super().writeSequence(data)
 
 
 class CappedFactory(WrappingFactory):
