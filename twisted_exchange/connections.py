@@ -239,8 +239,8 @@ def connection_options(command: F) -> F:
         "--max-connections", default=MAX_CONNECTIONS, show_default=True, type=click.IntRange(1),
         help="Connections held open at once, at most; fewer if the descriptor limit (raised to the hard "
              f"`ulimit -n`) would leave less than {RESERVED_FDS} for the process's own files and calls. At "
-             "it a new connection takes the place of the oldest one that has not sent a byte (TLS: not "
-             "finished its handshake), else is closed unread.")(command)
+             "it a new connection takes the place of the quietest one it may close (TLS: one that has not "
+             "finished its handshake; plain HTTP: any), else is closed unread.")(command)
 
 
 def total_within_descriptors(wanted: int) -> int:

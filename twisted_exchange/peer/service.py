@@ -324,13 +324,12 @@ class PeerService(Service):
         moved since) is reached by every peer it reaches.  Until one
         answers, it is told again at every refresh; one that does not know
         the action (an older version) is not."""
-        address = f"{self._host}:{self.port}"
         if not self._secure or self._host in WILDCARD_HOSTS:
             return defer.succeed(None)
-        payload = {"action": PEER_HELLO, "from": self.node_id, "address": address}
+        payload = {"action": PEER_HELLO, "from": self.node_id, "address": f"{self._host}:{self.port}"}
         calls = []
-        for peer_id, known in self._directory.known().items():
-            if known is None or peer_id in self._greeted or peer_id == self.node_id:
+        for peer_id, known in self._directory.known().items():  # never this peer (see serves_at, deliver)
+            if known is None or peer_id in self._greeted:
                 continue
             d = self._client.request_to(known, service_name(peer_id), payload,
                                         timeout=CLUSTER_STATUS_TIMEOUT, expect=Identity(PEER, peer_id))
